@@ -1,0 +1,1 @@
+"""Platform drivers behind one neutral contract (see :mod:`platforms.contract`)."""

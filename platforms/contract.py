@@ -1,0 +1,212 @@
+"""The driver contract: the neutral IAM vocabulary between the engine and every platform driver.
+
+A driver never sees meshObjects and the engine never sees an SDK type: everything that crosses
+the seam is one of the frozen dataclasses below. Every driver module offers the same operations
+in the same order (``lookup_users``, ``observe``, ``apply``, ``capabilities``), imports its SDK
+lazily, and raises only the error types defined here.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
+
+# Description/marker text that tells a platform object is owned by this replicator.
+OWNER_MARKER = "managed-by: replicator"
+
+
+class Action(StrEnum):
+    """The few change kinds every platform understands, in the order a plan applies them."""
+
+    CREATE_GROUP = "create_group"
+    ENSURE_USER = "ensure_user"
+    ADD_MEMBER = "add_member"
+    GRANT = "grant"
+    REVOKE = "revoke"
+    REMOVE_MEMBER = "remove_member"
+    DELETE_GROUP = "delete_group"
+
+    @property
+    def adds(self) -> bool:
+        """True for changes that give access (they run before anything is taken away)."""
+        return self in _ADDING
+
+
+_ADDING = frozenset({Action.CREATE_GROUP, Action.ENSURE_USER, Action.ADD_MEMBER, Action.GRANT})
+ACTION_ORDER: tuple[Action, ...] = tuple(Action)
+
+
+@dataclass(frozen=True, order=True)
+class TenantRef:
+    """One tenant of one platform: the unit a driver observes and changes."""
+
+    key: str
+    """``WORKSPACE/PROJECT/PLATFORM``, the name users type."""
+    platform: str
+    """The platform identifier, e.g. ``aws.eu-central-1``."""
+    local_id: str
+    """The platform's own id of the tenant (AWS account id, subscription id, namespace, ...)."""
+
+
+@dataclass(frozen=True, order=True)
+class PlatformUser:
+    """A user as the platform knows it."""
+
+    id: str
+    """The platform's immutable id of the user (what memberships refer to)."""
+    name: str
+    """The value of the lookup attribute (userName, userPrincipalName, ...) as the platform spells it."""
+
+
+@dataclass(frozen=True)
+class OwnedGroup:
+    """What the state store remembers about a group this replicator created for a tenant."""
+
+    alias: str
+    name: str
+    platform_id: str | None
+    """None while the create was started but not confirmed (a crash in between): the driver then
+    finds the group by name and adopts it only if it carries our marker."""
+    roles: frozenset[str] = frozenset()
+    """Roles this replicator granted to the group (so a role dropped from a mapping is revoked
+    even where external grants are kept)."""
+
+
+@dataclass(frozen=True)
+class ObservedGroup:
+    """An owned group as it is on the platform right now."""
+
+    id: str
+    name: str
+    alias: str
+    members: frozenset[PlatformUser]
+    roles: frozenset[str]
+    """Every role bound to the group on the tenant, ours or not."""
+
+
+@dataclass(frozen=True)
+class ObservedTenant:
+    """The complete observation of one tenant. A driver that cannot read everything raises instead
+    of returning a partial observation (a partial read must never shrink the plan)."""
+
+    groups: tuple[ObservedGroup, ...] = ()
+    vanished: tuple[str, ...] = ()
+    """Names of owned groups that no longer exist on the platform (deleted by someone else)."""
+    foreign: Mapping[str, str] = field(default_factory=dict)
+    """Desired group name -> platform id of an existing group that is not ours."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """Exactly one operation on a platform. Applying it twice is the same as once."""
+
+    action: Action
+    group: str
+    """The group name (for platforms without groups: the binding name the driver derives)."""
+    alias: str
+    user: PlatformUser | None = None
+    euid: str | None = None
+    """The transformed euid the member change is for."""
+    role: str | None = None
+    note: str | None = None
+    """Why, when it is not obvious (rename, policy, tenant deleted)."""
+
+    @property
+    def subject(self) -> str:
+        """The user or role this change is about, for logs and records."""
+        if self.user is not None:
+            return self.user.name
+        return self.role or self.euid or ""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Facts about a platform that the planner and the validator need."""
+
+    external_grants_default: Literal["remove", "keep"]
+    """What happens to roles bound to an owned group that the replicator did not grant."""
+    lookup_attribute: str
+    """The platform user attribute transformed euids are matched against."""
+    has_groups: bool = True
+    group_name_prefix: str = ""
+    """Prepended to every rendered group name (a marker of ownership, e.g. ``mst-`` on AWS)."""
+    max_group_name_length: int = 256
+    group_name_pattern: re.Pattern[str] | None = None
+    """Characters the platform accepts in a group name (None = anything)."""
+    ensures_users: bool = False
+
+    def check_group_name(self, name: str) -> str | None:
+        """Return why the platform would refuse this group name, or None when it is fine."""
+        if not name:
+            return "renders an empty group name"
+        if len(name) > self.max_group_name_length:
+            return (
+                f"renders {name!r} ({len(name)} characters, the platform allows {self.max_group_name_length})"
+            )
+        if self.group_name_pattern is not None and not self.group_name_pattern.fullmatch(name):
+            return f"renders {name!r}, which has characters the platform refuses"
+        return None
+
+
+class PlatformError(Exception):
+    """A platform call failed. The engine decides by type what to do next."""
+
+    retryable: ClassVar[bool] = False
+
+
+class RetryableError(PlatformError):
+    """Throttled, timed out or unavailable: try again later."""
+
+    retryable = True
+
+
+class PermanentError(PlatformError):
+    """Refused for a reason that repeating will not fix (permissions, bad ids, validation)."""
+
+
+class ForeignObjectError(PermanentError):
+    """The object we would create exists and is not ours."""
+
+
+class PlatformConfigError(PermanentError):
+    """The platform block of the config cannot work (missing setting, unreadable credentials)."""
+
+
+class Driver(ABC):
+    """One platform. Sync SDKs run in worker threads behind these async methods."""
+
+    capabilities: ClassVar[Capabilities]
+    options_model: ClassVar[type[BaseModel]]
+
+    def __init__(self, identifier: str, options: Any) -> None:
+        self.identifier = identifier
+        self.options = options
+
+    @abstractmethod
+    async def lookup_users(self, euids: Sequence[str]) -> dict[str, tuple[PlatformUser, ...]]:
+        """For each transformed euid, every platform user whose lookup attribute equals it
+        case-insensitively (empty: not found; several: ambiguous). Raises on any failed call."""
+
+    @abstractmethod
+    async def observe(
+        self, tenant: TenantRef, owned: Sequence[OwnedGroup], desired_names: Mapping[str, str]
+    ) -> ObservedTenant:
+        """Read the owned groups of ``tenant`` and check whether each desired name (alias -> name)
+        is free, ours, or taken by a foreign group. Complete or raise."""
+
+    @abstractmethod
+    async def apply(self, tenant: TenantRef, change: Change, group_id: str | None) -> str | None:
+        """Perform one change; return the group's platform id for ``create_group``. A change that
+        is already true is a success."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
+        """Release connections."""
+
+
+DriverFactory = Callable[[str, Any], Driver]

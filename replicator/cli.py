@@ -1,0 +1,359 @@
+"""``replicator``: the command line (CONTRACT section 1).
+
+Exit codes: 0 fine, 1 error (bad input, a failed tenant, a usage error), 2 changes pending
+(``plan --detailed-exitcode``), 3 warnings (``--fail-on-warnings``). A usage error is 1, not
+argparse's 2, so that 2 always means "changes pending".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_WARNINGS = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
+    d: Any = argparse.SUPPRESS if suppress else None
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=d,
+        help="config file (default ./replicator.yaml or $REPLICATOR_CONFIG)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=argparse.SUPPRESS if suppress else "auto",
+        help="log lines as JSON or for people (default: JSON unless stderr is a terminal)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=argparse.SUPPRESS if suppress else "info",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="replicator",
+        description="Keeps groups, memberships and role bindings on cloud "
+        "platforms exactly as the organisation's projects, bindings and landing zones say.",
+    )
+    _common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        _common(p, suppress=True)
+        return p
+
+    cmd("validate", "check config and inventory; print every problem with file, object and field")
+    cmd("schema", "print the JSON Schema of the config and of the inventory objects")
+
+    p = cmd("plan", "dry run: print the changes a reconcile would make, and the warnings")
+    _selection(p)
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("--out", type=Path, help="also write the plan to this file")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
+    p.add_argument("--fail-on-warnings", action="store_true", help="exit 3 when there are warnings")
+    p.add_argument("--allow-deletions", action="store_true", help="plan past the deletion guard")
+
+    p = cmd("reconcile", "apply the desired state to the chosen tenants")
+    _selection(p)
+    p.add_argument("--all", action="store_true", help="every tenant of the inventory")
+    p.add_argument("--dry-run", action="store_true", help="compute and print, change nothing")
+    p.add_argument(
+        "--allow-deletions",
+        action="store_true",
+        help="confirm removals the deletion guard withheld (maxDeletions, empty desired state)",
+    )
+    p.add_argument("--fail-on-warnings", action="store_true", help="exit 3 when converged with warnings")
+
+    p = cmd("status", "last run per tenant from the state store, with open warnings")
+    p.add_argument("--tenant", action="append", default=[], metavar="WS/PROJECT/PLATFORM")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    return parser
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        metavar="WS/PROJECT/PLATFORM",
+        help="only this tenant (repeatable)",
+    )
+    p.add_argument("--platform", help="only tenants of this platform identifier")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from replicator import logs
+
+    logs.configure(args.log_format, args.log_level)
+    handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    from replicator.loader import InputError
+
+    try:
+        return handler(args)
+    except InputError as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(e.problems)} problem(s) found.", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # the last line of defence: a message, never a traceback
+        from replicator.engine import UnknownTenantError
+        from state import StoreError
+
+        if isinstance(e, StoreError | UnknownTenantError):
+            print(f"error: {e}", file=sys.stderr)
+        else:
+            logs.get_logger().debug("unexpected error", exc_info=True)
+            print(
+                f"error: unexpected {type(e).__name__}: {e} (run with --log-level debug for details)",
+                file=sys.stderr,
+            )
+        return EXIT_ERROR
+
+
+def _validated(args: argparse.Namespace) -> Any:
+    from replicator.loader import load
+    from replicator.validate import validate
+
+    return validate(load(args.config))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    v = _validated(args)
+    inv = v.inventory
+    print(
+        f"valid: {len(v.config.platforms)} platforms, {len(v.config.landing_zones)} landing zones, "
+        f"{len(inv.users)} users, {len(inv.groups)} user groups, {len(inv.projects)} projects, "
+        f"{len(inv.bindings)} bindings, {len(inv.tenants)} tenants"
+    )
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from pydantic import TypeAdapter
+
+    from replicator.config import config_json_schema
+    from replicator.inventory import MeshObject
+
+    doc = {
+        "config": config_json_schema(),
+        "inventory": TypeAdapter(MeshObject).json_schema(by_alias=True),
+    }
+    print(json.dumps(doc, indent=2))
+    return EXIT_OK
+
+
+def _open_store(v: Any, config_path: Path | None) -> Any:
+    from replicator.loader import default_config_path, resolve_state_url
+    from state import Store
+
+    return Store(resolve_state_url(v.config.state, config_path or default_config_path()))
+
+
+def _run(args: argparse.Namespace, apply: bool) -> tuple[Any, Any]:
+    from replicator.engine import Engine
+
+    v = _validated(args)
+    if args.platform and v.config.platform(args.platform) is None:
+        from replicator.engine import UnknownTenantError
+
+        raise UnknownTenantError(f"unknown platform {args.platform!r}")
+    store = _open_store(v, args.config)
+    try:
+        engine = Engine(v, store, allow_deletions=args.allow_deletions)
+        now = datetime.now(UTC)
+        tenants = engine.select(now, args.tenant, args.platform)
+        with _progress(len(tenants), "reconcile" if apply else "plan") as tick:
+            report = asyncio.run(engine.run(tenants, apply=apply, now=now, on_done=tick))
+    finally:
+        store.close()
+    return v, report
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from replicator.render import plans_json, plans_text
+
+    _, report = _run(args, apply=False)
+    plans = [r.plan for r in report.results if r.plan is not None]
+    errors = [
+        (r.key, r.error) for r in report.results if r.error and (r.plan is None or r.error_kind != "guard")
+    ]
+    text = plans_json(plans, errors) if args.output == "json" else plans_text(plans, errors)
+    sys.stdout.write(text)
+    if args.out:
+        args.out.write_text(plans_json(plans, errors) if args.output == "json" else text, encoding="utf-8")
+    if report.failed:
+        return EXIT_ERROR
+    if args.fail_on_warnings and report.warnings:
+        return EXIT_WARNINGS
+    if args.detailed_exitcode and report.pending:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from replicator.render import plans_text
+
+    if not args.tenant and not args.all:
+        print(
+            "error: name the tenants (--tenant WS/PROJECT/PLATFORM, repeatable) or pass --all",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    if args.tenant and args.all:
+        print("error: --tenant and --all exclude each other", file=sys.stderr)
+        return EXIT_ERROR
+    _, report = _run(args, apply=not args.dry_run)
+    plans = [r.plan for r in report.results if r.plan is not None]
+    if args.dry_run:
+        sys.stdout.write(plans_text(plans))
+    for r in report.results:
+        if r.ok:
+            w = len(r.plan.warnings) if r.plan else 0
+            print(f"{r.key}: converged, {r.applied} changes applied, {w} warnings")
+        else:
+            print(f"{r.key}: FAILED ({r.error_kind}): {r.error}")
+            if r.error_kind == "guard":
+                print(
+                    f"  {len(r.plan.withheld) if r.plan else 0} removals withheld; "
+                    "rerun with --allow-deletions to confirm them"
+                )
+    for r in report.results:
+        for w in r.plan.warnings if r.plan else ():
+            print(f"  {r.key}: {w.code.value}: {w.message}")
+    ok = len(report.results) - len(report.failed)
+    print(
+        f"Reconciled {ok} of {len(report.results)} tenants, {sum(r.applied for r in report.results)} changes "
+        f"applied, {report.warnings} warnings."
+    )
+    if report.failed:
+        return EXIT_ERROR
+    if args.fail_on_warnings and report.warnings:
+        return EXIT_WARNINGS
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from replicator.loader import load
+
+    loaded = load(args.config)  # the store URL is all status needs; inventory problems do not matter
+    store = _open_store(loaded, args.config)
+    try:
+        wanted = set(args.tenant)
+        runs = [r for r in store.last_runs() if not wanted or r.tenant in wanted]
+        warnings = [w for w in store.open_warnings() if not wanted or w.tenant in wanted]
+        statuses = store.tenant_statuses()
+    finally:
+        store.close()
+    if args.output == "json":
+        doc = {
+            "tenants": [
+                {
+                    "tenant": r.tenant,
+                    "platform": r.platform,
+                    "status": statuses.get(r.tenant),
+                    "lastRun": {
+                        "startedAt": r.started_at.isoformat(),
+                        "finishedAt": r.finished_at.isoformat() if r.finished_at else None,
+                        "outcome": r.outcome,
+                        "changesApplied": r.changes_applied,
+                        "error": r.error,
+                    },
+                    "warnings": [
+                        {
+                            "code": w.code,
+                            "subject": w.subject,
+                            "message": w.message,
+                            "firstSeen": w.first_seen.isoformat(),
+                            "lastSeen": w.last_seen.isoformat(),
+                        }
+                        for w in warnings
+                        if w.tenant == r.tenant
+                    ],
+                }
+                for r in runs
+            ]
+        }
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    if not runs:
+        print("no runs recorded yet")
+    for r in runs:
+        when = (r.finished_at or r.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+        status = statuses.get(r.tenant, "")
+        print(
+            f"{r.tenant}  {r.outcome}  {when}  {r.changes_applied} changes"
+            + (f"  [{status}]" if status else "")
+        )
+        if r.error:
+            print(f"  error: {r.error}")
+        for w in warnings:
+            if w.tenant == r.tenant:
+                print(f"  {w.code} {w.subject}: {w.message} (since {w.first_seen:%Y-%m-%d %H:%M})")
+    return EXIT_OK
+
+
+class _progress:
+    """A progress bar on a terminal for runs over many tenants; silent otherwise."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label = total, label
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> Callable[[Any], None]:
+        if self.total > 3 and sys.stderr.isatty():
+            try:
+                from rich.progress import Progress
+            except ImportError:
+                return self._plain
+            self.bar = Progress(transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=self.total)
+        return self._tick
+
+    def _tick(self, _result: Any) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def _plain(self, _result: Any) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": cmd_validate,
+    "schema": cmd_schema,
+    "plan": cmd_plan,
+    "reconcile": cmd_reconcile,
+    "status": cmd_status,
+}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""The config file (``replicator.yaml``) as typed models. Every field is documented where it is
+declared; ``replicator schema`` and the docs are generated from these docstrings."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from platforms.registry import PLATFORM_TYPES
+
+DEFAULT_GROUP_NAME_PATTERN = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
+
+
+class Model(BaseModel):
+    """Base of every config model: camelCase keys, unknown keys are errors, docstrings documented."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
+
+
+def parse_duration(value: Any) -> float:
+    """``90``, ``"90s"``, ``"10m"``, ``"1h30m"`` -> seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m and any(m.groups()):
+            h, mi, s = (int(g or 0) for g in m.groups())
+            return float(h * 3600 + mi * 60 + s)
+    raise ValueError(f"{value!r} is not a duration (examples: 30s, 10m, 1h30m)")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(lambda v: f"{int(v)}s")]
+
+
+class SecretRef(Model):
+    """A secret is never a literal in the config: it names an environment variable or a file."""
+
+    env: str | None = None
+    """Name of the environment variable holding the secret."""
+    file: str | None = None
+    """Path of a file holding the secret (trailing newline stripped)."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret is {env: NAME} or {file: PATH}, exactly one of the two")
+        return self
+
+
+class RoleMapping(Model):
+    """How one meshProject role appears on a platform."""
+
+    platform_group_alias: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Short name of the role on the platform; fills ``#{platformGroupAlias}`` in group names."""
+    platform_roles: tuple[str, ...] = ()
+    """Platform role ids granted to the group on the tenant (permission set ARNs on AWS, role
+    definition ids on Azure, ``roles/...`` on GCP, role names on OpenStack, ClusterRoles on Kubernetes)."""
+
+
+ExternalGrantsMode = Literal["remove", "keep"]
+
+
+class KeepMatching(Model):
+    """Keep external grants whose role matches the regular expression, remove the others."""
+
+    keep_matching: str
+    """Python regular expression matched against the whole role id."""
+
+    @field_validator("keep_matching")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from e
+        return v
+
+
+class PlatformConfig(Model):
+    """One platform instance (``<platform>.<location>``) and how the replicator talks to it.
+
+    Besides the keys below, a platform carries one block named after its ``type`` (``aws:``,
+    ``azure:``, ...) with the driver's own settings; the driver validates it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    identifier: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*\.[a-z0-9][a-z0-9-]*$")
+    """``<platform>.<location>``, e.g. ``aws.eu-central-1``."""
+    type: Literal["aws", "azure", "gcp", "openstack", "kubernetes", "openshift", "cloudfoundry"]
+    """Which driver serves this platform."""
+    euid_pattern: str = "%s"
+    """How a user's euid becomes the platform's user name: exactly one ``%s`` (as is) or ``%S``
+    (upper case); ``%%`` is a literal percent."""
+    user_group_name_pattern: str = DEFAULT_GROUP_NAME_PATTERN
+    """Name of the group per tenant and role; placeholders ``#{name}`` or ``#{name:FORMAT}``.
+    Must contain ``#{platformGroupAlias}``."""
+    external_grants: ExternalGrantsMode | KeepMatching | None = None
+    """What to do with roles bound to an owned group that the replicator did not grant:
+    ``remove``, ``keep``, or ``{keepMatching: REGEX}``; null = the platform's default."""
+    role_mappings: dict[str, RoleMapping] = Field(default_factory=dict)
+    """Default role mappings for every landing zone on this platform (a landing zone overrides per role)."""
+
+    _options: Any = PrivateAttr(default=None)
+
+    @property
+    def options(self) -> Any:
+        """The validated driver block (a model of the driver's ``options_model``)."""
+        return self._options
+
+    def driver_block(self) -> Any:
+        return (self.model_extra or {}).get(self.type)
+
+
+class LandingZone(Model):
+    """A landing zone: how projects on one platform get their roles."""
+
+    identifier: str
+    platform: str
+    """Identifier of the platform this landing zone belongs to."""
+    role_mappings: dict[str, RoleMapping] = Field(default_factory=dict)
+    """meshProject role (admin, user, reader, ...) -> platform group alias and platform roles."""
+
+
+class ScheduleConfig(Model):
+    """When the daemon reconciles (``replicator run``)."""
+
+    interval: Duration = 600.0
+    """Period of the full reconcile of every tenant."""
+    jitter: Duration = 30.0
+    """Random delay added to each period so replicas do not fire together."""
+    concurrency: dict[str, int] = Field(default_factory=lambda: {"default": 8})
+    """Tenants reconciled at once, per platform identifier; ``default`` for the others."""
+
+    def concurrency_for(self, platform: str) -> int:
+        return max(1, self.concurrency.get(platform, self.concurrency.get("default", 8)))
+
+
+def _parse_max_deletions(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            pct = float(value.strip()[:-1])
+        except ValueError as e:
+            raise ValueError(f"{value!r} is not a percentage") from e
+        if not 0 <= pct <= 100:
+            raise ValueError("a percentage is between 0% and 100%")
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError(f"{value!r}: give a count (e.g. 50) or a percentage (e.g. '25%')")
+
+
+class ReplicationConfig(Model):
+    """Settings shared by every platform."""
+
+    aad_user_lookup_strategy: Literal["UserByMailLookupStrategy", "UserByUsernameLookupStrategy"] = (
+        "UserByMailLookupStrategy"
+    )
+    """Entra ID user attribute euids are matched against: ``mail`` or ``userPrincipalName``."""
+    max_deletions: Annotated[int | str, BeforeValidator(_parse_max_deletions)] = "25%"
+    """Most memberships one run may take away from a tenant: a count, or a percentage of the
+    tenant's managed memberships (rounded up, at least one). Past it the tenant fails with
+    DELETION_GUARD and nothing is removed until ``--allow-deletions``."""
+    lookup_cache_ttl: Duration = 3600.0
+    """How long a found platform user is remembered in the state store (not-found is never cached)."""
+
+    def deletion_limit(self, managed_memberships: int) -> int:
+        """Memberships a run may remove from a tenant that has ``managed_memberships``."""
+        if isinstance(self.max_deletions, int):
+            return self.max_deletions
+        pct = float(self.max_deletions.rstrip("%"))
+        return max(1, math.ceil(managed_memberships * pct / 100.0))
+
+
+class Config(Model):
+    """``replicator.yaml``."""
+
+    state: str = "sqlite:///replicator.db"
+    """SQLAlchemy URL of the state store; a relative SQLite path is relative to the config file."""
+    inventory: tuple[str, ...] = ()
+    """Files or folders of meshObjects (YAML, several documents per file), relative to the config file."""
+    schedule: ScheduleConfig = ScheduleConfig()
+    replication: ReplicationConfig = ReplicationConfig()
+    platforms: tuple[PlatformConfig, ...] = ()
+    landing_zones: tuple[LandingZone, ...] = ()
+
+    def platform(self, identifier: str) -> PlatformConfig | None:
+        return next((p for p in self.platforms if p.identifier == identifier), None)
+
+    def landing_zone(self, identifier: str) -> LandingZone | None:
+        return next((z for z in self.landing_zones if z.identifier == identifier), None)
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of the config, with each driver's block under its platform type."""
+    from platforms.registry import DRIVERS
+
+    schema = Config.model_json_schema(by_alias=True)
+    defs = schema.setdefault("$defs", {})
+    props = defs["PlatformConfig"].setdefault("properties", {})
+    for type_name in PLATFORM_TYPES:
+        spec = DRIVERS.get(type_name)
+        if spec is None:
+            props[type_name] = {"type": "object", "description": f"{type_name}: no driver in this version"}
+            continue
+        model = spec.load().options_model
+        sub = model.model_json_schema(by_alias=True)
+        defs.update(sub.pop("$defs", {}))
+        defs[model.__name__] = sub
+        props[type_name] = {"$ref": f"#/$defs/{model.__name__}"}
+    return schema

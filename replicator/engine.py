@@ -1,0 +1,355 @@
+"""The engine: one reconcile of a set of tenants. compile -> lookup -> observe -> plan -> apply ->
+record. One tenant's failure never stops another's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from platforms.contract import (
+    Action,
+    Change,
+    Driver,
+    ObservedTenant,
+    OwnedGroup,
+    PlatformError,
+    PlatformUser,
+    RetryableError,
+)
+from platforms.registry import driver_class
+from replicator.compile import compile_all
+from replicator.config import KeepMatching, PlatformConfig
+from replicator.logs import get_logger
+from replicator.model import DesiredTenant
+from replicator.plan import GrantPolicy, Guard, Plan, plan_tenant
+from replicator.validate import Validated
+from state import Store, StoreError
+
+log = get_logger("replicator.engine")
+audit_log = get_logger("replicator.audit")
+
+DriverMaker = Callable[[PlatformConfig], Driver]
+
+
+class UnknownTenantError(ValueError):
+    """A tenant asked for on the command line is not in the inventory."""
+
+
+@dataclass
+class TenantResult:
+    key: str
+    platform: str
+    plan: Plan | None = None
+    applied: int = 0
+    error: str | None = None
+    error_kind: str | None = None
+    """``guard``, ``platform``, ``lookup`` or ``store``."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class RunReport:
+    results: list[TenantResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[TenantResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def warnings(self) -> int:
+        return sum(len(r.plan.warnings) for r in self.results if r.plan)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(r.plan.changes) + len(r.plan.withheld) for r in self.results if r.plan)
+
+
+def default_driver(platform: PlatformConfig) -> Driver:
+    cls = driver_class(platform.type)
+    if cls is None:  # validation refuses this earlier
+        raise PlatformError(f"no driver for platform type {platform.type!r}")
+    return cls(platform.identifier, platform.options)
+
+
+def grant_policy(platform: PlatformConfig, default: str) -> GrantPolicy:
+    eg = platform.external_grants
+    if isinstance(eg, KeepMatching):
+        return GrantPolicy("keepMatching", eg.keep_matching)
+    return GrantPolicy(eg or default)
+
+
+class Engine:
+    """Runs reconciles over validated input, a store and one driver per platform."""
+
+    def __init__(
+        self,
+        validated: Validated,
+        store: Store,
+        *,
+        allow_deletions: bool = False,
+        make_driver: DriverMaker = default_driver,
+        change_attempts: int = 3,
+        retry_wait: float = 1.0,
+    ) -> None:
+        self.v = validated
+        self.store = store
+        self.allow_deletions = allow_deletions
+        self.make_driver = make_driver
+        self.change_attempts = change_attempts
+        self.retry_wait = retry_wait
+
+    def select(
+        self, now: datetime, tenants: Sequence[str] = (), platform: str | None = None
+    ) -> list[DesiredTenant]:
+        desired = compile_all(self.v.config, self.v.inventory, self.v.capabilities, now)
+        unknown = [t for t in tenants if t not in desired]
+        if unknown:
+            raise UnknownTenantError(
+                "unknown tenant "
+                + ", ".join(repr(t) for t in unknown)
+                + " (write WORKSPACE/PROJECT/PLATFORM)"
+            )
+        chosen = [d for k, d in desired.items() if (not tenants or k in tenants)]
+        if platform is not None:
+            chosen = [d for d in chosen if d.ref.platform == platform]
+        return chosen
+
+    async def run(
+        self,
+        tenants: Sequence[DesiredTenant],
+        *,
+        apply: bool,
+        now: datetime,
+        on_done: Callable[[TenantResult], None] | None = None,
+    ) -> RunReport:
+        by_platform: dict[str, list[DesiredTenant]] = defaultdict(list)
+        for d in tenants:
+            by_platform[d.ref.platform].append(d)
+        report = RunReport()
+        jobs = [
+            self._run_platform(p, ds, apply, now, report, on_done) for p, ds in sorted(by_platform.items())
+        ]
+        await asyncio.gather(*jobs)
+        report.results.sort(key=lambda r: r.key)
+        return report
+
+    async def _run_platform(
+        self,
+        platform_id: str,
+        tenants: list[DesiredTenant],
+        apply: bool,
+        now: datetime,
+        report: RunReport,
+        on_done: Callable[[TenantResult], None] | None,
+    ) -> None:
+        platform = self.v.config.platform(platform_id)
+        assert platform is not None
+        driver = self.make_driver(platform)
+        try:
+            try:
+                lookups = await self._lookup(driver, platform_id, tenants, now)
+            except (PlatformError, StoreError) as e:
+                for d in tenants:
+                    result = TenantResult(
+                        d.ref.key, platform_id, error=f"user lookup failed: {e}", error_kind="lookup"
+                    )
+                    log.error("tenant failed", tenant=d.ref.key, platform=platform_id, error=result.error)
+                    report.results.append(result)
+                    if on_done:
+                        on_done(result)
+                return
+            caps = self.v.capabilities[platform_id]
+            policy = grant_policy(platform, caps.external_grants_default)
+            gate = asyncio.Semaphore(self.v.config.schedule.concurrency_for(platform_id))
+
+            async def one(d: DesiredTenant) -> None:
+                async with gate:
+                    result = await self._tenant(driver, d, lookups, policy, apply, now)
+                report.results.append(result)
+                if on_done:
+                    on_done(result)
+
+            await asyncio.gather(*(one(d) for d in tenants))
+        finally:
+            await driver.close()
+
+    async def _lookup(
+        self, driver: Driver, platform_id: str, tenants: list[DesiredTenant], now: datetime
+    ) -> dict[str, tuple[PlatformUser, ...]]:
+        """Every transformed euid of these tenants: from the cache when fresh, else one batched
+        driver lookup. Found users are cached; not-found is asked again next run."""
+        euids = sorted({m.platform_euid for d in tenants for g in d.groups for m in g.members})
+        ttl = timedelta(seconds=self.v.config.replication.lookup_cache_ttl)
+        cached = self.store.cached_lookups(platform_id, euids, ttl, now) if ttl.total_seconds() > 0 else {}
+        result = {e: tuple(PlatformUser(i, n) for i, n in users) for e, users in cached.items()}
+        missing = [e for e in euids if e not in result]
+        if missing:
+            fresh = await driver.lookup_users(missing)
+            absent = [e for e in missing if e not in fresh]
+            if absent:
+                raise PlatformError(f"the driver returned no lookup result for {len(absent)} euids")
+            self.store.store_lookups(
+                platform_id, {e: [(u.id, u.name) for u in fresh[e]] for e in missing}, now
+            )
+            result.update({e: fresh[e] for e in missing})
+        log.debug("lookup", platform=platform_id, euids=len(euids), cached=len(cached), asked=len(missing))
+        return result
+
+    async def _tenant(
+        self,
+        driver: Driver,
+        desired: DesiredTenant,
+        lookups: Mapping[str, tuple[PlatformUser, ...]],
+        policy: GrantPolicy,
+        apply: bool,
+        now: datetime,
+    ) -> TenantResult:
+        ref = desired.ref
+        result = TenantResult(ref.key, ref.platform)
+        run_id = self.store.start_run(ref.key, ref.platform, dry_run=not apply, now=now) if apply else None
+        try:
+            records = self.store.owned_groups(ref.platform, ref.key)
+            owned = [OwnedGroup(r.alias, r.name, r.platform_id, r.roles) for r in records]
+            observed = await driver.observe(ref, owned, {g.alias: g.name for g in desired.groups})
+            guard = Guard(
+                limit=self.v.config.replication.deletion_limit(sum(len(g.members) for g in observed.groups)),
+                allow_deletions=self.allow_deletions,
+                source_empty=self.v.inventory.empty,
+            )
+            plan = plan_tenant(desired, lookups, observed, owned, policy, guard)
+            result.plan = plan
+            if plan.blocked:
+                result.error, result.error_kind = plan.blocked, "guard"
+            if apply:
+                self._adopt(ref.platform, ref.key, observed, owned)
+                result.applied = await self._apply(driver, plan, observed, run_id)
+                self.store.sync_warnings(
+                    ref.key, ref.platform, [(w.code.value, w.subject, w.message) for w in plan.warnings], now
+                )
+                if desired.deleted and not plan.blocked:
+                    self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "Deleted")
+                else:
+                    self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "Active")
+        except PlatformError as e:
+            result.error, result.error_kind = str(e), "platform"
+            # A stale cached user may be the cause: ask the platform again next time.
+            self.store.forget_lookups(
+                ref.platform, [m.platform_euid for g in desired.groups for m in g.members]
+            )
+        except StoreError as e:
+            result.error, result.error_kind = str(e), "store"
+        if result.error:
+            log.error(
+                "tenant failed",
+                tenant=ref.key,
+                platform=ref.platform,
+                kind=result.error_kind,
+                error=result.error,
+            )
+        if run_id is not None:
+            pending = len(result.plan.withheld) if result.plan else 0
+            try:
+                self.store.finish_run(
+                    run_id,
+                    "failed" if result.error else "converged",
+                    result.applied,
+                    pending,
+                    result.error,
+                    now=None,
+                )
+            except StoreError as e:
+                log.error("cannot record run", tenant=ref.key, error=str(e))
+        return result
+
+    def _adopt(
+        self, platform: str, tenant: str, observed: ObservedTenant, owned: Sequence[OwnedGroup]
+    ) -> None:
+        """Complete what a crashed run left: confirm groups the driver found by name with our marker,
+        and forget records of groups that vanished from the platform."""
+        known = {o.name: o for o in owned}
+        for g in observed.groups:
+            rec = known.get(g.name)
+            if rec is None or rec.platform_id != g.id:
+                self.store.confirm_group(platform, tenant, g.name, g.id, g.alias)
+        for name in observed.vanished:
+            self.store.forget_group(platform, tenant, name)
+
+    async def _apply(self, driver: Driver, plan: Plan, observed: ObservedTenant, run_id: int | None) -> int:
+        ref = plan.tenant.ref
+        ids = {g.name: g.id for g in observed.groups}
+        applied = 0
+        for change in plan.changes:
+            self._audit(run_id, ref.key, ref.platform, change, "started")
+            if change.action is Action.CREATE_GROUP:
+                self.store.record_group_intent(ref.platform, ref.key, change.alias, change.group)
+            try:
+                new_id = await self._apply_one(driver, change, ids.get(change.group), ref)
+            except PlatformError as e:
+                self._audit(run_id, ref.key, ref.platform, change, "failed", str(e))
+                raise PlatformError(
+                    f"{change.action.value} {change.group} {change.subject}: {e}".replace("  ", " ")
+                ) from e
+            self._record(ref.platform, ref.key, change, new_id, ids)
+            self._audit(run_id, ref.key, ref.platform, change, "applied")
+            applied += 1
+        return applied
+
+    async def _apply_one(
+        self, driver: Driver, change: Change, group_id: str | None, ref: object
+    ) -> str | None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await driver.apply(ref, change, group_id)  # type: ignore[arg-type]
+            except RetryableError as e:
+                if attempt >= self.change_attempts:
+                    raise
+                wait = self.retry_wait * 2 ** (attempt - 1)
+                log.warning(
+                    "retrying change", action=change.action.value, group=change.group, error=str(e), wait=wait
+                )
+                await asyncio.sleep(wait)
+
+    def _record(
+        self, platform: str, tenant: str, change: Change, new_id: str | None, ids: dict[str, str]
+    ) -> None:
+        if change.action is Action.CREATE_GROUP and new_id:
+            ids[change.group] = new_id
+            self.store.confirm_group(platform, tenant, change.group, new_id, change.alias)
+        elif change.action is Action.GRANT and change.role:
+            self.store.add_group_role(platform, tenant, change.group, change.role)
+        elif change.action is Action.REVOKE and change.role:
+            self.store.remove_group_role(platform, tenant, change.group, change.role)
+        elif change.action is Action.DELETE_GROUP:
+            self.store.forget_group(platform, tenant, change.group)
+
+    def _audit(
+        self,
+        run_id: int | None,
+        tenant: str,
+        platform: str,
+        change: Change,
+        outcome: str,
+        error: str | None = None,
+    ) -> None:
+        audit_log.info(
+            "change",
+            audit=True,
+            tenant=tenant,
+            platform=platform,
+            action=change.action.value,
+            group=change.group,
+            subject=change.subject,
+            outcome=outcome,
+            error=error,
+        )
+        self.store.audit(
+            run_id, tenant, platform, change.action.value, change.group, change.subject, outcome, error
+        )

@@ -1,0 +1,217 @@
+"""meshObjects: who exists and who may do what (CONTRACT section 3), as typed models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic.alias_generators import to_camel
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
+
+
+class Obj(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class Named(Obj):
+    name: str = Field(pattern=_NAME)
+    """Stable, immutable identifier of the object."""
+
+
+class InWorkspace(Named):
+    owned_by_workspace: str
+    """Identifier of the workspace the object belongs to."""
+
+
+class InProject(Obj):
+    owned_by_workspace: str
+    owned_by_project: str
+    name: str | None = None
+    """Optional name of the object (shown in messages)."""
+
+
+class UserSpec(Obj):
+    username: str | None = None
+    email: str | None = None
+    euid: str | None = None
+    """External user id: the user's identity on platforms with externally-provisioned users.
+    Without it the user cannot be replicated there (warning USER_HAS_NO_EUID)."""
+    given_name: str | None = None
+    family_name: str | None = None
+
+
+class MeshUser(Obj):
+    """A person (stable id = the OIDC subject)."""
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["meshUser"]
+    metadata: Named
+    spec: UserSpec = UserSpec()
+
+
+class UserGroupSpec(Obj):
+    members: tuple[str, ...] = ()
+    """meshUser names."""
+    display_name: str | None = None
+
+
+class MeshUserGroup(Obj):
+    """A set of users bound together."""
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["meshUserGroup"]
+    metadata: Named
+    spec: UserGroupSpec = UserGroupSpec()
+
+
+class WorkspaceSpec(Obj):
+    display_name: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class MeshWorkspace(Obj):
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["meshWorkspace"]
+    metadata: Named
+    spec: WorkspaceSpec = WorkspaceSpec()
+
+
+class ProjectSpec(Obj):
+    display_name: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Tags; ``#{tagCostCenter}`` in a group name pattern gives tag ``costCenter``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tags_as_text(cls, data: Any) -> Any:
+        # YAML turns `costCenter: 4711` into an int; tags are text.
+        if isinstance(data, dict) and isinstance(data.get("tags"), dict):
+            data = dict(data)
+            data["tags"] = {
+                k: (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v)
+                for k, v in data["tags"].items()
+            }
+        return data
+
+
+class MeshProject(Obj):
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["meshProject"]
+    metadata: InWorkspace
+    spec: ProjectSpec = ProjectSpec()
+
+
+class UserSubject(Obj):
+    user: str
+
+
+class GroupSubject(Obj):
+    group: str
+
+
+def _subject_kind(v: Any) -> str | None:
+    if isinstance(v, dict):
+        return "user" if "user" in v else "group" if "group" in v else None
+    return "user" if isinstance(v, UserSubject) else "group" if isinstance(v, GroupSubject) else None
+
+
+Subject = Annotated[
+    Annotated[UserSubject, Tag("user")] | Annotated[GroupSubject, Tag("group")],
+    Discriminator(
+        _subject_kind,
+        custom_error_type="subject",
+        custom_error_message="a subject is {user: NAME} or {group: NAME}",
+    ),
+]
+
+
+class BindingSpec(Obj):
+    role: str
+    """A meshProject role that landing zones map (admin, user, reader, ...)."""
+    subjects: tuple[Subject, ...]
+    expires_at: AwareDatetime | None = None
+    """Optional: the access ends by itself at the first run after this time."""
+
+
+class MeshProjectBinding(Obj):
+    """Gives users and user groups a role on a project."""
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["meshProjectBinding"]
+    metadata: InProject
+    spec: BindingSpec
+
+
+class TenantMeta(Obj):
+    owned_by_workspace: str
+    owned_by_project: str
+    platform_identifier: str
+
+
+class TenantSpec(Obj):
+    local_id: str
+    """The platform's id of the tenant: AWS account id, subscription id, project id, namespace."""
+    landing_zone_identifier: str
+    deleted: bool = False
+    """True: revoke all access, then delete the owned groups; the record is kept as Deleted."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_id_as_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("localId"), int):
+            data = dict(data)
+            data["localId"] = str(data["localId"])
+        return data
+
+
+class MeshTenant(Obj):
+    """A project's presence on one platform."""
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["meshTenant"]
+    metadata: TenantMeta
+    spec: TenantSpec
+
+    @property
+    def key(self) -> str:
+        m = self.metadata
+        return f"{m.owned_by_workspace}/{m.owned_by_project}/{m.platform_identifier}"
+
+
+MeshObject = Annotated[
+    MeshUser | MeshUserGroup | MeshWorkspace | MeshProject | MeshProjectBinding | MeshTenant,
+    Field(discriminator="kind"),
+]
+KINDS = ("meshUser", "meshUserGroup", "meshWorkspace", "meshProject", "meshProjectBinding", "meshTenant")
+
+
+class Inventory(BaseModel):
+    """Every meshObject, by kind. Built by the loader; plain data for the pure core."""
+
+    model_config = ConfigDict(frozen=True)
+
+    users: dict[str, MeshUser] = Field(default_factory=dict)
+    groups: dict[str, MeshUserGroup] = Field(default_factory=dict)
+    workspaces: dict[str, MeshWorkspace] = Field(default_factory=dict)
+    projects: dict[tuple[str, str], MeshProject] = Field(default_factory=dict)
+    bindings: tuple[MeshProjectBinding, ...] = ()
+    tenants: dict[str, MeshTenant] = Field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.users or self.bindings or self.tenants)
+
+
+def binding_label(b: MeshProjectBinding, index: int | None = None) -> str:
+    m = b.metadata
+    name = m.name or (f"#{index}" if index is not None else "")
+    return f"meshProjectBinding {m.owned_by_workspace}/{m.owned_by_project} {name} ({b.spec.role})".replace(
+        "  ", " "
+    )

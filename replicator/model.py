@@ -1,0 +1,73 @@
+"""Plain data the pure core produces: desired tenants and replication warnings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from platforms.contract import TenantRef
+
+
+class WarningCode(StrEnum):
+    """Replication warnings (CONTRACT section 5). A warning never stops the rest of the tenant."""
+
+    USER_HAS_NO_EUID = "USER_HAS_NO_EUID"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    AMBIGUOUS_MATCH = "AMBIGUOUS_MATCH"
+    CASE_MISMATCH = "CASE_MISMATCH"
+    FOREIGN_GROUP_NAME_TAKEN = "FOREIGN_GROUP_NAME_TAKEN"
+    BINDING_EXPIRED = "BINDING_EXPIRED"
+    UNMAPPED_ROLE = "UNMAPPED_ROLE"
+
+
+@dataclass(frozen=True, order=True)
+class ReplicationWarning:
+    code: WarningCode
+    subject: str
+    """What the warning is about: a meshUser name, a group name, a role or a binding."""
+    message: str
+    user: str | None = None
+    euid: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.code.value, self.subject)
+
+
+@dataclass(frozen=True, order=True)
+class DesiredMember:
+    platform_euid: str
+    """The euid after the platform's euid pattern: what the lookup matches."""
+    user: str
+    """meshUser name."""
+    euid: str
+    via: tuple[str, ...] = ()
+    """The bindings that give this membership (for explain)."""
+
+
+@dataclass(frozen=True)
+class DesiredGroup:
+    alias: str
+    name: str
+    roles: frozenset[str]
+    members: tuple[DesiredMember, ...]
+    project_role: str = ""
+    """The meshProject role this group stands for."""
+
+
+@dataclass(frozen=True)
+class DesiredTenant:
+    ref: TenantRef
+    landing_zone: str
+    groups: tuple[DesiredGroup, ...]
+    warnings: tuple[ReplicationWarning, ...] = ()
+    deleted: bool = False
+    bindings: int = 0
+    """Bindings (expired or not) that point at the tenant's project; 0 with owned members means
+    the source lost them, which the deletion guard treats as suspicious."""
+    pattern_values: dict[str, str] = field(default_factory=dict, compare=False)
+    """The placeholder values the group names were rendered from (for explain)."""
+
+    @property
+    def member_count(self) -> int:
+        return sum(len(g.members) for g in self.groups)

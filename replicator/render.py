@@ -1,0 +1,102 @@
+"""Plans as people and CI read them: text (CONTRACT section 4) and JSON with ``formatVersion``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from platforms.contract import Action, Change
+from replicator.plan import Plan
+
+FORMAT_VERSION = 1
+
+_TEXT = {
+    Action.CREATE_GROUP: "+ create group {group}",
+    Action.ENSURE_USER: "+ ensure user {euid}",
+    Action.ADD_MEMBER: "+ add member {user} to {group}",
+    Action.GRANT: "+ grant {role} to {group}",
+    Action.REVOKE: "- revoke {role} from {group}",
+    Action.REMOVE_MEMBER: "- remove member {user} from {group}",
+    Action.DELETE_GROUP: "- delete group {group}",
+}
+
+
+def change_text(c: Change) -> str:
+    user = c.user.name if c.user else (c.euid or "")
+    line = _TEXT[c.action].format(group=c.group, user=user, role=c.role, euid=c.euid)
+    return line + (f"  ({c.note})" if c.note else "")
+
+
+def change_json(c: Change) -> dict[str, Any]:
+    out: dict[str, Any] = {"action": c.action.value, "group": c.group, "alias": c.alias}
+    if c.user is not None:
+        out["platformUser"] = c.user.name
+        out["platformUserId"] = c.user.id
+    if c.euid is not None:
+        out["euid"] = c.euid
+    if c.role is not None:
+        out["role"] = c.role
+    if c.note:
+        out["note"] = c.note
+    return out
+
+
+def summary(plans: Sequence[Plan]) -> dict[str, int]:
+    return {
+        "add": sum(p.adds for p in plans),
+        "remove": sum(p.removes + len(p.withheld) for p in plans),
+        "warnings": sum(len(p.warnings) for p in plans),
+    }
+
+
+def plans_text(plans: Sequence[Plan], errors: Sequence[tuple[str, str]] = ()) -> str:
+    lines: list[str] = []
+    for p in plans:
+        ref = p.tenant.ref
+        lines.append(f"{ref.key} ({ref.local_id}, landing zone {p.tenant.landing_zone})")
+        if not p.changes and not p.withheld:
+            lines.append("  no changes")
+        lines += ["  " + change_text(c) for c in p.changes]
+        if p.blocked:
+            lines.append(f"  ! {p.blocked}")
+            lines += ["  (withheld) " + change_text(c) for c in p.withheld]
+        lines += [f"  ~ keep {k.role} on {k.group} ({k.reason})" for k in p.kept]
+        lines += [f"  ! {w.code.value}: {w.message}" for w in p.warnings]
+    for key, error in errors:
+        lines.append(f"{key}\n  ERROR: {error}")
+    s = summary(plans)
+    lines.append(f"Plan: {s['add']} to add, {s['remove']} to remove, {s['warnings']} warnings.")
+    return "\n".join(lines) + "\n"
+
+
+def plans_json(plans: Sequence[Plan], errors: Sequence[tuple[str, str]] = ()) -> str:
+    doc: dict[str, Any] = {
+        "formatVersion": FORMAT_VERSION,
+        "tenants": [
+            {
+                "tenant": p.tenant.ref.key,
+                "platform": p.tenant.ref.platform,
+                "localId": p.tenant.ref.local_id,
+                "fingerprint": p.fingerprint,
+                "changes": [change_json(c) for c in p.changes],
+                "withheld": [change_json(c) for c in p.withheld],
+                "blocked": p.blocked,
+                "kept": [{"group": k.group, "role": k.role, "reason": k.reason} for k in p.kept],
+                "warnings": [
+                    {
+                        "code": w.code.value,
+                        "subject": w.subject,
+                        **({"user": w.user} if w.user else {}),
+                        **({"euid": w.euid} if w.euid else {}),
+                        "message": w.message,
+                    }
+                    for w in p.warnings
+                ],
+            }
+            for p in plans
+        ],
+        "errors": [{"tenant": k, "error": e} for k, e in errors],
+        "summary": summary(plans),
+    }
+    return json.dumps(doc, indent=2) + "\n"

@@ -1,0 +1,265 @@
+"""Cross-reference validation: every problem of config and inventory at once, each with file,
+line, object and field. Also builds the :class:`Inventory` the core works on."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from platforms.contract import Capabilities
+from platforms.registry import PLATFORM_TYPES, driver_class
+from replicator.compile import effective_role_mappings, group_name
+from replicator.config import Config, PlatformConfig
+from replicator.euid import EuidPatternError, check_euid_pattern
+from replicator.inventory import (
+    Inventory,
+    MeshProject,
+    MeshProjectBinding,
+    MeshTenant,
+    MeshUser,
+    MeshUserGroup,
+    MeshWorkspace,
+    UserSubject,
+)
+from replicator.loader import InputError, Loaded, LoadedObject, Problem, _validation_problems
+from replicator.templating import PatternError, RenderError, check_group_pattern
+
+
+@dataclass(frozen=True)
+class Validated:
+    config: Config
+    inventory: Inventory
+    capabilities: dict[str, Capabilities]
+    """Platform identifier -> its driver's capabilities."""
+
+
+def validate(loaded: Loaded) -> Validated:
+    """Check everything; raise InputError listing every problem, or return the usable input."""
+    problems = list(loaded.problems)
+    caps = _check_platforms(loaded, problems)
+    inventory = _build_inventory(loaded.objects, problems)
+    _check_references(loaded, inventory, caps, problems)
+    if problems:
+        raise InputError(problems)
+    return Validated(loaded.config, inventory, caps)
+
+
+def _check_platforms(loaded: Loaded, problems: list[Problem]) -> dict[str, Capabilities]:
+    config, src = loaded.config, loaded.config_source
+    caps: dict[str, Capabilities] = {}
+    seen: set[str] = set()
+
+    def problem(path: list[str | int], obj: str, message: str) -> None:
+        problems.append(
+            Problem(src.file, src.line(path), obj, ".".join(str(p) for p in path[2:]) or None, message)
+        )
+
+    for i, p in enumerate(config.platforms):
+        base: list[str | int] = ["platforms", i]
+        obj = f"platform {p.identifier}"
+        if p.identifier in seen:
+            problem([*base, "identifier"], obj, "duplicate platform identifier")
+        seen.add(p.identifier)
+        try:
+            check_euid_pattern(p.euid_pattern)
+        except EuidPatternError as e:
+            problem([*base, "euidPattern"], obj, f"euidPattern {p.euid_pattern!r}: {e}")
+        try:
+            check_group_pattern(p.user_group_name_pattern)
+        except PatternError as e:
+            problem([*base, "userGroupNamePattern"], obj, f"{p.user_group_name_pattern!r}: {e}")
+        for other in PLATFORM_TYPES:
+            if other != p.type and other in (p.model_extra or {}):
+                problem([*base, other], obj, f"a {p.type} platform takes an {p.type!r} block, not {other!r}")
+        unknown = set(p.model_extra or {}) - set(PLATFORM_TYPES)
+        for key in sorted(unknown):
+            problem([*base, key], obj, "unknown field")
+        driver = driver_class(p.type)
+        if driver is None:
+            problem([*base, "type"], obj, f"platform type {p.type!r} has no driver in this version")
+            continue
+        block = p.driver_block()
+        if block is None:
+            problem(base, obj, f"the {p.type!r} block with the driver's settings is missing")
+            continue
+        try:
+            p._options = driver.options_model.model_validate(block)
+        except ValidationError as e:
+            for pr in _validation_problems(e, src.file, None, obj):
+                path = [*base, p.type, *(pr.field or "").split(".")]
+                problem(path, obj, pr.message)
+            continue
+        caps[p.identifier] = driver.capabilities
+
+    zones: set[str] = set()
+    for i, z in enumerate(config.landing_zones):
+        obj = f"landing zone {z.identifier}"
+        if z.identifier in zones:
+            problem(["landingZones", i, "identifier"], obj, "duplicate landing zone identifier")
+        zones.add(z.identifier)
+        if config.platform(z.platform) is None:
+            problem(["landingZones", i, "platform"], obj, f"unknown platform {z.platform!r}")
+    return caps
+
+
+def _build_inventory(objects: list[LoadedObject], problems: list[Problem]) -> Inventory:
+    users: dict[str, MeshUser] = {}
+    groups: dict[str, MeshUserGroup] = {}
+    workspaces: dict[str, MeshWorkspace] = {}
+    projects: dict[tuple[str, str], MeshProject] = {}
+    tenants: dict[str, MeshTenant] = {}
+    bindings: list[MeshProjectBinding] = []
+    first_seen: dict[tuple[str, Any], LoadedObject] = {}
+
+    for lo in objects:
+        o = lo.obj
+        key: Any
+        table: dict[Any, Any] | None
+        if isinstance(o, MeshUser):
+            key, table = o.metadata.name, users
+        elif isinstance(o, MeshUserGroup):
+            key, table = o.metadata.name, groups
+        elif isinstance(o, MeshWorkspace):
+            key, table = o.metadata.name, workspaces
+        elif isinstance(o, MeshProject):
+            key, table = (o.metadata.owned_by_workspace, o.metadata.name), projects
+        elif isinstance(o, MeshTenant):
+            key, table = o.key, tenants
+        else:
+            bindings.append(o)
+            continue
+        previous = first_seen.get((o.kind, key))
+        if previous is not None:
+            problems.append(
+                Problem(
+                    lo.source.file,
+                    lo.source.line(["metadata"]),
+                    lo.label,
+                    "metadata",
+                    f"duplicate {o.kind}: already defined at {previous.source.file}:{previous.source.line()}",
+                )
+            )
+            continue
+        first_seen[(o.kind, key)] = lo
+        table[key] = o
+    return Inventory(
+        users=users,
+        groups=groups,
+        workspaces=workspaces,
+        projects=projects,
+        bindings=tuple(bindings),
+        tenants=tenants,
+    )
+
+
+def _check_references(
+    loaded: Loaded, inv: Inventory, caps: dict[str, Capabilities], problems: list[Problem]
+) -> None:
+    config = loaded.config
+    euids: dict[str, LoadedObject] = {}
+    rendered: dict[tuple[str, str], str] = {}  # (platform, group name) -> tenant key
+    for lo in loaded.objects:
+        o = lo.obj
+
+        def problem(path: list[str | int], message: str, lo: LoadedObject = lo) -> None:
+            problems.append(
+                Problem(
+                    lo.source.file, lo.source.line(path), lo.label, ".".join(map(str, path)) or None, message
+                )
+            )
+
+        if isinstance(o, MeshUser) and o.spec.euid:
+            other = euids.get(o.spec.euid.casefold())
+            if other is not None and other.obj is not o:
+                problem(
+                    ["spec", "euid"],
+                    f"euid {o.spec.euid!r} is also the euid of {other.label}: euids must be unique",
+                )
+            euids.setdefault(o.spec.euid.casefold(), lo)
+        elif isinstance(o, MeshUserGroup):
+            for i, member in enumerate(o.spec.members):
+                if member not in inv.users:
+                    problem(["spec", "members", i], f"unknown meshUser {member!r}")
+        elif isinstance(o, MeshProject):
+            if o.metadata.owned_by_workspace not in inv.workspaces:
+                problem(
+                    ["metadata", "ownedByWorkspace"],
+                    f"unknown meshWorkspace {o.metadata.owned_by_workspace!r}",
+                )
+        elif isinstance(o, MeshProjectBinding):
+            m = o.metadata
+            if (m.owned_by_workspace, m.owned_by_project) not in inv.projects:
+                problem(
+                    ["metadata", "ownedByProject"],
+                    f"unknown meshProject {m.owned_by_workspace}/{m.owned_by_project}",
+                )
+            for i, s in enumerate(o.spec.subjects):
+                if isinstance(s, UserSubject):
+                    if s.user not in inv.users:
+                        problem(["spec", "subjects", i, "user"], f"unknown meshUser {s.user!r}")
+                elif s.group not in inv.groups:
+                    problem(["spec", "subjects", i, "group"], f"unknown meshUserGroup {s.group!r}")
+        elif isinstance(o, MeshTenant):
+            _check_tenant(config, inv, o, caps, rendered, problem)
+
+
+def _check_tenant(
+    config: Config,
+    inv: Inventory,
+    tenant: MeshTenant,
+    caps: dict[str, Capabilities],
+    rendered: dict[tuple[str, str], str],
+    problem: Any,
+) -> None:
+    m = tenant.metadata
+    if (m.owned_by_workspace, m.owned_by_project) not in inv.projects:
+        problem(
+            ["metadata", "ownedByProject"], f"unknown meshProject {m.owned_by_workspace}/{m.owned_by_project}"
+        )
+    platform: PlatformConfig | None = config.platform(m.platform_identifier)
+    if platform is None:
+        problem(["metadata", "platformIdentifier"], f"unknown platform {m.platform_identifier!r}")
+    zone = config.landing_zone(tenant.spec.landing_zone_identifier)
+    if zone is None:
+        problem(
+            ["spec", "landingZoneIdentifier"], f"unknown landing zone {tenant.spec.landing_zone_identifier!r}"
+        )
+    elif zone.platform != m.platform_identifier:
+        problem(
+            ["spec", "landingZoneIdentifier"],
+            f"landing zone {zone.identifier!r} belongs to platform {zone.platform!r}, "
+            f"not {m.platform_identifier!r}",
+        )
+    if platform is None or m.platform_identifier not in caps or zone is None:
+        return
+    cap = caps[m.platform_identifier]
+    project = inv.projects.get((m.owned_by_workspace, m.owned_by_project))
+    tags = dict(project.spec.tags) if project else {}
+    aliases: dict[str, list[str]] = defaultdict(list)
+    for role, mapping in effective_role_mappings(config, tenant).items():
+        aliases[mapping.platform_group_alias].append(role)
+    for alias in sorted(aliases):
+        try:
+            name = group_name(platform, cap, tenant, alias, tags)
+        except (RenderError, PatternError) as e:
+            problem(["spec"], f"userGroupNamePattern of {platform.identifier}: {e}")
+            return
+        why = cap.check_group_name(name)
+        if why:
+            problem(["spec"], f"userGroupNamePattern of {platform.identifier} {why}")
+        other = rendered.get((platform.identifier, name.casefold()))
+        if other is not None and other != tenant.key:
+            problem(
+                ["spec"],
+                f"group name {name!r} is also rendered for tenant {other}: "
+                "the pattern must tell tenants apart",
+            )
+        rendered[(platform.identifier, name.casefold())] = tenant.key
+
+
+def raise_if(problems: list[Problem]) -> None:
+    if problems:
+        raise InputError(problems)

@@ -1,0 +1,483 @@
+"""What the replicator remembers: owned groups, runs, the audit trail, warnings, the lookup cache.
+
+SQLite is the embedded default, PostgreSQL the shared store for several replicas. The schema is
+created and upgraded by Alembic migrations when the store opens. Every write is one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, delete, event, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from state.tables import AuditRow, LookupRow, OwnedGroupRow, RunRow, TenantRow, WarningRow
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class StoreError(Exception):
+    """The state store cannot be opened or written."""
+
+
+@dataclass(frozen=True)
+class OwnedGroupRecord:
+    platform: str
+    tenant: str
+    alias: str
+    name: str
+    platform_id: str | None
+    roles: frozenset[str]
+    state: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    tenant: str
+    platform: str
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    changes_applied: int
+    changes_pending: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class WarningRecord:
+    tenant: str
+    platform: str
+    code: str
+    subject: str
+    message: str
+    first_seen: datetime
+    last_seen: datetime
+    cleared_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    run_id: int | None
+    at: datetime
+    tenant: str
+    platform: str
+    action: str
+    group_name: str
+    subject: str
+    outcome: str
+    error: str | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+class Store:
+    """The state store behind one SQLAlchemy URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            self.engine: Engine = create_engine(parsed, future=True, pool_pre_ping=True)
+        except (SQLAlchemyError, ValueError, ImportError) as e:
+            raise StoreError(f"cannot open the state store {self.safe_url}: {e}") from e
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.migrate()
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages."""
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            return "<unparseable url>"
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest migration."""
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot migrate the state store {self.safe_url}: {e}") from e
+
+    def ping(self) -> None:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except SQLAlchemyError as e:
+            raise StoreError(f"state store {self.safe_url}: {e}") from e
+
+    # --- owned groups -------------------------------------------------------------------------
+
+    def owned_groups(self, platform: str, tenant: str) -> list[OwnedGroupRecord]:
+        with self._tx() as s:
+            rows = s.scalars(
+                select(OwnedGroupRow)
+                .where(OwnedGroupRow.platform == platform, OwnedGroupRow.tenant == tenant)
+                .order_by(OwnedGroupRow.name)
+            )
+            return [_owned(r) for r in rows]
+
+    def record_group_intent(self, platform: str, tenant: str, alias: str, name: str) -> None:
+        """Written before the create call: a crash after it leaves a pending record the next run
+        completes (the driver adopts the group by name if it carries our marker)."""
+        now = _now()
+        with self._tx() as s:
+            row = self._group_row(s, platform, tenant, name)
+            if row is None:
+                s.add(
+                    OwnedGroupRow(
+                        platform=platform,
+                        tenant=tenant,
+                        alias=alias,
+                        name=name,
+                        platform_id=None,
+                        roles=[],
+                        state="pending",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            else:
+                row.alias, row.updated_at = alias, now
+
+    def confirm_group(self, platform: str, tenant: str, name: str, platform_id: str, alias: str) -> None:
+        now = _now()
+        with self._tx() as s:
+            row = self._group_row(s, platform, tenant, name)
+            if row is None:
+                row = OwnedGroupRow(
+                    platform=platform, tenant=tenant, alias=alias, name=name, roles=[], created_at=now
+                )
+                s.add(row)
+            row.platform_id, row.state, row.updated_at, row.alias = platform_id, "active", now, alias
+
+    def set_group_roles(self, platform: str, tenant: str, name: str, roles: Iterable[str]) -> None:
+        with self._tx() as s:
+            row = self._group_row(s, platform, tenant, name)
+            if row is not None:
+                row.roles = sorted(set(roles))
+                row.updated_at = _now()
+
+    def add_group_role(self, platform: str, tenant: str, name: str, role: str) -> None:
+        with self._tx() as s:
+            row = self._group_row(s, platform, tenant, name)
+            if row is not None and role not in row.roles:
+                row.roles = sorted({*row.roles, role})
+                row.updated_at = _now()
+
+    def remove_group_role(self, platform: str, tenant: str, name: str, role: str) -> None:
+        with self._tx() as s:
+            row = self._group_row(s, platform, tenant, name)
+            if row is not None and role in row.roles:
+                row.roles = sorted(set(row.roles) - {role})
+                row.updated_at = _now()
+
+    def forget_group(self, platform: str, tenant: str, name: str) -> None:
+        with self._tx() as s:
+            s.execute(
+                delete(OwnedGroupRow).where(
+                    OwnedGroupRow.platform == platform,
+                    OwnedGroupRow.tenant == tenant,
+                    OwnedGroupRow.name == name,
+                )
+            )
+
+    @staticmethod
+    def _group_row(s: Session, platform: str, tenant: str, name: str) -> OwnedGroupRow | None:
+        return s.scalar(
+            select(OwnedGroupRow).where(
+                OwnedGroupRow.platform == platform, OwnedGroupRow.tenant == tenant, OwnedGroupRow.name == name
+            )
+        )
+
+    # --- tenants ------------------------------------------------------------------------------
+
+    def set_tenant_status(self, tenant: str, platform: str, local_id: str, status: str) -> None:
+        with self._tx() as s:
+            row = s.get(TenantRow, tenant)
+            if row is None:
+                s.add(
+                    TenantRow(
+                        key=tenant, platform=platform, local_id=local_id, status=status, updated_at=_now()
+                    )
+                )
+            elif row.status != status or row.local_id != local_id:
+                row.status, row.local_id, row.updated_at = status, local_id, _now()
+
+    def tenant_statuses(self) -> dict[str, str]:
+        with self._tx() as s:
+            return {r.key: r.status for r in s.scalars(select(TenantRow))}
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, tenant: str, platform: str, dry_run: bool, now: datetime | None = None) -> int:
+        """Open a run; runs of this tenant left 'running' by a crashed process become 'interrupted'."""
+        now = now or _now()
+        with self._tx() as s:
+            s.execute(
+                update(RunRow)
+                .where(RunRow.tenant == tenant, RunRow.outcome == "running")
+                .values(
+                    outcome="interrupted", finished_at=now, error="the process stopped before the run ended"
+                )
+            )
+            row = RunRow(tenant=tenant, platform=platform, dry_run=dry_run, started_at=now, outcome="running")
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_run(
+        self,
+        run_id: int,
+        outcome: str,
+        changes_applied: int = 0,
+        changes_pending: int = 0,
+        error: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        with self._tx() as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                raise StoreError(f"run {run_id} does not exist")
+            row.outcome, row.changes_applied, row.changes_pending = outcome, changes_applied, changes_pending
+            row.error, row.finished_at = error, now or _now()
+
+    def last_runs(self, tenant: str | None = None, include_dry_runs: bool = False) -> list[RunRecord]:
+        """The newest run of each tenant (or of one tenant)."""
+        with self._tx() as s:
+            q = select(RunRow).order_by(RunRow.tenant, RunRow.started_at.desc(), RunRow.id.desc())
+            if tenant is not None:
+                q = q.where(RunRow.tenant == tenant)
+            if not include_dry_runs:
+                q = q.where(RunRow.dry_run.is_(False))
+            newest: dict[str, RunRecord] = {}
+            for r in s.scalars(q):
+                newest.setdefault(r.tenant, _run(r))
+            return list(newest.values())
+
+    def runs(self, tenant: str) -> list[RunRecord]:
+        with self._tx() as s:
+            return [
+                _run(r) for r in s.scalars(select(RunRow).where(RunRow.tenant == tenant).order_by(RunRow.id))
+            ]
+
+    # --- audit --------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        run_id: int | None,
+        tenant: str,
+        platform: str,
+        action: str,
+        group_name: str,
+        subject: str,
+        outcome: str,
+        error: str | None = None,
+    ) -> None:
+        with self._tx() as s:
+            s.add(
+                AuditRow(
+                    run_id=run_id,
+                    at=_now(),
+                    tenant=tenant,
+                    platform=platform,
+                    action=action,
+                    group_name=group_name,
+                    subject=subject,
+                    outcome=outcome,
+                    error=error,
+                )
+            )
+
+    def audit_trail(self, tenant: str | None = None) -> list[AuditRecord]:
+        with self._tx() as s:
+            q = select(AuditRow).order_by(AuditRow.id)
+            if tenant is not None:
+                q = q.where(AuditRow.tenant == tenant)
+            return [
+                AuditRecord(
+                    r.run_id,
+                    _aware(r.at),
+                    r.tenant,
+                    r.platform,
+                    r.action,
+                    r.group_name,
+                    r.subject,
+                    r.outcome,
+                    r.error,
+                )
+                for r in s.scalars(q)
+            ]
+
+    # --- warnings -----------------------------------------------------------------------------
+
+    def sync_warnings(
+        self, tenant: str, platform: str, current: Sequence[tuple[str, str, str]], now: datetime | None = None
+    ) -> None:
+        """Make the open warnings of a tenant exactly ``current`` (code, subject, message): new ones
+        open, seen ones get ``last_seen``, gone ones are cleared."""
+        now = now or _now()
+        wanted = {(c, subj): msg for c, subj, msg in current}
+        with self._tx() as s:
+            open_rows = s.scalars(
+                select(WarningRow).where(WarningRow.tenant == tenant, WarningRow.cleared_at.is_(None))
+            ).all()
+            for row in open_rows:
+                key = (row.code, row.subject)
+                if key in wanted:
+                    row.last_seen, row.message = now, wanted.pop(key)
+                else:
+                    row.cleared_at = now
+            for (code, subject), msg in wanted.items():
+                s.add(
+                    WarningRow(
+                        tenant=tenant,
+                        platform=platform,
+                        code=code,
+                        subject=subject,
+                        message=msg,
+                        first_seen=now,
+                        last_seen=now,
+                    )
+                )
+
+    def open_warnings(self, tenant: str | None = None) -> list[WarningRecord]:
+        with self._tx() as s:
+            q = (
+                select(WarningRow)
+                .where(WarningRow.cleared_at.is_(None))
+                .order_by(WarningRow.tenant, WarningRow.code, WarningRow.subject)
+            )
+            if tenant is not None:
+                q = q.where(WarningRow.tenant == tenant)
+            return [_warning(r) for r in s.scalars(q)]
+
+    def warning_history(self, tenant: str) -> list[WarningRecord]:
+        with self._tx() as s:
+            q = select(WarningRow).where(WarningRow.tenant == tenant).order_by(WarningRow.id)
+            return [_warning(r) for r in s.scalars(q)]
+
+    # --- lookup cache -------------------------------------------------------------------------
+
+    def cached_lookups(
+        self, platform: str, euids: Iterable[str], ttl: timedelta, now: datetime | None = None
+    ) -> dict[str, list[tuple[str, str]]]:
+        """Fresh cached lookups: transformed euid -> [(platform user id, name), ...]."""
+        now = now or _now()
+        wanted = list(dict.fromkeys(euids))
+        found: dict[str, list[tuple[str, str]]] = {}
+        with self._tx() as s:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                for r in s.scalars(
+                    select(LookupRow).where(LookupRow.platform == platform, LookupRow.euid.in_(chunk))
+                ):
+                    if now - _aware(r.fetched_at) < ttl:
+                        found[r.euid] = [(u[0], u[1]) for u in r.users]
+        return found
+
+    def store_lookups(
+        self, platform: str, results: Mapping[str, Sequence[tuple[str, str]]], now: datetime | None = None
+    ) -> None:
+        """Remember found users; a not-found euid drops its cached entry."""
+        now = now or _now()
+        with self._tx() as s:
+            for euid, users in results.items():
+                row = s.get(LookupRow, (platform, euid))
+                if not users:
+                    if row is not None:
+                        s.delete(row)
+                    continue
+                if row is None:
+                    s.add(
+                        LookupRow(
+                            platform=platform, euid=euid, users=[list(u) for u in users], fetched_at=now
+                        )
+                    )
+                else:
+                    row.users, row.fetched_at = [list(u) for u in users], now
+
+    def forget_lookups(self, platform: str, euids: Iterable[str]) -> None:
+        with self._tx() as s:
+            s.execute(
+                delete(LookupRow).where(LookupRow.platform == platform, LookupRow.euid.in_(list(euids)))
+            )
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _owned(r: OwnedGroupRow) -> OwnedGroupRecord:
+    return OwnedGroupRecord(
+        r.platform, r.tenant, r.alias, r.name, r.platform_id, frozenset(r.roles or ()), r.state
+    )
+
+
+def _run(r: RunRow) -> RunRecord:
+    return RunRecord(
+        r.id,
+        r.tenant,
+        r.platform,
+        r.dry_run,
+        _aware(r.started_at),
+        _aware(r.finished_at) if r.finished_at else None,
+        r.outcome,
+        r.changes_applied,
+        r.changes_pending,
+        r.error,
+    )
+
+
+def _warning(r: WarningRow) -> WarningRecord:
+    return WarningRecord(
+        r.tenant,
+        r.platform,
+        r.code,
+        r.subject,
+        r.message,
+        _aware(r.first_seen),
+        _aware(r.last_seen),
+        _aware(r.cleared_at) if r.cleared_at else None,
+    )
