@@ -48,7 +48,7 @@ import asyncio
 import re
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -245,6 +245,11 @@ class AwsDriver(Driver):
         group_name_prefix="mst-",
         max_group_name_length=1024,
         group_name_pattern=_DISPLAY_NAME_PATTERN,
+        # AWS writes permissionSet/...; moto writes instance/... for the same ARN: accept both.
+        role_pattern=re.compile(
+            r"arn:aws[a-z-]*:sso:::(?:permissionSet|instance)/ssoins-[A-Za-z0-9.-]+/ps-[A-Za-z0-9.-]+"
+        ),
+        role_example="arn:aws:sso:::permissionSet/ssoins-1234567890abcdef/ps-1234567890abcdef",
     )
 
     options: AwsOptions
@@ -410,6 +415,10 @@ class AwsDriver(Driver):
                         index.setdefault(user.name.casefold(), []).append(user)
                 self._users_by_key = index
             return self._users_by_key
+
+    def remember_users(self, users: Iterable[PlatformUser]) -> None:
+        for user in users:
+            self._users_by_id.setdefault(user.id, user)
 
     async def _user(self, user_id: str) -> PlatformUser:
         known = self._users_by_id.get(user_id)

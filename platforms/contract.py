@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
@@ -140,6 +140,16 @@ class Capabilities:
     group_name_pattern: re.Pattern[str] | None = None
     """Characters the platform accepts in a group name (None = anything)."""
     ensures_users: bool = False
+    role_pattern: re.Pattern[str] | None = None
+    """What a platform role id looks like (None = anything); checked by ``replicator validate``."""
+    role_example: str = ""
+
+    def check_role(self, role: str) -> str | None:
+        """Return why the platform would refuse this role id, or None when it looks right."""
+        if self.role_pattern is not None and not self.role_pattern.fullmatch(role):
+            hint = f" (like {self.role_example})" if self.role_example else ""
+            return f"{role!r} is not a role id this platform accepts{hint}"
+        return None
 
     def check_group_name(self, name: str) -> str | None:
         """Return why the platform would refuse this group name, or None when it is fine."""
@@ -204,6 +214,10 @@ class Driver(ABC):
     async def apply(self, tenant: TenantRef, change: Change, group_id: str | None) -> str | None:
         """Perform one change; return the group's platform id for ``create_group``. A change that
         is already true is a success."""
+
+    def remember_users(self, users: Iterable[PlatformUser]) -> None:  # noqa: B027 - optional hook
+        """Users the engine already knows (from its lookup cache), so that ``observe`` need not ask
+        the platform who a member is. A hint: drivers without a use for it ignore it."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
         """Release connections."""

@@ -101,7 +101,10 @@ def _selection(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (1, see _Parser.error)
+        return e.code if isinstance(e.code, int) else EXIT_ERROR
     from replicator import logs
 
     logs.configure(args.log_format, args.log_level)

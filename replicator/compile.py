@@ -58,12 +58,7 @@ def compile_tenant(
     mappings = effective_role_mappings(config, tenant)
     warnings: set[ReplicationWarning] = set()
 
-    bindings = [
-        b
-        for b in inventory.bindings
-        if (b.metadata.owned_by_workspace, b.metadata.owned_by_project)
-        == (meta.owned_by_workspace, meta.owned_by_project)
-    ]
+    bindings = inventory.bindings_by_project.get((meta.owned_by_workspace, meta.owned_by_project), ())
     members: dict[str, dict[str, DesiredMember]] = defaultdict(dict)  # role -> user -> member
     for index, binding in enumerate(bindings):
         label = binding_label(binding, index)
@@ -104,7 +99,11 @@ def compile_tenant(
                 )
                 continue
             previous = members[role].get(user_name)
-            via = (*previous.via, label) if previous else (label,)
+            via = (
+                previous.via
+                if previous and label in previous.via
+                else (*(previous.via if previous else ()), label)
+            )
             members[role][user_name] = DesiredMember(
                 transform_euid(platform.euid_pattern, euid), user_name, euid, via
             )

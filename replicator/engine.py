@@ -164,6 +164,7 @@ class Engine:
                     if on_done:
                         on_done(result)
                 return
+            driver.remember_users(u for users in lookups.values() for u in users)
             caps = self.v.capabilities[platform_id]
             policy = grant_policy(platform, caps.external_grants_default)
             gate = asyncio.Semaphore(self.v.config.schedule.concurrency_for(platform_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -203,6 +204,14 @@ class Inventory(BaseModel):
     projects: dict[tuple[str, str], MeshProject] = Field(default_factory=dict)
     bindings: tuple[MeshProjectBinding, ...] = ()
     tenants: dict[str, MeshTenant] = Field(default_factory=dict)
+
+    @cached_property
+    def bindings_by_project(self) -> dict[tuple[str, str], tuple[MeshProjectBinding, ...]]:
+        """Bindings by (workspace, project), in inventory order."""
+        index: dict[tuple[str, str], list[MeshProjectBinding]] = {}
+        for b in self.bindings:
+            index.setdefault((b.metadata.owned_by_workspace, b.metadata.owned_by_project), []).append(b)
+        return {k: tuple(v) for k, v in index.items()}
 
     @property
     def empty(self) -> bool:

@@ -16,6 +16,8 @@ from replicator.config import Config
 from replicator.inventory import KINDS, MeshObject
 
 _YAML_SUFFIXES = (".yaml", ".yml")
+# libyaml's loader when PyYAML was built with it (10x faster); both keep line numbers in nodes.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, order=True)
@@ -110,7 +112,7 @@ def read_yaml_documents(path: Path) -> tuple[list[tuple[Any, yaml.Node]], list[P
     except (OSError, UnicodeDecodeError) as e:
         return [], [Problem(str(path), None, None, None, f"cannot read: {e}")]
     docs: list[tuple[Any, yaml.Node]] = []
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         while loader.check_node():
             node = loader.get_node()

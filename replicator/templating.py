@@ -39,6 +39,13 @@ class Token:
 
 def parse_pattern(pattern: str) -> list[str | Token]:
     """Split a pattern into literal text and placeholders; raise PatternError for every problem."""
+    parts, problems = _scan(pattern)
+    if problems:
+        raise PatternError("; ".join(problems))
+    return parts
+
+
+def _scan(pattern: str) -> tuple[list[str | Token], list[str]]:
     parts: list[str | Token] = []
     pos = 0
     problems: list[str] = []
@@ -57,18 +64,19 @@ def parse_pattern(pattern: str) -> list[str | Token]:
         problems.append(f"unclosed placeholder at {rest[rest.index('#{') :]!r}")
     if rest:
         parts.append(rest)
-    if problems:
-        raise PatternError("; ".join(problems))
-    return parts
+    return parts, problems
 
 
 def check_group_pattern(pattern: str) -> None:
-    """Raise PatternError unless the pattern parses and contains ``#{platformGroupAlias}``."""
-    parts = parse_pattern(pattern)
+    """Raise PatternError, naming every problem, unless the pattern parses and contains
+    ``#{platformGroupAlias}``."""
+    parts, problems = _scan(pattern)
     if not any(isinstance(p, Token) and p.name == "platformGroupAlias" for p in parts):
-        raise PatternError(
+        problems.append(
             "must contain #{platformGroupAlias}, otherwise the groups of two roles of one tenant collide"
         )
+    if problems:
+        raise PatternError("; ".join(problems))
 
 
 def tag_key(placeholder: str, tags: Mapping[str, str]) -> str | None:

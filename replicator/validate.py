@@ -24,7 +24,7 @@ from replicator.inventory import (
     MeshWorkspace,
     UserSubject,
 )
-from replicator.loader import InputError, Loaded, LoadedObject, Problem, _validation_problems
+from replicator.loader import InputError, Loaded, LoadedObject, Problem, _validation_problems, field_path
 from replicator.templating import PatternError, RenderError, check_group_pattern
 
 
@@ -53,9 +53,7 @@ def _check_platforms(loaded: Loaded, problems: list[Problem]) -> dict[str, Capab
     seen: set[str] = set()
 
     def problem(path: list[str | int], obj: str, message: str) -> None:
-        problems.append(
-            Problem(src.file, src.line(path), obj, ".".join(str(p) for p in path[2:]) or None, message)
-        )
+        problems.append(Problem(src.file, src.line(path), obj, field_path(path[2:]) or None, message))
 
     for i, p in enumerate(config.platforms):
         base: list[str | int] = ["platforms", i]
@@ -93,6 +91,11 @@ def _check_platforms(loaded: Loaded, problems: list[Problem]) -> dict[str, Capab
                 problem(path, obj, pr.message)
             continue
         caps[p.identifier] = driver.capabilities
+        for role, mapping in p.role_mappings.items():
+            for j, r in enumerate(mapping.platform_roles):
+                why = driver.capabilities.check_role(r)
+                if why:
+                    problem([*base, "roleMappings", role, "platformRoles", j], obj, why)
 
     zones: set[str] = set()
     for i, z in enumerate(config.landing_zones):
@@ -102,6 +105,12 @@ def _check_platforms(loaded: Loaded, problems: list[Problem]) -> dict[str, Capab
         zones.add(z.identifier)
         if config.platform(z.platform) is None:
             problem(["landingZones", i, "platform"], obj, f"unknown platform {z.platform!r}")
+        elif z.platform in caps:
+            for role, mapping in z.role_mappings.items():
+                for j, r in enumerate(mapping.platform_roles):
+                    why = caps[z.platform].check_role(r)
+                    if why:
+                        problem(["landingZones", i, "roleMappings", role, "platformRoles", j], obj, why)
     return caps
 
 
@@ -166,9 +175,7 @@ def _check_references(
 
         def problem(path: list[str | int], message: str, lo: LoadedObject = lo) -> None:
             problems.append(
-                Problem(
-                    lo.source.file, lo.source.line(path), lo.label, ".".join(map(str, path)) or None, message
-                )
+                Problem(lo.source.file, lo.source.line(path), lo.label, field_path(path) or None, message)
             )
 
         if isinstance(o, MeshUser) and o.spec.euid:

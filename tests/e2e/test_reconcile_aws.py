@@ -214,7 +214,12 @@ def test_one_failing_platform_does_not_stop_the_others(proj: Project) -> None:
         {
             "identifier": "down",
             "platform": "aws.down",
-            "roleMappings": {"admin": {"platformGroupAlias": "admin", "platformRoles": ["ps"]}},
+            "roleMappings": {
+                "admin": {
+                    "platformGroupAlias": "admin",
+                    "platformRoles": ["arn:aws:sso:::permissionSet/ssoins-0/ps-0"],
+                }
+            },
         }
     ]
     proj.write_config()
@@ -317,3 +322,37 @@ def test_external_grant_on_owned_group_is_kept_on_aws(proj: Project) -> None:
     proj.write_config()
     converge(proj)
     assert proj.aws.assignments(ACCOUNTS["ledger"], extra) == []
+
+
+def test_no_op_reconcile_makes_three_calls_per_group(proj: Project) -> None:
+    """With the lookup cache warm, a converged tenant costs describe_group, list_group_memberships
+    and list_account_assignments_for_principal once per owned group, and nothing else."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from platforms.aws import AwsDriver
+    from replicator.engine import Engine, default_driver
+    from replicator.loader import load
+    from replicator.validate import validate
+
+    converge(proj)
+    drivers: list[AwsDriver] = []
+
+    def capture(platform):  # type: ignore[no-untyped-def]
+        driver = default_driver(platform)
+        assert isinstance(driver, AwsDriver)
+        drivers.append(driver)
+        return driver
+
+    store = proj.store()
+    engine = Engine(validate(load(proj.config_path)), store, make_driver=capture)
+    now = datetime.now(UTC)
+    report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
+    assert [r.applied for r in report.results] == [0]
+    assert report.failed == []
+    (driver,) = drivers
+    assert dict(driver.api_calls) == {
+        "describe_group": 3,
+        "list_group_memberships": 3,
+        "list_account_assignments_for_principal": 3,
+    }

@@ -1,0 +1,216 @@
+"""`make bench`: the speed numbers that must not live in unit tests.
+
+- CLI start-up (`replicator --help`), median of several runs, with the heavy SDKs lazily imported;
+- load + validate + compile + plan of a large synthetic organisation (pure core, no platform);
+- a full reconcile and a no-op reconcile of many tenants against a local moto server (AWS calls
+  per no-op tenant, wall time).
+
+Prints one line per measurement; `--json` prints them as JSON for tracking over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULTS: dict[str, Any] = {}
+
+
+def record(name: str, value: float, unit: str, note: str = "") -> None:
+    RESULTS[name] = {"value": round(value, 4), "unit": unit, "note": note}
+    print(f"{name:<38} {value:>10.3f} {unit:<6} {note}", flush=True)
+
+
+def bench_startup(runs: int = 7) -> None:
+    exe = [sys.executable, "-m", "replicator", "--help"]
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(exe, capture_output=True, check=True)
+        times.append(time.perf_counter() - t)
+    record("cli_help_startup", statistics.median(times), "s", f"median of {runs}")
+
+
+def synthetic_site(
+    root: Path,
+    workspaces: int,
+    projects: int,
+    users: int,
+    endpoint: str = "http://127.0.0.1:9",
+    extra: dict[str, Any] | None = None,
+    roles: dict[str, str] | None = None,
+) -> Path:
+    roles = roles or {r: f"arn:aws:sso:::permissionSet/ssoins-1/ps-{r}" for r in ("admin", "user", "reader")}
+    docs: list[dict[str, Any]] = []
+    docs += [
+        {"kind": "meshUser", "metadata": {"name": f"u{i}"}, "spec": {"euid": f"user{i}"}}
+        for i in range(users)
+    ]
+    for w in range(workspaces):
+        docs.append({"kind": "meshWorkspace", "metadata": {"name": f"ws{w}"}})
+        for p in range(projects):
+            docs.append({"kind": "meshProject", "metadata": {"name": f"p{p}", "ownedByWorkspace": f"ws{w}"}})
+            docs.append(
+                {
+                    "kind": "meshTenant",
+                    "metadata": {
+                        "ownedByWorkspace": f"ws{w}",
+                        "ownedByProject": f"p{p}",
+                        "platformIdentifier": "aws.b",
+                    },
+                    "spec": {"localId": f"{w:06d}{p:06d}", "landingZoneIdentifier": "lz"},
+                }
+            )
+            for r, role in enumerate(("admin", "user", "reader")):
+                members = [{"user": f"u{(w * 31 + p * 7 + r * 3 + k) % users}"} for k in range(2 + 3 * r)]
+                docs.append(
+                    {
+                        "kind": "meshProjectBinding",
+                        "metadata": {"ownedByWorkspace": f"ws{w}", "ownedByProject": f"p{p}"},
+                        "spec": {"role": role, "subjects": members},
+                    }
+                )
+    (root / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    aws = {
+        "region": "eu-central-1",
+        "identityStoreId": "d-1",
+        "instanceArn": "arn:aws:sso:::instance/ssoins-1",
+        "endpointUrl": endpoint,
+        "pollInterval": 0.01,
+    }
+    aws.update(extra or {})
+    config = {
+        "state": "sqlite:///state.db",
+        "inventory": ["org.yaml"],
+        "platforms": [{"identifier": "aws.b", "type": "aws", "aws": aws}],
+        "landingZones": [
+            {
+                "identifier": "lz",
+                "platform": "aws.b",
+                "roleMappings": {
+                    role: {"platformGroupAlias": role, "platformRoles": [arn]} for role, arn in roles.items()
+                },
+            }
+        ],
+    }
+    (root / "replicator.yaml").write_text(yaml.safe_dump(config))
+    return root / "replicator.yaml"
+
+
+def bench_core(tenants_per_ws: int = 50, workspaces: int = 20, users: int = 5000) -> None:
+    from platforms.contract import ObservedTenant, PlatformUser
+    from replicator.compile import compile_all
+    from replicator.loader import load
+    from replicator.plan import GrantPolicy, Guard, plan_tenant
+    from replicator.validate import validate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = synthetic_site(Path(tmp), workspaces, tenants_per_ws, users)
+        t = time.perf_counter()
+        loaded = load(path)
+        record("load_yaml", time.perf_counter() - t, "s", f"{len(loaded.objects)} objects")
+        t = time.perf_counter()
+        v = validate(loaded)
+        record("validate", time.perf_counter() - t, "s", f"{len(v.inventory.tenants)} tenants")
+    now = datetime.now(UTC)
+    t = time.perf_counter()
+    desired = compile_all(v.config, v.inventory, v.capabilities, now)
+    record("compile", time.perf_counter() - t, "s", f"{len(desired)} tenants")
+    lookups = {
+        m.platform_euid: (PlatformUser(m.platform_euid, m.platform_euid),)
+        for d in desired.values()
+        for g in d.groups
+        for m in g.members
+    }
+    t = time.perf_counter()
+    changes = 0
+    for d in desired.values():
+        changes += len(plan_tenant(d, lookups, ObservedTenant(), (), GrantPolicy("keep"), Guard(10)).changes)
+    record("plan_fresh", time.perf_counter() - t, "s", f"{changes} changes")
+
+
+def bench_moto(tenants: int = 20) -> None:
+    from platforms.aws import AwsDriver
+    from replicator.engine import Engine, default_driver
+    from replicator.loader import load
+    from replicator.validate import validate
+    from state import Store
+    from tests.support.moto_aws import MotoAws
+
+    with MotoAws() as aws, tempfile.TemporaryDirectory() as tmp:
+        import os
+
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+        for i in range(200):
+            aws.create_user(f"user{i}")
+        roles = {r: aws.create_permission_set(r) for r in ("admin", "user", "reader")}
+        path = synthetic_site(
+            Path(tmp),
+            1,
+            tenants,
+            200,
+            aws.url,
+            {"identityStoreId": aws.identity_store_id, "instanceArn": aws.instance_arn},
+            roles,
+        )
+        v = validate(load(path))
+        drivers: list[AwsDriver] = []
+
+        def capture(platform: Any) -> Any:
+            d = default_driver(platform)
+            drivers.append(d)  # type: ignore[arg-type]
+            return d
+
+        store = Store(f"sqlite:///{Path(tmp) / 'state.db'}")
+        engine = Engine(v, store, make_driver=capture)
+        now = datetime.now(UTC)
+        selected = engine.select(now)
+        t = time.perf_counter()
+        report = asyncio.run(engine.run(selected, apply=True, now=now))
+        applied = sum(r.applied for r in report.results)
+        record(
+            "moto_reconcile_fresh",
+            time.perf_counter() - t,
+            "s",
+            f"{tenants} tenants, {applied} changes, {len(report.failed)} failed",
+        )
+        t = time.perf_counter()
+        report = asyncio.run(engine.run(selected, apply=True, now=now))
+        elapsed = time.perf_counter() - t
+        calls = sum(drivers[-1].api_calls.values())
+        record("moto_reconcile_noop", elapsed, "s", f"{tenants} tenants, {calls} AWS calls")
+        record("aws_calls_per_noop_tenant", calls / tenants, "calls", "3 groups per tenant")
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    from replicator import logs
+
+    logs.configure("console", "warning")
+    bench_startup()
+    bench_core()
+    bench_moto()
+    if args.json:
+        print(json.dumps(RESULTS, indent=2))
+
+
+if __name__ == "__main__":
+    main()

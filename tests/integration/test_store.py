@@ -1,0 +1,158 @@
+"""The state store on SQLite (embedded default) and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from state import Store, StoreError
+
+PG_ADMIN_URL = os.environ.get("REPLICATOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def _postgres_database() -> Iterator[str]:
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = f"replicator_test_{uuid.uuid4().hex[:10]}"
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as e:  # the server is not there: skip, but never in CI
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required in CI: {e}")
+        pytest.skip(
+            f"PostgreSQL not reachable at {PG_ADMIN_URL} ({type(e).__name__}); set REPLICATOR_TEST_PG"
+        )
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'nested' / 'state.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
+    yield s
+    s.close()
+
+
+def test_migrations_create_every_table_and_are_idempotent(store_url: str) -> None:
+    Store(store_url).close()
+    again = Store(store_url)  # a second open upgrades nothing and fails nothing
+    names = set(inspect(again.engine).get_table_names())
+    assert names >= {
+        "owned_groups",
+        "tenants",
+        "runs",
+        "audit",
+        "warnings",
+        "lookup_cache",
+        "alembic_version",
+    }
+    with again.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+    again.close()
+
+
+def test_owned_group_life_cycle(store: Store) -> None:
+    store.record_group_intent("aws.x", "ws/p/aws.x", "admin", "mst-ws.p-admin")
+    (pending,) = store.owned_groups("aws.x", "ws/p/aws.x")
+    assert (pending.platform_id, pending.state) == (None, "pending")
+
+    store.confirm_group("aws.x", "ws/p/aws.x", "mst-ws.p-admin", "g-1", "admin")
+    store.add_group_role("aws.x", "ws/p/aws.x", "mst-ws.p-admin", "ps-b")
+    store.add_group_role("aws.x", "ws/p/aws.x", "mst-ws.p-admin", "ps-a")
+    store.add_group_role("aws.x", "ws/p/aws.x", "mst-ws.p-admin", "ps-a")
+    (active,) = store.owned_groups("aws.x", "ws/p/aws.x")
+    assert (active.platform_id, active.state, active.roles) == ("g-1", "active", frozenset({"ps-a", "ps-b"}))
+
+    store.remove_group_role("aws.x", "ws/p/aws.x", "mst-ws.p-admin", "ps-b")
+    assert store.owned_groups("aws.x", "ws/p/aws.x")[0].roles == frozenset({"ps-a"})
+    assert store.owned_groups("aws.x", "other/p/aws.x") == []
+    store.forget_group("aws.x", "ws/p/aws.x", "mst-ws.p-admin")
+    assert store.owned_groups("aws.x", "ws/p/aws.x") == []
+
+
+def test_a_run_left_running_by_a_crash_is_marked_interrupted(store: Store) -> None:
+    crashed = store.start_run("t1", "aws.x", dry_run=False, now=T0)
+    other = store.start_run("t2", "aws.x", dry_run=False, now=T0)
+    nxt = store.start_run("t1", "aws.x", dry_run=False, now=T0 + timedelta(minutes=1))
+    store.finish_run(nxt, "converged", changes_applied=4, now=T0 + timedelta(minutes=2))
+    runs = {r.id: r for r in store.runs("t1")}
+    assert runs[crashed].outcome == "interrupted"
+    assert runs[nxt].outcome == "converged"
+    assert runs[nxt].changes_applied == 4
+    assert {r.id: r.outcome for r in store.runs("t2")} == {other: "running"}
+    (last,) = store.last_runs("t1")
+    assert last.id == nxt
+    assert last.finished_at == T0 + timedelta(minutes=2)
+    with pytest.raises(StoreError):
+        store.finish_run(10_000, "converged")
+
+
+def test_warnings_open_refresh_and_clear(store: Store) -> None:
+    store.sync_warnings("t", "aws.x", [("USER_NOT_FOUND", "u1", "m1"), ("CASE_MISMATCH", "u2", "m2")], now=T0)
+    later = T0 + timedelta(hours=1)
+    store.sync_warnings("t", "aws.x", [("USER_NOT_FOUND", "u1", "m1 again")], now=later)
+    (open_w,) = store.open_warnings("t")
+    assert (open_w.code, open_w.subject, open_w.message) == ("USER_NOT_FOUND", "u1", "m1 again")
+    assert (open_w.first_seen, open_w.last_seen) == (T0, later)
+    cleared = [w for w in store.warning_history("t") if w.cleared_at is not None]
+    assert [(w.code, w.cleared_at) for w in cleared] == [("CASE_MISMATCH", later)]
+    store.sync_warnings("t", "aws.x", [], now=later)
+    assert store.open_warnings() == []
+
+
+def test_lookup_cache_ttl_and_not_found_never_cached(store: Store) -> None:
+    store.store_lookups("aws.x", {"a@x": [("id-a", "A@x")], "b@x": []}, now=T0)
+    ttl = timedelta(hours=1)
+    assert store.cached_lookups("aws.x", ["a@x", "b@x"], ttl, now=T0 + timedelta(minutes=59)) == {
+        "a@x": [("id-a", "A@x")]
+    }
+    assert store.cached_lookups("aws.x", ["a@x"], ttl, now=T0 + timedelta(minutes=61)) == {}
+    assert store.cached_lookups("aws.y", ["a@x"], ttl, now=T0) == {}
+    store.store_lookups("aws.x", {"a@x": []}, now=T0)  # the user vanished: the entry goes
+    assert store.cached_lookups("aws.x", ["a@x"], ttl, now=T0) == {}
+
+
+def test_audit_trail_keeps_order(store: Store) -> None:
+    run = store.start_run("t", "aws.x", dry_run=False)
+    store.audit(run, "t", "aws.x", "create_group", "g", "", "started")
+    store.audit(run, "t", "aws.x", "create_group", "g", "", "applied")
+    store.audit(run, "t", "aws.x", "add_member", "g", "u", "failed", "boom")
+    trail = store.audit_trail("t")
+    assert [(a.action, a.outcome, a.error) for a in trail] == [
+        ("create_group", "started", None),
+        ("create_group", "applied", None),
+        ("add_member", "failed", "boom"),
+    ]
+    assert all(a.run_id == run for a in trail)
+
+
+def test_tenant_status(store: Store) -> None:
+    store.set_tenant_status("t", "aws.x", "123", "Active")
+    store.set_tenant_status("t", "aws.x", "123", "Deleted")
+    assert store.tenant_statuses() == {"t": "Deleted"}
+
+
+def test_unreachable_database_is_a_store_error() -> None:
+    with pytest.raises(StoreError) as e:
+        Store("postgresql://someone:s3cret@127.0.0.1:1/none")
+    assert "s3cret" not in str(e.value)
