@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from platforms.contract import (
     Action,
@@ -18,6 +19,7 @@ from platforms.contract import (
     PlatformError,
     PlatformUser,
     RetryableError,
+    TenantRef,
 )
 from platforms.registry import driver_class
 from replicator.compile import compile_all
@@ -27,6 +29,9 @@ from replicator.model import DesiredTenant
 from replicator.plan import GrantPolicy, Guard, Plan, plan_tenant
 from replicator.validate import Validated
 from state import Store, StoreError
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 log = get_logger("replicator.engine")
 audit_log = get_logger("replicator.audit")
@@ -302,21 +307,25 @@ class Engine:
         return applied
 
     async def _apply_one(
-        self, driver: Driver, change: Change, group_id: str | None, ref: object
+        self, driver: Driver, change: Change, group_id: str | None, ref: TenantRef
     ) -> str | None:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await driver.apply(ref, change, group_id)  # type: ignore[arg-type]
-            except RetryableError as e:
-                if attempt >= self.change_attempts:
-                    raise
-                wait = self.retry_wait * 2 ** (attempt - 1)
-                log.warning(
-                    "retrying change", action=change.action.value, group=change.group, error=str(e), wait=wait
-                )
-                await asyncio.sleep(wait)
+        """One change, retried with exponential backoff while the platform says "try again"."""
+        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        def note(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning("retrying change", action=change.action.value, group=change.group, error=str(error))
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(self.change_attempts),
+            wait=wait_exponential(multiplier=self.retry_wait, max=60),
+            before_sleep=note,
+            reraise=True,
+        ):
+            with attempt:
+                return await driver.apply(ref, change, group_id)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def _record(
         self, platform: str, tenant: str, change: Change, new_id: str | None, ids: dict[str, str]

@@ -37,7 +37,18 @@ PLATFORM_USERS = [
 
 
 def run(*args: str, expect: tuple[int, ...] = (0,)) -> int:
-    cmd = [sys.executable, "-m", "replicator", "-c", str(WORK / "replicator.yaml"), *args]
+    # Warnings and errors only on stderr, so the plan and the report stay readable; run without
+    # --log-level to see the audit event of every change.
+    cmd = [
+        sys.executable,
+        "-m",
+        "replicator",
+        "-c",
+        str(WORK / "replicator.yaml"),
+        "--log-level",
+        "warning",
+        *args,
+    ]
     print(f"\n$ replicator {' '.join(args)}", flush=True)
     rc = subprocess.run(
         cmd,

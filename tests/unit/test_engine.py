@@ -1,0 +1,232 @@
+"""The engine over an in-memory platform: retries, failure isolation, the lookup cache, the guard,
+the audit trail. (The AWS driver itself is tested against moto in tests/integration and tests/e2e.)"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from platforms.contract import PlatformError, RetryableError
+from replicator.config import Config
+from replicator.engine import Engine, RunReport
+from replicator.inventory import (
+    Inventory,
+    MeshProject,
+    MeshProjectBinding,
+    MeshTenant,
+    MeshUser,
+    MeshWorkspace,
+)
+from replicator.validate import Validated
+from state import Store
+from tests.support.memory_driver import MemoryDriver, Platform
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+P = "mem.one"
+
+
+def config(**replication: Any) -> Config:
+    return Config.model_validate(
+        {
+            "replication": replication,
+            "platforms": [{"identifier": P, "type": "aws"}],
+            "landingZones": [
+                {
+                    "identifier": "lz",
+                    "platform": P,
+                    "roleMappings": {
+                        "admin": {"platformGroupAlias": "admin", "platformRoles": ["r-admin"]},
+                        "reader": {"platformGroupAlias": "reader", "platformRoles": ["r-read"]},
+                    },
+                }
+            ],
+        }
+    )
+
+
+def inventory(bindings: dict[str, dict[str, list[str]]], users: list[str]) -> Inventory:
+    """bindings: project -> role -> user names (euid = name)."""
+    projects = sorted(bindings)
+    return Inventory(
+        users={
+            u: MeshUser.model_validate({"kind": "meshUser", "metadata": {"name": u}, "spec": {"euid": u}})
+            for u in users
+        },
+        workspaces={
+            "ws": MeshWorkspace.model_validate({"kind": "meshWorkspace", "metadata": {"name": "ws"}})
+        },
+        projects={
+            ("ws", p): MeshProject.model_validate(
+                {"kind": "meshProject", "metadata": {"name": p, "ownedByWorkspace": "ws"}}
+            )
+            for p in projects
+        },
+        bindings=tuple(
+            MeshProjectBinding.model_validate(
+                {
+                    "kind": "meshProjectBinding",
+                    "metadata": {"ownedByWorkspace": "ws", "ownedByProject": p},
+                    "spec": {"role": role, "subjects": [{"user": u} for u in members]},
+                }
+            )
+            for p, roles in bindings.items()
+            for role, members in roles.items()
+            if members
+        ),
+        tenants={
+            f"ws/{p}/{P}": MeshTenant.model_validate(
+                {
+                    "kind": "meshTenant",
+                    "metadata": {"ownedByWorkspace": "ws", "ownedByProject": p, "platformIdentifier": P},
+                    "spec": {"localId": f"acct-{p}", "landingZoneIdentifier": "lz"},
+                }
+            )
+            for p in projects
+        },
+    )
+
+
+class World:
+    def __init__(self, tmp: Path, users: list[str]) -> None:
+        self.platform = Platform()
+        for u in users:
+            self.platform.add_user(u)
+        self.store = Store(f"sqlite:///{tmp / 'state.db'}")
+        self.users = ["alice", "bob", "carol", "dave", *users]
+
+    def run(
+        self,
+        bindings: dict[str, dict[str, list[str]]],
+        *,
+        apply: bool = True,
+        allow_deletions: bool = False,
+        **replication: Any,
+    ) -> RunReport:
+        v = Validated(
+            config(**replication),
+            inventory(bindings, sorted(set(self.users))),
+            {P: MemoryDriver.capabilities},
+        )
+        engine = Engine(
+            v,
+            self.store,
+            allow_deletions=allow_deletions,
+            retry_wait=0.0,
+            make_driver=lambda p: MemoryDriver(p.identifier, self.platform),
+        )
+        return asyncio.run(engine.run(engine.select(NOW), apply=apply, now=NOW))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path, ["alice", "bob", "carol", "dave"])
+
+
+TWO = {"a": {"admin": ["alice"], "reader": ["bob"]}, "b": {"admin": ["carol"], "reader": ["dave"]}}
+
+
+def test_a_retryable_failure_is_retried_and_audited_once(world: World) -> None:
+    world.platform.fail("add_member", RetryableError("throttled"))
+    report = world.run({"a": {"admin": ["alice"]}})
+    assert report.failed == []
+    assert world.platform.calls["add_member"] == 2
+    assert world.platform.member_names("mem-ws.a-admin") == ["alice"]
+    trail = [(a.action, a.outcome) for a in world.store.audit_trail() if a.action == "add_member"]
+    assert trail == [("add_member", "started"), ("add_member", "applied")]
+
+
+def test_a_failing_tenant_does_not_stop_the_others(world: World) -> None:
+    world.platform.fail("grant", *[RetryableError("down")] * 3, group="mem-ws.a-admin")  # all three attempts
+    report = world.run(TWO)
+    failed = {r.key: r for r in report.failed}
+    assert list(failed) == [f"ws/a/{P}"]
+    assert failed[f"ws/a/{P}"].error_kind == "platform"
+    assert "grant mem-ws.a-admin r-admin: down" in str(failed[f"ws/a/{P}"].error)
+    assert world.platform.member_names("mem-ws.b-admin") == ["carol"]
+    runs = {r.tenant: r.outcome for r in world.store.last_runs()}
+    assert runs == {f"ws/a/{P}": "failed", f"ws/b/{P}": "converged"}
+    failed_rows = [a for a in world.store.audit_trail(f"ws/a/{P}") if a.outcome == "failed"]
+    assert [(a.action, a.error) for a in failed_rows] == [("grant", "down")]
+
+
+def test_a_failed_lookup_fails_the_platform_and_changes_nothing(world: World) -> None:
+    world.platform.fail("lookup_users", PlatformError("directory unreachable"))
+    report = world.run(TWO)
+    assert sorted((r.key, r.error_kind) for r in report.failed) == [
+        (f"ws/a/{P}", "lookup"),
+        (f"ws/b/{P}", "lookup"),
+    ]
+    assert world.platform.calls["observe"] == 0
+    assert world.platform.groups == {}
+
+
+def test_a_failed_observation_changes_nothing(world: World) -> None:
+    world.run(TWO)
+    world.platform.fail("observe", PlatformError("page 2 timed out"))
+    report = world.run({"a": {"admin": [], "reader": []}, "b": TWO["b"]}, allow_deletions=True)
+    assert [r.key for r in report.failed] == [f"ws/a/{P}"]
+    assert world.platform.member_names("mem-ws.a-admin") == ["alice"], "a partial read never shrinks the plan"
+
+
+def test_found_users_are_cached_not_found_are_asked_again(world: World) -> None:
+    world.users.append("zoe")
+    world.run({"a": {"admin": ["alice"], "reader": ["zoe"]}})
+    assert world.platform.calls["lookup_users"] == 1
+    world.run({"a": {"admin": ["alice"], "reader": ["zoe"]}})
+    assert world.platform.calls["lookup_users"] == 2, "zoe was not found: asked again"
+    world.platform.add_user("zoe")
+    report = world.run({"a": {"admin": ["alice"], "reader": ["zoe"]}})
+    assert report.results[0].applied == 1
+    assert world.platform.member_names("mem-ws.a-reader") == ["zoe"]
+    before = world.platform.calls["lookup_users"]
+    world.run({"a": {"admin": ["alice"], "reader": ["zoe"]}})
+    assert world.platform.calls["lookup_users"] == before, "everyone is cached now"
+
+
+def test_guard_withholds_removals_but_applies_additions(world: World) -> None:
+    world.run({"a": {"admin": ["alice", "bob", "carol"], "reader": ["dave"]}})
+    report = world.run({"a": {"admin": [], "reader": ["dave", "alice"]}})
+    (r,) = report.results
+    assert r.error_kind == "guard"
+    assert r.plan is not None
+    assert [c.action.value for c in r.plan.withheld] == ["remove_member"] * 3
+    assert world.platform.member_names("mem-ws.a-reader") == ["alice", "dave"]
+    assert world.platform.member_names("mem-ws.a-admin") == ["alice", "bob", "carol"]
+    assert world.store.last_runs()[0].outcome == "failed"
+    world.run({"a": {"admin": [], "reader": ["dave", "alice"]}}, allow_deletions=True)
+    assert world.platform.member_names("mem-ws.a-admin") == []
+
+
+def test_a_count_limit(world: World) -> None:
+    world.run({"a": {"admin": ["alice", "bob", "carol"], "reader": ["dave"]}})
+    blocked = world.run({"a": {"admin": ["alice"], "reader": ["dave"]}}, maxDeletions=1)
+    assert blocked.results[0].error_kind == "guard"
+    ok = world.run({"a": {"admin": ["alice"], "reader": ["dave"]}}, maxDeletions=2)
+    assert ok.failed == []
+    assert world.platform.member_names("mem-ws.a-admin") == ["alice"]
+
+
+def test_dry_run_writes_nothing_to_platform_or_run_history(world: World) -> None:
+    report = world.run(TWO, apply=False)
+    assert report.pending == 12  # per tenant: 2 groups, 2 members, 2 grants
+    assert world.platform.groups == {}
+    assert world.store.last_runs() == []
+    assert world.store.audit_trail() == []
+
+
+def test_a_group_that_vanished_is_forgotten_and_recreated(world: World) -> None:
+    world.run({"a": {"admin": ["alice"]}})
+    gone = world.platform.by_name("mem-ws.a-admin")
+    assert gone is not None
+    del world.platform.groups[gone.id]
+    world.run({"a": {"admin": ["alice"]}})
+    again = world.platform.by_name("mem-ws.a-admin")
+    assert again is not None
+    assert again.id != gone.id
+    assert world.platform.member_names("mem-ws.a-admin") == ["alice"]
+    owned = {o.name: o.platform_id for o in world.store.owned_groups(P, f"ws/a/{P}")}
+    assert owned["mem-ws.a-admin"] == again.id
