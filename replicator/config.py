@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -191,8 +192,9 @@ class ReplicationConfig(Model):
         """Memberships a run may remove from a tenant that has ``managed_memberships``."""
         if isinstance(self.max_deletions, int):
             return self.max_deletions
-        pct = float(self.max_deletions.rstrip("%"))
-        return max(1, math.ceil(managed_memberships * pct / 100.0))
+        # Decimal, not float: 8.8% of 375 is exactly 33, not 33.000000000000004 rounded up to 34.
+        pct = Decimal(self.max_deletions.rstrip("%"))
+        return max(1, math.ceil(managed_memberships * pct / 100))
 
 
 class Config(Model):

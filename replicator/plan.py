@@ -97,10 +97,11 @@ def order_changes(changes: Sequence[Change]) -> tuple[Change, ...]:
 
 def resolve_members(
     group: DesiredGroup, lookups: Mapping[str, tuple[PlatformUser, ...]]
-) -> tuple[dict[PlatformUser, str], set[PlatformUser], list[ReplicationWarning]]:
-    """Platform users of a desired group: (user -> transformed euid, users never to remove, warnings)."""
+) -> tuple[dict[PlatformUser, str], dict[PlatformUser, str], list[ReplicationWarning]]:
+    """Platform users of a desired group: (found user -> transformed euid, candidates of ambiguous
+    lookups -> transformed euid, warnings)."""
     found: dict[PlatformUser, str] = {}
-    protected: set[PlatformUser] = set()
+    candidates: dict[PlatformUser, str] = {}
     warnings: list[ReplicationWarning] = []
     for m in group.members:
         if m.platform_euid not in lookups:
@@ -117,7 +118,7 @@ def resolve_members(
                 )
             )
         elif len(matches) > 1:
-            protected.update(matches)
+            candidates.update((u, m.platform_euid) for u in matches)
             warnings.append(
                 ReplicationWarning(
                     WarningCode.AMBIGUOUS_MATCH,
@@ -142,7 +143,7 @@ def resolve_members(
                     )
                 )
             found[user] = m.platform_euid
-    return found, protected, warnings
+    return found, candidates, warnings
 
 
 def plan_tenant(
@@ -165,12 +166,16 @@ def plan_tenant(
 
     targets: dict[str, ObservedGroup | None] = {}  # alias -> the group that serves it (None: to create)
     desired_members: dict[str, dict[PlatformUser, str]] = {}
-    protected: set[PlatformUser] = set()
 
     for group in desired.groups:
-        members, keep_safe, member_warnings = resolve_members(group, lookups)
+        members, candidates, member_warnings = resolve_members(group, lookups)
         warnings.update(member_warnings)
-        protected |= keep_safe
+        # An ambiguous lookup adds nobody, but a candidate who already holds this role keeps it,
+        # whichever group of the alias they are in (so a rename carries them over).
+        holders = {u.id for g in by_alias.get(group.alias, []) for u in g.members}
+        for user, euid in candidates.items():
+            if user.id in holders:
+                members.setdefault(user, euid)
         desired_members[group.alias] = members
         current = by_name.get(group.name)
         if current is None and group.name in observed.foreign:
@@ -197,7 +202,7 @@ def plan_tenant(
             ]
             changes += [Change(Action.GRANT, group.name, group.alias, role=r) for r in group.roles]
             continue
-        changes += _sync_group(group, current, members, protected, granted_by_us, policy, kept)
+        changes += _sync_group(group, current, members, granted_by_us, policy, kept)
 
     target_names = {t.name for t in targets.values() if t is not None}
     desired_aliases = {g.alias for g in desired.groups}
@@ -233,7 +238,7 @@ def plan_tenant(
         )
 
     ordered = order_changes(changes)
-    blocked = _guard(desired, observed, desired_members, protected, ordered, guard)
+    blocked = _guard(desired, observed, desired_members, ordered, guard)
     applied = ordered
     withheld: tuple[Change, ...] = ()
     if blocked:
@@ -260,7 +265,6 @@ def _sync_group(
     group: DesiredGroup,
     current: ObservedGroup,
     members: dict[PlatformUser, str],
-    protected: set[PlatformUser],
     granted_by_us: Mapping[str, frozenset[str]],
     policy: GrantPolicy,
     kept: list[KeptGrant],
@@ -273,11 +277,10 @@ def _sync_group(
         for uid, u in want.items()
         if uid not in have
     ]
-    protected_ids = {u.id for u in protected}
     changes += [
         Change(Action.REMOVE_MEMBER, current.name, group.alias, user=u)
         for uid, u in have.items()
-        if uid not in want and uid not in protected_ids
+        if uid not in want
     ]
     changes += [Change(Action.GRANT, current.name, group.alias, role=r) for r in group.roles - current.roles]
     ours = granted_by_us.get(current.name, frozenset())
@@ -309,7 +312,6 @@ def _guard(
     desired: DesiredTenant,
     observed: ObservedTenant,
     desired_members: Mapping[str, Mapping[PlatformUser, str]],
-    protected: set[PlatformUser],
     changes: Sequence[Change],
     guard: Guard,
 ) -> str | None:
@@ -317,9 +319,8 @@ def _guard(
     if guard.allow_deletions or desired.deleted or all(c.action.adds for c in changes):
         return None
     managed = {(g.alias, u.id) for g in observed.groups for u in g.members}
-    kept_ids = {u.id for u in protected}
     wanted = {(alias, u.id) for alias, users in desired_members.items() for u in users}
-    lost = {(a, uid) for a, uid in managed if (a, uid) not in wanted and uid not in kept_ids}
+    lost = managed - wanted
     if guard.source_empty:
         return "DELETION_GUARD: the inventory is empty (a failed or truncated source?); nothing is removed"
     if not lost:

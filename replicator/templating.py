@@ -51,7 +51,10 @@ def _scan(pattern: str) -> tuple[list[str | Token], list[str]]:
     problems: list[str] = []
     for m in _TOKEN.finditer(pattern):
         if m.start() > pos:
-            parts.append(pattern[pos : m.start()])
+            text = pattern[pos : m.start()]
+            if "#{" in text:
+                problems.append(f"unclosed placeholder at {text[text.index('#{') :]!r}")
+            parts.append(text)
         name, fmt = m.group(1).strip(), m.group(2)
         if name not in PLACEHOLDERS and not _TAG.fullmatch(name):
             problems.append(f"unknown placeholder #{{{name}}} (known: {', '.join(PLACEHOLDERS)}, tag<Name>)")
