@@ -4,6 +4,7 @@ record. One tenant's failure never stops another's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -155,7 +156,16 @@ class Engine:
     ) -> None:
         platform = self.v.config.platform(platform_id)
         assert platform is not None
-        driver = self.make_driver(platform)
+        try:
+            driver = self.make_driver(platform)
+        except PlatformError as e:
+            for d in tenants:
+                result = TenantResult(d.ref.key, platform_id, error=str(e), error_kind="platform")
+                report.results.append(result)
+                if on_done:
+                    on_done(result)
+            log.error("cannot start the driver", platform=platform_id, error=str(e))
+            return
         try:
             try:
                 lookups = await self._lookup(driver, platform_id, tenants, now)
@@ -218,8 +228,10 @@ class Engine:
     ) -> TenantResult:
         ref = desired.ref
         result = TenantResult(ref.key, ref.platform)
-        run_id = self.store.start_run(ref.key, ref.platform, dry_run=not apply, now=now) if apply else None
+        run_id: int | None = None
         try:
+            if apply:
+                run_id = self.store.start_run(ref.key, ref.platform, dry_run=False, now=now)
             records = self.store.owned_groups(ref.platform, ref.key)
             owned = [OwnedGroup(r.alias, r.name, r.platform_id, r.roles) for r in records]
             observed = await driver.observe(ref, owned, {g.alias: g.name for g in desired.groups})
@@ -234,7 +246,7 @@ class Engine:
                 result.error, result.error_kind = plan.blocked, "guard"
             if apply:
                 self._adopt(ref.platform, ref.key, observed, owned)
-                result.applied = await self._apply(driver, plan, observed, run_id)
+                await self._apply(driver, plan, observed, run_id, result)
                 self.store.sync_warnings(
                     ref.key, ref.platform, [(w.code.value, w.subject, w.message) for w in plan.warnings], now
                 )
@@ -245,11 +257,15 @@ class Engine:
         except PlatformError as e:
             result.error, result.error_kind = str(e), "platform"
             # A stale cached user may be the cause: ask the platform again next time.
-            self.store.forget_lookups(
-                ref.platform, [m.platform_euid for g in desired.groups for m in g.members]
-            )
+            with contextlib.suppress(StoreError):
+                self.store.forget_lookups(
+                    ref.platform, [m.platform_euid for g in desired.groups for m in g.members]
+                )
         except StoreError as e:
             result.error, result.error_kind = str(e), "store"
+        except Exception as e:  # a bug in a driver must not stop the other tenants
+            log.exception("unexpected error", tenant=ref.key, platform=ref.platform)
+            result.error, result.error_kind = f"unexpected {type(e).__name__}: {e}", "internal"
         if result.error:
             log.error(
                 "tenant failed",
@@ -286,10 +302,13 @@ class Engine:
         for name in observed.vanished:
             self.store.forget_group(platform, tenant, name)
 
-    async def _apply(self, driver: Driver, plan: Plan, observed: ObservedTenant, run_id: int | None) -> int:
+    async def _apply(
+        self, driver: Driver, plan: Plan, observed: ObservedTenant, run_id: int | None, result: TenantResult
+    ) -> None:
+        """Apply the plan's changes in order; stop at the first failure (later changes may rely on it:
+        never take access away after a failed grant). ``result.applied`` counts as it goes."""
         ref = plan.tenant.ref
         ids = {g.name: g.id for g in observed.groups}
-        applied = 0
         for change in plan.changes:
             self._audit(run_id, ref.key, ref.platform, change, "started")
             if change.action is Action.CREATE_GROUP:
@@ -303,8 +322,7 @@ class Engine:
                 ) from e
             self._record(ref.platform, ref.key, change, new_id, ids)
             self._audit(run_id, ref.key, ref.platform, change, "applied")
-            applied += 1
-        return applied
+            result.applied += 1
 
     async def _apply_one(
         self, driver: Driver, change: Change, group_id: str | None, ref: TenantRef

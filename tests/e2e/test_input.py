@@ -381,3 +381,35 @@ def test_entry_point_runs(site: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("valid:")
+
+
+def test_environment_overrides_config_keys(
+    site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replicator.loader import apply_env_overrides, load
+
+    env = {
+        "REPLICATOR_REPLICATION__MAX_DELETIONS": "10",
+        "REPLICATOR_SCHEDULE__INTERVAL": "5m",
+        "REPLICATOR_CONFIG": "ignored.yaml",
+        "OTHER": "x",
+    }
+    assert apply_env_overrides({"replication": {"aadUserLookupStrategy": "x"}}, env) == {
+        "replication": {"aadUserLookupStrategy": "x", "maxDeletions": 10},
+        "schedule": {"interval": "5m"},
+    }
+    other_db = site.parent / "elsewhere" / "other.db"
+    monkeypatch.setenv("REPLICATOR_STATE", f"sqlite:///{other_db}")
+    monkeypatch.setenv("REPLICATOR_REPLICATION__MAX_DELETIONS", "7")
+    config = load(site).config
+    assert config.replication.max_deletions == 7
+    code, out, _ = run(capsys, "status", "-c", str(site))
+    assert code == 0
+    assert out == "no runs recorded yet\n"
+    assert other_db.exists()
+    assert not (site.parent / "state.db").exists()
+
+    monkeypatch.setenv("REPLICATOR_REPLICATION__MAX_DELETIONS", "lots")
+    code, _, err = run(capsys, "validate", "-c", str(site))
+    assert code == 1
+    assert "replication.maxDeletions" in err

@@ -226,6 +226,11 @@ def test_one_failing_platform_does_not_stop_the_others(proj: Project) -> None:
     proj.write_inventory(
         [*standard_inventory(), tenant("finance", "ledger", "999", platform="aws.down", zone="down")]
     )
+    plan = proj.cli("plan", "-o", "json", "--detailed-exitcode")
+    assert plan.code == 1, "an error wins over pending changes"
+    doc = plan.json()
+    assert [e["tenant"] for e in doc["errors"]] == ["finance/ledger/aws.down"]
+    assert [t["tenant"] for t in doc["tenants"]] == [LEDGER]
     r = proj.cli("reconcile", "--all")
     assert r.code == 1
     assert "finance/ledger/aws.down: FAILED" in r.out
@@ -262,6 +267,16 @@ def test_audit_log_and_records_for_every_change(proj: Project) -> None:
     rows = proj.store().audit_trail(LEDGER)
     assert [r.outcome for r in rows].count("applied") == 10
     assert "testing" not in r.err, "the AWS secret key must never reach a log line"
+
+
+def test_reconcile_fail_on_warnings_exits_3_after_converging(proj: Project) -> None:
+    proj.write_inventory(
+        [*standard_inventory(), user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")]
+    )
+    r = proj.cli("reconcile", "--all", "--fail-on-warnings")
+    assert r.code == 3
+    assert proj.member_names(READER) == ["dave"], "it converged before reporting the warning"
+    assert proj.cli("reconcile", "--all").code == 0
 
 
 def test_warnings_are_stored_and_cleared(proj: Project) -> None:

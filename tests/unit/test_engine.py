@@ -230,3 +230,28 @@ def test_a_group_that_vanished_is_forgotten_and_recreated(world: World) -> None:
     assert world.platform.member_names("mem-ws.a-admin") == ["alice"]
     owned = {o.name: o.platform_id for o in world.store.owned_groups(P, f"ws/a/{P}")}
     assert owned["mem-ws.a-admin"] == again.id
+
+
+def test_an_unexpected_driver_error_fails_only_its_tenant(world: World) -> None:
+    world.platform.fail("add_member", KeyError("bug"), group="mem-ws.a-admin")
+    report = world.run(TWO)
+    (failed,) = report.failed
+    assert (failed.key, failed.error_kind) == (f"ws/a/{P}", "internal")
+    assert failed.applied == 2, "the two creates before the failing change are counted"
+    assert world.platform.member_names("mem-ws.b-admin") == ["carol"]
+    assert world.store.last_runs(f"ws/a/{P}")[0].changes_applied == 2
+
+
+def test_a_driver_that_cannot_start_fails_its_tenants(world: World, tmp_path: Path) -> None:
+    from platforms.contract import PlatformConfigError
+
+    def broken(_platform: Any) -> MemoryDriver:
+        raise PlatformConfigError("no credentials")
+
+    v = Validated(config(), inventory(TWO, world.users), {P: MemoryDriver.capabilities})
+    engine = Engine(v, world.store, make_driver=broken)
+    report = asyncio.run(engine.run(engine.select(NOW), apply=True, now=NOW))
+    assert [(r.key, r.error_kind, r.error) for r in report.results] == [
+        (f"ws/a/{P}", "platform", "no credentials"),
+        (f"ws/b/{P}", "platform", "no credentials"),
+    ]
