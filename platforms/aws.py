@@ -353,8 +353,10 @@ class AwsDriver(Driver):
         return response
 
     async def _call(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
-        """One AWS call in a worker thread: counted, errors mapped to the contract's types."""
-        return await asyncio.to_thread(self._call_sync, service, operation, params)
+        """One AWS call in a worker thread, within the platform's budget: counted, errors mapped to
+        the contract's types. (botocore's standard retry mode already backs off on throttling.)"""
+        async with self.budget:
+            return await asyncio.to_thread(self._call_sync, service, operation, params)
 
     async def _pages(self, service: str, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of a paged list call (each page is one counted call)."""

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -175,6 +175,11 @@ class RetryableError(PlatformError):
 
     retryable = True
 
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds the platform asked us to wait (Retry-After), when it said."""
+
 
 class PermanentError(PlatformError):
     """Refused for a reason that repeating will not fix (permissions, bad ids, validation)."""
@@ -188,6 +193,33 @@ class PlatformConfigError(PermanentError):
     """The platform block of the config cannot work (missing setting, unreadable credentials)."""
 
 
+class CallBudget(Protocol):
+    """The request budget of one platform, shared by every worker that talks to it.
+
+    A driver wraps every request in ``async with self.budget:``; when the platform answers
+    "throttled, retry after N seconds", it calls ``self.budget.pause(N)`` so that every caller
+    waits, not just the one that was refused, and then raises ``RetryableError(retry_after=N)``."""
+
+    async def __aenter__(self) -> None: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
+class Unlimited:
+    """The budget of a one-shot run: no limit, pauses are left to the caller's retries."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def pause(self, seconds: float) -> None:
+        return None
+
+
 class Driver(ABC):
     """One platform. Sync SDKs run in worker threads behind these async methods."""
 
@@ -197,6 +229,8 @@ class Driver(ABC):
     def __init__(self, identifier: str, options: Any) -> None:
         self.identifier = identifier
         self.options = options
+        self.budget: CallBudget = Unlimited()
+        """Set by the engine (the daemon shares one per platform); see :class:`CallBudget`."""
 
     @abstractmethod
     async def lookup_users(self, euids: Sequence[str]) -> dict[str, tuple[PlatformUser, ...]]:

@@ -38,6 +38,8 @@ log = get_logger("replicator.engine")
 audit_log = get_logger("replicator.audit")
 
 DriverMaker = Callable[[PlatformConfig], Driver]
+MAX_RETRY_AFTER = 300.0
+"""Seconds: a longer Retry-After fails the tenant for this run rather than holding it."""
 
 
 class UnknownTenantError(ValueError):
@@ -327,17 +329,29 @@ class Engine:
     async def _apply_one(
         self, driver: Driver, change: Change, group_id: str | None, ref: TenantRef
     ) -> str | None:
-        """One change, retried with exponential backoff while the platform says "try again"."""
-        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+        """One change, retried with exponential backoff while the platform says "try again"; a
+        Retry-After the platform gave wins when it is longer, and one over MAX_RETRY_AFTER fails the
+        tenant at once (the next run tries again) instead of stalling the run."""
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+        backoff = wait_exponential(multiplier=self.retry_wait, max=60)
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            asked = error.retry_after if isinstance(error, RetryableError) and error.retry_after else 0.0
+            return max(backoff(state), asked)
+
+        def retryable(error: BaseException) -> bool:
+            return isinstance(error, RetryableError) and (error.retry_after or 0) <= MAX_RETRY_AFTER
 
         def note(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             log.warning("retrying change", action=change.action.value, group=change.group, error=str(error))
 
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(RetryableError),
+            retry=retry_if_exception(retryable),
             stop=stop_after_attempt(self.change_attempts),
-            wait=wait_exponential(multiplier=self.retry_wait, max=60),
+            wait=wait,
             before_sleep=note,
             reraise=True,
         ):

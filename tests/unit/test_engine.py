@@ -4,6 +4,7 @@ the audit trail. (The AWS driver itself is tested against moto in tests/integrat
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,20 @@ def test_a_driver_that_cannot_start_fails_its_tenants(world: World, tmp_path: Pa
         (f"ws/a/{P}", "platform", "no credentials"),
         (f"ws/b/{P}", "platform", "no credentials"),
     ]
+
+
+def test_retry_after_is_honoured_and_a_long_one_fails_fast(world: World) -> None:
+    world.platform.fail("add_member", RetryableError("slow down", retry_after=0.2), group="mem-ws.a-admin")
+    started = time.monotonic()
+    report = world.run({"a": {"admin": ["alice"]}})
+    assert report.failed == []
+    assert time.monotonic() - started >= 0.2, "it waited as long as the platform asked"
+
+    world.platform.fail(
+        "add_member", RetryableError("come back tomorrow", retry_after=86400), group="mem-ws.b-admin"
+    )
+    report = world.run({"a": {"admin": ["alice"]}, "b": {"admin": ["carol"]}})
+    (failed,) = report.failed
+    assert failed.key == f"ws/b/{P}"
+    assert "come back tomorrow" in str(failed.error)
+    assert world.platform.calls["add_member"] == 3, "a: 2 attempts; b: 1 attempt, no retry"
