@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fail-on-warnings", action="store_true", help="exit 3 when converged with warnings")
 
+    p = cmd("explain", "why a user has (or lacks) each membership on a tenant, binding by binding")
+    p.add_argument("--tenant", required=True, metavar="WS/PROJECT/PLATFORM")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="meshUser name, username, email or euid")
+    who.add_argument("--group", help="a group name as rendered on the platform")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
     p = cmd("status", "last run per tenant from the state store, with open warnings")
     p.add_argument("--tenant", action="append", default=[], metavar="WS/PROJECT/PLATFORM")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
@@ -258,6 +265,44 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Plans the one tenant (read-only, like `plan`) and follows the user through it."""
+    from replicator.engine import Engine, UnknownTenantError
+    from replicator.explain import explain_group, explain_text, explain_user, find_user, group_text
+
+    v = _validated(args)
+    tenant = v.inventory.tenants.get(args.tenant)
+    if tenant is None:
+        raise UnknownTenantError(f"unknown tenant {args.tenant!r} (write WORKSPACE/PROJECT/PLATFORM)")
+    user = find_user(v.inventory, args.user) if args.user else None
+    if args.user and user is None:
+        print(f"error: no meshUser named {args.user!r} (by name, username, email or euid)", file=sys.stderr)
+        return EXIT_ERROR
+    store = _open_store(v, args.config)
+    try:
+        engine = Engine(v, store)
+        now = datetime.now(UTC)
+        report = asyncio.run(engine.run(engine.select(now, [args.tenant]), apply=False, now=now))
+    finally:
+        store.close()
+    (result,) = report.results
+    if result.plan is None or result.observed is None:
+        print(f"error: cannot read {args.tenant}: {result.error}", file=sys.stderr)
+        return EXIT_ERROR
+    caps = v.capabilities[tenant.metadata.platform_identifier]
+    if user is not None:
+        doc = explain_user(v.config, v.inventory, tenant, caps, result.plan, result.observed, user, now)
+        text = explain_text(doc)
+    else:
+        found = explain_group(result.plan, result.observed, args.group)
+        if found is None:
+            print(f"error: {args.group!r} is neither desired nor owned on {args.tenant}", file=sys.stderr)
+            return EXIT_ERROR
+        doc, text = found, group_text(found)
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.output == "json" else text)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from replicator.loader import load
 
@@ -354,6 +399,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "schema": cmd_schema,
     "plan": cmd_plan,
     "reconcile": cmd_reconcile,
+    "explain": cmd_explain,
     "status": cmd_status,
 }
 
