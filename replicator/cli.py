@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--group", help="a group name as rendered on the platform")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
+    p = cmd("run", "the daemon: scheduled and triggered reconciles, health, metrics, API")
+    p.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT")
+    p.add_argument("--replica-id", default=None, help="name of this replica (default: the host name)")
+    p.add_argument("--workers", type=int, default=4, help="tenants reconciled at once (all platforms)")
+    p.add_argument(
+        "--grace", type=float, default=30.0, help="seconds in-flight changes get to finish on stop"
+    )
+
     p = cmd("status", "last run per tenant from the state store, with open warnings")
     p.add_argument("--tenant", action="append", default=[], metavar="WS/PROJECT/PLATFORM")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
@@ -303,6 +311,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import socket
+
+    from replicator.daemon import Daemon
+    from replicator.loader import default_config_path
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"error: --listen {args.listen!r}: write HOST:PORT", file=sys.stderr)
+        return EXIT_ERROR
+    daemon = Daemon(
+        config_path=args.config or default_config_path(),
+        replica_id=args.replica_id or socket.gethostname(),
+        listen=(host, int(port)),
+        workers=max(1, args.workers),
+        grace=args.grace,
+    )
+    asyncio.run(daemon.run_until_signalled())
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from replicator.loader import load
 
@@ -400,6 +429,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "plan": cmd_plan,
     "reconcile": cmd_reconcile,
     "explain": cmd_explain,
+    "run": cmd_run,
     "status": cmd_status,
 }
 

@@ -16,11 +16,11 @@ from pydantic import (
     PlainSerializer,
     PrivateAttr,
     field_validator,
-    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from platforms.registry import PLATFORM_TYPES
+from platforms.secrets import SecretRef as SecretRef  # re-exported: driver option models use it
 
 DEFAULT_GROUP_NAME_PATTERN = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
 
@@ -55,21 +55,6 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(lambda v: f"{int(v)}s")]
-
-
-class SecretRef(Model):
-    """A secret is never a literal in the config: it names an environment variable or a file."""
-
-    env: str | None = None
-    """Name of the environment variable holding the secret."""
-    file: str | None = None
-    """Path of a file holding the secret (trailing newline stripped)."""
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SecretRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("a secret is {env: NAME} or {file: PATH}, exactly one of the two")
-        return self
 
 
 class RoleMapping(Model):
@@ -156,8 +141,36 @@ class ScheduleConfig(Model):
     concurrency: dict[str, int] = Field(default_factory=lambda: {"default": 8})
     """Tenants reconciled at once, per platform identifier; ``default`` for the others."""
 
+    rate_limits: dict[str, float] = Field(default_factory=dict)
+    """Requests per second, per platform identifier, shared by every worker of the daemon (a
+    Retry-After from the platform pauses that budget for all of them); unset = no limit."""
+
     def concurrency_for(self, platform: str) -> int:
         return max(1, self.concurrency.get(platform, self.concurrency.get("default", 8)))
+
+
+class ApiKey(Model):
+    """A key for the daemon's HTTP API, sent as ``Authorization: Bearer <secret>``."""
+
+    name: str
+    secret: SecretRef
+    scopes: tuple[Literal["read", "write"], ...] = ("read",)
+
+    def matches(self, presented: str) -> bool:
+        """Constant-time comparison; a key whose secret cannot be read matches nothing."""
+        import hmac
+
+        try:
+            expected = self.secret.resolve()
+        except ValueError:
+            return False
+        return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+class ApiConfig(Model):
+    """The daemon's HTTP API (``/v1/...``)."""
+
+    keys: tuple[ApiKey, ...] = ()
 
 
 def _parse_max_deletions(value: Any) -> Any:
@@ -206,6 +219,7 @@ class Config(Model):
     """Files or folders of meshObjects (YAML, several documents per file), relative to the config file."""
     schedule: ScheduleConfig = ScheduleConfig()
     replication: ReplicationConfig = ReplicationConfig()
+    api: ApiConfig = ApiConfig()
     platforms: tuple[PlatformConfig, ...] = ()
     landing_zones: tuple[LandingZone, ...] = ()
 

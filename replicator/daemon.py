@@ -1,0 +1,427 @@
+"""``replicator run``: the long-running controller.
+
+Level-triggered, as controller-runtime and kopf do it: a full resync of every tenant every
+``schedule.interval`` (plus jitter), and a single tenant at once when its inventory or config
+changes or an operator asks. A de-duplicating queue feeds workers; per platform a concurrency
+limit and one shared request budget; per tenant an exponential backoff after retryable failures,
+while a tenant stopped by the deletion guard waits for its input to change or for an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from platforms.contract import Driver
+from replicator.compile import compile_tenant
+from replicator.config import PlatformConfig
+from replicator.engine import Engine, TenantResult, default_driver
+from replicator.loader import InputError, default_config_path, inventory_files, load, resolve_state_url
+from replicator.logs import get_logger
+from replicator.metrics import Metrics
+from replicator.validate import Validated, validate
+from state import Store
+
+log = get_logger("replicator.daemon")
+
+RETRY_BASE = 5.0
+RETRY_MAX = 600.0
+
+
+class Budget:
+    """One platform's request budget (``schedule.rateLimits``, requests per second), shared by every
+    worker; a Retry-After pauses it for everyone."""
+
+    def __init__(self, rate: float | None) -> None:
+        from aiolimiter import AsyncLimiter
+
+        self.limiter = AsyncLimiter(rate, 1.0) if rate else None
+        self.paused_until = 0.0
+
+    async def __aenter__(self) -> None:
+        # A pause can be extended while we sleep: look again after each wait.
+        while (wait := self.paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+        if self.limiter is not None:
+            await self.limiter.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+
+class TenantQueue:
+    """FIFO of tenant keys where a key waits at most once; delayed re-queues for backoff."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._waiting: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def put(self, key: str) -> bool:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if key in self._waiting:
+            return False
+        self._waiting.add(key)
+        self._queue.put_nowait(key)
+        return True
+
+    def put_later(self, key: str, delay: float) -> None:
+        if key in self._waiting or key in self._timers:
+            return
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.put(key)
+
+    async def get(self) -> str:
+        key = await self._queue.get()
+        self._waiting.discard(key)
+        return key
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+
+@dataclass
+class TenantState:
+    last: TenantResult | None = None
+    last_finished: datetime | None = None
+    last_success: datetime | None = None
+    failures: int = 0
+    held: str | None = None
+    """Why the tenant waits for its input to change or for an operator (deletion guard)."""
+
+
+@dataclass
+class Daemon:
+    config_path: Path = field(default_factory=default_config_path)
+    replica_id: str = "replicator"
+    listen: tuple[str, int] | None = ("0.0.0.0", 8080)
+    workers: int = 4
+    grace: float = 30.0
+    watch_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics()
+        self.validated: Validated | None = None
+        self.config_error: str | None = None
+        self.store: Store | None = None
+        self.queue = TenantQueue()
+        self.tenants: dict[str, TenantState] = {}
+        self.budgets: dict[str, Budget] = {}
+        self.gates: dict[str, asyncio.Semaphore] = {}
+        self.stopping = asyncio.Event()
+        self.alive_at = time.monotonic()
+        self.port: int | None = None
+        self._fingerprint: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._scheduler: Any = None
+        self._server: Any = None
+        self._warnings: dict[str, Tally[str]] = {}
+
+    # --- configuration -----------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """(Re)load config and inventory. A bad input keeps the last good one running."""
+        try:
+            validated = validate(load(self.config_path))
+        except InputError as e:
+            self.config_error = f"{len(e.problems)} problem(s): " + "; ".join(str(p) for p in e.problems[:5])
+            self.metrics.config_valid.set(0)
+            log.error("config invalid, keeping the last good one", problems=[str(p) for p in e.problems])
+            return False
+        previous = self.validated
+        self.validated, self.config_error = validated, None
+        self.metrics.config_valid.set(1)
+        if self.store is None:
+            self.store = Store(resolve_state_url(validated.config.state, self.config_path))
+        self.budgets = {
+            p.identifier: self.budgets.get(p.identifier)
+            or Budget(validated.config.schedule.rate_limits.get(p.identifier))
+            for p in validated.config.platforms
+        }
+        self.gates = {
+            p.identifier: self.gates.get(p.identifier)
+            or asyncio.Semaphore(validated.config.schedule.concurrency_for(p.identifier))
+            for p in validated.config.platforms
+        }
+        now = datetime.now(UTC)
+        for key in self._changed_tenants(previous, validated, now):
+            state = self.tenants.setdefault(key, TenantState())
+            state.held, state.failures = None, 0  # new input: a held tenant may go again
+            self.queue.put(key)
+        self.metrics.queue_depth.set(self.queue.depth())
+        return True
+
+    def _changed_tenants(self, old: Validated | None, new: Validated, now: datetime) -> list[str]:
+        keys = [
+            k for k, t in new.inventory.tenants.items() if t.metadata.platform_identifier in new.capabilities
+        ]
+        if old is None:
+            return sorted(keys)
+        changed = []
+        for key in keys:
+            if key not in old.inventory.tenants or self._desired(old, key, now) != self._desired(
+                new, key, now
+            ):
+                changed.append(key)
+        return sorted(changed)
+
+    @staticmethod
+    def _desired(v: Validated, key: str, now: datetime) -> Any:
+        tenant = v.inventory.tenants[key]
+        platform = tenant.metadata.platform_identifier
+        if platform not in v.capabilities:
+            return None
+        return (
+            compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now),
+            v.config.platform(platform),
+            v.config.replication,
+        )
+
+    def _watched(self) -> dict[str, int]:
+        paths = [self.config_path]
+        if self.validated is not None:
+            files, _ = inventory_files(self.config_path.parent, self.validated.config.inventory)
+            paths += files
+        stamps = {}
+        for p in paths:
+            with contextlib.suppress(OSError):
+                stamps[str(p)] = p.stat().st_mtime_ns
+        return stamps
+
+    async def _watch(self) -> None:
+        self._fingerprint = self._watched()
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.watch_interval)
+            self.alive_at = time.monotonic()
+            stamps = self._watched()
+            if stamps != self._fingerprint:
+                self._fingerprint = stamps
+                log.info("input changed, reloading")
+                self.load()
+
+    # --- work --------------------------------------------------------------------------------
+
+    def resync(self) -> None:
+        """Queue every tenant (the periodic full reconcile)."""
+        if self.validated is None:
+            return
+        for key, t in sorted(self.validated.inventory.tenants.items()):
+            state = self.tenants.setdefault(key, TenantState())
+            if t.metadata.platform_identifier in self.validated.capabilities and state.held is None:
+                self.queue.put(key)
+        self.metrics.queue_depth.set(self.queue.depth())
+
+    def request(self, key: str) -> bool:
+        """An operator asked for this tenant now (clears a hold). False when the tenant is unknown."""
+        if self.validated is None or key not in self.validated.inventory.tenants:
+            return False
+        state = self.tenants.setdefault(key, TenantState())
+        state.held, state.failures = None, 0
+        self.queue.put(key)
+        self.metrics.queue_depth.set(self.queue.depth())
+        return True
+
+    async def _worker(self) -> None:
+        while not self.stopping.is_set():
+            get = asyncio.ensure_future(self.queue.get())
+            stop = asyncio.ensure_future(self.stopping.wait())
+            done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if get not in done:
+                get.cancel()
+                return
+            stop.cancel()
+            key = get.result()
+            self.metrics.queue_depth.set(self.queue.depth())
+            task = asyncio.ensure_future(self.reconcile(key))
+            self._in_flight.add(task)
+            try:
+                await asyncio.shield(task)
+            finally:
+                self._in_flight.discard(task)
+
+    def _driver(self, platform: PlatformConfig) -> Driver:
+        driver = default_driver(platform)
+        driver.budget = self.budgets[platform.identifier]
+        return driver
+
+    async def reconcile(self, key: str) -> TenantResult | None:
+        v, store = self.validated, self.store
+        if v is None or store is None or key not in v.inventory.tenants:
+            return None
+        tenant = v.inventory.tenants[key]
+        platform = tenant.metadata.platform_identifier
+        state = self.tenants.setdefault(key, TenantState())
+        now = datetime.now(UTC)
+        desired = compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now)
+        engine = Engine(v, store, make_driver=self._driver)
+        started = time.monotonic()
+        async with self.gates[platform]:
+            report = await engine.run([desired], apply=True, now=now)
+        self.metrics.reconcile_seconds.labels(platform).observe(time.monotonic() - started)
+        (result,) = report.results
+        state.last, state.last_finished = result, datetime.now(UTC)
+        if result.plan is not None:
+            for change in result.plan.changes[: result.applied]:
+                self.metrics.changes.labels(platform, change.action.value).inc()
+            self._warnings[key] = Tally(w.code.value for w in result.plan.warnings)
+            totals: Tally[str] = Tally()
+            for per_tenant in self._warnings.values():
+                totals.update(per_tenant)
+            for code in {*totals, *(c for t in self._warnings.values() for c in t)}:
+                self.metrics.warnings.labels(code).set(totals.get(code, 0))
+        if result.ok:
+            state.failures, state.last_success = 0, state.last_finished
+            self.metrics.last_success.labels(key).set(state.last_finished.timestamp())
+        else:
+            self.metrics.errors.labels(platform, result.error_kind or "unknown").inc()
+            if result.error_kind == "guard":
+                state.held = result.error
+            else:
+                state.failures += 1
+                delay = min(RETRY_MAX, RETRY_BASE * 2 ** (state.failures - 1)) * random.uniform(0.8, 1.2)
+                if not self.stopping.is_set():
+                    self.queue.put_later(key, delay)
+        return result
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self.load()
+        schedule = self.validated.config.schedule if self.validated else None
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._scheduler.add_job(
+            self.resync,
+            "interval",
+            seconds=schedule.interval if schedule else 600,
+            jitter=int(schedule.jitter) if schedule else 30,
+            coalesce=True,
+            max_instances=1,
+            id="resync",
+        )
+        self._scheduler.start()
+        self._tasks = [asyncio.ensure_future(self._worker()) for _ in range(self.workers)]
+        self._tasks.append(asyncio.ensure_future(self._watch()))
+        if self.listen is not None:
+            await self._serve(*self.listen)
+        log.info("daemon started", replica=self.replica_id, port=self.port, tenants=len(self.tenants))
+
+    async def _serve(self, host: str, port: int) -> None:
+        import uvicorn
+
+        from replicator.server import build_app
+
+        config = uvicorn.Config(
+            build_app(self), host=host, port=port, log_config=None, lifespan="off", access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._tasks.append(asyncio.ensure_future(self._server.serve()))
+        while not self._server.started:
+            if self._tasks[-1].done():
+                self._tasks[-1].result()  # the server could not start (port taken): raise why
+            await asyncio.sleep(0.02)
+        sockets = [s for srv in self._server.servers for s in srv.sockets]
+        self.port = sockets[0].getsockname()[1] if sockets else port
+
+    async def stop(self) -> None:
+        """Stop taking work, let changes in flight finish within the grace period, then exit."""
+        if self.stopping.is_set():
+            return
+        log.info("stopping", in_flight=len(self._in_flight), grace=self.grace)
+        self.stopping.set()
+        self.queue.close()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._in_flight:
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=self.grace)
+            for task in pending:
+                log.warning("grace period over, abandoning a reconcile")
+                task.cancel()
+        if self._server is not None:
+            self._server.should_exit = True
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store is not None:
+            self.store.close()
+        log.info("stopped")
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)
+        loop.add_signal_handler(signal.SIGHUP, self.load)
+        await self.start()
+        await done.wait()
+        await self.stop()
+
+    def status(self) -> dict[str, Any]:
+        tenants = []
+        for key, s in sorted(self.tenants.items()):
+            last = s.last
+            tenants.append(
+                {
+                    "tenant": key,
+                    "lastFinished": s.last_finished.isoformat() if s.last_finished else None,
+                    "lastSuccess": s.last_success.isoformat() if s.last_success else None,
+                    "outcome": None if last is None else "converged" if last.ok else "failed",
+                    "changesApplied": last.applied if last else 0,
+                    "error": last.error if last else None,
+                    "held": s.held,
+                    "failures": s.failures,
+                    "warnings": [
+                        {"code": w.code.value, "subject": w.subject, "message": w.message}
+                        for w in (last.plan.warnings if last and last.plan else ())
+                    ],
+                }
+            )
+        return {
+            "replica": self.replica_id,
+            "configError": self.config_error,
+            "queueDepth": self.queue.depth(),
+            "tenants": tenants,
+        }
+
+    def ready(self) -> str | None:
+        """None when ready, else why not."""
+        if self.validated is None:
+            return self.config_error or "config not loaded"
+        if self.store is None:
+            return "state store not open"
+        try:
+            self.store.ping()
+        except Exception as e:
+            return f"state store unreachable: {type(e).__name__}"
+        return None
+
+    def api_key_scopes(self, secret: str) -> Iterable[str] | None:
+        if self.validated is None:
+            return None
+        for key in self.validated.config.api.keys:
+            if key.matches(secret):
+                return key.scopes
+        return None

@@ -1,0 +1,71 @@
+"""The daemon's HTTP surface (CONTRACT section 8): health, readiness, metrics, status, triggers."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from replicator.daemon import Daemon
+
+STALL_SECONDS = 120.0
+"""/healthz fails when the daemon's loop has not ticked for this long."""
+
+
+def build_app(daemon: Daemon) -> Starlette:
+    def authorize(request: Request, scope: str) -> Response | None:
+        header = request.headers.get("authorization", "")
+        secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        scopes = daemon.api_key_scopes(secret) if secret else None
+        if scopes is None:
+            return JSONResponse(
+                {"error": "missing or unknown API key"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if scope not in scopes:
+            return JSONResponse({"error": f"this key lacks the {scope!r} scope"}, status_code=403)
+        return None
+
+    async def healthz(_: Request) -> Response:
+        stalled = time.monotonic() - daemon.alive_at > max(STALL_SECONDS, 3 * daemon.watch_interval)
+        if stalled or daemon.stopping.is_set():
+            return PlainTextResponse("stalled\n" if stalled else "stopping\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    async def readyz(_: Request) -> Response:
+        why = daemon.ready()
+        return (
+            PlainTextResponse(f"not ready: {why}\n", status_code=503) if why else PlainTextResponse("ready\n")
+        )
+
+    async def metrics(_: Request) -> Response:
+        return Response(daemon.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def status(request: Request) -> Response:
+        return authorize(request, "read") or JSONResponse(daemon.status())
+
+    async def trigger(request: Request) -> Response:
+        denied = authorize(request, "write")
+        if denied is not None:
+            return denied
+        p = request.path_params
+        key = f"{p['workspace']}/{p['project']}/{p['platform']}"
+        if not daemon.request(key):
+            return JSONResponse({"error": f"unknown tenant {key!r}"}, status_code=404)
+        return JSONResponse({"tenant": key, "queued": True}, status_code=202)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            Route("/v1/status", status),
+            Route("/v1/tenants/{workspace}/{project}/{platform}/reconcile", trigger, methods=["POST"]),
+        ]
+    )

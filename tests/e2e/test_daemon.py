@@ -1,0 +1,178 @@
+"""`replicator run` in-process against moto (kopf's KopfRunner idea), and as a real process for
+signals. The HTTP surface is exercised over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+import yaml
+
+from replicator.daemon import Budget, Daemon
+from tests.e2e.conftest import PLATFORM, Project, standard_inventory
+
+LEDGER = f"finance/ledger/{PLATFORM}"
+READ, WRITE = "read-key-value", "write-key-value"
+
+
+def with_api(proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEY_READ", READ)
+    monkeypatch.setenv("KEY_WRITE", WRITE)
+    proj.write_config()
+    doc = yaml.safe_load(proj.config_path.read_text())
+    doc["api"] = {
+        "keys": [
+            {"name": "dash", "secret": {"env": "KEY_READ"}, "scopes": ["read"]},
+            {"name": "ci", "secret": {"env": "KEY_WRITE"}, "scopes": ["read", "write"]},
+        ]
+    }
+    proj.config_path.write_text(yaml.safe_dump(doc))
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def daemon(proj: Project, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Daemon]:
+    with_api(proj, monkeypatch)
+    d = Daemon(config_path=proj.config_path, listen=("127.0.0.1", 0), workers=2, watch_interval=0.1, grace=5)
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()
+
+
+def converged(d: Daemon, key: str = LEDGER) -> bool:
+    s = d.tenants.get(key)
+    return bool(s and s.last and s.last.ok and s.last_success)
+
+
+async def test_starts_reconciles_and_serves(daemon: Daemon, proj: Project) -> None:
+    await eventually(lambda: converged(daemon))
+    assert proj.member_names("mst-finance.ledger-user") == ["bob", "carol"]
+    base = f"http://127.0.0.1:{daemon.port}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/readyz")).text == "ready\n"
+        metrics = (await http.get("/metrics")).text
+        assert f'replicator_changes_applied_total{{action="add_member",platform="{PLATFORM}"}} 4.0' in metrics
+        assert 'replicator_reconcile_duration_seconds_count{platform="aws.eu-central-1"} 1.0' in metrics
+        assert "replicator_last_success_timestamp_seconds" in metrics
+        assert "replicator_queue_depth 0.0" in metrics
+
+        assert (await http.get("/v1/status")).status_code == 401
+        assert (await http.get("/v1/status", headers={"Authorization": "Bearer wrong"})).status_code == 401
+        status = (await http.get("/v1/status", headers={"Authorization": f"Bearer {READ}"})).json()
+        (tenant,) = status["tenants"]
+        assert (tenant["tenant"], tenant["outcome"], tenant["changesApplied"]) == (LEDGER, "converged", 10)
+
+        url = "/v1/tenants/finance/ledger/aws.eu-central-1/reconcile"
+        assert (await http.post(url, headers={"Authorization": f"Bearer {READ}"})).status_code == 403
+        accepted = await http.post(url, headers={"Authorization": f"Bearer {WRITE}"})
+        assert accepted.status_code == 202
+        assert accepted.json() == {"tenant": LEDGER, "queued": True}
+        missing = await http.post("/v1/tenants/x/y/z/reconcile", headers={"Authorization": f"Bearer {WRITE}"})
+        assert missing.status_code == 404
+    count = "replicator_reconcile_duration_seconds_count"
+    await eventually(lambda: daemon.metrics.registry.get_sample_value(count, {"platform": PLATFORM}) == 2.0)
+
+
+async def test_an_inventory_change_is_reconciled_at_once(daemon: Daemon, proj: Project) -> None:
+    await eventually(lambda: converged(daemon))
+    proj.write_inventory(standard_inventory(admin=("alice", "erin"), user=("bob", "carol"), reader=("dave",)))
+    await eventually(lambda: proj.member_names("mst-finance.ledger-admin") == ["alice", "erin"])
+
+
+async def test_a_broken_config_keeps_the_last_good_one(daemon: Daemon, proj: Project) -> None:
+    await eventually(lambda: converged(daemon))
+    good = proj.config_path.read_text()
+    proj.config_path.write_text(good + "\nbogusKey: 1\n")
+    await eventually(lambda: daemon.config_error is not None)
+    assert "bogusKey" in daemon.config_error
+    assert daemon.ready() is None, "still serving the last good config"
+    proj.config_path.write_text(good)
+    await eventually(lambda: daemon.config_error is None)
+
+
+async def test_the_deletion_guard_holds_a_tenant_until_its_input_changes(
+    daemon: Daemon, proj: Project
+) -> None:
+    await eventually(lambda: converged(daemon))
+    proj.write_inventory(standard_inventory(admin=(), user=(), reader=()))
+    await eventually(lambda: daemon.tenants[LEDGER].held is not None)
+    assert "DELETION_GUARD" in str(daemon.tenants[LEDGER].held)
+    daemon.resync()
+    assert daemon.queue.depth() == 0, "a held tenant is not resynced"
+    assert proj.member_names("mst-finance.ledger-user") == ["bob", "carol"]
+    proj.write_inventory(standard_inventory(admin=("alice",), user=("bob", "carol"), reader=("dave",)))
+    await eventually(lambda: daemon.tenants[LEDGER].held is None and converged(daemon))
+
+
+async def test_a_paused_budget_holds_every_caller() -> None:
+    budget = Budget(rate=None)
+    budget.pause(0.3)
+    started = time.monotonic()
+    await asyncio.gather(*(budget.__aenter__() for _ in range(3)))
+    assert time.monotonic() - started >= 0.3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_sigterm_stops_the_process_cleanly(proj: Project) -> None:
+    port = free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "replicator",
+            "-c",
+            str(proj.config_path),
+            "--log-format",
+            "json",
+            "run",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the daemon did not get ready"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert '"event": "stopped"' in err
+    assert "Traceback" not in err
