@@ -37,8 +37,8 @@ def with_api(proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     proj.config_path.write_text(yaml.safe_dump(doc))
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], bool], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
