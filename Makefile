@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed-dev
 export PIP_NO_COMPILE = 1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install lint test unit integration demo bench clean
+.PHONY: install lint test unit integration demo bench clean kube-backend
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -22,7 +22,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+# etcd + kube-apiserver/kube-controller-manager v1.20.2 for the Kubernetes tests, cached in
+# ~/.cache/replicator-tests (a failure only makes those tests skip, or fail when CI=true).
+kube-backend:
+	-bash scripts/kube-backend.sh >/dev/null
+
+test: lint kube-backend
 	$(BIN)/pytest -q
 
 unit: $(STAMP)

@@ -232,6 +232,12 @@ class Driver(ABC):
         self.budget: CallBudget = Unlimited()
         """Set by the engine (the daemon shares one per platform); see :class:`CallBudget`."""
 
+    @property
+    def ensures_users(self) -> bool:
+        """Whether this instance creates users the lookup did not find (``Action.ENSURE_USER``):
+        the class's capability by default; a driver whose options switch it on overrides this."""
+        return self.capabilities.ensures_users
+
     @abstractmethod
     async def lookup_users(self, euids: Sequence[str]) -> dict[str, tuple[PlatformUser, ...]]:
         """For each transformed euid, every platform user whose lookup attribute equals it

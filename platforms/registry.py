@@ -26,6 +26,9 @@ class DriverSpec:
 
 DRIVERS: dict[str, DriverSpec] = {
     "aws": DriverSpec("aws", "platforms.aws", "AwsDriver"),
+    "kubernetes": DriverSpec("kubernetes", "platforms.kubernetes", "KubernetesDriver"),
+    "openshift": DriverSpec("openshift", "platforms.kubernetes", "OpenShiftDriver"),
+    "openstack": DriverSpec("openstack", "platforms.openstack", "OpenstackDriver"),
 }
 
 

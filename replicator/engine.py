@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -244,7 +244,9 @@ class Engine:
                 allow_deletions=self.allow_deletions,
                 source_empty=self.v.inventory.empty,
             )
-            plan = plan_tenant(desired, lookups, observed, owned, policy, guard)
+            plan = plan_tenant(
+                desired, lookups, observed, owned, policy, guard, ensure_missing=driver.ensures_users
+            )
             result.plan = plan
             if plan.blocked:
                 result.error, result.error_kind = plan.blocked, "guard"
@@ -313,7 +315,11 @@ class Engine:
         never take access away after a failed grant). ``result.applied`` counts as it goes."""
         ref = plan.tenant.ref
         ids = {g.name: g.id for g in observed.groups}
+        ensured: dict[str, PlatformUser] = {}
+        # transformed euid -> the user an ENSURE_USER change of this run made or found
         for change in plan.changes:
+            if change.action is Action.ADD_MEMBER and change.user is None and change.euid in ensured:
+                change = replace(change, user=ensured[change.euid])
             self._audit(run_id, ref.key, ref.platform, change, "started")
             if change.action is Action.CREATE_GROUP:
                 self.store.record_group_intent(ref.platform, ref.key, change.alias, change.group)
@@ -324,6 +330,8 @@ class Engine:
                 raise PlatformError(
                     f"{change.action.value} {change.group} {change.subject}: {e}".replace("  ", " ")
                 ) from e
+            if change.action is Action.ENSURE_USER and new_id and change.euid:
+                ensured[change.euid] = PlatformUser(new_id, change.euid)
             self._record(ref.platform, ref.key, change, new_id, ids)
             self._audit(run_id, ref.key, ref.platform, change, "applied")
             result.applied += 1

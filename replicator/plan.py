@@ -96,10 +96,13 @@ def order_changes(changes: Sequence[Change]) -> tuple[Change, ...]:
 
 
 def resolve_members(
-    group: DesiredGroup, lookups: Mapping[str, tuple[PlatformUser, ...]]
+    group: DesiredGroup,
+    lookups: Mapping[str, tuple[PlatformUser, ...]],
+    missing: list[str] | None = None,
 ) -> tuple[dict[PlatformUser, str], dict[PlatformUser, str], list[ReplicationWarning]]:
     """Platform users of a desired group: (found user -> transformed euid, candidates of ambiguous
-    lookups -> transformed euid, warnings)."""
+    lookups -> transformed euid, warnings). With ``missing`` (a driver that ensures users), a
+    transformed euid nobody matches is appended there instead of warned about."""
     found: dict[PlatformUser, str] = {}
     candidates: dict[PlatformUser, str] = {}
     warnings: list[ReplicationWarning] = []
@@ -107,7 +110,10 @@ def resolve_members(
         if m.platform_euid not in lookups:
             raise ValueError(f"no lookup result for {m.platform_euid!r}: lookups must be complete")
         matches = lookups[m.platform_euid]
-        if not matches:
+        if not matches and missing is not None:
+            if m.platform_euid not in missing:
+                missing.append(m.platform_euid)
+        elif not matches:
             warnings.append(
                 ReplicationWarning(
                     WarningCode.USER_NOT_FOUND,
@@ -153,8 +159,13 @@ def plan_tenant(
     owned: Sequence[OwnedGroup],
     policy: GrantPolicy,
     guard: Guard,
+    ensure_missing: bool = False,
 ) -> Plan:
-    """Diff desired vs observed into ordered changes, guarded against mass removal."""
+    """Diff desired vs observed into ordered changes, guarded against mass removal.
+
+    ``ensure_missing`` (the driver creates users, ``Driver.ensures_users``): a transformed euid the
+    lookup did not find is one ``ENSURE_USER`` per tenant, and each group that should hold it gets
+    an ``ADD_MEMBER`` without a platform user (the engine fills it in once the user exists)."""
     warnings: set[ReplicationWarning] = set(desired.warnings)
     changes: list[Change] = []
     kept: list[KeptGrant] = []
@@ -166,9 +177,11 @@ def plan_tenant(
 
     targets: dict[str, ObservedGroup | None] = {}  # alias -> the group that serves it (None: to create)
     desired_members: dict[str, dict[PlatformUser, str]] = {}
+    ensured: set[str] = set()
 
     for group in desired.groups:
-        members, candidates, member_warnings = resolve_members(group, lookups)
+        missing: list[str] | None = [] if ensure_missing else None
+        members, candidates, member_warnings = resolve_members(group, lookups, missing)
         warnings.update(member_warnings)
         # An ambiguous lookup adds nobody, but a candidate who already holds this role keeps it,
         # whichever group of the alias they are in (so a rename carries them over).
@@ -195,6 +208,12 @@ def plan_tenant(
             if current is None:
                 continue
         targets[group.alias] = current
+        serving = group.name if current is None else current.name
+        for euid in missing or ():
+            if euid not in ensured:
+                ensured.add(euid)
+                changes.append(Change(Action.ENSURE_USER, serving, group.alias, euid=euid))
+            changes.append(Change(Action.ADD_MEMBER, serving, group.alias, euid=euid))
         if current is None:
             changes.append(Change(Action.CREATE_GROUP, group.name, group.alias))
             changes += [

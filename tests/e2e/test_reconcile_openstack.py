@@ -1,0 +1,324 @@
+"""The CLI end to end against a real Keystone: reconcile, plan, and the OpenStack specifics
+(role names, federated users, external role assignments). Results are read back from Keystone with
+plain openstacksdk (``World``), never through the driver."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from platforms.contract import OWNER_MARKER
+from replicator.cli import main
+from state import Store
+from tests.e2e.conftest import Result, binding, project, tenant, user, workspace
+from tests.support.keystone import ADMIN_PASSWORD, PASSWORD_ENV, World, shared
+
+pytestmark = pytest.mark.integration
+
+PLATFORM = "openstack.test"
+ZONE = "os-default"
+ADMIN, USER, READER = "finance.ledger-admin", "finance.ledger-user", "finance.ledger-reader"
+LEDGER = f"finance/ledger/{PLATFORM}"
+CUSTOM_ROLE = "heat_stack_owner"
+PEOPLE = ("alice", "bob", "carol", "dave", "erin")
+
+
+@dataclass
+class OsProject:
+    """A replicator.yaml plus an inventory folder in a temporary directory, against Keystone."""
+
+    root: Path
+    world: World
+    capsys: pytest.CaptureFixture[str]
+    projects: dict[str, str] = field(default_factory=dict)
+    pattern: str = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
+    mappings: dict[str, list[str]] = field(
+        default_factory=lambda: {"admin": ["member", CUSTOM_ROLE], "user": ["member"], "reader": ["reader"]}
+    )
+    platform_extra: dict[str, Any] = field(default_factory=dict)
+    driver_extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "replicator.yaml"
+
+    def write_config(self) -> None:
+        config = {
+            "state": "sqlite:///state.db",
+            "inventory": ["inventory"],
+            "replication": {"maxDeletions": 100},
+            "platforms": [
+                {
+                    "identifier": PLATFORM,
+                    "type": "openstack",
+                    "euidPattern": "%s@example.com",
+                    "userGroupNamePattern": self.pattern,
+                    "openstack": self.world.driver_options(**self.driver_extra),
+                    **self.platform_extra,
+                }
+            ],
+            "landingZones": [
+                {
+                    "identifier": ZONE,
+                    "platform": PLATFORM,
+                    "roleMappings": {
+                        role: {"platformGroupAlias": role, "platformRoles": roles}
+                        for role, roles in self.mappings.items()
+                    },
+                }
+            ],
+        }
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def write_inventory(self, docs: list[dict[str, Any]]) -> None:
+        inv = self.root / "inventory"
+        inv.mkdir(exist_ok=True)
+        (inv / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+    def cli(self, *args: str) -> Result:
+        self.capsys.readouterr()
+        code = main(["-c", str(self.config_path), "--log-format", "json", *args])
+        out, err = self.capsys.readouterr()
+        return Result(code, out, err)
+
+    def converge(self) -> Result:
+        r = self.cli("reconcile", "--all")
+        assert r.code == 0, r.out + r.err
+        return r
+
+    def store(self) -> Store:
+        return Store(f"sqlite:///{self.root / 'state.db'}")
+
+    def group(self, name: str) -> str:
+        return str(self.world.groups()[name].id)
+
+    def members(self, name: str) -> list[str]:
+        return [m.removesuffix("@example.com") for m in self.world.members(self.group(name))]
+
+    def roles(self, name: str, prj: str = "ledger") -> list[str]:
+        return self.world.assignments(self.projects[prj], self.group(name))
+
+
+def inventory(
+    proj: OsProject, bindings: dict[str, tuple[str, ...]] | None = None, extra: list[Any] | None = None
+) -> list[dict[str, Any]]:
+    """finance/ledger and finance/payroll on OpenStack; ledger has the given bindings."""
+    docs = [user(n, n) for n in PEOPLE]
+    docs += [workspace("finance")]
+    for prj in ("ledger", "payroll"):
+        docs += [project("finance", prj), tenant("finance", prj, proj.projects[prj], PLATFORM, ZONE)]
+    roles = (
+        bindings
+        if bindings is not None
+        else {"admin": ("alice",), "user": ("bob", "carol"), "reader": ("dave",)}
+    )
+    docs += [binding("finance", "ledger", role, *users) for role, users in roles.items() if users]
+    docs += [binding("finance", "payroll", "admin", "erin")]
+    return [*docs, *(extra or [])]
+
+
+@pytest.fixture
+def os_proj(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[OsProject]:
+    monkeypatch.setenv(PASSWORD_ENV, ADMIN_PASSWORD)
+    world = World(shared(), uuid.uuid4().hex[:10])
+    ident = world.conn.identity
+    if ident.find_role(CUSTOM_ROLE) is None:  # global; made once per Keystone, never deleted
+        ident.create_role(name=CUSTOM_ROLE)
+    p = OsProject(tmp_path, world, capsys)
+    p.projects = {prj: world.project(prj) for prj in ("ledger", "payroll")}
+    for name in PEOPLE:
+        world.user(f"{name}@example.com")
+    p.write_config()
+    p.write_inventory(inventory(p))
+    yield p
+    world.cleanup()
+
+
+def test_full_reconcile_of_several_tenants_then_nothing_left(os_proj: OsProject) -> None:
+    before = os_proj.cli("plan", "--detailed-exitcode")
+    assert before.code == 2, before.err
+    assert "+ create group finance.ledger-admin" in before.out
+    assert f"+ grant {CUSTOM_ROLE} to finance.ledger-admin" in before.out
+    assert os_proj.world.groups() == {}, "plan must not write to the platform"
+
+    os_proj.converge()
+    groups = os_proj.world.groups()
+    payroll = ["finance.payroll-admin", "finance.payroll-user", "finance.payroll-reader"]
+    assert sorted(groups) == sorted([ADMIN, USER, READER, *payroll])
+    assert all(g.description.startswith(OWNER_MARKER) for g in groups.values())
+    assert os_proj.members(ADMIN) == ["alice"]
+    assert os_proj.members(USER) == ["bob", "carol"]
+    assert os_proj.members(READER) == ["dave"]
+    assert os_proj.members("finance.payroll-admin") == ["erin"]
+    assert os_proj.roles(ADMIN) == sorted(["member", CUSTOM_ROLE])
+    assert os_proj.roles(USER) == ["member"]
+    assert os_proj.roles(READER) == ["reader"]
+    assert os_proj.roles("finance.payroll-admin", "payroll") == sorted(["member", CUSTOM_ROLE])
+    assert os_proj.world.assignments(os_proj.projects["payroll"], os_proj.group(ADMIN)) == []
+
+    after = os_proj.cli("plan", "--detailed-exitcode")
+    assert after.code == 0, after.out + after.err
+    assert "Plan: 0 to add, 0 to remove, 0 warnings." in after.out
+
+
+def test_role_mapping_change_revokes_old_and_grants_new(os_proj: OsProject) -> None:
+    os_proj.converge()
+    os_proj.mappings["user"] = [CUSTOM_ROLE]
+    os_proj.write_config()
+    r = os_proj.cli("plan")
+    assert f"+ grant {CUSTOM_ROLE} to {USER}" in r.out
+    assert f"- revoke member from {USER}" in r.out
+    os_proj.converge()
+    assert os_proj.roles(USER) == [CUSTOM_ROLE]
+    assert os_proj.members(USER) == ["bob", "carol"]
+
+
+def test_missing_role_in_keystone_fails_the_tenant_naming_it(os_proj: OsProject) -> None:
+    os_proj.mappings["reader"] = ["no_such_role_here"]
+    os_proj.write_config()
+    r = os_proj.cli("reconcile", "--all")
+    assert r.code != 0
+    assert "no_such_role_here" in r.out + r.err
+
+
+def test_removed_binding_removes_the_member(os_proj: OsProject) -> None:
+    os_proj.converge()
+    os_proj.write_inventory(inventory(os_proj, {"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
+    r = os_proj.cli("plan")
+    assert f"- remove member carol@example.com from {USER}" in r.out
+    os_proj.converge()
+    assert os_proj.members(USER) == ["bob"]
+
+
+def test_pattern_change_renames_make_before_break(os_proj: OsProject) -> None:
+    os_proj.converge()
+    old = {n: os_proj.group(n) for n in (ADMIN, USER, READER)}
+    os_proj.pattern = "#{workspaceIdentifier}-#{projectIdentifier}-#{platformGroupAlias}"
+    os_proj.write_config()
+    os_proj.converge()
+    groups = os_proj.world.groups()
+    assert sorted(groups) == sorted(
+        f"finance-{p}-{a}" for p in ("ledger", "payroll") for a in ("admin", "user", "reader")
+    )
+    assert not set(old.values()) & {g.id for g in groups.values()}
+    assert os_proj.members("finance-ledger-user") == ["bob", "carol"]
+    assert os_proj.roles("finance-ledger-admin") == sorted(["member", CUSTOM_ROLE])
+    assert os_proj.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_foreign_group_with_our_name_is_left_alone(os_proj: OsProject) -> None:
+    ident = os_proj.world.conn.identity
+    foreign = ident.create_group(name=ADMIN, domain_id=os_proj.world.domain.id, description="made by hand")
+    erin = ident.find_user("erin@example.com", domain_id=os_proj.world.domain.id)
+    ident.add_user_to_group(erin, foreign)
+    r = os_proj.converge()
+    assert "FOREIGN_GROUP_NAME_TAKEN" in r.out
+    groups = os_proj.world.groups()
+    assert groups[ADMIN].id == foreign.id
+    assert groups[ADMIN].description == "made by hand"
+    assert os_proj.members(ADMIN) == ["erin"]
+    assert os_proj.roles(ADMIN) == []
+    assert os_proj.members(USER) == ["bob", "carol"]
+
+
+def test_user_appearing_later_clears_the_warning(os_proj: OsProject) -> None:
+    os_proj.write_inventory(
+        inventory(os_proj, extra=[user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")])
+    )
+    os_proj.converge()
+    status = os_proj.cli("status", "-o", "json").json()
+    ledger = next(t for t in status["tenants"] if t["tenant"] == LEDGER)
+    assert [(w["code"], w["subject"]) for w in ledger["warnings"]] == [("USER_NOT_FOUND", "zoe")]
+    os_proj.world.user("zoe@example.com")
+    os_proj.converge()
+    assert os_proj.members(READER) == ["dave", "zoe"]
+    status = os_proj.cli("status", "-o", "json").json()
+    ledger = next(t for t in status["tenants"] if t["tenant"] == LEDGER)
+    assert ledger["warnings"] == []
+
+
+def test_federated_users_are_created_once_and_reused(os_proj: OsProject) -> None:
+    world = os_proj.world
+    fed_domain = world.conn.identity.create_domain(name=f"mesh-{world.tag}")
+    idp = world.idp(fed_domain.name)
+    os_proj.driver_extra = {"federatedIdp": {"enabled": True, "idpId": idp, "userDomain": fed_domain.name}}
+    os_proj.write_config()
+    os_proj.write_inventory(
+        inventory(
+            os_proj,
+            extra=[
+                user("zoe", "zoe"),
+                binding("finance", "ledger", "reader", "zoe"),
+                binding("finance", "ledger", "user", "zoe"),
+            ],
+        )
+    )
+    plan = os_proj.cli("plan")
+    assert plan.out.count("+ ensure user zoe@example.com") == 1
+    assert f"+ add member zoe@example.com to {READER}" in plan.out
+    assert "USER_NOT_FOUND" not in plan.out
+    os_proj.converge()
+    (row,) = world.federated_users(idp, "zoe@example.com")
+    assert row["domain_id"] == fed_domain.id
+    assert "zoe" in os_proj.members(READER)
+    assert "zoe" in os_proj.members(USER)
+    again = os_proj.cli("plan", "--detailed-exitcode")
+    assert again.code == 0, again.out
+    os_proj.converge()
+    assert len(world.federated_users(idp, "zoe@example.com")) == 1
+    assert len(list(world.conn.identity.users(domain_id=fed_domain.id))) == 1
+
+
+def test_unmanaged_role_assignment_is_kept_then_removed_by_policy(os_proj: OsProject) -> None:
+    os_proj.converge()
+    world = os_proj.world
+    world.conn.identity.assign_project_role_to_group(
+        os_proj.projects["ledger"], os_proj.group(USER), world.role_id("manager")
+    )
+    r = os_proj.cli("plan", "--detailed-exitcode")
+    assert r.code == 0, r.out
+    assert f"~ keep manager on {USER}" in r.out
+    os_proj.converge()
+    assert os_proj.roles(USER) == sorted(["member", "manager"])
+    os_proj.platform_extra = {"externalGrants": "remove"}
+    os_proj.write_config()
+    os_proj.converge()
+    assert os_proj.roles(USER) == ["member"]
+
+
+def test_no_op_reconcile_makes_three_calls_per_group(os_proj: OsProject) -> None:
+    """With the lookup cache warm, a converged tenant costs get_group, list_group_users and
+    list_role_assignments once per owned group, and nothing else."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from platforms.openstack import OpenstackDriver
+    from replicator.engine import Engine, default_driver
+    from replicator.loader import load
+    from replicator.validate import validate
+
+    os_proj.converge()
+    drivers: list[OpenstackDriver] = []
+
+    def capture(platform):  # type: ignore[no-untyped-def]
+        driver = default_driver(platform)
+        assert isinstance(driver, OpenstackDriver)
+        drivers.append(driver)
+        return driver
+
+    engine = Engine(validate(load(os_proj.config_path)), os_proj.store(), make_driver=capture)
+    now = datetime.now(UTC)
+    report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
+    assert [r.applied for r in report.results] == [0, 0]
+    assert report.failed == []
+    (driver,) = drivers
+    # two tenants with 3 groups each: 9 calls per tenant
+    assert dict(driver.api_calls) == {"get_group": 6, "list_group_users": 6, "list_role_assignments": 6}

@@ -1,0 +1,345 @@
+"""OpenstackDriver against a real Keystone (from PyPI, on SQLite) over HTTP.
+
+Every result is read back from Keystone with plain openstacksdk (``tests.support.keystone.World``),
+never through the driver. One Keystone serves the whole session; each test works in its own
+domain, projects and identity provider, so tests need no reset.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from platforms.contract import (
+    OWNER_MARKER,
+    Action,
+    Change,
+    ForeignObjectError,
+    OwnedGroup,
+    PermanentError,
+    PlatformConfigError,
+    PlatformUser,
+    RetryableError,
+    TenantRef,
+)
+from platforms.openstack import OpenstackDriver, OpenstackOptions
+from tests.support.keystone import ADMIN_PASSWORD, PASSWORD_ENV, Keystone, World, shared
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PLATFORM = "openstack.test"
+ADMIN = "acme.web-admin"
+READER = "acme.web-reader"
+
+MakeDriver = Callable[..., OpenstackDriver]
+
+
+@pytest.fixture
+def keystone(monkeypatch: pytest.MonkeyPatch) -> Keystone:
+    monkeypatch.setenv(PASSWORD_ENV, ADMIN_PASSWORD)
+    return shared()
+
+
+@pytest.fixture
+def world(keystone: Keystone) -> Iterator[World]:
+    w = World(keystone, uuid.uuid4().hex[:10])
+    yield w
+    w.cleanup()
+
+
+@pytest.fixture
+def tenant(world: World) -> TenantRef:
+    return TenantRef(f"acme/web/{PLATFORM}", PLATFORM, world.project("web"))
+
+
+@pytest.fixture
+async def make_driver(world: World) -> AsyncIterator[MakeDriver]:
+    drivers: list[OpenstackDriver] = []
+
+    def make(**extra: Any) -> OpenstackDriver:
+        driver = OpenstackDriver(PLATFORM, world.driver_options(**extra))
+        drivers.append(driver)
+        return driver
+
+    yield make
+    for d in drivers:
+        await d.close()
+
+
+@pytest.fixture
+def driver(make_driver: MakeDriver) -> OpenstackDriver:
+    return make_driver()
+
+
+def marker(tenant: TenantRef) -> str:
+    return f"{OWNER_MARKER} tenant={tenant.key}"
+
+
+def test_import_does_not_load_openstacksdk() -> None:
+    code = (
+        "import sys, platforms.registry\n"
+        "platforms.registry.driver_class('openstack')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('openstack', 'keystoneauth1'))\n"
+        "assert not loaded, loaded\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_options_camel_case_strict_and_login_forms() -> None:
+    password = {"username": "u", "password": {"env": "X"}, "projectName": "p"}
+    opts = OpenstackOptions.model_validate({"authUrl": "https://k/v3", "credentials": password})
+    assert opts.group_domain == "Default"
+    assert opts.federated_idp.enabled is False
+    app = {"applicationCredentialId": "a", "applicationCredentialSecret": {"file": "/s"}}
+    assert OpenstackOptions.model_validate({"authUrl": "https://k/v3", "credentials": app}).credentials
+    assert OpenstackOptions.model_validate({"credentials": {"cloud": "mycloud"}}).credentials
+    assert OpenstackOptions.model_validate({"cloud": "mycloud"}).cloud == "mycloud"
+    with pytest.raises(ValueError, match="authUrl and credentials"):
+        OpenstackOptions.model_validate({"authUrl": "https://k/v3"})
+    with pytest.raises(ValueError, match="idpId"):
+        OpenstackOptions.model_validate({"cloud": "c", "federatedIdp": {"enabled": True}})
+    with pytest.raises(ValueError, match="bogus"):
+        OpenstackOptions.model_validate({"cloud": "c", "bogus": 1})
+    with pytest.raises(PlatformConfigError):
+        OpenstackDriver(PLATFORM, {"authUrl": "https://k/v3"})
+    schema = OpenstackOptions.model_json_schema(by_alias=True)
+    assert "groupDomain" in schema["properties"]
+    assert schema["properties"]["groupDomain"]["description"].startswith("Keystone domain")
+
+
+async def test_missing_secret_is_a_config_error_without_the_value(
+    world: World, tenant: TenantRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PASSWORD_ENV)
+    driver = OpenstackDriver(PLATFORM, world.driver_options())
+    with pytest.raises(PlatformConfigError, match=PASSWORD_ENV):
+        await driver.lookup_users(["x"])
+    monkeypatch.setenv(PASSWORD_ENV, "wrong-password-123")
+    driver = OpenstackDriver(PLATFORM, world.driver_options())
+    with pytest.raises(PlatformConfigError) as info:
+        await driver.lookup_users(["x"])
+    assert "wrong-password-123" not in str(info.value)
+
+
+async def test_lookup_case_insensitive_memoised(world: World, driver: OpenstackDriver) -> None:
+    alice = world.user("Alice.Smith")
+    world.user("bob")
+    found = await driver.lookup_users(["alice.smith", "BOB", "nobody"])
+    assert found["alice.smith"] == (PlatformUser(alice, "Alice.Smith"),)
+    assert [u.name for u in found["BOB"]] == ["bob"]
+    assert found["nobody"] == ()
+    calls = sum(driver.api_calls.values())
+    assert dict(driver.api_calls) == {"find_domain": 1, "list_users": 1}
+    again = await driver.lookup_users(["ALICE.SMITH"])
+    assert again["ALICE.SMITH"][0].id == alice
+    assert sum(driver.api_calls.values()) == calls
+
+
+async def test_create_group_with_marker_again_same_id(
+    world: World, driver: OpenstackDriver, tenant: TenantRef
+) -> None:
+    gid = await driver.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None)
+    again = await driver.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None)
+    assert gid == again
+    groups = world.groups()
+    assert list(groups) == [ADMIN]
+    assert groups[ADMIN].id == gid
+    assert groups[ADMIN].description == marker(tenant)
+
+
+async def test_create_group_refuses_a_foreign_group(
+    world: World, driver: OpenstackDriver, tenant: TenantRef
+) -> None:
+    foreign = world.conn.identity.create_group(name=ADMIN, domain_id=world.domain.id, description="by hand")
+    with pytest.raises(ForeignObjectError, match="not ours"):
+        await driver.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None)
+    # another tenant's marker is not ours either
+    other = TenantRef(f"acme/api/{PLATFORM}", PLATFORM, world.project("api"))
+    await driver.apply(other, Change(Action.CREATE_GROUP, READER, "reader"), None)
+    with pytest.raises(ForeignObjectError):
+        await driver.apply(tenant, Change(Action.CREATE_GROUP, READER, "reader"), None)
+    groups = world.groups()
+    assert groups[ADMIN].id == foreign.id
+    assert groups[ADMIN].description == "by hand"
+    assert world.members(foreign.id) == []
+
+
+async def test_add_and_remove_member_twice(world: World, driver: OpenstackDriver, tenant: TenantRef) -> None:
+    user = PlatformUser(world.user("carol"), "carol")
+    gid = await driver.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None)
+    add = Change(Action.ADD_MEMBER, ADMIN, "admin", user=user)
+    await driver.apply(tenant, add, gid)
+    await driver.apply(tenant, add, gid)
+    assert world.members(str(gid)) == ["carol"]
+    remove = Change(Action.REMOVE_MEMBER, ADMIN, "admin", user=user)
+    await driver.apply(tenant, remove, gid)
+    await driver.apply(tenant, remove, gid)
+    assert world.members(str(gid)) == []
+
+
+async def test_grant_and_revoke_twice_exact_assignments(
+    world: World, driver: OpenstackDriver, tenant: TenantRef
+) -> None:
+    role = f"creator-{world.tag}"
+    world.role(role)
+    gid = str(await driver.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None))
+    for r in ("member", role, "member", role):
+        await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role=r), gid)
+    assert world.assignments(tenant.local_id, gid) == sorted(["member", role])
+    for _ in range(2):
+        await driver.apply(tenant, Change(Action.REVOKE, ADMIN, "admin", role=role), gid)
+    assert world.assignments(tenant.local_id, gid) == ["member"]
+    # a revoke of a role Keystone does not know is already true
+    await driver.apply(tenant, Change(Action.REVOKE, ADMIN, "admin", role=f"gone-{world.tag}"), gid)
+
+
+async def test_grant_of_a_missing_role_names_it(
+    world: World, driver: OpenstackDriver, tenant: TenantRef
+) -> None:
+    gid = await driver.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None)
+    with pytest.raises(PermanentError, match="heat_stack_owner_missing"):
+        await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role="heat_stack_owner_missing"), gid)
+    assert world.assignments(tenant.local_id, str(gid)) == []
+
+
+async def test_observe_members_roles_vanished_foreign_pending(
+    world: World, driver: OpenstackDriver, tenant: TenantRef
+) -> None:
+    ident = world.conn.identity
+    dave = world.user("dave")
+    gid = str(await driver.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None))
+    await driver.apply(
+        tenant, Change(Action.ADD_MEMBER, ADMIN, "admin", user=PlatformUser(dave, "dave")), gid
+    )
+    await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role="member"), gid)
+    # an assignment made by hand on the owned group, and one on another project (not this tenant)
+    ident.assign_project_role_to_group(tenant.local_id, gid, world.role_id("reader"))
+    ident.assign_project_role_to_group(world.project("elsewhere"), gid, world.role_id("manager"))
+    # a group deleted by someone else, a recorded group whose marker was removed, a pending leftover
+    gone = str(await driver.apply(tenant, Change(Action.CREATE_GROUP, "acme.web-gone", "gone"), None))
+    ident.delete_group(gone)
+    hijacked = ident.create_group(name="acme.web-hijacked", domain_id=world.domain.id, description="mine")
+    pending = ident.create_group(name=READER, domain_id=world.domain.id, description=marker(tenant))
+    taken = ident.create_group(name="acme.web-user", domain_id=world.domain.id, description="by hand")
+    owned = [
+        OwnedGroup("admin", ADMIN, gid, frozenset({"member"})),
+        OwnedGroup("gone", "acme.web-gone", gone),
+        OwnedGroup("hijacked", "acme.web-hijacked", hijacked.id),
+        OwnedGroup("reader", READER, None),
+    ]
+    desired = {"admin": ADMIN, "reader": READER, "user": "acme.web-user", "new": "acme.web-new"}
+    observed = await driver.observe(tenant, owned, desired)
+    by_name = {g.name: g for g in observed.groups}
+    assert sorted(by_name) == [ADMIN, READER]
+    assert by_name[ADMIN].members == frozenset({PlatformUser(dave, "dave")})
+    assert by_name[ADMIN].roles == frozenset({"member", "reader"})
+    assert by_name[READER].id == pending.id
+    assert by_name[READER].alias == "reader"
+    assert observed.vanished == ("acme.web-gone",)
+    assert dict(observed.foreign) == {"acme.web-hijacked": hijacked.id, "acme.web-user": taken.id}
+    # another tenant's pending group is not adopted
+    other = TenantRef(f"acme/api/{PLATFORM}", PLATFORM, world.project("api"))
+    seen = await driver.observe(other, [OwnedGroup("reader", READER, None)], {"reader": READER})
+    assert seen.groups == ()
+    assert dict(seen.foreign) == {READER: pending.id}
+
+
+async def test_observe_costs_three_calls_per_owned_group(make_driver: MakeDriver, tenant: TenantRef) -> None:
+    setup = make_driver()
+    ids = [
+        str(await setup.apply(tenant, Change(Action.CREATE_GROUP, name, alias), None))
+        for alias, name in (("admin", ADMIN), ("reader", READER))
+    ]
+    driver = make_driver()
+    owned = [OwnedGroup("admin", ADMIN, ids[0]), OwnedGroup("reader", READER, ids[1])]
+    await driver.observe(tenant, owned, {"admin": ADMIN, "reader": READER})
+    assert dict(driver.api_calls) == {"get_group": 2, "list_group_users": 2, "list_role_assignments": 2}
+
+
+async def test_delete_group_owned_and_foreign(
+    world: World, driver: OpenstackDriver, tenant: TenantRef
+) -> None:
+    gid = await driver.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None)
+    foreign = world.conn.identity.create_group(name=READER, domain_id=world.domain.id, description="x")
+    with pytest.raises(ForeignObjectError):
+        await driver.apply(tenant, Change(Action.DELETE_GROUP, READER, "reader"), foreign.id)
+    with pytest.raises(ForeignObjectError):
+        await driver.apply(tenant, Change(Action.DELETE_GROUP, READER, "reader"), None)
+    await driver.apply(tenant, Change(Action.DELETE_GROUP, ADMIN, "admin"), gid)
+    await driver.apply(tenant, Change(Action.DELETE_GROUP, ADMIN, "admin"), gid)
+    assert list(world.groups()) == [READER]
+
+
+async def test_federated_ensure_creates_finds_and_picks_up(
+    world: World, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    fed_domain = world.conn.identity.create_domain(name=f"mesh-{world.tag}")
+    idp = world.idp(fed_domain.name)
+    fed = {"enabled": True, "idpId": idp, "protocolId": "openid", "userDomain": fed_domain.name}
+    driver = make_driver(federatedIdp=fed)
+    assert driver.ensures_users
+    assert not make_driver().ensures_users
+    assert (await driver.lookup_users(["erin@example.com"]))["erin@example.com"] == ()
+    ensure = Change(Action.ENSURE_USER, ADMIN, "admin", euid="erin@example.com")
+    first = await driver.apply(tenant, ensure, None)
+    (row,) = world.federated_users(idp, "erin@example.com")
+    assert row["id"] == first
+    assert row["name"] == "erin@example.com"
+    assert row["domain_id"] == fed_domain.id
+    # a second ensure, on this driver and on a fresh one, finds the same user
+    assert await driver.apply(tenant, ensure, None) == first
+    assert await make_driver(federatedIdp=fed).apply(tenant, ensure, None) == first
+    assert len(world.federated_users(idp, "erin@example.com")) == 1
+    # a user that exists by name in the federated domain (made by hand, not federated) is picked up
+    frank = world.user("frank@example.com", domain_id=fed_domain.id)
+    picked = await driver.apply(
+        tenant, Change(Action.ENSURE_USER, ADMIN, "admin", euid="frank@example.com"), None
+    )
+    assert picked == frank
+    # the lookup of a fresh driver sees both in the federated domain
+    found = await make_driver(federatedIdp=fed).lookup_users(["ERIN@example.com", "frank@example.com"])
+    assert found["ERIN@example.com"][0].id == first
+    assert found["frank@example.com"][0].id == frank
+    # without federatedIdp, ensure is refused
+    with pytest.raises(PermanentError, match="federatedIdp"):
+        await make_driver().apply(tenant, ensure, None)
+
+
+async def test_missing_domain_is_a_config_error(make_driver: MakeDriver) -> None:
+    driver = make_driver(userDomain="no-such-domain-xyz")
+    with pytest.raises(PlatformConfigError, match="no-such-domain-xyz"):
+        await driver.lookup_users(["a"])
+
+
+async def test_closed_port_is_retryable(world: World, tenant: TenantRef) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = OpenstackDriver(PLATFORM, world.driver_options(authUrl=f"http://127.0.0.1:{port}/v3"))
+    try:
+        with pytest.raises(RetryableError):
+            await driver.lookup_users(["a"])
+        with pytest.raises(RetryableError):
+            await driver.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None)
+    finally:
+        await driver.close()
+
+
+async def test_incomplete_changes_are_permanent(driver: OpenstackDriver, tenant: TenantRef) -> None:
+    with pytest.raises(PermanentError, match="no platform id"):
+        await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role="member"), None)
+    with pytest.raises(PermanentError, match="names no user"):
+        await driver.apply(tenant, Change(Action.ADD_MEMBER, ADMIN, "admin"), "gid")
+    with pytest.raises(PermanentError, match="names no role"):
+        await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin"), "gid")
