@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 # Description/marker text that tells a platform object is owned by this replicator.
 OWNER_MARKER = "managed-by: replicator"
+
+
+def owner_marker(tenant: TenantRef) -> str:
+    """The description a driver gives every group it creates: ours, and for which tenant."""
+    return f"{OWNER_MARKER} tenant={tenant.key}"
+
+
+def is_marked(description: str) -> bool:
+    """The object carries our marker (for some tenant)."""
+    return description.startswith(OWNER_MARKER)
+
+
+def is_marked_for(description: str, tenant: TenantRef) -> bool:
+    """The object carries our marker naming this tenant (needed to adopt a group found by name)."""
+    return is_marked(description) and f"tenant={tenant.key}" in description[len(OWNER_MARKER) :].split()
 
 
 class Action(StrEnum):
@@ -264,3 +279,59 @@ class Driver(ABC):
 
 
 DriverFactory = Callable[[str, Any], Driver]
+
+
+class MarkedGroup(Protocol):
+    """What :func:`observe_marked_groups` needs of a driver's own group record."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+
+G = TypeVar("G", bound=MarkedGroup)
+
+
+async def observe_marked_groups(
+    tenant: TenantRef,
+    owned: Sequence[OwnedGroup],
+    desired_names: Mapping[str, str],
+    by_id: Callable[[str], Awaitable[G | None]],
+    by_name: Callable[[str], Awaitable[G | None]],
+    observe_group: Callable[[G, str], Awaitable[ObservedGroup]],
+) -> ObservedTenant:
+    """The ownership rules of ``Driver.observe`` for platforms whose groups carry a description
+    marker: a recorded group is ours while it carries the marker; a group found only by name (a
+    create that was never confirmed, or a leftover of a crash) is ours only when the marker names
+    this tenant; everything else with our names is foreign; a recorded group that is gone vanished."""
+    groups: list[ObservedGroup] = []
+    vanished: list[str] = []
+    foreign: dict[str, str] = {}
+    for record in owned:
+        if record.platform_id is not None:
+            group = await by_id(record.platform_id)
+            ours = group is not None and is_marked(group.description)
+        else:
+            group = await by_name(record.name)
+            ours = group is not None and is_marked_for(group.description, tenant)
+        if group is None:
+            vanished.append(record.name)
+        elif not ours:
+            foreign[record.name] = group.id
+        else:
+            groups.append(await observe_group(group, record.alias))
+    checked = {record.name for record in owned}
+    for alias, name in desired_names.items():
+        if name in checked:
+            continue
+        checked.add(name)
+        group = await by_name(name)
+        if group is None:
+            continue
+        if is_marked_for(group.description, tenant):
+            groups.append(await observe_group(group, alias))
+        else:
+            foreign[name] = group.id
+    return ObservedTenant(groups=tuple(groups), vanished=tuple(vanished), foreign=foreign)

@@ -58,7 +58,6 @@ import pydantic
 from pydantic.alias_generators import to_camel
 
 from platforms.contract import (
-    OWNER_MARKER,
     Action,
     Capabilities,
     Change,
@@ -73,6 +72,10 @@ from platforms.contract import (
     PlatformUser,
     RetryableError,
     TenantRef,
+    is_marked,
+    is_marked_for,
+    observe_marked_groups,
+    owner_marker,
 )
 from platforms.secrets import SecretRef
 
@@ -201,18 +204,6 @@ class _Group:
     id: str
     name: str
     description: str
-
-
-def _marker(tenant: TenantRef) -> str:
-    return f"{OWNER_MARKER} tenant={tenant.key}"
-
-
-def _is_marked(description: str) -> bool:
-    return description.startswith(OWNER_MARKER)
-
-
-def _is_marked_for(description: str, tenant: TenantRef) -> bool:
-    return _is_marked(description) and f"tenant={tenant.key}" in description[len(OWNER_MARKER) :].split()
 
 
 def _group(item: Mapping[str, Any]) -> _Group:
@@ -358,7 +349,9 @@ class OpenstackDriver(Driver):
             if cloud is not None:
                 return openstack.connection.Connection(cloud=cloud, **common)
             return openstack.connection.Connection(
-                auth_type=auth_type, auth=auth, **common  # no cloud: clouds.yaml and OS_* are not read
+                auth_type=auth_type,
+                auth=auth,
+                **common,  # no cloud: clouds.yaml and OS_* are not read
             )
         except PlatformError:
             raise
@@ -533,7 +526,7 @@ class OpenstackDriver(Driver):
             group = await self._group_by_name(name)
             if group is None:
                 return None
-            if _is_marked_for(group.description, tenant):
+            if is_marked_for(group.description, tenant):
                 return group.id
             raise ForeignObjectError(
                 f"openstack create_group: a group named {name!r} already exists and is not ours "
@@ -544,7 +537,7 @@ class OpenstackDriver(Driver):
         if found is not None:
             return found
         domain_id = await self._domain_id(self.options.group_domain)
-        body = {"group": {"name": name, "domain_id": domain_id, "description": _marker(tenant)}}
+        body = {"group": {"name": name, "domain_id": domain_id, "description": owner_marker(tenant)}}
         try:
             resp = await self._call("create_group", "POST", "/groups", body=body)
         except _ConflictError as exc:
@@ -587,11 +580,11 @@ class OpenstackDriver(Driver):
     async def _delete_group(self, tenant: TenantRef, name: str, group_id: str | None) -> None:
         if group_id is None:
             group = await self._group_by_name(name)
-            if group is not None and not _is_marked_for(group.description, tenant):
+            if group is not None and not is_marked_for(group.description, tenant):
                 raise ForeignObjectError(f"openstack delete_group: group {name!r} ({group.id}) is not ours")
         else:
             group = await self._get_group(group_id)
-            if group is not None and not _is_marked(group.description):
+            if group is not None and not is_marked(group.description):
                 raise ForeignObjectError(f"openstack delete_group: group {name!r} ({group.id}) is not ours")
         if group is None:
             return
@@ -652,36 +645,12 @@ class OpenstackDriver(Driver):
     async def observe(
         self, tenant: TenantRef, owned: Sequence[OwnedGroup], desired_names: Mapping[str, str]
     ) -> ObservedTenant:
-        groups: list[ObservedGroup] = []
-        vanished: list[str] = []
-        foreign: dict[str, str] = {}
-        for record in owned:
-            if record.platform_id is not None:
-                group = await self._get_group(record.platform_id)
-                ours = group is not None and _is_marked(group.description)
-            else:
-                # The create was never confirmed: adopt the group only if we made it for this tenant.
-                group = await self._group_by_name(record.name)
-                ours = group is not None and _is_marked_for(group.description, tenant)
-            if group is None:
-                vanished.append(record.name)
-            elif not ours:
-                foreign[record.name] = group.id
-            else:
-                groups.append(await self._observe_group(tenant, group, record.alias))
-        checked = {record.name for record in owned}
-        for alias, name in desired_names.items():
-            if name in checked:
-                continue
-            checked.add(name)
-            group = await self._group_by_name(name)
-            if group is None:
-                continue
-            if _is_marked_for(group.description, tenant):
-                groups.append(await self._observe_group(tenant, group, alias))
-            else:
-                foreign[name] = group.id
-        return ObservedTenant(groups=tuple(groups), vanished=tuple(vanished), foreign=foreign)
+        async def observe_one(group: _Group, alias: str) -> ObservedGroup:
+            return await self._observe_group(tenant, group, alias)
+
+        return await observe_marked_groups(
+            tenant, owned, desired_names, self._get_group, self._group_by_name, observe_one
+        )
 
     async def apply(self, tenant: TenantRef, change: Change, group_id: str | None) -> str | None:
         action = change.action
