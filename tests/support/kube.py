@@ -350,7 +350,7 @@ def shared_cluster() -> KubeCluster:
         reason = f"no Kubernetes test backend: {_unavailable}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason + " (required in CI)")
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
     return _shared
 
 
