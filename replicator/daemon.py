@@ -17,7 +17,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,10 @@ log = get_logger("replicator.daemon")
 
 RETRY_BASE = 5.0
 RETRY_MAX = 600.0
+LEASE_TTL = timedelta(minutes=15)
+"""How long a replica's claim on a tenant lasts; a dead replica's tenants are free after it."""
+LEASE_RETRY = 30.0
+"""Seconds before a tenant another replica holds is looked at again."""
 
 
 class Budget:
@@ -276,11 +280,19 @@ class Daemon:
         platform = tenant.metadata.platform_identifier
         state = self.tenants.setdefault(key, TenantState())
         now = datetime.now(UTC)
+        if not store.acquire_lease(key, self.replica_id, LEASE_TTL):
+            log.debug("another replica holds the tenant", tenant=key, holder=store.lease_holder(key))
+            if not self.stopping.is_set():
+                self.queue.put_later(key, LEASE_RETRY)
+            return None
         desired = compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now)
         engine = Engine(v, store, make_driver=self._driver)
         started = time.monotonic()
-        async with self.gates[platform]:
-            report = await engine.run([desired], apply=True, now=now)
+        try:
+            async with self.gates[platform]:
+                report = await engine.run([desired], apply=True, now=now)
+        finally:
+            store.release_lease(key, self.replica_id)
         self.metrics.reconcile_seconds.labels(platform).observe(time.monotonic() - started)
         (result,) = report.results
         state.last, state.last_finished = result, datetime.now(UTC)

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from state.tables import AuditRow, LookupRow, OwnedGroupRow, RunRow, TenantRow, WarningRow
+from state.tables import AuditRow, LeaseRow, LookupRow, OwnedGroupRow, RunRow, TenantRow, WarningRow
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -393,6 +393,39 @@ class Store:
         with self._tx() as s:
             q = select(WarningRow).where(WarningRow.tenant == tenant).order_by(WarningRow.id)
             return [_warning(r) for r in s.scalars(q)]
+
+    # --- leases (several replicas) -------------------------------------------------------------
+
+    def acquire_lease(self, tenant: str, holder: str, ttl: timedelta, now: datetime | None = None) -> bool:
+        """Take or renew the tenant's lease for ``holder``; False while another holder's lease is
+        live. The row is locked (``FOR UPDATE`` on PostgreSQL) so two replicas cannot both win."""
+        from sqlalchemy.exc import IntegrityError
+
+        now = now or _now()
+        try:
+            with self._sessions.begin() as s:
+                row = s.scalar(select(LeaseRow).where(LeaseRow.tenant == tenant).with_for_update())
+                if row is None:
+                    s.add(LeaseRow(tenant=tenant, holder=holder, expires_at=now + ttl))
+                elif row.holder == holder or _aware(row.expires_at) <= now:
+                    row.holder, row.expires_at = holder, now + ttl
+                else:
+                    return False
+            return True
+        except IntegrityError:  # another replica inserted the row first
+            return False
+        except SQLAlchemyError as e:
+            raise StoreError(f"state store {self.safe_url}: {e}") from e
+
+    def release_lease(self, tenant: str, holder: str) -> None:
+        with self._tx() as s:
+            s.execute(delete(LeaseRow).where(LeaseRow.tenant == tenant, LeaseRow.holder == holder))
+
+    def lease_holder(self, tenant: str, now: datetime | None = None) -> str | None:
+        now = now or _now()
+        with self._tx() as s:
+            row = s.get(LeaseRow, tenant)
+            return row.holder if row is not None and _aware(row.expires_at) > now else None
 
     # --- lookup cache -------------------------------------------------------------------------
 

@@ -103,3 +103,13 @@ class LookupRow(Base):
     euid: Mapped[str] = mapped_column(String(1024), primary_key=True)
     users: Mapped[list[list[str]]] = mapped_column(JSON)
     fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LeaseRow(Base):
+    """Which replica works on a tenant, until when."""
+
+    __tablename__ = "leases"
+
+    tenant: Mapped[str] = mapped_column(String(600), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

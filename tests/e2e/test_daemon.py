@@ -176,3 +176,29 @@ def test_sigterm_stops_the_process_cleanly(proj: Project) -> None:
     assert proc.returncode == 0, err
     assert '"event": "stopped"' in err
     assert "Traceback" not in err
+
+
+async def test_a_tenant_another_replica_holds_is_left_to_it(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    import replicator.daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "LEASE_RETRY", 0.2)
+    with_api(proj, monkeypatch)
+    other = proj.store()
+    assert other.acquire_lease(LEDGER, "replica-b", timedelta(minutes=5))
+    d = Daemon(
+        config_path=proj.config_path, replica_id="replica-a", listen=None, workers=1, watch_interval=0.1
+    )
+    await d.start()
+    try:
+        await asyncio.sleep(0.6)
+        assert proj.aws.groups() == {}, "replica-b holds the tenant: replica-a does not touch it"
+        other.release_lease(LEDGER, "replica-b")
+        await eventually(lambda: converged(d))
+        assert other.lease_holder(LEDGER) is None, "released after the reconcile"
+    finally:
+        await d.stop()
+        other.close()

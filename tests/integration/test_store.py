@@ -67,7 +67,7 @@ def test_migrations_create_every_table_and_are_idempotent(store_url: str) -> Non
         "alembic_version",
     }
     with again.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
     again.close()
 
 
@@ -156,3 +156,38 @@ def test_unreachable_database_is_a_store_error() -> None:
     with pytest.raises(StoreError) as e:
         Store("postgresql://someone:s3cret@127.0.0.1:1/none")
     assert "s3cret" not in str(e.value)
+
+
+def test_leases_let_one_replica_work_on_a_tenant(store: Store) -> None:
+    ttl = timedelta(minutes=5)
+    assert store.acquire_lease("t", "replica-a", ttl, now=T0)
+    assert not store.acquire_lease("t", "replica-b", ttl, now=T0 + timedelta(minutes=1))
+    assert store.acquire_lease("t", "replica-a", ttl, now=T0 + timedelta(minutes=1)), "renewal"
+    assert store.lease_holder("t", now=T0 + timedelta(minutes=2)) == "replica-a"
+    # a dead replica's lease expires and another takes over
+    assert store.acquire_lease("t", "replica-b", ttl, now=T0 + timedelta(minutes=7))
+    assert store.lease_holder("t", now=T0 + timedelta(minutes=7)) == "replica-b"
+    store.release_lease("t", "replica-a")  # not the holder: nothing happens
+    assert store.lease_holder("t", now=T0 + timedelta(minutes=7)) == "replica-b"
+    store.release_lease("t", "replica-b")
+    assert store.lease_holder("t", now=T0 + timedelta(minutes=7)) is None
+    assert store.acquire_lease("t", "replica-a", ttl, now=T0 + timedelta(minutes=8))
+
+
+def test_two_stores_race_for_one_lease(store_url: str) -> None:
+    """Two replicas (two engines on one database) asking at once: exactly one wins."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = Store(store_url), Store(store_url)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(
+                pool.map(
+                    lambda args: args[0].acquire_lease("race", args[1], timedelta(minutes=5), now=T0),
+                    [(a, "a"), (b, "b")],
+                )
+            )
+        assert sorted(results) == [False, True]
+    finally:
+        a.close()
+        b.close()
