@@ -53,9 +53,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pydantic
-from pydantic.alias_generators import to_camel
 
 from platforms.contract import (
+    OPTIONS_CONFIG,
     Action,
     Capabilities,
     Change,
@@ -126,13 +126,7 @@ _QUOTA_THROTTLE_WORDS = ("throttl", "rate", "too many", "concurrent", "in progre
 class AwsOptions(pydantic.BaseModel):
     """The ``aws:`` block of a platform in the config file."""
 
-    model_config = pydantic.ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        use_attribute_docstrings=True,
-        frozen=True,
-    )
+    model_config = OPTIONS_CONFIG
 
     region: str = pydantic.Field(min_length=1)
     """The region of the IAM Identity Center instance, e.g. ``eu-central-1``."""

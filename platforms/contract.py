@@ -15,7 +15,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+OPTIONS_CONFIG = ConfigDict(
+    alias_generator=to_camel,
+    populate_by_name=True,
+    extra="forbid",
+    use_attribute_docstrings=True,
+    frozen=True,
+)
+"""How every config block reads: camelCase keys, unknown keys are errors, immutable, and each
+field's docstring is its description in ``replicator schema``."""
 
 # Description/marker text that tells a platform object is owned by this replicator.
 OWNER_MARKER = "managed-by: replicator"

@@ -77,9 +77,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import pydantic
-from pydantic.alias_generators import to_camel
 
 from platforms.contract import (
+    OPTIONS_CONFIG,
     Action,
     Capabilities,
     Change,
@@ -120,13 +120,7 @@ class KubernetesOptions(pydantic.BaseModel):
     """The ``kubernetes:`` (or ``openshift:``) block of a platform in the config file. With neither
     ``kubeconfig`` nor ``server`` the driver uses the in-cluster service account."""
 
-    model_config = pydantic.ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        use_attribute_docstrings=True,
-        frozen=True,
-    )
+    model_config = OPTIONS_CONFIG
 
     kubeconfig: str | None = None
     """Path of a kubeconfig file to connect with."""

@@ -55,9 +55,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import pydantic
-from pydantic.alias_generators import to_camel
 
 from platforms.contract import (
+    OPTIONS_CONFIG,
     Action,
     Capabilities,
     Change,
@@ -79,19 +79,11 @@ from platforms.contract import (
 )
 from platforms.secrets import SecretRef
 
-_CONFIG = pydantic.ConfigDict(
-    alias_generator=to_camel,
-    populate_by_name=True,
-    extra="forbid",
-    use_attribute_docstrings=True,
-    frozen=True,
-)
-
 
 class PasswordCredentials(pydantic.BaseModel):
     """Log in as a Keystone user (password authentication, project-scoped token)."""
 
-    model_config = _CONFIG
+    model_config = OPTIONS_CONFIG
 
     username: str = pydantic.Field(min_length=1)
     """The Keystone user the replicator acts as (it needs the admin role, or a policy that allows
@@ -109,7 +101,7 @@ class PasswordCredentials(pydantic.BaseModel):
 class ApplicationCredentials(pydantic.BaseModel):
     """Log in with a Keystone application credential."""
 
-    model_config = _CONFIG
+    model_config = OPTIONS_CONFIG
 
     application_credential_id: str = pydantic.Field(min_length=1)
     """The application credential's id."""
@@ -120,7 +112,7 @@ class ApplicationCredentials(pydantic.BaseModel):
 class CloudCredentials(pydantic.BaseModel):
     """Take authentication from a ``clouds.yaml`` entry (openstacksdk's usual search path)."""
 
-    model_config = _CONFIG
+    model_config = OPTIONS_CONFIG
 
     cloud: str = pydantic.Field(min_length=1)
     """Name of the cloud in ``clouds.yaml``."""
@@ -129,7 +121,7 @@ class CloudCredentials(pydantic.BaseModel):
 class FederatedIdp(pydantic.BaseModel):
     """Create bound users missing in Keystone as federated users of an identity provider."""
 
-    model_config = _CONFIG
+    model_config = OPTIONS_CONFIG
 
     enabled: bool = False
     """Create a bound user missing in Keystone (off: a missing user is a USER_NOT_FOUND warning)."""
@@ -153,7 +145,7 @@ class FederatedIdp(pydantic.BaseModel):
 class OpenstackOptions(pydantic.BaseModel):
     """The ``openstack:`` block of a platform in the config file."""
 
-    model_config = _CONFIG
+    model_config = OPTIONS_CONFIG
 
     auth_url: str | None = None
     """Keystone's v3 URL, e.g. ``https://keystone.example.com/v3`` (any endpoint: an emulator, a

@@ -6,19 +6,14 @@ import os
 from pathlib import Path
 
 import pydantic
-from pydantic.alias_generators import to_camel
+
+from platforms.contract import OPTIONS_CONFIG
 
 
 class SecretRef(pydantic.BaseModel):
     """A secret named by an environment variable or a file, exactly one of the two."""
 
-    model_config = pydantic.ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        use_attribute_docstrings=True,
-        frozen=True,
-    )
+    model_config = OPTIONS_CONFIG
 
     env: str | None = None
     """Name of the environment variable holding the secret."""

@@ -17,8 +17,8 @@ from pydantic import (
     PrivateAttr,
     field_validator,
 )
-from pydantic.alias_generators import to_camel
 
+from platforms.contract import OPTIONS_CONFIG
 from platforms.registry import PLATFORM_TYPES
 from platforms.secrets import SecretRef as SecretRef  # re-exported: driver option models use it
 
@@ -28,13 +28,7 @@ DEFAULT_GROUP_NAME_PATTERN = "#{workspaceIdentifier}.#{projectIdentifier}-#{plat
 class Model(BaseModel):
     """Base of every config model: camelCase keys, unknown keys are errors, docstrings documented."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
+    model_config = OPTIONS_CONFIG
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")

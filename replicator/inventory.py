@@ -6,19 +6,14 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
-from pydantic.alias_generators import to_camel
+
+from platforms.contract import OPTIONS_CONFIG
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
 
 
 class Obj(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
+    model_config = OPTIONS_CONFIG
 
 
 class Named(Obj):

@@ -27,7 +27,7 @@ def _postgres_database() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required in CI: {e}")
         pytest.skip(
-            f"PostgreSQL not reachable at {PG_ADMIN_URL} ({type(e).__name__}); set REPLICATOR_TEST_PG"
+            reason=f"PostgreSQL not reachable at {PG_ADMIN_URL} ({type(e).__name__}); set REPLICATOR_TEST_PG"
         )
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
