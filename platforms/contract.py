@@ -258,11 +258,17 @@ class Driver(ABC):
         self.budget: CallBudget = Unlimited()
         """Set by the engine (the daemon shares one per platform); see :class:`CallBudget`."""
 
+    @classmethod
+    def capabilities_for(cls, options: Any) -> Capabilities:
+        """The capabilities of an instance configured with ``options``: the class's by default; a
+        driver whose options change a fact (Azure's lookup attribute) overrides this."""
+        return cls.capabilities
+
     @property
     def ensures_users(self) -> bool:
         """Whether this instance creates users the lookup did not find (``Action.ENSURE_USER``):
-        the class's capability by default; a driver whose options switch it on overrides this."""
-        return self.capabilities.ensures_users
+        what :meth:`capabilities_for` says for this instance's options."""
+        return self.capabilities_for(self.options).ensures_users
 
     @abstractmethod
     async def lookup_users(self, euids: Sequence[str]) -> dict[str, tuple[PlatformUser, ...]]:

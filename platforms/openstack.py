@@ -48,6 +48,7 @@ ours only when the marker also names this tenant.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -262,7 +263,7 @@ class OpenstackDriver(Driver):
         group_name_prefix="",
         max_group_name_length=64,  # Keystone's group.name column
         group_name_pattern=None,
-        ensures_users=True,  # with federatedIdp.enabled (see ensures_users)
+        ensures_users=True,  # with federatedIdp.enabled (see capabilities_for)
         role_pattern=None,
         role_example="member",
     )
@@ -287,9 +288,11 @@ class OpenstackDriver(Driver):
         self._roles: dict[str, str] | None = None
         self._users_by_key: dict[str, list[PlatformUser]] | None = None
 
-    @property
-    def ensures_users(self) -> bool:
-        return self.options.federated_idp.enabled
+    @classmethod
+    def capabilities_for(cls, options: Any) -> Capabilities:
+        """Users are created only with ``federatedIdp.enabled``."""
+        enabled = isinstance(options, OpenstackOptions) and options.federated_idp.enabled
+        return dataclasses.replace(cls.capabilities, ensures_users=enabled)
 
     # --- plumbing -------------------------------------------------------------------------------
 

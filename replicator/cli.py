@@ -67,10 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("plan", "dry run: print the changes a reconcile would make, and the warnings")
     _selection(p)
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    p.add_argument("--out", type=Path, help="also write the plan to this file")
+    p.add_argument(
+        "--out", type=Path, metavar="FILE", help="also write a plan file (JSON) that `replicator apply` takes"
+    )
+    p.add_argument(
+        "--observed",
+        type=Path,
+        metavar="SNAPSHOT",
+        help="plan against a snapshot (`replicator snapshot`) instead of the platforms: no credentials",
+    )
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
     p.add_argument("--fail-on-warnings", action="store_true", help="exit 3 when there are warnings")
     p.add_argument("--allow-deletions", action="store_true", help="plan past the deletion guard")
+
+    p = cmd("apply", "apply a plan file written by `plan --out`, exactly, or refuse when it is stale")
+    p.add_argument("plan_file", type=Path, metavar="PLAN_FILE")
+    p.add_argument("--fail-on-warnings", action="store_true", help="exit 3 when converged with warnings")
+
+    p = cmd("snapshot", "record the observed state of the owned objects, for `plan --observed`")
+    _selection(p)
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="FILE", help="where to write it")
 
     p = cmd("reconcile", "apply the desired state to the chosen tenants")
     _selection(p)
@@ -190,17 +206,19 @@ def _open_store(v: Any, config_path: Path | None) -> Any:
     return Store(resolve_state_url(v.config.state, config_path or default_config_path()))
 
 
-def _run(args: argparse.Namespace, apply: bool) -> tuple[Any, Any]:
+def _run(
+    args: argparse.Namespace, apply: bool, v: Any = None, **engine_options: Any
+) -> tuple[Any, Any]:
     from replicator.engine import Engine
 
-    v = _validated(args)
+    v = v or _validated(args)
     if args.platform and v.config.platform(args.platform) is None:
         from replicator.engine import UnknownTenantError
 
         raise UnknownTenantError(f"unknown platform {args.platform!r}")
     store = _open_store(v, args.config)
     try:
-        engine = Engine(v, store, allow_deletions=args.allow_deletions)
+        engine = Engine(v, store, allow_deletions=args.allow_deletions, **engine_options)
         now = datetime.now(UTC)
         tenants = engine.select(now, args.tenant, args.platform)
         with _progress(len(tenants), "reconcile" if apply else "plan") as tick:
@@ -210,18 +228,39 @@ def _run(args: argparse.Namespace, apply: bool) -> tuple[Any, Any]:
     return v, report
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    from replicator.render import plans_json, plans_text
-
-    _, report = _run(args, apply=False)
-    plans = [r.plan for r in report.results if r.plan is not None]
-    errors = [
+def _plan_errors(report: Any) -> list[tuple[str, str]]:
+    return [
         (r.key, r.error) for r in report.results if r.error and (r.plan is None or r.error_kind != "guard")
     ]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from replicator import artifact
+    from replicator.render import plans_json, plans_text
+
+    if args.observed:
+        v, report, notes = _plan_offline(args)
+    else:
+        v, report = _run(args, apply=False)
+        notes = []
+    plans = [r.plan for r in report.results if r.plan is not None]
+    errors = _plan_errors(report)
     text = plans_json(plans, errors) if args.output == "json" else plans_text(plans, errors)
     sys.stdout.write(text)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.out:
-        args.out.write_text(plans_json(plans, errors) if args.output == "json" else text, encoding="utf-8")
+        section = artifact.artifact_section(
+            artifact.input_digests(v.config, v.inventory),
+            args.allow_deletions,
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            {
+                r.key: artifact.observed_doc(r.observed, r.owned)
+                for r in report.results
+                if r.plan is not None and r.observed is not None
+            },
+        )
+        args.out.write_text(plans_json(plans, errors, section), encoding="utf-8")
     if report.failed:
         return EXIT_ERROR
     if args.fail_on_warnings and report.warnings:
@@ -229,6 +268,185 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.detailed_exitcode and report.pending:
         return EXIT_CHANGES
     return EXIT_OK
+
+
+def _plan_offline(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
+    """``plan --observed``: the engine over a snapshot instead of the platforms, with the store's
+    records taken from the snapshot too (in a throw-away SQLite file), so neither credentials nor
+    the state store are needed."""
+    import tempfile
+
+    from replicator import artifact
+    from replicator.engine import Engine, UnknownTenantError
+    from state import Store
+
+    snap = artifact.read_snapshot(args.observed)
+    v = _validated(args)
+    if args.platform and v.config.platform(args.platform) is None:
+        raise UnknownTenantError(f"unknown platform {args.platform!r}")
+    drivers: list[artifact.SnapshotDriver] = []
+
+    def make_driver(platform: Any) -> Any:
+        ensures = v.capabilities[platform.identifier].ensures_users
+        driver = artifact.SnapshotDriver(platform.identifier, snap, ensures)
+        drivers.append(driver)
+        return driver
+
+    with tempfile.TemporaryDirectory(prefix="replicator-plan-") as tmp:
+        store = Store(f"sqlite:///{tmp}/snapshot.db")
+        try:
+            for key, doc in snap.tenants.items():
+                _, owned = artifact.observed_from_doc(doc)
+                for o in owned:
+                    store.record_group_intent(doc["platform"], key, o.alias, o.name)
+                    if o.platform_id is not None:
+                        store.confirm_group(doc["platform"], key, o.name, o.platform_id, o.alias)
+                    store.set_group_roles(doc["platform"], key, o.name, o.roles)
+            engine = Engine(
+                v, store, allow_deletions=args.allow_deletions, make_driver=make_driver, change_attempts=1
+            )
+            now = datetime.now(UTC)
+            tenants = engine.select(now, args.tenant, args.platform)
+            report = asyncio.run(engine.run(tenants, apply=False, now=now))
+        finally:
+            store.close()
+    unresolved = sorted({e for d in drivers for e in d.unresolved})
+    unknown = sorted({t for d in drivers for t in d.unknown_tenants})
+    for r in report.results:
+        if r.plan is not None and unresolved:
+            r.plan = _mark_unresolved(r.plan)
+    notes = [f"planned against the snapshot {args.observed} taken {snap.created_at}"]
+    if unresolved:
+        notes.append(
+            f"{len(unresolved)} users are not in the snapshot and are shown as found "
+            f"({', '.join(unresolved[:5])}{', ...' if len(unresolved) > 5 else ''}); "
+            "they are looked up when the plan is applied"
+        )
+    if unknown:
+        notes.append(f"not in the snapshot, planned as new tenants: {', '.join(unknown)}")
+    return v, report, notes
+
+
+def _mark_unresolved(plan: Any) -> Any:
+    from dataclasses import replace
+
+    from replicator.artifact import NOT_IN_SNAPSHOT, UNRESOLVED_PREFIX
+
+    def mark(c: Any) -> Any:
+        if c.user is not None and c.user.id.startswith(UNRESOLVED_PREFIX):
+            return replace(c, note=NOT_IN_SNAPSHOT)
+        return c
+
+    return replace(plan, changes=tuple(mark(c) for c in plan.changes))
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from replicator import artifact
+
+    args.allow_deletions = False
+    v, report = _run(args, apply=False)
+    failed = [r for r in report.results if r.observed is None]
+    for r in failed:
+        print(f"error: {r.key}: {r.error}", file=sys.stderr)
+    if failed:
+        print(f"snapshot not written: {len(failed)} tenants could not be observed", file=sys.stderr)
+        return EXIT_ERROR
+    tenants: dict[str, dict[str, Any]] = {}
+    lookups: dict[str, dict[str, Any]] = {}
+    for r in report.results:
+        doc = artifact.observed_doc(r.observed, r.owned)
+        doc["platform"] = r.platform
+        doc["localId"] = r.plan.tenant.ref.local_id if r.plan else ""
+        tenants[r.key] = doc
+        if r.plan is not None:
+            lookups.setdefault(r.platform, {}).update(r.plan.resolved)
+    # Every inventory user, bound or not, so that a pull request binding an existing user plans
+    # offline exactly as it would live.
+    try:
+        asyncio.run(_lookup_everyone(v, lookups))
+    except Exception as e:
+        print(f"error: snapshot not written: user lookup failed: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    doc = artifact.snapshot_doc(datetime.now(UTC).isoformat(timespec="seconds"), tenants, lookups)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print(f"snapshot of {len(tenants)} tenants written to {args.out}")
+    return EXIT_OK
+
+
+async def _lookup_everyone(v: Any, lookups: dict[str, dict[str, Any]]) -> None:
+    """Add to ``lookups`` (platform -> transformed euid -> users) every inventory user with an
+    euid, on every platform ``lookups`` names, in one batched driver lookup per platform."""
+    from replicator.engine import default_driver
+    from replicator.euid import transform_euid
+
+    euids = sorted({u.spec.euid for u in v.inventory.users.values() if u.spec.euid})
+    for platform_id, known in lookups.items():
+        platform = v.config.platform(platform_id)
+        wanted = sorted({transform_euid(platform.euid_pattern, e) for e in euids} - known.keys())
+        if not wanted:
+            continue
+        driver = default_driver(platform)
+        try:
+            known.update(await driver.lookup_users(wanted))
+        finally:
+            await driver.close()
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    """Apply a plan file: refuse (nothing applied anywhere) when the inputs or the observed state
+    of any of its tenants changed since, else apply exactly its changes. The check runs twice: over
+    every tenant before anything is applied, and again for each tenant right before its changes."""
+    from replicator import artifact
+    from replicator.render import change_json
+
+    saved = artifact.read_plan_artifact(args.plan_file)
+    v = _validated(args)
+    changed = artifact.diff_inputs(saved.inputs, artifact.input_digests(v.config, v.inventory))
+    if changed:
+        print(
+            f"error: {args.plan_file}: the config or inventory changed since the plan was made "
+            f"({saved.created_at}); make a new plan:",
+            file=sys.stderr,
+        )
+        for line in artifact.summarise(changed):
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_ERROR
+    for key, error in saved.errors:
+        print(f"note: {key} is not in the plan file (it failed when planned: {error})", file=sys.stderr)
+    by_key = {t.key: t for t in saved.tenants}
+
+    def check(result: Any) -> str | None:
+        t = by_key[result.key]
+        reasons: list[str] = []
+        if result.plan.fingerprint != t.fingerprint:
+            now_doc = artifact.observed_doc(result.observed, result.owned)
+            reasons = artifact.diff_observed(t.observed, now_doc) or ["the observed state changed"]
+        else:
+            for kind, recorded, current in (
+                ("changes", t.changes, result.plan.changes),
+                ("withheld", t.withheld, result.plan.withheld),
+            ):
+                now_docs = [change_json(c) for c in current]
+                if list(recorded) != now_docs:
+                    reasons += artifact.diff_changes(recorded, now_docs) or [f"the {kind} are reordered"]
+        if not reasons:
+            return None
+        return "the plan is stale: " + "; ".join(artifact.summarise(reasons))
+
+    args.tenant, args.platform = list(by_key), None
+    args.allow_deletions = saved.allow_deletions
+    if not by_key:
+        print("the plan file has no tenants: nothing to apply")
+        return EXIT_OK
+    _, checked = _run(args, apply=False, v=v, check=check)
+    stale = [r for r in checked.results if r.error and r.error_kind != "guard"]
+    if stale:
+        print(f"error: {args.plan_file}: refused, nothing was applied:", file=sys.stderr)
+        for r in stale:
+            print(f"  {r.key}: {r.error}", file=sys.stderr)
+        return EXIT_ERROR
+    _, report = _run(args, apply=True, v=v, check=check)
+    return _reconcile_summary(args, report)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -247,6 +465,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     plans = [r.plan for r in report.results if r.plan is not None]
     if args.dry_run:
         sys.stdout.write(plans_text(plans))
+    return _reconcile_summary(args, report)
+
+
+def _reconcile_summary(args: argparse.Namespace, report: Any) -> int:
     for r in report.results:
         if r.ok:
             w = len(r.plan.warnings) if r.plan else 0
@@ -427,6 +649,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
     "schema": cmd_schema,
     "plan": cmd_plan,
+    "apply": cmd_apply,
+    "snapshot": cmd_snapshot,
     "reconcile": cmd_reconcile,
     "explain": cmd_explain,
     "run": cmd_run,

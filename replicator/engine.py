@@ -38,6 +38,8 @@ log = get_logger("replicator.engine")
 audit_log = get_logger("replicator.audit")
 
 DriverMaker = Callable[[PlatformConfig], Driver]
+PlanCheck = Callable[["TenantResult"], str | None]
+"""Called with a computed plan before anything is applied: a reason to refuse the tenant, or None."""
 MAX_RETRY_AFTER = 300.0
 """Seconds: a longer Retry-After fails the tenant for this run rather than holding it."""
 
@@ -52,10 +54,13 @@ class TenantResult:
     platform: str
     plan: Plan | None = None
     observed: ObservedTenant | None = None
+    owned: tuple[OwnedGroup, ...] = ()
+    """The state store's records the plan was computed with."""
     applied: int = 0
     error: str | None = None
     error_kind: str | None = None
-    """``guard``, ``platform``, ``lookup`` or ``store``."""
+    """``guard``, ``stale`` (a saved plan no longer matches), ``platform``, ``lookup``, ``store``
+    or ``internal``."""
 
     @property
     def ok(self) -> bool:
@@ -105,8 +110,10 @@ class Engine:
         make_driver: DriverMaker = default_driver,
         change_attempts: int = 3,
         retry_wait: float = 1.0,
+        check: PlanCheck | None = None,
     ) -> None:
         self.v = validated
+        self.check = check
         self.store = store
         self.allow_deletions = allow_deletions
         self.make_driver = make_driver
@@ -238,7 +245,7 @@ class Engine:
             records = self.store.owned_groups(ref.platform, ref.key)
             owned = [OwnedGroup(r.alias, r.name, r.platform_id, r.roles) for r in records]
             observed = await driver.observe(ref, owned, {g.alias: g.name for g in desired.groups})
-            result.observed = observed
+            result.observed, result.owned = observed, tuple(owned)
             guard = Guard(
                 limit=self.v.config.replication.deletion_limit(sum(len(g.members) for g in observed.groups)),
                 allow_deletions=self.allow_deletions,
@@ -250,7 +257,10 @@ class Engine:
             result.plan = plan
             if plan.blocked:
                 result.error, result.error_kind = plan.blocked, "guard"
-            if apply:
+            refused = self.check(result) if self.check else None
+            if refused:
+                result.error, result.error_kind = refused, "stale"
+            elif apply:
                 self._adopt(ref.platform, ref.key, observed, owned)
                 await self._apply(driver, plan, observed, run_id, result)
                 self.store.sync_warnings(

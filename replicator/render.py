@@ -70,7 +70,10 @@ def plans_text(plans: Sequence[Plan], errors: Sequence[tuple[str, str]] = ()) ->
     return "\n".join(lines) + "\n"
 
 
-def plans_json(plans: Sequence[Plan], errors: Sequence[tuple[str, str]] = ()) -> str:
+def plans_json(
+    plans: Sequence[Plan], errors: Sequence[tuple[str, str]] = (), artifact: dict[str, Any] | None = None
+) -> str:
+    """The plan as JSON; with ``artifact`` (see :mod:`replicator.artifact`) a plan file for ``apply``."""
     doc: dict[str, Any] = {
         "formatVersion": FORMAT_VERSION,
         "tenants": [
@@ -99,4 +102,6 @@ def plans_json(plans: Sequence[Plan], errors: Sequence[tuple[str, str]] = ()) ->
         "errors": [{"tenant": k, "error": e} for k, e in errors],
         "summary": summary(plans),
     }
+    if artifact is not None:
+        doc["artifact"] = artifact
     return json.dumps(doc, indent=2) + "\n"

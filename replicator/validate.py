@@ -84,16 +84,18 @@ def _check_platforms(loaded: Loaded, problems: list[Problem]) -> dict[str, Capab
             problem(base, obj, f"the {p.type!r} block with the driver's settings is missing")
             continue
         try:
-            p._options = driver.options_model.model_validate(block)
+            # The context lets a driver block default to a global setting (Azure's lookup strategy).
+            context = {"replication": config.replication}
+            p._options = driver.options_model.model_validate(block, context=context)
         except ValidationError as e:
             for pr in _validation_problems(e, src.file, None, obj):
                 path = [*base, p.type, *(pr.field or "").split(".")]
                 problem(path, obj, pr.message)
             continue
-        caps[p.identifier] = driver.capabilities
+        caps[p.identifier] = platform_caps = driver.capabilities_for(p._options)
         for role, mapping in p.role_mappings.items():
             for j, r in enumerate(mapping.platform_roles):
-                why = driver.capabilities.check_role(r)
+                why = platform_caps.check_role(r)
                 if why:
                     problem([*base, "roleMappings", role, "platformRoles", j], obj, why)
 

@@ -132,6 +132,12 @@ class Store:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.engine.dispose()
 

@@ -322,3 +322,42 @@ def test_no_op_reconcile_makes_three_calls_per_group(os_proj: OsProject) -> None
     (driver,) = drivers
     # two tenants with 3 groups each: 9 calls per tenant
     assert dict(driver.api_calls) == {"get_group": 6, "list_group_users": 6, "list_role_assignments": 6}
+
+
+# --- plan files and snapshots (CONTRACT section 7) -------------------------------------------
+
+
+def test_a_saved_plan_applies_exactly_or_is_refused_when_keystone_changed(os_proj: OsProject) -> None:
+    os_proj.converge()
+    os_proj.write_inventory(inventory(os_proj, {"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
+    path = os_proj.root / "plan.json"
+    assert os_proj.cli("plan", "--out", str(path), "--detailed-exitcode").code == 2
+    # Someone adds erin to the reader group by hand between plan and apply.
+    ident = os_proj.world.conn.identity
+    erin = ident.find_user("erin@example.com", domain_id=os_proj.world.domain.id)
+    ident.add_user_to_group(erin, ident.get_group(os_proj.group(READER)))
+    refused = os_proj.cli("apply", str(path))
+    assert refused.code == 1
+    assert f"group {READER}: member erin@example.com added" in refused.err
+    assert os_proj.members(USER) == ["bob", "carol"], "nothing may be applied from a stale plan"
+
+    assert os_proj.cli("plan", "--out", str(path), "--detailed-exitcode").code == 2
+    done = os_proj.cli("apply", str(path))
+    assert done.code == 0, done.out + done.err
+    assert os_proj.members(USER) == ["bob"]
+    assert os_proj.members(READER) == ["dave"]  # erin was not ours to keep: the plan removed her
+    assert os_proj.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_plan_against_a_keystone_snapshot_equals_the_live_plan(os_proj: OsProject) -> None:
+    os_proj.converge()
+    snap = os_proj.root / "snap.json"
+    assert os_proj.cli("snapshot", "-o", str(snap)).code == 0
+    os_proj.write_inventory(
+        inventory(os_proj, {"admin": ("alice", "erin"), "user": ("carol",), "reader": ("dave",)})
+    )
+    live = os_proj.cli("plan", "-o", "json")
+    offline = os_proj.cli("plan", "-o", "json", "--observed", str(snap))
+    assert live.code == offline.code == 0, live.err + offline.err
+    assert offline.json()["tenants"] == live.json()["tenants"]
+    assert live.json()["summary"] == {"add": 1, "remove": 1, "warnings": 0}
