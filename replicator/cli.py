@@ -223,6 +223,7 @@ def _run(
         tenants = engine.select(now, args.tenant, args.platform)
         with _progress(len(tenants), "reconcile" if apply else "plan") as tick:
             report = asyncio.run(engine.run(tenants, apply=apply, now=now, on_done=tick))
+        report.held = engine.held_removed
     finally:
         store.close()
     return v, report
@@ -245,8 +246,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         notes = []
     plans = [r.plan for r in report.results if r.plan is not None]
     errors = _plan_errors(report)
-    text = plans_json(plans, errors) if args.output == "json" else plans_text(plans, errors)
+    text = plans_json(plans, errors, held=report.held) if args.output == "json" else plans_text(plans, errors)
     sys.stdout.write(text)
+    if args.output != "json":
+        for key, why in sorted(report.held.items()):
+            print(f"{key}: not planned: {why}")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.out:
@@ -260,7 +264,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 if r.plan is not None and r.observed is not None
             },
         )
-        args.out.write_text(plans_json(plans, errors, section), encoding="utf-8")
+        args.out.write_text(plans_json(plans, errors, section, held=report.held), encoding="utf-8")
     if report.failed:
         return EXIT_ERROR
     if args.fail_on_warnings and report.warnings:
@@ -469,6 +473,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def _reconcile_summary(args: argparse.Namespace, report: Any) -> int:
+    for key, why in sorted(report.held.items()):
+        print(f"{key}: not reconciled: {why}")
     for r in report.results:
         if r.ok:
             w = len(r.plan.warnings) if r.plan else 0

@@ -127,6 +127,7 @@ def compile_tenant(
         groups=_merge_aliases(groups),
         warnings=tuple(sorted(warnings)),
         deleted=tenant.spec.deleted,
+        keep_groups=platform.skip_group_cleanup,
         bindings=len(bindings),
         pattern_values={**pattern_values(tenant, "<alias>"), **{f"tag:{k}": v for k, v in tags.items()}},
     )

@@ -103,6 +103,12 @@ class PlatformConfig(Model):
     ``remove``, ``keep``, or ``{keepMatching: REGEX}``; null = the platform's default."""
     role_mappings: dict[str, RoleMapping] = Field(default_factory=dict)
     """Default role mappings for every landing zone on this platform (a landing zone overrides per role)."""
+    delete_removed_tenants: bool = False
+    """A tenant the state store knows but the inventory no longer has is deleted like a tenant
+    marked ``deleted: true`` (all access revoked, then its owned groups deleted). False: it is left
+    as it is and reported, unless ``--allow-deletions`` is given."""
+    skip_group_cleanup: bool = False
+    """When a tenant is deleted, revoke its groups' roles but keep the groups (and their members)."""
 
     _options: Any = PrivateAttr(default=None)
 

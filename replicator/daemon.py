@@ -28,8 +28,9 @@ from replicator.engine import Engine, TenantResult, default_driver
 from replicator.loader import InputError, default_config_path, inventory_files, load, resolve_state_url
 from replicator.logs import get_logger
 from replicator.metrics import Metrics
+from replicator.model import DesiredTenant
 from replicator.validate import Validated, validate
-from state import Store
+from state import Store, StoreError
 
 log = get_logger("replicator.daemon")
 
@@ -175,6 +176,8 @@ class Daemon:
             state = self.tenants.setdefault(key, TenantState())
             state.held, state.failures = None, 0  # new input: a held tenant may go again
             self.queue.put(key)
+        for key in sorted(self._removed()):
+            self.queue.put(key)
         self.metrics.queue_depth.set(self.queue.depth())
         return True
 
@@ -237,7 +240,23 @@ class Daemon:
             state = self.tenants.setdefault(key, TenantState())
             if t.metadata.platform_identifier in self.validated.capabilities and state.held is None:
                 self.queue.put(key)
+        for key in sorted(self._removed()):
+            self.queue.put(key)
         self.metrics.queue_depth.set(self.queue.depth())
+
+    def _removed(self) -> dict[str, DesiredTenant]:
+        """Tenants removed from the inventory that their platform's ``deleteRemovedTenants`` lets
+        the daemon delete (it never passes ``--allow-deletions`` on its own)."""
+        if self.validated is None or self.store is None:
+            return {}
+        try:
+            to_delete, held = Engine(self.validated, self.store).removed_tenants({})
+        except StoreError as e:
+            log.error("cannot list the tenants of the state store", error=str(e))
+            return {}
+        for key, (_, why) in held.items():
+            log.info("removed tenant left alone", tenant=key, reason=why)
+        return to_delete
 
     def request(self, key: str) -> bool:
         """An operator asked for this tenant now (clears a hold). False when the tenant is unknown."""
@@ -274,10 +293,16 @@ class Daemon:
 
     async def reconcile(self, key: str) -> TenantResult | None:
         v, store = self.validated, self.store
-        if v is None or store is None or key not in v.inventory.tenants:
+        if v is None or store is None:
             return None
-        tenant = v.inventory.tenants[key]
-        platform = tenant.metadata.platform_identifier
+        tenant = v.inventory.tenants.get(key)
+        removed = None if tenant is not None else self._removed().get(key)
+        if tenant is not None:
+            platform = tenant.metadata.platform_identifier
+        elif removed is not None:
+            platform = removed.ref.platform
+        else:
+            return None
         state = self.tenants.setdefault(key, TenantState())
         now = datetime.now(UTC)
         if not store.acquire_lease(key, self.replica_id, LEASE_TTL):
@@ -285,7 +310,12 @@ class Daemon:
             if not self.stopping.is_set():
                 self.queue.put_later(key, LEASE_RETRY)
             return None
-        desired = compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now)
+        desired = (
+            compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now)
+            if tenant is not None
+            else removed
+        )
+        assert desired is not None  # one of the two, see above
         engine = Engine(v, store, make_driver=self._driver)
         started = time.monotonic()
         try:

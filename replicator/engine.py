@@ -70,6 +70,8 @@ class TenantResult:
 @dataclass
 class RunReport:
     results: list[TenantResult] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)
+    """Tenants removed from the inventory that were left alone, with the reason (see select)."""
 
     @property
     def failed(self) -> list[TenantResult]:
@@ -119,22 +121,67 @@ class Engine:
         self.make_driver = make_driver
         self.change_attempts = change_attempts
         self.retry_wait = retry_wait
+        self.held_removed: dict[str, str] = {}
+        """After :meth:`select`: tenants the store knows and the inventory no longer has that are
+        left as they are, with the reason."""
 
     def select(
         self, now: datetime, tenants: Sequence[str] = (), platform: str | None = None
     ) -> list[DesiredTenant]:
         desired = compile_all(self.v.config, self.v.inventory, self.v.capabilities, now)
-        unknown = [t for t in tenants if t not in desired]
+        removed, held = self.removed_tenants(desired)
+        unknown = [t for t in tenants if t not in desired and t not in removed and t not in held]
         if unknown:
             raise UnknownTenantError(
                 "unknown tenant "
                 + ", ".join(repr(t) for t in unknown)
                 + " (write WORKSPACE/PROJECT/PLATFORM)"
             )
-        chosen = [d for k, d in desired.items() if (not tenants or k in tenants)]
+        chosen = [d for k, d in {**desired, **removed}.items() if (not tenants or k in tenants)]
+        self.held_removed = {
+            k: why
+            for k, (p, why) in held.items()
+            if (not tenants or k in tenants) and (platform is None or p == platform)
+        }
         if platform is not None:
             chosen = [d for d in chosen if d.ref.platform == platform]
         return chosen
+
+    def removed_tenants(
+        self, desired: Mapping[str, DesiredTenant]
+    ) -> tuple[dict[str, DesiredTenant], dict[str, tuple[str, str]]]:
+        """Tenants the state store knows (and has not finished deleting) that the inventory no
+        longer has: (key -> the deletion to run, key -> (platform, why it is left alone)). They are
+        deleted only with ``--allow-deletions`` or the platform's ``deleteRemovedTenants``, and
+        never while the inventory as a whole is empty (a failed source is not an instruction)."""
+        to_delete: dict[str, DesiredTenant] = {}
+        held: dict[str, tuple[str, str]] = {}
+        for rec in self.store.known_tenants():
+            if rec.key in desired or rec.key in self.v.inventory.tenants or rec.status == "Deleted":
+                continue
+            platform = self.v.config.platform(rec.platform)
+            if platform is None or rec.platform not in self.v.capabilities:
+                held[rec.key] = (rec.platform, f"its platform {rec.platform!r} is no longer configured")
+            elif self.v.inventory.empty:
+                held[rec.key] = (rec.platform, "DELETION_GUARD: the inventory is empty; nothing is deleted")
+            elif not rec.local_id:
+                held[rec.key] = (rec.platform, "its platform id is unknown (no run of it ever finished)")
+            elif not (self.allow_deletions or platform.delete_removed_tenants):
+                held[rec.key] = (
+                    rec.platform,
+                    "in the state store but no longer in the inventory: left as it is "
+                    "(deleteRemovedTenants: true or --allow-deletions deletes it)",
+                )
+            else:
+                to_delete[rec.key] = DesiredTenant(
+                    ref=TenantRef(rec.key, rec.platform, rec.local_id),
+                    landing_zone="(removed from the inventory)",
+                    groups=(),
+                    deleted=True,
+                    removed=True,
+                    keep_groups=platform.skip_group_cleanup,
+                )
+        return to_delete, held
 
     async def run(
         self,
@@ -242,6 +289,7 @@ class Engine:
         try:
             if apply:
                 run_id = self.store.start_run(ref.key, ref.platform, dry_run=False, now=now)
+                self.store.ensure_tenant(ref.key, ref.platform, ref.local_id)
             records = self.store.owned_groups(ref.platform, ref.key)
             owned = [OwnedGroup(r.alias, r.name, r.platform_id, r.roles) for r in records]
             observed = await driver.observe(ref, owned, {g.alias: g.name for g in desired.groups})
@@ -262,14 +310,14 @@ class Engine:
                 result.error, result.error_kind = refused, "stale"
             elif apply:
                 self._adopt(ref.platform, ref.key, observed, owned)
+                if desired.deleted and any(c.action is not Action.DELETE_GROUP for c in plan.changes):
+                    self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "Revoking")
                 await self._apply(driver, plan, observed, run_id, result)
                 self.store.sync_warnings(
                     ref.key, ref.platform, [(w.code.value, w.subject, w.message) for w in plan.warnings], now
                 )
-                if desired.deleted and not plan.blocked:
-                    self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "Deleted")
-                else:
-                    self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "Active")
+                status = "Deleted" if desired.deleted and not plan.blocked else "Active"
+                self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, status)
         except PlatformError as e:
             result.error, result.error_kind = str(e), "platform"
             # A stale cached user may be the cause: ask the platform again next time.
@@ -330,6 +378,9 @@ class Engine:
         for change in plan.changes:
             if change.action is Action.ADD_MEMBER and change.user is None and change.euid in ensured:
                 change = replace(change, user=ensured[change.euid])
+            if change.action is Action.DELETE_GROUP and plan.tenant.deleted:
+                # Every revoke and removal before this one succeeded (a failure stops the run).
+                self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "DeletingGroups")
             self._audit(run_id, ref.key, ref.platform, change, "started")
             if change.action is Action.CREATE_GROUP:
                 self.store.record_group_intent(ref.platform, ref.key, change.alias, change.group)

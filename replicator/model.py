@@ -62,6 +62,12 @@ class DesiredTenant:
     groups: tuple[DesiredGroup, ...]
     warnings: tuple[ReplicationWarning, ...] = ()
     deleted: bool = False
+    """Tenant deletion: revoke all access, then delete the owned groups (CONTRACT section 7)."""
+    removed: bool = False
+    """Deleted because the inventory no longer has it (allowed by ``deleteRemovedTenants`` or
+    ``--allow-deletions``); implies ``deleted``."""
+    keep_groups: bool = False
+    """``skipGroupCleanup``: a deleted tenant's owned groups lose their roles but are not deleted."""
     bindings: int = 0
     """Bindings (expired or not) that point at the tenant's project; 0 with owned members means
     the source lost them, which the deletion guard treats as suspicious."""

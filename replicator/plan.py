@@ -231,7 +231,7 @@ def plan_tenant(
         replaced = g.alias in desired_aliases
         lost = sorted(r for r in g.roles if r not in granted_by_us.get(g.name, frozenset()))
         note = (
-            "tenant deleted"
+            ("tenant removed from the inventory" if desired.removed else "tenant deleted")
             if desired.deleted
             else f"renamed: replaced by {_name_of(desired, g.alias)}"
             if replaced
@@ -247,6 +247,8 @@ def plan_tenant(
             )
             for r in sorted(g.roles)
         ]
+        if desired.deleted and desired.keep_groups:
+            continue  # skipGroupCleanup: the group stays, without roles on this tenant
         changes.append(
             Change(
                 Action.DELETE_GROUP,

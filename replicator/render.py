@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from platforms.contract import Action, Change
@@ -71,7 +71,10 @@ def plans_text(plans: Sequence[Plan], errors: Sequence[tuple[str, str]] = ()) ->
 
 
 def plans_json(
-    plans: Sequence[Plan], errors: Sequence[tuple[str, str]] = (), artifact: dict[str, Any] | None = None
+    plans: Sequence[Plan],
+    errors: Sequence[tuple[str, str]] = (),
+    artifact: dict[str, Any] | None = None,
+    held: Mapping[str, str] | None = None,
 ) -> str:
     """The plan as JSON; with ``artifact`` (see :mod:`replicator.artifact`) a plan file for ``apply``."""
     doc: dict[str, Any] = {
@@ -100,6 +103,7 @@ def plans_json(
             for p in plans
         ],
         "errors": [{"tenant": k, "error": e} for k, e in errors],
+        "held": [{"tenant": k, "reason": why} for k, why in sorted((held or {}).items())],
         "summary": summary(plans),
     }
     if artifact is not None:

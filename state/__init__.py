@@ -6,7 +6,16 @@ from state.store import (
     RunRecord,
     Store,
     StoreError,
+    TenantRecord,
     WarningRecord,
 )
 
-__all__ = ["AuditRecord", "OwnedGroupRecord", "RunRecord", "Store", "StoreError", "WarningRecord"]
+__all__ = [
+    "AuditRecord",
+    "OwnedGroupRecord",
+    "RunRecord",
+    "Store",
+    "StoreError",
+    "TenantRecord",
+    "WarningRecord",
+]

@@ -37,6 +37,15 @@ class OwnedGroupRecord:
     state: str
 
 
+@dataclass(frozen=True, order=True)
+class TenantRecord:
+    key: str
+    platform: str
+    local_id: str
+    status: str
+    """Active, Revoking, DeletingGroups, Deleted (or Unknown: owned groups without a record)."""
+
+
 @dataclass(frozen=True)
 class RunRecord:
     id: int
@@ -246,6 +255,30 @@ class Store:
                 )
             elif row.status != status or row.local_id != local_id:
                 row.status, row.local_id, row.updated_at = status, local_id, _now()
+
+    def ensure_tenant(self, tenant: str, platform: str, local_id: str) -> None:
+        """Record a tenant (status Active) before its first change, so that a tenant whose first run
+        crashed is still known when it has to be deleted; an existing record is left as it is."""
+        with self._tx() as s:
+            if s.get(TenantRow, tenant) is None:
+                s.add(
+                    TenantRow(
+                        key=tenant, platform=platform, local_id=local_id, status="Active", updated_at=_now()
+                    )
+                )
+
+    def known_tenants(self) -> list[TenantRecord]:
+        """Every tenant with a record or with owned groups (a group without a tenant record has an
+        empty ``local_id`` and status ``Unknown``)."""
+        with self._tx() as s:
+            rows = {
+                r.key: TenantRecord(r.key, r.platform, r.local_id, r.status)
+                for r in s.scalars(select(TenantRow))
+            }
+            pairs = s.execute(select(OwnedGroupRow.platform, OwnedGroupRow.tenant).distinct())
+            for platform, tenant in pairs:
+                rows.setdefault(tenant, TenantRecord(tenant, platform, "", "Unknown"))
+        return sorted(rows.values())
 
     def tenant_statuses(self) -> dict[str, str]:
         with self._tx() as s:

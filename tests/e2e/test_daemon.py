@@ -202,3 +202,31 @@ async def test_a_tenant_another_replica_holds_is_left_to_it(
     finally:
         await d.stop()
         other.close()
+
+
+async def test_a_tenant_removed_from_the_inventory_is_deleted_with_delete_removed_tenants(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.e2e.conftest import ACCOUNTS, binding, project, tenant
+
+    payroll = [
+        project("finance", "payroll"),
+        tenant("finance", "payroll", ACCOUNTS["payroll"]),
+        binding("finance", "payroll", "admin", "erin"),
+    ]
+    proj.platform_extra = {"deleteRemovedTenants": True}
+    proj.write_inventory([*standard_inventory(), *payroll])
+    d = Daemon(config_path=proj.config_path, listen=("127.0.0.1", 0), workers=2, watch_interval=0.1, grace=5)
+    with_api(proj, monkeypatch)
+    await d.start()
+    try:
+        await eventually(lambda: len(proj.aws.groups()) == 6)
+        proj.write_inventory(standard_inventory())
+        await eventually(lambda: sorted(proj.aws.groups()) == [
+            "mst-finance.ledger-admin", "mst-finance.ledger-reader", "mst-finance.ledger-user"
+        ])
+        assert proj.aws.assignments(ACCOUNTS["payroll"], proj.ps["admin"]) == []
+        with proj.store() as store:
+            await eventually(lambda: store.tenant_statuses().get(f"finance/payroll/{PLATFORM}") == "Deleted")
+    finally:
+        await d.stop()

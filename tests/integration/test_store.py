@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from state import Store, StoreError
+from state import Store, StoreError, TenantRecord
 
 PG_ADMIN_URL = os.environ.get("REPLICATOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -150,6 +150,17 @@ def test_tenant_status(store: Store) -> None:
     store.set_tenant_status("t", "aws.x", "123", "Active")
     store.set_tenant_status("t", "aws.x", "123", "Deleted")
     assert store.tenant_statuses() == {"t": "Deleted"}
+
+
+def test_known_tenants_include_groups_without_a_tenant_record(store: Store) -> None:
+    store.ensure_tenant("t1", "aws.x", "111")
+    store.set_tenant_status("t1", "aws.x", "111", "DeletingGroups")
+    store.ensure_tenant("t1", "aws.x", "111")  # an existing record keeps its status
+    store.record_group_intent("aws.x", "t2", "admin", "g-admin")  # a first run that crashed
+    assert store.known_tenants() == [
+        TenantRecord("t1", "aws.x", "111", "DeletingGroups"),
+        TenantRecord("t2", "aws.x", "", "Unknown"),
+    ]
 
 
 def test_unreachable_database_is_a_store_error() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -450,6 +451,26 @@ def test_deleted_tenant_revokes_everything_then_deletes_every_owned_group() -> N
     assert p.blocked is None
     assert p.withheld == ()
     assert p.kept == ()
+
+
+def test_skip_group_cleanup_revokes_but_keeps_groups_and_members() -> None:
+    observed = ot(og("admin", ALICE, roles=["r1"]), og("user", BOB, roles=["r2"]))
+    desired = replace(dt(deleted=True), keep_groups=True)
+    p = plan(desired, observed, owned_of(*observed.groups), guard=STRICT, policy=KEEP)
+    assert p.changes == (
+        revoke("g-admin", "admin", "r1", "tenant deleted"),
+        revoke("g-user", "user", "r2", "tenant deleted"),
+    )
+
+
+def test_a_tenant_removed_from_the_inventory_says_so() -> None:
+    observed = ot(og("admin", ALICE, roles=["r1"]))
+    desired = replace(dt(deleted=True), removed=True)
+    p = plan(desired, observed, owned_of(*observed.groups), guard=STRICT)
+    assert [c.note for c in p.changes] == [
+        "tenant removed from the inventory",
+        "tenant removed from the inventory; 1 members",
+    ]
 
 
 def test_deleted_tenant_is_not_blocked_even_when_the_source_is_empty() -> None:
