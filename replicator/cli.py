@@ -556,7 +556,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=max(1, args.workers),
         grace=args.grace,
     )
-    asyncio.run(daemon.run_until_signalled())
+    from replicator.daemon import DaemonError
+
+    try:
+        asyncio.run(daemon.run_until_signalled())
+    except DaemonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 

@@ -141,6 +141,9 @@ class ScheduleConfig(Model):
     concurrency: dict[str, int] = Field(default_factory=lambda: {"default": 8})
     """Tenants reconciled at once, per platform identifier; ``default`` for the others."""
 
+    lease_ttl: Duration = 60.0
+    """How long a replica's claim on a tenant lasts unless renewed (every third of it while the
+    tenant runs, and before each change). A killed replica's tenants are taken over after it."""
     rate_limits: dict[str, float] = Field(default_factory=dict)
     """Requests per second, per platform identifier, shared by every worker of the daemon (a
     Retry-After from the platform pauses that budget for all of them); unset = no limit."""

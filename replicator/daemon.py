@@ -36,10 +36,16 @@ log = get_logger("replicator.daemon")
 
 RETRY_BASE = 5.0
 RETRY_MAX = 600.0
-LEASE_TTL = timedelta(minutes=15)
-"""How long a replica's claim on a tenant lasts; a dead replica's tenants are free after it."""
 LEASE_RETRY = 30.0
-"""Seconds before a tenant another replica holds is looked at again."""
+"""Seconds (at most half the lease TTL) before a tenant another replica holds is looked at again."""
+SQLITE_REPLICA_LEASE = "__replica__"
+"""The lease a daemon on a SQLite store holds for the whole store: SQLite serves one replica."""
+SQLITE_CLAIM_TTL = timedelta(seconds=30)
+"""How long that claim outlives a killed daemon (renewed on every watch tick)."""
+
+
+class DaemonError(Exception):
+    """The daemon cannot run (and says why)."""
 
 
 class Budget:
@@ -144,6 +150,7 @@ class Daemon:
         self._scheduler: Any = None
         self._server: Any = None
         self._warnings: dict[str, Tally[str]] = {}
+        self._sqlite_claimed = False
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -218,12 +225,29 @@ class Daemon:
                 stamps[str(p)] = p.stat().st_mtime_ns
         return stamps
 
+    def _claim_sqlite(self) -> None:
+        """On SQLite (one replica only), hold the store for this replica or refuse to start."""
+        store = self.store
+        if store is None or store.engine.dialect.name != "sqlite":
+            return
+        if store.acquire_lease(SQLITE_REPLICA_LEASE, self.replica_id, SQLITE_CLAIM_TTL) is None:
+            holder = store.lease_holder(SQLITE_REPLICA_LEASE)
+            raise DaemonError(
+                f"the SQLite state store {store.safe_url} is in use by replica {holder!r}: SQLite serves "
+                "one replica; for several, use PostgreSQL (state: postgresql://...). A replica that was "
+                f"killed frees it within {int(SQLITE_CLAIM_TTL.total_seconds())} s."
+            )
+        self._sqlite_claimed = True
+
     async def _watch(self) -> None:
         self._fingerprint = self._watched()
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.watch_interval)
             self.alive_at = time.monotonic()
+            if self._sqlite_claimed and self.store is not None:
+                with contextlib.suppress(StoreError):
+                    self.store.acquire_lease(SQLITE_REPLICA_LEASE, self.replica_id, SQLITE_CLAIM_TTL)
             stamps = self._watched()
             if stamps != self._fingerprint:
                 self._fingerprint = stamps
@@ -305,24 +329,51 @@ class Daemon:
             return None
         state = self.tenants.setdefault(key, TenantState())
         now = datetime.now(UTC)
-        if not store.acquire_lease(key, self.replica_id, LEASE_TTL):
+        ttl = timedelta(seconds=v.config.schedule.lease_ttl)
+        token = store.acquire_lease(key, self.replica_id, ttl)
+        if token is None:
             log.debug("another replica holds the tenant", tenant=key, holder=store.lease_holder(key))
             if not self.stopping.is_set():
-                self.queue.put_later(key, LEASE_RETRY)
+                self.queue.put_later(key, min(LEASE_RETRY, ttl.total_seconds() / 2))
             return None
+        lost = asyncio.Event()
+
+        def renew() -> bool:
+            try:
+                ok = store.renew_lease(key, self.replica_id, token, ttl)
+            except StoreError as e:  # cannot prove we still hold it: stop as if lost
+                log.error("cannot renew the lease", tenant=key, error=str(e))
+                ok = False
+            if not ok:
+                lost.set()
+            return ok
+
+        async def keep_renewing() -> None:
+            while not lost.is_set():
+                await asyncio.sleep(ttl.total_seconds() / 3)
+                if not renew():
+                    log.error("lease lost while reconciling", tenant=key, replica=self.replica_id)
+
+        async def fence(_: object) -> bool:
+            return not lost.is_set() and renew()
+
         desired = (
             compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now)
             if tenant is not None
             else removed
         )
         assert desired is not None  # one of the two, see above
-        engine = Engine(v, store, make_driver=self._driver)
+        engine = Engine(v, store, make_driver=self._driver, fence=fence)
         started = time.monotonic()
+        renewer = asyncio.ensure_future(keep_renewing())
         try:
             async with self.gates[platform]:
                 report = await engine.run([desired], apply=True, now=now)
         finally:
-            store.release_lease(key, self.replica_id)
+            renewer.cancel()
+            if not lost.is_set():
+                with contextlib.suppress(StoreError):
+                    store.release_lease(key, self.replica_id)
         self.metrics.reconcile_seconds.labels(platform).observe(time.monotonic() - started)
         (result,) = report.results
         state.last, state.last_finished = result, datetime.now(UTC)
@@ -342,6 +393,9 @@ class Daemon:
             self.metrics.errors.labels(platform, result.error_kind or "unknown").inc()
             if result.error_kind == "guard":
                 state.held = result.error
+            elif result.error_kind == "lease":
+                if not self.stopping.is_set():  # the other replica has it; look again later
+                    self.queue.put_later(key, min(LEASE_RETRY, ttl.total_seconds() / 2))
             else:
                 state.failures += 1
                 delay = min(RETRY_MAX, RETRY_BASE * 2 ** (state.failures - 1)) * random.uniform(0.8, 1.2)
@@ -355,6 +409,7 @@ class Daemon:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         self.load()
+        self._claim_sqlite()
         schedule = self.validated.config.schedule if self.validated else None
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._scheduler.add_job(
@@ -408,6 +463,9 @@ class Daemon:
             self._server.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.store is not None:
+            if self._sqlite_claimed:
+                with contextlib.suppress(StoreError):
+                    self.store.release_lease(SQLITE_REPLICA_LEASE, self.replica_id)
             self.store.close()
         log.info("stopped")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -48,6 +48,14 @@ class UnknownTenantError(ValueError):
     """A tenant asked for on the command line is not in the inventory."""
 
 
+class LeaseLostError(Exception):
+    """This replica no longer holds the tenant's lease: another may be working on it."""
+
+
+Fence = Callable[[TenantRef], Awaitable[bool]]
+"""Asked before every change: True while this process may still change the tenant."""
+
+
 @dataclass
 class TenantResult:
     key: str
@@ -59,8 +67,8 @@ class TenantResult:
     applied: int = 0
     error: str | None = None
     error_kind: str | None = None
-    """``guard``, ``stale`` (a saved plan no longer matches), ``platform``, ``lookup``, ``store``
-    or ``internal``."""
+    """``guard``, ``stale`` (a saved plan no longer matches), ``lease`` (another replica took the
+    tenant), ``platform``, ``lookup``, ``store`` or ``internal``."""
 
     @property
     def ok(self) -> bool:
@@ -113,9 +121,11 @@ class Engine:
         change_attempts: int = 3,
         retry_wait: float = 1.0,
         check: PlanCheck | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.v = validated
         self.check = check
+        self.fence = fence
         self.store = store
         self.allow_deletions = allow_deletions
         self.make_driver = make_driver
@@ -327,6 +337,8 @@ class Engine:
                 )
         except StoreError as e:
             result.error, result.error_kind = str(e), "store"
+        except LeaseLostError as e:
+            result.error, result.error_kind = str(e), "lease"
         except Exception as e:  # a bug in a driver must not stop the other tenants
             log.exception("unexpected error", tenant=ref.key, platform=ref.platform)
             result.error, result.error_kind = f"unexpected {type(e).__name__}: {e}", "internal"
@@ -381,6 +393,11 @@ class Engine:
             if change.action is Action.DELETE_GROUP and plan.tenant.deleted:
                 # Every revoke and removal before this one succeeded (a failure stops the run).
                 self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "DeletingGroups")
+            if self.fence is not None and not await self.fence(ref):
+                raise LeaseLostError(
+                    f"lost the lease on {ref.key} (another replica may hold it): stopped before "
+                    f"{change.action.value} {change.group} {change.subject}".rstrip()
+                )
             self._audit(run_id, ref.key, ref.platform, change, "started")
             if change.action is Action.CREATE_GROUP:
                 self.store.record_group_intent(ref.platform, ref.key, change.alias, change.group)

@@ -230,3 +230,61 @@ async def test_a_tenant_removed_from_the_inventory_is_deleted_with_delete_remove
             await eventually(lambda: store.tenant_statuses().get(f"finance/payroll/{PLATFORM}") == "Deleted")
     finally:
         await d.stop()
+
+
+async def test_sqlite_refuses_a_second_replica(proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    from replicator.daemon import DaemonError
+
+    with_api(proj, monkeypatch)
+    first = Daemon(config_path=proj.config_path, replica_id="one", listen=None, workers=1, watch_interval=0.1)
+    await first.start()
+    try:
+        second = Daemon(config_path=proj.config_path, replica_id="two", listen=None, workers=1)
+        with pytest.raises(DaemonError, match="in use by replica 'one': SQLite serves one replica"):
+            await second.start()
+        await second.stop()
+    finally:
+        await first.stop()
+    again = Daemon(config_path=proj.config_path, replica_id="two", listen=None, workers=1)
+    await again.start()  # released on a clean stop
+    await again.stop()
+
+
+async def test_a_replica_that_loses_its_lease_stops_applying_at_once(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another replica takes the tenant over in the middle of a slow reconcile (our lease expired
+    during a pause): the next change is not made, and nothing after it."""
+    from sqlalchemy import text
+
+    proj.write_config()
+    doc = yaml.safe_load(proj.config_path.read_text())
+    doc["schedule"] = {"rateLimits": {PLATFORM: 4}, "leaseTtl": 30}
+    proj.config_path.write_text(yaml.safe_dump(doc))
+    d = Daemon(config_path=proj.config_path, replica_id="a", listen=None, workers=1, watch_interval=0.1)
+    await d.start()
+    try:
+        with proj.store() as store:
+
+            def applied() -> int:
+                return sum(1 for a in store.audit_trail(LEDGER) if a.outcome == "applied")
+
+            await eventually(lambda: applied() >= 2)
+            with store.engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE leases SET holder = 'b', token = token + 1 WHERE tenant = :t"), {"t": LEDGER}
+                )
+            stolen_at = applied()
+            await eventually(lambda: (s := d.tenants.get(LEDGER)) is not None and s.last is not None)
+            result = d.tenants[LEDGER].last
+            assert result is not None
+            assert result.error_kind == "lease"
+            assert "lost the lease" in (result.error or "")
+            assert applied() <= stolen_at + 1, "at most the change in flight when the lease went"
+            assert store.lease_holder(LEDGER) == "b", "the other replica's lease is left alone"
+            trail = store.audit_trail(LEDGER)
+            assert sum(1 for a in trail if a.outcome == "started") == sum(
+                1 for a in trail if a.outcome in ("applied", "failed")
+            ), "no change was left half-recorded"
+    finally:
+        await d.stop()

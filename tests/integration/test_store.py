@@ -64,10 +64,12 @@ def test_migrations_create_every_table_and_are_idempotent(store_url: str) -> Non
         "audit",
         "warnings",
         "lookup_cache",
+        "leases",
         "alembic_version",
     }
+    assert "token" in {c["name"] for c in inspect(again.engine).get_columns("leases")}
     with again.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
     again.close()
 
 
@@ -185,6 +187,26 @@ def test_leases_let_one_replica_work_on_a_tenant(store: Store) -> None:
     assert store.acquire_lease("t", "replica-a", ttl, now=T0 + timedelta(minutes=8))
 
 
+def test_fencing_tokens_grow_and_a_lost_lease_cannot_be_renewed(store: Store) -> None:
+    ttl = timedelta(minutes=5)
+    first = store.acquire_lease("t", "replica-a", ttl, now=T0)
+    assert first is not None
+    assert store.acquire_lease("t", "replica-a", ttl, now=T0 + timedelta(minutes=1)) == first, "renewal"
+    assert store.renew_lease("t", "replica-a", first, ttl, now=T0 + timedelta(minutes=2))
+    # replica-a stalls past its TTL; replica-b takes over with a larger token
+    second = store.acquire_lease("t", "replica-b", ttl, now=T0 + timedelta(minutes=8))
+    assert second is not None
+    assert second > first
+    assert not store.renew_lease("t", "replica-a", first, ttl, now=T0 + timedelta(minutes=8))
+    assert store.renew_lease("t", "replica-b", second, ttl, now=T0 + timedelta(minutes=9))
+    # released and taken again: the token still grows (the row is kept)
+    store.release_lease("t", "replica-b")
+    third = store.acquire_lease("t", "replica-a", ttl, now=T0 + timedelta(minutes=9))
+    assert third is not None
+    assert third > second
+    assert not store.renew_lease("t", "replica-b", second, ttl, now=T0 + timedelta(minutes=9))
+
+
 def test_two_stores_race_for_one_lease(store_url: str) -> None:
     """Two replicas (two engines on one database) asking at once: exactly one wins."""
     from concurrent.futures import ThreadPoolExecutor
@@ -198,7 +220,7 @@ def test_two_stores_race_for_one_lease(store_url: str) -> None:
                     [(a, "a"), (b, "b")],
                 )
             )
-        assert sorted(results) == [False, True]
+        assert sorted(r is not None for r in results) == [False, True]
     finally:
         a.close()
         b.close()
