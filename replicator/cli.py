@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grace", type=float, default=30.0, help="seconds in-flight changes get to finish on stop"
     )
+    p.add_argument(
+        "--store-outage",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="exit 1 when the state store stays unreachable this long (default 300)",
+    )
 
     p = cmd("status", "last run per tenant from the state store, with open warnings")
     p.add_argument("--tenant", action="append", default=[], metavar="WS/PROJECT/PLATFORM")
@@ -555,6 +562,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen=(host, int(port)),
         workers=max(1, args.workers),
         grace=args.grace,
+        store_outage=args.store_outage,
     )
     from replicator.daemon import DaemonError
 

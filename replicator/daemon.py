@@ -131,6 +131,8 @@ class Daemon:
     workers: int = 4
     grace: float = 30.0
     watch_interval: float = 5.0
+    store_outage: float = 300.0
+    """Seconds the state store may be unreachable before the daemon exits with an error."""
 
     def __post_init__(self) -> None:
         self.metrics = Metrics()
@@ -151,6 +153,10 @@ class Daemon:
         self._server: Any = None
         self._warnings: dict[str, Tally[str]] = {}
         self._sqlite_claimed = False
+        self._store_down_since: float | None = None
+        self.fatal: str | None = None
+        """Why the daemon ends on its own (it then exits 1)."""
+        self.exit_requested = asyncio.Event()
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -239,12 +245,35 @@ class Daemon:
             )
         self._sqlite_claimed = True
 
+    def _check_store(self) -> None:
+        """A store unreachable for longer than ``store_outage`` ends the daemon with an error, so
+        that the orchestrator restarts it and people see it (without the store no lease can be
+        renewed, so no change is made meanwhile anyway)."""
+        if self.store is None:
+            return
+        try:
+            self.store.ping()
+        except Exception as e:
+            now = time.monotonic()
+            self._store_down_since = self._store_down_since or now
+            down = now - self._store_down_since
+            log.error("state store unreachable", seconds=round(down, 1), error=type(e).__name__)
+            if down >= self.store_outage and self.fatal is None:
+                self.fatal = (
+                    f"the state store {self.store.safe_url} was unreachable for {down:.1f} s "
+                    f"(limit {self.store_outage:g} s): exiting"
+                )
+                self.exit_requested.set()
+        else:
+            self._store_down_since = None
+
     async def _watch(self) -> None:
         self._fingerprint = self._watched()
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.watch_interval)
             self.alive_at = time.monotonic()
+            self._check_store()
             if self._sqlite_claimed and self.store is not None:
                 with contextlib.suppress(StoreError):
                     self.store.acquire_lease(SQLITE_REPLICA_LEASE, self.replica_id, SQLITE_CLAIM_TTL)
@@ -476,8 +505,13 @@ class Daemon:
             loop.add_signal_handler(sig, done.set)
         loop.add_signal_handler(signal.SIGHUP, self.load)
         await self.start()
-        await done.wait()
+        waiters = {asyncio.ensure_future(done.wait()), asyncio.ensure_future(self.exit_requested.wait())}
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in pending:
+            w.cancel()
         await self.stop()
+        if self.fatal:
+            raise DaemonError(self.fatal)
 
     def status(self) -> dict[str, Any]:
         tenants = []

@@ -4,6 +4,8 @@ with SIGKILL the other finishes its tenants once the lease TTL has passed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -141,3 +143,36 @@ def test_two_replicas_split_the_work_and_take_over_after_a_kill(proj: Project, p
     # Both replicas did part of the work (the audit events each one logged).
     for replica in ("replica-a", "replica-b"):
         assert '"outcome": "applied"' in (proj.root / f"{replica}.log").read_text(), replica
+
+
+async def test_the_daemon_exits_when_the_store_is_gone_for_too_long(proj: Project) -> None:
+    """The PostgreSQL database disappears under a running daemon: after ``store_outage`` seconds
+    it ends itself with the reason (``replicator run`` then exits 1), rather than idling unseen."""
+    from sqlalchemy import create_engine, text
+
+    from replicator.daemon import Daemon
+    from tests.integration.test_store import PG_ADMIN_URL
+
+    gen = _postgres_database()
+    url = next(gen)
+    proj.write_config()
+    doc = yaml.safe_load(proj.config_path.read_text())
+    doc["state"] = url
+    proj.config_path.write_text(yaml.safe_dump(doc))
+    d = Daemon(config_path=proj.config_path, listen=None, workers=1, watch_interval=0.1, store_outage=0.5)
+    await d.start()
+    try:
+        assert d.ready() is None
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+        admin.dispose()
+        await asyncio.wait_for(d.exit_requested.wait(), timeout=20)
+        assert d.fatal is not None
+        assert "was unreachable for" in d.fatal
+        assert "(limit 0.5 s)" in d.fatal
+        assert (d.ready() or "").startswith("state store unreachable")
+    finally:
+        await d.stop()
+        with contextlib.suppress(StopIteration):
+            next(gen)
