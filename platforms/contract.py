@@ -102,6 +102,10 @@ class OwnedGroup:
     roles: frozenset[str] = frozenset()
     """Roles this replicator granted to the group (so a role dropped from a mapping is revoked
     even where external grants are kept)."""
+    members: frozenset[str] = frozenset()
+    """Platform user ids this replicator added to the group and has not removed since. Drivers of
+    platforms whose memberships carry no marker (Cloud Foundry roles) report only these as
+    members, so that access someone else gave is never taken away."""
 
 
 @dataclass(frozen=True)

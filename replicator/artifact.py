@@ -105,7 +105,13 @@ def observed_doc(observed: ObservedTenant, owned: Sequence[OwnedGroup]) -> dict[
         "vanished": sorted(observed.vanished),
         "foreign": dict(sorted(observed.foreign.items())),
         "owned": [
-            {"alias": o.alias, "name": o.name, "platformId": o.platform_id, "roles": sorted(o.roles)}
+            {
+                "alias": o.alias,
+                "name": o.name,
+                "platformId": o.platform_id,
+                "roles": sorted(o.roles),
+                "members": sorted(o.members),
+            }
             for o in sorted(owned, key=lambda o: o.name)
         ],
     }
@@ -124,7 +130,10 @@ def observed_from_doc(doc: Mapping[str, Any]) -> tuple[ObservedTenant, tuple[Own
         for g in doc["groups"]
     )
     owned = tuple(
-        OwnedGroup(o["alias"], o["name"], o["platformId"], frozenset(o["roles"])) for o in doc["owned"]
+        OwnedGroup(
+            o["alias"], o["name"], o["platformId"], frozenset(o["roles"]), frozenset(o.get("members", ()))
+        )
+        for o in doc["owned"]
     )
     return ObservedTenant(groups, tuple(doc["vanished"]), dict(doc["foreign"])), owned
 

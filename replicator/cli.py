@@ -313,6 +313,8 @@ def _plan_offline(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
                     if o.platform_id is not None:
                         store.confirm_group(doc["platform"], key, o.name, o.platform_id, o.alias)
                     store.set_group_roles(doc["platform"], key, o.name, o.roles)
+                    for member in o.members:
+                        store.add_group_member(doc["platform"], key, o.name, member)
             engine = Engine(
                 v, store, allow_deletions=args.allow_deletions, make_driver=make_driver, change_attempts=1
             )

@@ -301,7 +301,7 @@ class Engine:
                 run_id = self.store.start_run(ref.key, ref.platform, dry_run=False, now=now)
                 self.store.ensure_tenant(ref.key, ref.platform, ref.local_id)
             records = self.store.owned_groups(ref.platform, ref.key)
-            owned = [OwnedGroup(r.alias, r.name, r.platform_id, r.roles) for r in records]
+            owned = [OwnedGroup(r.alias, r.name, r.platform_id, r.roles, r.members) for r in records]
             observed = await driver.observe(ref, owned, {g.alias: g.name for g in desired.groups})
             result.observed, result.owned = observed, tuple(owned)
             guard = Guard(
@@ -457,6 +457,10 @@ class Engine:
             self.store.add_group_role(platform, tenant, change.group, change.role)
         elif change.action is Action.REVOKE and change.role:
             self.store.remove_group_role(platform, tenant, change.group, change.role)
+        elif change.action is Action.ADD_MEMBER and change.user is not None:
+            self.store.add_group_member(platform, tenant, change.group, change.user.id)
+        elif change.action is Action.REMOVE_MEMBER and change.user is not None:
+            self.store.remove_group_member(platform, tenant, change.group, change.user.id)
         elif change.action is Action.DELETE_GROUP:
             self.store.forget_group(platform, tenant, change.group)
 

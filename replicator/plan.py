@@ -367,6 +367,8 @@ def fingerprint(observed: ObservedTenant, owned: Sequence[OwnedGroup]) -> str:
         ),
         "vanished": sorted(observed.vanished),
         "foreign": sorted(observed.foreign.items()),
-        "owned": sorted([o.alias, o.name, o.platform_id or "", sorted(o.roles)] for o in owned),
+        "owned": sorted(
+            [o.alias, o.name, o.platform_id or "", sorted(o.roles), sorted(o.members)] for o in owned
+        ),
     }
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -35,6 +35,8 @@ class OwnedGroupRecord:
     platform_id: str | None
     roles: frozenset[str]
     state: str
+    members: frozenset[str] = frozenset()
+    """Platform user ids this replicator added to the group (and has not removed since)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -222,6 +224,20 @@ class Store:
             row = self._group_row(s, platform, tenant, name)
             if row is not None and role in row.roles:
                 row.roles = sorted(set(row.roles) - {role})
+                row.updated_at = _now()
+
+    def add_group_member(self, platform: str, tenant: str, name: str, user_id: str) -> None:
+        with self._tx() as s:
+            row = self._group_row(s, platform, tenant, name)
+            if row is not None and user_id not in (row.members or []):
+                row.members = sorted({*(row.members or []), user_id})
+                row.updated_at = _now()
+
+    def remove_group_member(self, platform: str, tenant: str, name: str, user_id: str) -> None:
+        with self._tx() as s:
+            row = self._group_row(s, platform, tenant, name)
+            if row is not None and user_id in (row.members or []):
+                row.members = sorted(set(row.members) - {user_id})
                 row.updated_at = _now()
 
     def forget_group(self, platform: str, tenant: str, name: str) -> None:
@@ -558,7 +574,14 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 def _owned(r: OwnedGroupRow) -> OwnedGroupRecord:
     return OwnedGroupRecord(
-        r.platform, r.tenant, r.alias, r.name, r.platform_id, frozenset(r.roles or ()), r.state
+        r.platform,
+        r.tenant,
+        r.alias,
+        r.name,
+        r.platform_id,
+        frozenset(r.roles or ()),
+        r.state,
+        frozenset(r.members or ()),
     )
 
 

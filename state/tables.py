@@ -36,6 +36,8 @@ class OwnedGroupRow(Base):
     name: Mapped[str] = mapped_column(String(1024))
     platform_id: Mapped[str | None] = mapped_column(String(600), nullable=True)
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    members: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    """Platform user ids this replicator added (migration 0004)."""
     state: Mapped[str] = mapped_column(String(20))  # pending | active
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -69,7 +69,7 @@ def test_migrations_create_every_table_and_are_idempotent(store_url: str) -> Non
     }
     assert "token" in {c["name"] for c in inspect(again.engine).get_columns("leases")}
     with again.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
     again.close()
 
 
@@ -152,6 +152,20 @@ def test_tenant_status(store: Store) -> None:
     store.set_tenant_status("t", "aws.x", "123", "Active")
     store.set_tenant_status("t", "aws.x", "123", "Deleted")
     assert store.tenant_statuses() == {"t": "Deleted"}
+
+
+def test_members_we_added_are_recorded_per_group(store: Store) -> None:
+    store.record_group_intent("cf.x", "t", "admin", "space-admin")
+    store.confirm_group("cf.x", "t", "space-admin", "sp1/admin", "admin")
+    store.add_group_member("cf.x", "t", "space-admin", "u2")
+    store.add_group_member("cf.x", "t", "space-admin", "u1")
+    store.add_group_member("cf.x", "t", "space-admin", "u1")
+    store.remove_group_member("cf.x", "t", "space-admin", "u2")
+    store.remove_group_member("cf.x", "t", "space-admin", "nobody")
+    (record,) = store.owned_groups("cf.x", "t")
+    assert record.members == frozenset({"u1"})
+    store.add_group_member("cf.x", "t", "no-such-group", "u3")  # not ours: nothing recorded
+    assert [r.name for r in store.owned_groups("cf.x", "t")] == ["space-admin"]
 
 
 def test_known_tenants_include_groups_without_a_tenant_record(store: Store) -> None:

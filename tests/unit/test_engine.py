@@ -233,6 +233,16 @@ def test_a_group_that_vanished_is_forgotten_and_recreated(world: World) -> None:
     assert owned["mem-ws.a-admin"] == again.id
 
 
+def test_the_store_records_the_members_the_engine_added_and_removed(world: World) -> None:
+    world.run({"a": {"admin": ["alice", "bob"]}})
+    world.run({"a": {"admin": ["bob", "carol"]}})
+    (record,) = [o for o in world.store.owned_groups(P, f"ws/a/{P}") if o.alias == "admin"]
+    group = world.platform.by_name("mem-ws.a-admin")
+    assert group is not None
+    assert record.members == frozenset(group.members)
+    assert world.platform.member_names("mem-ws.a-admin") == ["bob", "carol"]
+
+
 def test_an_unexpected_driver_error_fails_only_its_tenant(world: World) -> None:
     world.platform.fail("add_member", KeyError("bug"), group="mem-ws.a-admin")
     report = world.run(TWO)
