@@ -26,6 +26,7 @@ class DriverSpec:
 
 DRIVERS: dict[str, DriverSpec] = {
     "aws": DriverSpec("aws", "platforms.aws", "AwsDriver"),
+    "gcp": DriverSpec("gcp", "platforms.gcp", "GcpDriver"),
     "kubernetes": DriverSpec("kubernetes", "platforms.kubernetes", "KubernetesDriver"),
     "openshift": DriverSpec("openshift", "platforms.kubernetes", "OpenShiftDriver"),
     "openstack": DriverSpec("openstack", "platforms.openstack", "OpenstackDriver"),

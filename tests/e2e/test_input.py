@@ -218,7 +218,7 @@ def test_every_config_problem_at_once(tmp_path: Path, capsys: pytest.CaptureFixt
         "placeholder #{nope}",
         "must contain #{platformGroupAlias}",
         "platform aws.eu-central-1: azure: a aws platform takes an 'aws' block, not 'azure'",
-        "platform gcp.eu: type: platform type 'gcp' has no driver in this version",
+        "platform gcp.eu: gcp.customerId: required field is missing",
         "platform aws.two: aws.bogus: unknown field",
         "platform aws.two: aws.identityStoreId: required field is missing",
         "landing zone lz: identifier: duplicate landing zone identifier",

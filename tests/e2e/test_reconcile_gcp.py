@@ -1,0 +1,426 @@
+"""The CLI end to end against the local Cloud Identity / Admin SDK / Resource Manager server:
+reconcile, plan, and the GCP specifics (IAM policy bindings, etag conflicts, paging, kept grants,
+foreign bindings). Results are read back from the server's state, never through the driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from platforms.contract import OWNER_MARKER
+from platforms.gcp import GcpDriver
+from replicator.cli import main
+from state import Store
+from tests.e2e.conftest import Result, binding, project, tenant, user, workspace
+from tests.support.gcp_server import DOMAIN, GcpServer
+
+pytestmark = pytest.mark.integration
+
+PLATFORM = "gcp.test"
+ZONE = "gcp-default"
+ADMIN, USER, READER = "finance.ledger-admin", "finance.ledger-user", "finance.ledger-reader"
+LEDGER = f"finance/ledger/{PLATFORM}"
+PROJECTS = {"ledger": "finance-ledger-1", "payroll": "finance-payroll-1"}
+CUSTOM_ROLE = f"projects/{PROJECTS['ledger']}/roles/deployer"
+PEOPLE = ("alice", "bob", "carol", "dave", "erin")
+
+
+def email(name: str) -> str:
+    return f"{name}@{DOMAIN}"
+
+
+@dataclass
+class GcpProject:
+    """A replicator.yaml plus an inventory folder in a temporary directory, against the server."""
+
+    root: Path
+    gcp: GcpServer
+    capsys: pytest.CaptureFixture[str]
+    pattern: str = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
+    mappings: dict[str, list[str]] = field(
+        default_factory=lambda: {
+            "admin": ["roles/editor", "roles/iam.securityReviewer"],
+            "user": ["roles/editor"],
+            "reader": ["roles/viewer"],
+        }
+    )
+    platform_extra: dict[str, Any] = field(default_factory=dict)
+    driver_extra: dict[str, Any] = field(default_factory=dict)
+    replication: dict[str, Any] = field(default_factory=lambda: {"maxDeletions": 100})
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "replicator.yaml"
+
+    def write_config(self) -> None:
+        config = {
+            "state": "sqlite:///state.db",
+            "inventory": ["inventory"],
+            "replication": self.replication,
+            "platforms": [
+                {
+                    "identifier": PLATFORM,
+                    "type": "gcp",
+                    "euidPattern": "%s@example.com",
+                    "userGroupNamePattern": self.pattern,
+                    "gcp": self.gcp.driver_options(**self.driver_extra),
+                    **self.platform_extra,
+                }
+            ],
+            "landingZones": [
+                {
+                    "identifier": ZONE,
+                    "platform": PLATFORM,
+                    "roleMappings": {
+                        role: {"platformGroupAlias": role, "platformRoles": roles}
+                        for role, roles in self.mappings.items()
+                    },
+                }
+            ],
+        }
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def write_inventory(self, docs: list[dict[str, Any]]) -> None:
+        inv = self.root / "inventory"
+        inv.mkdir(exist_ok=True)
+        (inv / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+    def cli(self, *args: str) -> Result:
+        self.capsys.readouterr()
+        code = main(["-c", str(self.config_path), "--log-format", "json", *args])
+        out, err = self.capsys.readouterr()
+        return Result(code, out, err)
+
+    def converge(self, *args: str) -> Result:
+        r = self.cli("reconcile", "--all", *args)
+        assert r.code == 0, r.out + r.err
+        return r
+
+    def store(self) -> Store:
+        return Store(f"sqlite:///{self.root / 'state.db'}")
+
+    def members(self, name: str) -> list[str]:
+        return [m.removesuffix("@example.com") for m in self.gcp.members(email(name))]
+
+    def roles(self, name: str, prj: str = "ledger") -> list[str]:
+        return self.gcp.roles_of(PROJECTS[prj], f"group:{email(name)}")
+
+
+def inventory(
+    bindings: dict[str, tuple[str, ...]] | None = None, extra: list[Any] | None = None
+) -> list[dict[str, Any]]:
+    """finance/ledger and finance/payroll on GCP; ledger has the given bindings."""
+    docs = [user(n, n) for n in PEOPLE]
+    docs += [workspace("finance")]
+    for prj, project_id in PROJECTS.items():
+        docs += [project("finance", prj), tenant("finance", prj, project_id, PLATFORM, ZONE)]
+    roles = (
+        bindings
+        if bindings is not None
+        else {"admin": ("alice",), "user": ("bob", "carol"), "reader": ("dave",)}
+    )
+    docs += [binding("finance", "ledger", role, *users) for role, users in roles.items() if users]
+    docs += [binding("finance", "payroll", "admin", "erin")]
+    return [*docs, *(extra or [])]
+
+
+@pytest.fixture(scope="module")
+def gcp_server() -> Iterator[GcpServer]:
+    with GcpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def gp(tmp_path: Path, capsys: pytest.CaptureFixture[str], gcp_server: GcpServer) -> GcpProject:
+    gcp_server.reset()
+    for name in PEOPLE:
+        gcp_server.add_user(email(name))
+    gcp_server.add_user("mallory@example.com")
+    gcp_server.add_custom_role(CUSTOM_ROLE)
+    for project_id in PROJECTS.values():
+        # A binding someone else made on each project: it must survive every run.
+        gcp_server.add_project(
+            project_id, [{"role": "roles/viewer", "members": ["user:mallory@example.com"]}]
+        )
+    p = GcpProject(tmp_path, gcp_server, capsys)
+    p.write_config()
+    p.write_inventory(inventory())
+    return p
+
+
+def foreign_binding_intact(gp: GcpProject) -> None:
+    for project_id in PROJECTS.values():
+        viewers = [b for b in gp.gcp.policy(project_id)["bindings"] if b["role"] == "roles/viewer"]
+        assert len(viewers) == 1
+        assert viewers[0]["members"][0] == "user:mallory@example.com"
+
+
+def test_full_reconcile_from_empty_then_nothing_left(gp: GcpProject) -> None:
+    before = gp.cli("plan", "--detailed-exitcode")
+    assert before.code == 2, before.err
+    assert f"+ create group {ADMIN}" in before.out
+    assert f"+ grant roles/iam.securityReviewer to {ADMIN}" in before.out
+    assert gp.gcp.groups() == {}, "plan must not write to the platform"
+
+    gp.converge()
+    groups = gp.gcp.groups()
+    payroll = ["finance.payroll-admin", "finance.payroll-user", "finance.payroll-reader"]
+    assert sorted(groups) == sorted(email(n) for n in [ADMIN, USER, READER, *payroll])
+    assert all(g["description"].startswith(OWNER_MARKER) for g in groups.values())
+    assert groups[email(ADMIN)]["description"] == f"{OWNER_MARKER} tenant={LEDGER}"
+    assert gp.members(ADMIN) == ["alice"]
+    assert gp.members(USER) == ["bob", "carol"]
+    assert gp.members(READER) == ["dave"]
+    assert gp.members("finance.payroll-admin") == ["erin"]
+    assert gp.roles(ADMIN) == ["roles/editor", "roles/iam.securityReviewer"]
+    assert gp.roles(USER) == ["roles/editor"]
+    assert gp.roles(READER) == ["roles/viewer"]
+    assert gp.roles("finance.payroll-admin", "payroll") == ["roles/editor", "roles/iam.securityReviewer"]
+    assert gp.roles(ADMIN, "payroll") == [], "a tenant's groups are bound on its own project only"
+    foreign_binding_intact(gp)
+
+    after = gp.cli("plan", "--detailed-exitcode")
+    assert after.code == 0, after.out + after.err
+    assert "Plan: 0 to add, 0 to remove, 0 warnings." in after.out
+
+
+def test_no_op_reconcile_makes_seven_calls_per_tenant(gp: GcpProject) -> None:
+    """With the lookup cache warm, a converged tenant with 3 groups costs groups.get and
+    groups.memberships.list per group plus one projects.getIamPolicy: 7 calls."""
+    from replicator.engine import Engine, default_driver
+    from replicator.loader import load
+    from replicator.validate import validate
+
+    gp.converge()
+    drivers: list[GcpDriver] = []
+
+    def capture(platform):  # type: ignore[no-untyped-def]
+        driver = default_driver(platform)
+        assert isinstance(driver, GcpDriver)
+        drivers.append(driver)
+        return driver
+
+    engine = Engine(validate(load(gp.config_path)), gp.store(), make_driver=capture)
+    now = datetime.now(UTC)
+    report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
+    assert [r.applied for r in report.results] == [0, 0]
+    assert report.failed == []
+    (driver,) = drivers
+    # two tenants with 3 groups each: 7 calls per tenant
+    assert dict(driver.api_calls) == {
+        "groups.get": 6,
+        "groups.memberships.list": 6,
+        "projects.getIamPolicy": 2,
+    }
+
+
+def test_membership_and_user_paging(gp: GcpProject) -> None:
+    gp.gcp.world.membership_page_max = 2
+    gp.gcp.world.user_page_max = 2
+    gp.driver_extra = {"userListThreshold": 0}  # list the directory instead of one get per user
+    gp.write_config()
+    many = [f"dev{i:02d}" for i in range(7)]
+    for name in many:
+        gp.gcp.add_user(email(name))
+    gp.write_inventory(
+        inventory(extra=[*(user(n, n) for n in many), binding("finance", "ledger", "user", *many)])
+    )
+    gp.converge()
+    assert gp.members(USER) == sorted(["bob", "carol", *many])
+    assert gp.gcp.calls("GET", r"/admin/directory/v1/users$") == 7  # 13 users, 2 a page
+    assert gp.gcp.calls("GET", r"/admin/directory/v1/users/") == 0
+    assert gp.cli("plan", "--detailed-exitcode").code == 0, "every page of members was read"
+
+
+def test_concurrent_policy_edit_during_reconcile_survives(gp: GcpProject) -> None:
+    def someone_else(policy: dict[str, Any]) -> None:
+        policy["bindings"].append({"role": "roles/browser", "members": ["user:mallory@example.com"]})
+
+    gp.gcp.interfere(PROJECTS["ledger"], someone_else)
+    gp.converge()
+    assert PROJECTS["ledger"] not in gp.gcp.world.interference, "a write met the changed etag (409)"
+    bindings = gp.gcp.policy(PROJECTS["ledger"])["bindings"]
+    assert {"role": "roles/browser", "members": ["user:mallory@example.com"]} in bindings
+    assert gp.roles(ADMIN) == ["roles/editor", "roles/iam.securityReviewer"]
+    assert gp.roles(USER) == ["roles/editor"]
+    assert gp.roles(READER) == ["roles/viewer"]
+    foreign_binding_intact(gp)
+    assert gp.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_role_mapping_change_revokes_old_and_grants_new(gp: GcpProject) -> None:
+    gp.converge()
+    gp.mappings["user"] = [CUSTOM_ROLE]
+    gp.write_config()
+    r = gp.cli("plan")
+    assert f"+ grant {CUSTOM_ROLE} to {USER}" in r.out
+    assert f"- revoke roles/editor from {USER}" in r.out
+    gp.converge()
+    assert gp.roles(USER) == [CUSTOM_ROLE]
+    assert gp.roles(ADMIN) == ["roles/editor", "roles/iam.securityReviewer"], "the shared binding keeps admin"
+    assert gp.members(USER) == ["bob", "carol"]
+    foreign_binding_intact(gp)
+
+
+def test_pattern_change_renames_make_before_break(gp: GcpProject) -> None:
+    gp.converge()
+    old = {n: gp.gcp.group_id(email(n)) for n in (ADMIN, USER, READER)}
+    at_first_delete: dict[str, tuple[list[str], list[str]]] = {}
+
+    def snapshot(method: str, path: str) -> None:  # what the new groups hold when the first old one goes
+        if method == "DELETE" and path.removeprefix("/v1/") in old.values() and not at_first_delete:
+            for a in ("admin", "user", "reader"):
+                new = f"finance-ledger-{a}"
+                at_first_delete[a] = (gp.members(new), gp.roles(new))
+
+    gp.gcp.watch(snapshot)
+    gp.gcp.world.requests.clear()
+    gp.pattern = "#{workspaceIdentifier}-#{projectIdentifier}-#{platformGroupAlias}"
+    gp.write_config()
+    gp.converge()
+    groups = gp.gcp.groups()
+    assert sorted(groups) == sorted(
+        email(f"finance-{p}-{a}") for p in ("ledger", "payroll") for a in ("admin", "user", "reader")
+    )
+    assert not set(old.values()) & {g["name"] for g in groups.values()}
+    assert gp.members("finance-ledger-user") == ["bob", "carol"]
+    assert gp.roles("finance-ledger-admin") == ["roles/editor", "roles/iam.securityReviewer"]
+    assert gp.roles(ADMIN) == [], "the old group's bindings were revoked, not left as deleted:group"
+    assert not any(
+        "deleted:" in m for b in gp.gcp.policy(PROJECTS["ledger"])["bindings"] for m in b["members"]
+    )
+    # Make before break: the new groups were created and filled before the first old one went.
+    assert at_first_delete == {
+        "admin": (["alice"], ["roles/editor", "roles/iam.securityReviewer"]),
+        "user": (["bob", "carol"], ["roles/editor"]),
+        "reader": (["dave"], ["roles/viewer"]),
+    }
+    foreign_binding_intact(gp)
+    assert gp.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_role_bound_by_hand_is_kept_then_removed_by_policy(gp: GcpProject) -> None:
+    gp.converge()
+    project_id = PROJECTS["ledger"]
+    policy = gp.gcp.policy(project_id)
+    gp.gcp.set_policy(
+        project_id,
+        [*policy["bindings"], {"role": "roles/storage.admin", "members": [f"group:{email(USER)}"]}],
+    )
+    r = gp.cli("plan", "--detailed-exitcode")
+    assert r.code == 0, r.out
+    assert f"~ keep roles/storage.admin on {USER}" in r.out
+    gp.converge()
+    assert gp.roles(USER) == ["roles/editor", "roles/storage.admin"]
+    gp.platform_extra = {"externalGrants": "remove"}
+    gp.write_config()
+    gp.converge()
+    assert gp.roles(USER) == ["roles/editor"]
+    foreign_binding_intact(gp)
+
+
+def test_foreign_group_with_our_name_is_left_alone(gp: GcpProject) -> None:
+    foreign = gp.gcp.add_group(email(ADMIN), description="made by hand", members=(email("erin"),))
+    r = gp.converge()
+    assert "FOREIGN_GROUP_NAME_TAKEN" in r.out
+    groups = gp.gcp.groups()
+    assert groups[email(ADMIN)]["name"] == foreign
+    assert groups[email(ADMIN)]["description"] == "made by hand"
+    assert gp.members(ADMIN) == ["erin"]
+    assert gp.roles(ADMIN) == []
+    assert gp.members(USER) == ["bob", "carol"]
+    foreign_binding_intact(gp)
+
+
+def test_user_not_found_then_appearing_clears_the_warning(gp: GcpProject) -> None:
+    gp.write_inventory(inventory(extra=[user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")]))
+    gp.converge()
+    status = gp.cli("status", "-o", "json").json()
+    ledger = next(t for t in status["tenants"] if t["tenant"] == LEDGER)
+    assert [(w["code"], w["subject"]) for w in ledger["warnings"]] == [("USER_NOT_FOUND", "zoe")]
+    assert gp.members(READER) == ["dave"]
+    gp.gcp.add_user("zoe@example.com")
+    gp.converge()
+    assert gp.members(READER) == ["dave", "zoe"]
+    status = gp.cli("status", "-o", "json").json()
+    ledger = next(t for t in status["tenants"] if t["tenant"] == LEDGER)
+    assert ledger["warnings"] == []
+
+
+def test_empty_desired_state_trips_the_deletion_guard(gp: GcpProject) -> None:
+    gp.converge()
+    gp.write_inventory(inventory({"admin": (), "user": (), "reader": ()}))
+    r = gp.cli("reconcile", "--all")
+    assert r.code == 1
+    assert "DELETION_GUARD" in r.out
+    assert gp.members(ADMIN) == ["alice"]
+    assert gp.members(USER) == ["bob", "carol"]
+    assert gp.members(READER) == ["dave"]
+    confirmed = gp.cli("reconcile", "--all", "--allow-deletions")
+    assert confirmed.code == 0, confirmed.out
+    assert [gp.members(n) for n in (ADMIN, USER, READER)] == [[], [], []]
+    foreign_binding_intact(gp)
+
+
+def test_removed_binding_removes_the_member(gp: GcpProject) -> None:
+    gp.converge()
+    gp.write_inventory(inventory({"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
+    r = gp.cli("plan")
+    assert f"- remove member carol@example.com from {USER}" in r.out
+    gp.converge()
+    assert gp.members(USER) == ["bob"]
+
+
+def test_validate_refuses_names_and_roles_gcp_cannot_hold(gp: GcpProject) -> None:
+    gp.pattern = "#{workspaceIdentifier}..#{projectIdentifier}-#{platformGroupAlias}"
+    gp.mappings["reader"] = ["viewer"]
+    gp.write_config()
+    r = gp.cli("validate")
+    assert r.code == 1
+    assert "finance..ledger-admin" in r.out + r.err
+    assert "'viewer' is not a role id this platform accepts (like roles/editor)" in r.out + r.err
+
+
+def test_the_example_reconciles_against_the_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], gcp_server: GcpServer
+) -> None:
+    """examples/gcp as a user would adapt it: only the gcp block points at the local server."""
+    import shutil
+
+    gcp_server.reset()
+    example = Path(__file__).resolve().parents[2] / "examples" / "gcp"
+    shutil.copytree(example, tmp_path / "gcp")
+    config_path = tmp_path / "gcp" / "replicator.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    (platform,) = config["platforms"]
+    platform["gcp"] = gcp_server.driver_options(customerId=platform["gcp"]["customerId"])
+    gcp_server.world.customer = platform["gcp"]["customerId"]
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    for name in ("alice", "bob", "carol"):
+        gcp_server.add_user(email(name))
+    gcp_server.add_project("finance-ledger-prod")
+    gcp_server.add_project("finance-payroll-prod")
+    gcp_server.add_custom_role("organizations/123456789012/roles/deployer")
+
+    def cli(*args: str) -> Result:
+        capsys.readouterr()
+        code = main(["-c", str(config_path), "--log-format", "json", *args])
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    assert cli("validate").code == 0
+    done = cli("reconcile", "--all")
+    assert done.code == 0, done.out + done.err
+    assert gcp_server.members(email("finance.payroll-reader")) == [email("alice"), email("bob")]
+    assert gcp_server.roles_of("finance-payroll-prod", f"group:{email('finance.payroll-admin')}") == [
+        "organizations/123456789012/roles/deployer",
+        "roles/viewer",
+    ]
+    assert cli("plan", "--detailed-exitcode").code == 0

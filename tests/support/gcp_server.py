@@ -1,0 +1,619 @@
+"""A small local server speaking the Google JSON the GCP driver uses, for tests and demos.
+
+No emulator exists for Cloud Identity, the Admin SDK or Resource Manager, so this server
+implements exactly the documented calls ``platforms.gcp`` makes, with their wire format:
+
+* Cloud Identity v1: ``groups.create`` (a done ``Operation``; 409 ALREADY_EXISTS on a taken
+  email), ``groups.lookup``, ``groups.get``, ``groups.delete``, ``groups.memberships.list``
+  (``pageSize``/``nextPageToken``), ``.create`` (409 on a duplicate), ``.lookup``, ``.delete``.
+* Admin SDK directory_v1: ``users.get`` (primary email or alias, case-insensitive; 404),
+  ``users.list`` (``customer``, ``query`` with ``email:`` / ``externalId:``, ``maxResults``,
+  ``pageToken``; no ``users`` key when nothing matched).
+* Resource Manager v3: ``projects.getIamPolicy`` / ``projects.setIamPolicy`` with etags (409
+  ABORTED on a stale etag), principals and roles checked (400), conditions only at version 3.
+  Deleting a group rewrites its bindings to ``deleted:group:...?uid=`` as Google does.
+
+* OAuth 2.0: ``POST /token`` (the JWT bearer grant of service account keys) and ``POST /sts``
+  (the token exchange of workload identity federation); claims are recorded in ``tokens``, the
+  ``Authorization`` header of every API request in ``authorizations``.
+
+Every request is logged in ``requests`` (method, path); ``watch(fn)`` sees each one before it is
+served (to check what state a step found, e.g. make-before-break). Tests set state directly (``add_user``,
+``add_project``, ``add_group``, ``set_policy``) and read it back the same way, never through the
+driver. ``interfere(project, fn)`` changes a policy right before the next ``setIamPolicy`` of
+that project (a concurrent edit between the driver's get and set); ``fail_next`` injects an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+CUSTOMER = "C0test123"
+DOMAIN = "example.com"
+PREDEFINED_ROLES = frozenset(
+    {
+        "roles/owner",
+        "roles/editor",
+        "roles/viewer",
+        "roles/browser",
+        "roles/storage.admin",
+        "roles/iam.securityReviewer",
+    }
+)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        code: int,
+        status: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code, self.status, self.message = code, status, message
+        self.headers = headers or {}
+        self.reason = reason
+
+    def body(self) -> bytes:
+        err: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
+        if self.reason:
+            err["errors"] = [{"message": self.message, "domain": "usageLimits", "reason": self.reason}]
+        return json.dumps({"error": err}).encode()
+
+
+@dataclass
+class Fault:
+    path_pattern: str
+    code: int
+    status: str
+    retry_after: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class World:
+    """The server's state; every access holds ``lock``."""
+
+    customer: str = CUSTOMER
+    domain: str = DOMAIN
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    memberships: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    users: list[dict[str, Any]] = field(default_factory=list)
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    custom_roles: set[str] = field(default_factory=set)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    membership_page_max: int = 1000
+    user_page_max: int = 500
+    faults: list[Fault] = field(default_factory=list)
+    interference: dict[str, list[Callable[[dict[str, Any]], None]]] = field(default_factory=dict)
+    watchers: list[Callable[[str, str], None]] = field(default_factory=list)
+    tokens: list[dict[str, Any]] = field(default_factory=list)
+    """Claims of every JWT assertion exchanged at ``/token`` (service account credentials)."""
+    authorizations: list[tuple[str, str]] = field(default_factory=list)
+    """(path, Authorization header) of every API request."""
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+
+
+def _page(items: list[Any], token: str | None, size: int) -> tuple[list[Any], str | None]:
+    start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+    end = start + size
+    nxt = base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(items) else None
+    return items[start:end], nxt
+
+
+def _etag(n: int) -> str:
+    return base64.b64encode(f"etag-{n}".encode()).decode()
+
+
+class GcpServer:
+    """One server on 127.0.0.1 (a free port) serving all three APIs at ``url``."""
+
+    def __init__(self) -> None:
+        self.world = World()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> GcpServer:
+        world = self.world
+
+        class Handler(_Handler):
+            pass
+
+        Handler.world = world
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="gcp-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> GcpServer:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}/"
+
+    def reset(self) -> None:
+        with self.world.lock:
+            fresh = World()
+            for name in fresh.__dataclass_fields__:
+                if name != "lock":
+                    setattr(self.world, name, getattr(fresh, name))
+
+    def driver_options(self, **extra: Any) -> dict[str, Any]:
+        """The ``gcp:`` block pointing the driver at this server (anonymous credentials)."""
+        return {
+            "customerId": self.world.customer,
+            "domain": self.world.domain,
+            "anonymous": True,
+            "endpoints": {"cloudidentity": self.url, "admin": self.url, "cloudresourcemanager": self.url},
+            "timeout": 10,
+            **extra,
+        }
+
+    # --- arranging state ------------------------------------------------------------------------
+
+    def add_user(self, email: str, external_ids: tuple[str, ...] = (), aliases: tuple[str, ...] = ()) -> str:
+        with self.world.lock:
+            uid = str(next(self.world.ids))
+            self.world.users.append(
+                {
+                    "kind": "admin#directory#user",
+                    "id": uid,
+                    "primaryEmail": email.lower(),  # Google lowercases user names
+                    "aliases": list(aliases),
+                    "customerId": self.world.customer,
+                    "externalIds": [{"value": v, "type": "organization"} for v in external_ids],
+                    "name": {"fullName": email.partition("@")[0]},
+                }
+            )
+            return uid
+
+    def add_project(self, project: str, bindings: list[dict[str, Any]] | None = None) -> None:
+        with self.world.lock:
+            self.world.policies[project] = {"version": 1, "etag": _etag(next(self.world.ids)), "bindings": []}
+            if bindings:
+                self.world.policies[project]["bindings"] = json.loads(json.dumps(bindings))
+
+    def add_custom_role(self, role: str) -> None:
+        with self.world.lock:
+            self.world.custom_roles.add(role)
+
+    def add_group(self, email: str, description: str = "", members: tuple[str, ...] = ()) -> str:
+        """A group made outside the replicator (by hand, or another tool)."""
+        with self.world.lock:
+            name = _create_group(
+                self.world,
+                {
+                    "groupKey": {"id": email},
+                    "parent": f"customers/{self.world.customer}",
+                    "displayName": email.partition("@")[0],
+                    "description": description,
+                    "labels": {"cloudidentity.googleapis.com/groups.discussion_forum": ""},
+                },
+            )
+            for m in members:
+                _create_membership(
+                    self.world, name, {"preferredMemberKey": {"id": m}, "roles": [{"name": "MEMBER"}]}
+                )
+            return name
+
+    def add_member(self, group_email: str, member: str) -> None:
+        with self.world.lock:
+            _create_membership(
+                self.world,
+                self.group_id(group_email),
+                {"preferredMemberKey": {"id": member}, "roles": [{"name": "MEMBER"}]},
+            )
+
+    def interfere(self, project: str, change: Callable[[dict[str, Any]], None]) -> None:
+        """Change ``project``'s policy (and its etag) right before its next setIamPolicy is read."""
+        with self.world.lock:
+            self.world.interference.setdefault(project, []).append(change)
+
+    def watch(self, fn: Callable[[str, str], None]) -> None:
+        """Call ``fn(method, path)`` before each request is served (the world is locked: ``fn`` may
+        read it through this object's helpers)."""
+        with self.world.lock:
+            self.world.watchers.append(fn)
+
+    def fail_next(
+        self,
+        path_pattern: str,
+        code: int,
+        status: str,
+        retry_after: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """The next request whose path matches ``path_pattern`` fails with this Google error."""
+        with self.world.lock:
+            self.world.faults.append(Fault(path_pattern, code, status, retry_after, reason))
+
+    # --- reading state back ---------------------------------------------------------------------
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """Group email -> the stored group."""
+        with self.world.lock:
+            return {g["groupKey"]["id"]: json.loads(json.dumps(g)) for g in self.world.groups.values()}
+
+    def group_id(self, email: str) -> str:
+        return str(self.groups()[email]["name"])
+
+    def members(self, group_email: str) -> list[str]:
+        with self.world.lock:
+            gid = self.group_id(group_email)
+            return sorted(m["preferredMemberKey"]["id"] for m in self.world.memberships.get(gid, {}).values())
+
+    def policy(self, project: str) -> dict[str, Any]:
+        with self.world.lock:
+            return json.loads(json.dumps(self.world.policies[project]))
+
+    def set_policy(self, project: str, bindings: list[dict[str, Any]]) -> None:
+        with self.world.lock:
+            policy = self.world.policies[project]
+            policy["bindings"] = json.loads(json.dumps(bindings))
+            policy["etag"] = _etag(next(self.world.ids))
+            if any(b.get("condition") for b in bindings):
+                policy["version"] = 3
+
+    def roles_of(self, project: str, member: str) -> list[str]:
+        """Roles of unconditional bindings naming ``member`` (e.g. ``group:x@example.com``)."""
+        return sorted(
+            b["role"]
+            for b in self.policy(project)["bindings"]
+            if member in b["members"] and not b.get("condition")
+        )
+
+    def calls(self, method: str, path_regex: str) -> int:
+        with self.world.lock:
+            return sum(1 for m, p in self.world.requests if m == method and re.search(path_regex, p))
+
+
+# --- the APIs -------------------------------------------------------------------------------------
+
+
+def _user_by_key(world: World, key: str) -> dict[str, Any] | None:
+    k = key.casefold()
+    for u in world.users:
+        if u["id"] == key or u["primaryEmail"].casefold() == k or k in (a.casefold() for a in u["aliases"]):
+            return u
+    return None
+
+
+def _group_by_email(world: World, email: str) -> dict[str, Any] | None:
+    e = email.casefold()
+    return next((g for g in world.groups.values() if g["groupKey"]["id"].casefold() == e), None)
+
+
+def _create_group(world: World, body: dict[str, Any]) -> str:
+    email = str((body.get("groupKey") or {}).get("id") or "")
+    if not email or "@" not in email:
+        raise ApiError(400, "INVALID_ARGUMENT", "groupKey.id must be an email address")
+    if body.get("parent") != f"customers/{world.customer}":
+        raise ApiError(403, "PERMISSION_DENIED", f"the caller cannot create groups in {body.get('parent')}")
+    if email.partition("@")[2].lower() != world.domain:
+        raise ApiError(400, "INVALID_ARGUMENT", f"{email} is not in a domain of the customer")
+    labels = body.get("labels") or {}
+    allowed = {
+        "cloudidentity.googleapis.com/groups.discussion_forum",
+        "cloudidentity.googleapis.com/groups.security",
+        "cloudidentity.googleapis.com/groups.locked",
+    }
+    if not labels or set(labels) - allowed or any(v != "" for v in labels.values()):
+        raise ApiError(400, "INVALID_ARGUMENT", "labels: only the documented keys with empty values")
+    if len(str(body.get("description") or "")) > 4096:
+        raise ApiError(400, "INVALID_ARGUMENT", "description is longer than 4096 characters")
+    if _group_by_email(world, email) is not None or _user_by_key(world, email) is not None:
+        raise ApiError(409, "ALREADY_EXISTS", "Error(4003): Entity already exists.")
+    name = f"groups/0{next(world.ids):x}gcp"
+    world.groups[name] = {
+        "name": name,
+        "groupKey": {"id": email.lower()},
+        "parent": body["parent"],
+        "displayName": body.get("displayName") or "",
+        "description": body.get("description") or "",
+        "labels": dict(labels),
+        "createTime": "2026-01-01T00:00:00Z",
+        "updateTime": "2026-01-01T00:00:00Z",
+    }
+    world.memberships[name] = {}
+    return name
+
+
+def _create_membership(world: World, group: str, body: dict[str, Any]) -> dict[str, Any]:
+    if group not in world.groups:
+        raise ApiError(404, "NOT_FOUND", "Error(2028): Group not found")
+    key = str((body.get("preferredMemberKey") or {}).get("id") or "")
+    user = _user_by_key(world, key)
+    nested = _group_by_email(world, key)
+    if user is None and nested is None:
+        raise ApiError(404, "NOT_FOUND", f"Error(2001): Member {key} not found")
+    if user is not None:
+        key, kind = user["primaryEmail"].lower(), "USER"
+    else:
+        assert nested is not None
+        key, kind = nested["groupKey"]["id"], "GROUP"
+    members = world.memberships[group]
+    if key in members:
+        raise ApiError(409, "ALREADY_EXISTS", "Error(4003): Member already exists.")
+    mid = user["id"] if user is not None else nested["name"].split("/")[1]  # type: ignore[index]
+    row = {
+        "name": f"{group}/memberships/{mid}",
+        "preferredMemberKey": {"id": key},
+        "roles": body.get("roles") or [{"name": "MEMBER"}],
+        "type": kind,
+    }
+    members[key] = row
+    return row
+
+
+def _operation(response: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    return {"done": True, "response": {"@type": f"type.googleapis.com/{kind}", **(response or {})}}
+
+
+def _check_policy(world: World, policy: dict[str, Any]) -> None:
+    version = int(policy.get("version") or 1)
+    for b in policy.get("bindings") or []:
+        role = str(b.get("role") or "")
+        if role not in PREDEFINED_ROLES and role not in world.custom_roles:
+            raise ApiError(400, "INVALID_ARGUMENT", f"Role {role} is not supported for this resource.")
+        if b.get("condition") and version < 3:
+            raise ApiError(400, "INVALID_ARGUMENT", "Conditions need policy version 3.")
+        if not b.get("members"):
+            raise ApiError(400, "INVALID_ARGUMENT", f"Binding for {role} has no members.")
+        for m in b["members"]:
+            kind, _, who = str(m).partition(":")
+            if kind == "group" and _group_by_email(world, who) is None:
+                raise ApiError(400, "INVALID_ARGUMENT", f"Group {who} does not exist.")
+            if kind == "user" and _user_by_key(world, who) is None:
+                raise ApiError(400, "INVALID_ARGUMENT", f"User {who} does not exist.")
+
+
+def _user_matches(user: dict[str, Any], query: str) -> bool:
+    for term in re.findall(r"(\w+):('(?:[^'\\]|\\.)*'|\S+)", query):
+        fieldname, value = term
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        v = value.casefold()
+        if fieldname == "externalId":
+            if v not in (e["value"].casefold() for e in user["externalIds"]):
+                return False
+        elif fieldname == "email":
+            if v not in (user["primaryEmail"].casefold(), *(a.casefold() for a in user["aliases"])):
+                return False
+        else:
+            raise ApiError(400, "INVALID_ARGUMENT", f"Invalid Input: query field {fieldname}")
+    return True
+
+
+def route(world: World, method: str, path: str, q: dict[str, str], body: Any) -> tuple[int, Any]:
+    """One request against ``world`` (held locked by the caller)."""
+    for fault in list(world.faults):
+        if re.search(fault.path_pattern, path):
+            world.faults.remove(fault)
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            raise ApiError(fault.code, fault.status, "injected by the test", headers, fault.reason)
+
+    # Cloud Identity v1
+    if path == "/v1/groups" and method == "POST":
+        name = _create_group(world, body or {})
+        return 200, _operation(world.groups[name], "google.apps.cloudidentity.groups.v1.Group")
+    if path == "/v1/groups:lookup" and method == "GET":
+        group = _group_by_email(world, q.get("groupKey.id", ""))
+        if group is None:
+            raise ApiError(404, "NOT_FOUND", "Error(2028): Group not found")
+        return 200, {"name": group["name"]}
+    m = re.fullmatch(r"/v1/(groups/[^/:]+)", path)
+    if m:
+        group = world.groups.get(m[1])
+        if group is None:
+            raise ApiError(404, "NOT_FOUND", "Error(2028): Group not found")
+        if method == "GET":
+            return 200, group
+        if method == "DELETE":
+            email = group["groupKey"]["id"]
+            del world.groups[m[1]]
+            world.memberships.pop(m[1], None)
+            for policy in world.policies.values():
+                for b in policy["bindings"]:
+                    b["members"] = [
+                        f"deleted:group:{email}?uid={m[1].split('/')[1]}" if x == f"group:{email}" else x
+                        for x in b["members"]
+                    ]
+            return 200, _operation(None, "google.protobuf.Empty")
+    m = re.fullmatch(r"/v1/(groups/[^/:]+)/memberships(:lookup)?", path)
+    if m:
+        if m[1] not in world.groups:
+            raise ApiError(404, "NOT_FOUND", "Error(2028): Group not found")
+        members = world.memberships[m[1]]
+        if m[2] and method == "GET":
+            key = q.get("memberKey.id", "").casefold()
+            row = next((r for k, r in members.items() if k.casefold() == key), None)
+            if row is None:
+                raise ApiError(404, "NOT_FOUND", "Error(2029): Membership not found")
+            return 200, {"name": row["name"]}
+        if method == "GET":
+            size = min(int(q.get("pageSize") or 200), world.membership_page_max, 1000)
+            rows, nxt = _page(list(members.values()), q.get("pageToken"), size)
+            out: dict[str, Any] = {"memberships": rows}
+            if nxt:
+                out["nextPageToken"] = nxt
+            return 200, out
+        if method == "POST":
+            row = _create_membership(world, m[1], body or {})
+            return 200, _operation(row, "google.apps.cloudidentity.groups.v1.Membership")
+    m = re.fullmatch(r"/v1/(groups/[^/:]+)/memberships/([^/:]+)", path)
+    if m and method == "DELETE":
+        members = world.memberships.get(m[1], {})
+        full = f"{m[1]}/memberships/{m[2]}"
+        key = next((k for k, r in members.items() if r["name"] == full), None)
+        if key is None:
+            raise ApiError(404, "NOT_FOUND", "Error(2029): Membership not found")
+        del members[key]
+        return 200, _operation(None, "google.protobuf.Empty")
+
+    # Admin SDK directory_v1
+    if path == "/admin/directory/v1/users" and method == "GET":
+        if q.get("customer") not in (world.customer, "my_customer") and q.get("domain") != world.domain:
+            raise ApiError(400, "INVALID_ARGUMENT", "Bad Request: customer")
+        users = [u for u in world.users if _user_matches(u, q.get("query", ""))]
+        size = min(int(q.get("maxResults") or 100), world.user_page_max, 500)
+        rows, nxt = _page(users, q.get("pageToken"), size)
+        out = {"kind": "admin#directory#users", "etag": '"x"'}
+        if rows:
+            out["users"] = rows
+        if nxt:
+            out["nextPageToken"] = nxt
+        return 200, out
+    m = re.fullmatch(r"/admin/directory/v1/users/([^/]+)", path)
+    if m and method == "GET":
+        key = urllib.parse.unquote(m[1])
+        user = _user_by_key(world, key)
+        if user is None:
+            raise ApiError(404, "NOT_FOUND", "Resource Not Found: userKey")
+        return 200, user
+
+    # Resource Manager v3
+    m = re.fullmatch(r"/v3/projects/([^/:]+):(getIamPolicy|setIamPolicy)", path)
+    if m and method == "POST":
+        policy = world.policies.get(m[1])
+        if policy is None:
+            raise ApiError(
+                403,
+                "PERMISSION_DENIED",
+                f"The caller does not have permission on projects/{m[1]} or it does not exist",
+            )
+        if m[2] == "getIamPolicy":
+            requested = int(((body or {}).get("options") or {}).get("requestedPolicyVersion") or 1)
+            if requested < 3 and any(b.get("condition") for b in policy["bindings"]):
+                raise ApiError(400, "INVALID_ARGUMENT", "The policy has conditions: request version 3.")
+            return 200, policy
+        for change in world.interference.pop(m[1], []):
+            change(policy)
+            policy["etag"] = _etag(next(world.ids))
+        new = dict((body or {}).get("policy") or {})
+        if new.get("etag") and new["etag"] != policy["etag"]:
+            raise ApiError(
+                409,
+                "ABORTED",
+                "There were concurrent policy changes. Please retry the whole read-modify-write.",
+            )
+        _check_policy(world, new)
+        policy["bindings"] = json.loads(json.dumps(new.get("bindings") or []))
+        policy["version"] = int(new.get("version") or 1)
+        policy["etag"] = _etag(next(world.ids))
+        return 200, policy
+
+    raise ApiError(404, "NOT_FOUND", f"no such method: {method} {path}")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    world: World
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def _serve(self) -> None:
+        parsed = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        headers: dict[str, str] = {}
+        if parsed.path == "/token" and self.command == "POST":
+            self._token(raw)
+            return
+        if parsed.path == "/sts" and self.command == "POST":
+            self._token_exchange(raw)
+            return
+        try:
+            with self.world.lock:
+                self.world.authorizations.append((parsed.path, self.headers.get("Authorization") or ""))
+            body = json.loads(raw) if raw else None
+            with self.world.lock:
+                self.world.requests.append((self.command, parsed.path))
+                for watcher in list(self.world.watchers):
+                    watcher(self.command, parsed.path)
+                code, payload = route(self.world, self.command, parsed.path, query, body)
+                data = json.dumps(payload).encode()
+        except ApiError as exc:
+            code, headers, data = exc.code, exc.headers, exc.body()
+        except ValueError:
+            code = 400
+            data = json.dumps(
+                {"error": {"code": 400, "message": "bad JSON", "status": "INVALID_ARGUMENT"}}
+            ).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _token_exchange(self, raw: bytes) -> None:
+        """Security Token Service ``v1/token`` (RFC 8693), what workload identity federation calls."""
+        form = dict(urllib.parse.parse_qsl(raw.decode()))
+        with self.world.lock:
+            self.world.tokens.append(form)
+        data = json.dumps(
+            {
+                "access_token": f"sts-for-{form.get('subject_token')}",
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer",
+                "expires_in": 3600,
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _token(self, raw: bytes) -> None:
+        """OAuth 2.0 JWT bearer grant (RFC 7523) as Google's token endpoint answers it; the
+        assertion's signature is not checked, its claims are recorded."""
+        form = dict(urllib.parse.parse_qsl(raw.decode()))
+        payload = form.get("assertion", "").split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        with self.world.lock:
+            self.world.tokens.append(claims)
+        token = f"token-for-{claims.get('sub') or claims.get('iss')}"
+        data = json.dumps({"access_token": token, "expires_in": 3600, "token_type": "Bearer"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_PATCH = _serve
