@@ -3,7 +3,9 @@
 - CLI start-up (`replicator --help`), median of several runs, with the heavy SDKs lazily imported;
 - load + validate + compile + plan of a large synthetic organisation (pure core, no platform);
 - a full reconcile and a no-op reconcile of many tenants against a local moto server (AWS calls
-  per no-op tenant, wall time).
+  per no-op tenant, wall time);
+- the daemon with one and with two replicas on PostgreSQL against moto, each with the same
+  per-replica rate budget (skipped without PostgreSQL).
 
 Prints one line per measurement; `--json` prints them as JSON for tracking over time.
 """
@@ -198,6 +200,75 @@ def bench_moto(tenants: int = 20) -> None:
         store.close()
 
 
+def bench_replicas(tenants: int = 24, rate: float = 20.0) -> None:
+    """Daemon throughput with one and with two replicas on one PostgreSQL store, each replica with
+    a budget of ``rate`` requests/s against moto: wall time until every tenant converged."""
+    import os
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from state import Store
+    from tests.support.moto_aws import MotoAws
+
+    admin_url = os.environ.get("REPLICATOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        admin.connect().close()
+    except Exception as e:
+        print(f"replicas: skipped, PostgreSQL not reachable at {admin_url} ({type(e).__name__})")
+        return
+    for replicas in (1, 2):
+        name = f"replicator_bench_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            with MotoAws() as aws, tempfile.TemporaryDirectory() as tmp:
+                aws.reset()  # moto's backends live in this process: start each run empty
+                for i in range(60):
+                    aws.create_user(f"user{i}")
+                roles = {r: aws.create_permission_set(r) for r in ("admin", "user", "reader")}
+                ids = {"identityStoreId": aws.identity_store_id, "instanceArn": aws.instance_arn}
+                path = synthetic_site(Path(tmp), 1, tenants, 60, aws.url, ids, roles)
+                config = yaml.safe_load(path.read_text())
+                config["state"] = url
+                config["schedule"] = {"interval": "1h", "leaseTtl": 10, "rateLimits": {"aws.b": rate}}
+                path.write_text(yaml.safe_dump(config))
+                env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+                store = Store(url)
+                t = time.perf_counter()
+                for r in range(replicas):
+                    argv = [sys.executable, "-m", "replicator", "-c", str(path), "--log-level", "error"]
+                    argv += ["run", "--listen", "127.0.0.1:0", "--replica-id", f"r{r}", "--workers", "4"]
+                    quiet = subprocess.DEVNULL
+                    procs.append(subprocess.Popen(argv, env=env, stdout=quiet, stderr=quiet))
+                while True:
+                    runs = store.last_runs()
+                    if len(runs) == tenants and all(x.outcome == "converged" for x in runs):
+                        break
+                    if time.perf_counter() - t > 600:
+                        raise RuntimeError("replicas did not converge in 10 minutes")
+                    time.sleep(0.2)
+                elapsed = time.perf_counter() - t
+                changes = sum(1 for a in store.audit_trail() if a.outcome == "applied")
+                store.close()
+                record(
+                    f"daemon_{replicas}_replica_converge",
+                    elapsed,
+                    "s",
+                    f"{tenants} tenants, {changes} changes, {rate:g} req/s per replica",
+                )
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=60)
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
@@ -208,6 +279,7 @@ def main() -> None:
     bench_startup()
     bench_core()
     bench_moto()
+    bench_replicas()
     if args.json:
         print(json.dumps(RESULTS, indent=2))
 
