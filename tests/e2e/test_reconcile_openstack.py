@@ -361,3 +361,38 @@ def test_a_plan_against_a_keystone_snapshot_equals_the_live_plan(os_proj: OsProj
     assert live.code == offline.code == 0, live.err + offline.err
     assert offline.json()["tenants"] == live.json()["tenants"]
     assert live.json()["summary"] == {"add": 1, "remove": 1, "warnings": 0}
+
+
+# --- tenant deletion (CONTRACT section 7) ----------------------------------------------------
+
+
+def test_deleting_a_tenant_then_removing_another_from_the_inventory(os_proj: OsProject) -> None:
+    os_proj.converge()
+    payroll = f"finance/payroll/{PLATFORM}"
+    payroll_groups = ["finance.payroll-admin", "finance.payroll-reader", "finance.payroll-user"]
+    docs = inventory(os_proj)
+    for d in docs:
+        if d["kind"] == "meshTenant" and d["metadata"]["ownedByProject"] == "payroll":
+            d["spec"]["deleted"] = True
+    os_proj.write_inventory(docs)
+    os_proj.converge()
+    assert not set(payroll_groups) & set(os_proj.world.groups())
+    with os_proj.store() as store:
+        assert store.tenant_statuses()[payroll] == "Deleted"
+    assert os_proj.roles(ADMIN) == sorted(["member", CUSTOM_ROLE]), "the other tenant is untouched"
+
+    # ledger leaves the inventory: left alone until an operator allows it
+    rest = [
+        d
+        for d in inventory(os_proj)
+        if d["kind"] != "meshTenant" or d["metadata"]["ownedByProject"] != "ledger"
+    ]
+    os_proj.write_inventory(rest)
+    held = os_proj.cli("reconcile", "--all")
+    assert f"{LEDGER}: not reconciled: in the state store but no longer in the inventory" in held.out
+    assert os_proj.members(USER) == ["bob", "carol"]
+    done = os_proj.cli("reconcile", "--all", "--allow-deletions")
+    assert done.code == 0, done.out + done.err
+    assert not {ADMIN, USER, READER} & set(os_proj.world.groups())
+    with os_proj.store() as store:
+        assert store.tenant_statuses()[LEDGER] == "Deleted"
