@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,8 +33,18 @@ sys.path.insert(0, str(ROOT))
 RESULTS: dict[str, Any] = {}
 
 
+COMMANDS = {
+    "cli_help_startup": "python -m replicator --help (whole process, median)",
+    "compile": "scripts/bench.py --only compile_scale",
+    "core": "scripts/bench.py --only core",
+    "moto": "scripts/bench.py --only moto",
+    "replicas": "scripts/bench.py --only replicas (needs PostgreSQL)",
+}
+_CURRENT = ["core"]
+
+
 def record(name: str, value: float, unit: str, note: str = "") -> None:
-    RESULTS[name] = {"value": round(value, 4), "unit": unit, "note": note}
+    RESULTS[name] = {"value": round(value, 4), "unit": unit, "note": note, "command": COMMANDS[_CURRENT[0]]}
     print(f"{name:<38} {value:>10.3f} {unit:<6} {note}", flush=True)
 
 
@@ -111,6 +122,117 @@ def synthetic_site(
     }
     (root / "replicator.yaml").write_text(yaml.safe_dump(config))
     return root / "replicator.yaml"
+
+
+def _compile_one(tenants: int) -> dict[str, float]:
+    """In a fresh process: build an inventory of ``tenants`` tenants (10 bindings each, up to 100k
+    users) as model objects, then compile it; time and peak RSS of each phase."""
+    import resource
+
+    from platforms.aws import AwsDriver
+    from replicator.compile import compile_all
+    from replicator.config import Config
+    from replicator.inventory import (
+        Inventory,
+        MeshProject,
+        MeshProjectBinding,
+        MeshTenant,
+        MeshUser,
+        MeshWorkspace,
+    )
+
+    def rss_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    base = rss_mb()
+    users = min(100_000, tenants * 10)
+    per_ws = 100
+    t = time.perf_counter()
+    config = Config.model_validate(
+        {
+            "platforms": [{"identifier": "aws.b", "type": "aws", "euidPattern": "%s@example.com"}],
+            "landingZones": [
+                {
+                    "identifier": "lz",
+                    "platform": "aws.b",
+                    "roleMappings": {
+                        r: {"platformGroupAlias": r, "platformRoles": [f"arn:aws:sso:::permissionSet/i/{r}"]}
+                        for r in ("admin", "user", "reader")
+                    },
+                }
+            ],
+        }
+    )
+    inv_users = {
+        f"u{i}": MeshUser.model_validate(
+            {"kind": "meshUser", "metadata": {"name": f"u{i}"}, "spec": {"euid": f"e{i}"}}
+        )
+        for i in range(users)
+    }
+    workspaces, projects, tenant_objs, bindings = {}, {}, {}, []
+    for n in range(tenants):
+        ws, pr = f"ws{n // per_ws}", f"p{n % per_ws}"
+        if ws not in workspaces:
+            workspaces[ws] = MeshWorkspace.model_validate({"kind": "meshWorkspace", "metadata": {"name": ws}})
+        projects[(ws, pr)] = MeshProject.model_validate(
+            {"kind": "meshProject", "metadata": {"name": pr, "ownedByWorkspace": ws}}
+        )
+        tenant = MeshTenant.model_validate(
+            {
+                "kind": "meshTenant",
+                "metadata": {"ownedByWorkspace": ws, "ownedByProject": pr, "platformIdentifier": "aws.b"},
+                "spec": {"localId": f"{n:012d}", "landingZoneIdentifier": "lz"},
+            }
+        )
+        tenant_objs[tenant.key] = tenant
+        for b in range(10):
+            bindings.append(
+                MeshProjectBinding.model_validate(
+                    {
+                        "kind": "meshProjectBinding",
+                        "metadata": {"ownedByWorkspace": ws, "ownedByProject": pr},
+                        "spec": {
+                            "role": ("admin", "user", "reader")[b % 3],
+                            "subjects": [{"user": f"u{(n * 10 + b) % users}"}],
+                        },
+                    }
+                )
+            )
+    inventory = Inventory(
+        users=inv_users,
+        workspaces=workspaces,
+        projects=projects,
+        bindings=tuple(bindings),
+        tenants=tenant_objs,
+    )
+    build_s, build_mb = time.perf_counter() - t, rss_mb() - base
+    t = time.perf_counter()
+    before = rss_mb()
+    desired = compile_all(config, inventory, {"aws.b": AwsDriver.capabilities}, datetime.now(UTC))
+    compile_s = time.perf_counter() - t
+    assert len(desired) == tenants
+    return {"build_s": build_s, "build_mb": build_mb, "compile_s": compile_s, "compile_mb": rss_mb() - before}
+
+
+def bench_compile_scale(sizes: tuple[int, ...] = (1_000, 10_000, 100_000)) -> None:
+    """Compile throughput at growing sizes, each in its own process (clean peak memory)."""
+    per_tenant = []
+    for n in sizes:
+        out = subprocess.run(
+            [sys.executable, __file__, "--compile-one", str(n)], capture_output=True, text=True, check=True
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        note = f"+{r['compile_mb']:.0f} MB peak RSS, 10 bindings each"
+        record(f"compile_{n}_tenants", r["compile_s"], "s", note)
+        note = f"+{r['build_mb']:.0f} MB (model objects, no YAML)"
+        record(f"inventory_{n}_tenants", r["build_s"], "s", note)
+        per_tenant.append(r["compile_s"] / n)
+    record(
+        "compile_growth",
+        per_tenant[-1] / per_tenant[0],
+        "x",
+        f"time per tenant at {sizes[-1]} vs {sizes[0]} tenants (1.0 = linear)",
+    )
 
 
 def bench_core(tenants_per_ws: int = 50, workspaces: int = 20, users: int = 5000) -> None:
@@ -269,17 +391,54 @@ def bench_replicas(tenants: int = 24, rate: float = 20.0) -> None:
     admin.dispose()
 
 
+def write_results(path: Path) -> None:
+    """bench/results.md (a table, with the command that reproduces each row) and results.json."""
+    path.mkdir(exist_ok=True)
+    (path / "results.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC "
+        f"({os.cpu_count()} CPUs, Python {sys.version.split()[0]}).",
+        "",
+        "| measurement | value | unit | note | reproduce |",
+        "|---|---:|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {r['value']:g} | {r['unit']} | {r['note']} | `{r['command']}` |"
+        for name, r in RESULTS.items()
+    ]
+    (path / "results.md").write_text("\n".join(lines) + "\n")
+
+
+BENCHES = {
+    "startup": lambda: bench_startup(),
+    "compile_scale": lambda: bench_compile_scale(),
+    "core": lambda: bench_core(),
+    "moto": lambda: bench_moto(),
+    "replicas": lambda: bench_replicas(),
+}
+_SECTION = {"startup": "cli_help_startup", "compile_scale": "compile", "core": "core", "moto": "moto"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHES), help="run only these")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where results.md/json go")
+    parser.add_argument("--compile-one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compile_one:
+        print(json.dumps(_compile_one(args.compile_one)))
+        return
     from replicator import logs
 
     logs.configure("console", "warning")
-    bench_startup()
-    bench_core()
-    bench_moto()
-    bench_replicas()
+    for name in args.only or list(BENCHES):
+        _CURRENT[0] = _SECTION.get(name, name)
+        BENCHES[name]()
+    write_results(args.out)
+    print(f"results written to {args.out / 'results.md'}")
     if args.json:
         print(json.dumps(RESULTS, indent=2))
 
