@@ -26,6 +26,7 @@ class DriverSpec:
 
 DRIVERS: dict[str, DriverSpec] = {
     "aws": DriverSpec("aws", "platforms.aws", "AwsDriver"),
+    "azure": DriverSpec("azure", "platforms.azure", "AzureDriver"),
     "gcp": DriverSpec("gcp", "platforms.gcp", "GcpDriver"),
     "kubernetes": DriverSpec("kubernetes", "platforms.kubernetes", "KubernetesDriver"),
     "openshift": DriverSpec("openshift", "platforms.kubernetes", "OpenShiftDriver"),

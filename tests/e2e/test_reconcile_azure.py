@@ -1,0 +1,467 @@
+"""The CLI end to end against the local Graph + ARM + token server: reconcile, plan and the Azure
+specifics (lookup strategies, case and ambiguity, B2B guests, throttling, Entra ID's replication lag,
+the removal of unmanaged members and role assignments, rename, the deletion guard). The driver signs
+in with the real ClientSecretCredential (MSAL) against the server's token endpoint. Results are read
+back from the server's state, never through the driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from platforms.azure import AzureDriver
+from platforms.contract import OWNER_MARKER
+from replicator.cli import main
+from state import Store
+from tests.e2e.conftest import Result, binding, project, tenant, user, workspace
+from tests.support.azure_server import CLIENT_SECRET, AzureServer
+
+pytestmark = pytest.mark.integration
+
+PLATFORM = "azure.test"
+ZONE = "azure-default"
+SUBS = {"ledger": "1d2c3b4a-0000-4000-8000-00000000000a", "payroll": "1d2c3b4a-0000-4000-8000-00000000000b"}
+OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+ADMIN, USER, READERS = "finance.ledger-admin", "finance.ledger-user", "finance.ledger-reader"
+LEDGER = f"finance/ledger/{PLATFORM}"
+PEOPLE = ("alice", "bob", "carol", "dave", "erin")
+
+
+@dataclass
+class AzProject:
+    """A replicator.yaml plus an inventory folder in a temporary directory, against the server."""
+
+    root: Path
+    azure: AzureServer
+    capsys: pytest.CaptureFixture[str]
+    users: dict[str, str] = field(default_factory=dict)
+    pattern: str = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
+    mappings: dict[str, list[str]] = field(
+        default_factory=lambda: {"admin": [OWNER], "user": [CONTRIBUTOR], "reader": [READER]}
+    )
+    replication: dict[str, Any] = field(default_factory=lambda: {"maxDeletions": 100})
+    platform_extra: dict[str, Any] = field(default_factory=dict)
+    driver_extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "replicator.yaml"
+
+    def write_config(self) -> None:
+        config = {
+            "state": "sqlite:///state.db",
+            "inventory": ["inventory"],
+            "replication": self.replication,
+            "platforms": [
+                {
+                    "identifier": PLATFORM,
+                    "type": "azure",
+                    "euidPattern": "%s@example.com",
+                    "userGroupNamePattern": self.pattern,
+                    "azure": self.azure.driver_options(**self.driver_extra),
+                    **self.platform_extra,
+                }
+            ],
+            "landingZones": [
+                {
+                    "identifier": ZONE,
+                    "platform": PLATFORM,
+                    "roleMappings": {
+                        role: {"platformGroupAlias": role, "platformRoles": roles}
+                        for role, roles in self.mappings.items()
+                    },
+                }
+            ],
+        }
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def write_inventory(self, docs: list[dict[str, Any]]) -> None:
+        inv = self.root / "inventory"
+        inv.mkdir(exist_ok=True)
+        (inv / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+    def cli(self, *args: str) -> Result:
+        self.capsys.readouterr()
+        code = main(["-c", str(self.config_path), "--log-format", "json", *args])
+        out, err = self.capsys.readouterr()
+        return Result(code, out, err)
+
+    def converge(self) -> Result:
+        r = self.cli("reconcile", "--all")
+        assert r.code == 0, r.out + r.err
+        return r
+
+    def store(self) -> Store:
+        return Store(f"sqlite:///{self.root / 'state.db'}")
+
+    def group(self, name: str) -> str:
+        return self.azure.group_id(name)
+
+    def members(self, name: str) -> list[str]:
+        by_id = {v: k for k, v in self.users.items()}
+        return sorted(by_id.get(m, m) for m in self.azure.members(self.group(name)))
+
+    def roles(self, name: str, prj: str = "ledger") -> list[str]:
+        return self.azure.roles(self.group(name), f"/subscriptions/{SUBS[prj]}")
+
+
+def inventory(
+    bindings: dict[str, tuple[str, ...]] | None = None, extra: list[Any] | None = None
+) -> list[dict[str, Any]]:
+    """finance/ledger and finance/payroll on Azure; ledger has the given bindings."""
+    docs = [user(n, n) for n in PEOPLE]
+    docs += [workspace("finance")]
+    for prj in ("ledger", "payroll"):
+        docs += [project("finance", prj), tenant("finance", prj, SUBS[prj], PLATFORM, ZONE)]
+    roles = (
+        bindings
+        if bindings is not None
+        else {"admin": ("alice",), "user": ("bob", "carol"), "reader": ("dave",)}
+    )
+    docs += [binding("finance", "ledger", role, *users) for role, users in roles.items() if users]
+    docs += [binding("finance", "payroll", "admin", "erin")]
+    return [*docs, *(extra or [])]
+
+
+@pytest.fixture(scope="module")
+def azure_server() -> Iterator[AzureServer]:
+    with AzureServer() as server:
+        yield server
+
+
+@pytest.fixture
+def az(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    azure_server: AzureServer,
+) -> AzProject:
+    monkeypatch.setenv("AZURE_TEST_SECRET", CLIENT_SECRET)
+    azure_server.reset()
+    p = AzProject(tmp_path, azure_server, capsys)
+    p.users = {n: azure_server.add_user(f"{n}@example.com") for n in PEOPLE}
+    p.write_config()
+    p.write_inventory(inventory())
+    return p
+
+
+def test_full_reconcile_of_two_subscriptions_then_nothing_left(az: AzProject) -> None:
+    before = az.cli("plan", "--detailed-exitcode")
+    assert before.code == 2, before.err
+    assert f"+ create group {ADMIN}" in before.out
+    assert f"+ grant {OWNER} to {ADMIN}" in before.out
+    assert az.azure.groups() == {}, "plan must not write to the platform"
+    assert az.azure.count("graph", "POST") == az.azure.count("arm", "PUT") == 0
+
+    az.converge()
+    groups = az.azure.groups()
+    payroll = ["finance.payroll-admin", "finance.payroll-user", "finance.payroll-reader"]
+    assert sorted(groups) == sorted([ADMIN, USER, READERS, *payroll])
+    for name in groups:
+        g = az.azure.group(az.group(name))
+        assert g["description"].startswith(OWNER_MARKER)
+        assert (g["securityEnabled"], g["mailEnabled"]) == (True, False)
+    assert az.members(ADMIN) == ["alice"]
+    assert az.members(USER) == ["bob", "carol"]
+    assert az.members(READERS) == ["dave"]
+    assert az.members("finance.payroll-admin") == ["erin"]
+    assert az.roles(ADMIN) == [OWNER]
+    assert az.roles(USER) == [CONTRIBUTOR]
+    assert az.roles(READERS) == [READER]
+    assert az.roles("finance.payroll-admin", "payroll") == [OWNER]
+    assert az.roles(ADMIN, "payroll") == []
+
+    after = az.cli("plan", "--detailed-exitcode")
+    assert after.code == 0, after.out + after.err
+    assert "Plan: 0 to add, 0 to remove, 0 warnings." in after.out
+
+
+def test_lookup_by_user_principal_name_with_case_and_ambiguity(az: AzProject) -> None:
+    az.azure.reset()
+    az.users = {
+        "alice": az.azure.add_user("alice.a@corp.example", upn="alice@example.com"),
+        "bob": az.azure.add_user("bob.b@corp.example", upn="Bob@Example.com"),  # only the case differs
+        "carol": az.azure.add_user("carol@example.com", upn="carol.c@corp.example"),  # mail would match
+        "dave": az.azure.add_user(None, upn="dave@example.com"),
+        "erin": az.azure.add_user(None, upn="erin@example.com"),
+    }
+    az.replication["aadUserLookupStrategy"] = "UserByUsernameLookupStrategy"
+    az.write_config()
+    plan = az.cli("plan", "-o", "json")
+    ledger = next(t for t in plan.json()["tenants"] if t["tenant"] == LEDGER)
+    codes = sorted((w["code"], w["euid"]) for w in ledger["warnings"])
+    assert codes == [("CASE_MISMATCH", "bob"), ("USER_NOT_FOUND", "carol")]
+    az.converge()
+    assert az.members(ADMIN) == ["alice"]
+    assert az.members(USER) == ["bob"]
+    assert az.members(READERS) == ["dave"]
+
+    twin = az.azure.add_user(None, upn="DAVE@example.com")  # a second user for dave's key
+    az.replication["lookupCacheTtl"] = 0  # ask Entra ID again, not the store's lookup cache
+    az.write_config()
+    plan = az.cli("plan", "-o", "json")
+    ledger = next(t for t in plan.json()["tenants"] if t["tenant"] == LEDGER)
+    assert ("AMBIGUOUS_MATCH", "dave") in {(w["code"], w["euid"]) for w in ledger["warnings"]}
+    az.converge()
+    assert az.members(READERS) == ["dave"]  # an ambiguous user who already holds the role keeps it
+    assert twin not in az.azure.members(az.group(READERS))
+
+
+def test_more_than_a_page_of_members(az: AzProject) -> None:
+    crowd = [f"p{i:03d}" for i in range(130)]
+    for name in crowd:
+        az.users[name] = az.azure.add_user(f"{name}@example.com")
+    az.write_inventory(inventory({"admin": ("alice",), "user": tuple(crowd), "reader": ("dave",)}) + [
+        user(n, n) for n in crowd
+    ])
+    az.converge()
+    assert az.members(USER) == crowd
+    again = az.cli("plan", "--detailed-exitcode")
+    assert again.code == 0, again.out  # all 130 members observed across two pages
+    assert az.azure.count("graph", "GET", r"/members$") >= 2
+
+
+def test_unmanaged_members_and_role_assignments_are_removed(az: AzProject) -> None:
+    az.converge()
+    sub = f"/subscriptions/{SUBS['ledger']}"
+    erin = az.users["erin"]
+    az.azure.add_member(az.group(USER), erin)
+    az.azure.add_assignment(sub, az.group(USER), READER)
+    other = az.azure.add_group("someone-else", "made by hand")
+    az.azure.add_assignment(sub, other, READER)
+    r = az.cli("plan")
+    assert f"- remove member erin@example.com from {USER}" in r.out
+    assert f"- revoke {READER} from {USER}" in r.out
+    az.converge()
+    assert az.members(USER) == ["bob", "carol"]
+    assert az.roles(USER) == [CONTRIBUTOR]
+    assert az.azure.roles(other, sub) == [READER]  # not our group: untouched
+
+    az.azure.add_assignment(sub, az.group(USER), READER)
+    az.platform_extra = {"externalGrants": "keep"}
+    az.write_config()
+    r = az.cli("plan", "--detailed-exitcode")
+    assert r.code == 0, r.out
+    assert f"~ keep {READER} on {USER}" in r.out
+    az.converge()
+    assert az.roles(USER) == sorted([CONTRIBUTOR, READER])
+
+
+def test_pattern_change_renames_make_before_break(az: AzProject) -> None:
+    az.converge()
+    old = {n: az.group(n) for n in (ADMIN, USER, READERS)}
+    az.pattern = "#{workspaceIdentifier}-#{projectIdentifier}-#{platformGroupAlias}"
+    az.write_config()
+    az.converge()
+    groups = az.azure.groups()
+    assert sorted(groups) == sorted(
+        f"finance-{p}-{a}" for p in ("ledger", "payroll") for a in ("admin", "user", "reader")
+    )
+    assert not set(old.values()) & {i for ids in groups.values() for i in ids}
+    assert az.members("finance-ledger-user") == ["bob", "carol"]
+    assert az.roles("finance-ledger-admin") == [OWNER]
+    assert az.azure.assignments(old[ADMIN]) == []  # the old group's assignments went with it
+    assert az.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_deletion_guard_withholds_mass_removal(az: AzProject) -> None:
+    az.converge()
+    az.replication["maxDeletions"] = 1
+    az.write_config()
+    az.write_inventory(inventory({"admin": ("alice",), "user": (), "reader": ()}))
+    r = az.cli("reconcile", "--all")
+    assert r.code == 1
+    assert "DELETION_GUARD" in r.out + r.err
+    assert az.members(USER) == ["bob", "carol"]
+    assert az.members(READERS) == ["dave"]
+    done = az.cli("reconcile", "--all", "--allow-deletions")
+    assert done.code == 0, done.out + done.err
+    assert az.members(USER) == []
+    assert az.members(READERS) == []
+    assert az.members(ADMIN) == ["alice"]
+
+
+def test_b2b_guests_are_invited_once_and_added(az: AzProject) -> None:
+    az.driver_extra = {"b2bGuestInvitation": {"enabled": True}}
+    az.write_config()
+    az.write_inventory(
+        inventory(extra=[user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")])
+    )
+    plan = az.cli("plan")
+    assert plan.out.count("+ ensure user zoe@example.com") == 1
+    assert "USER_NOT_FOUND" not in plan.out
+    az.converge()
+    guest = az.azure.user_by_mail("zoe@example.com")
+    assert guest is not None
+    assert guest["userType"] == "Guest"
+    assert guest["id"] in az.azure.members(az.group(READERS))
+    assert [i["sendInvitationMessage"] for i in az.azure.state.invitations] == [False]
+    again = az.cli("plan", "--detailed-exitcode")
+    assert again.code == 0, again.out
+    az.converge()
+    assert len(az.azure.state.invitations) == 1
+
+
+def test_throttling_short_waits_converge_a_long_one_fails_only_that_run(az: AzProject) -> None:
+    az.azure.throttle("GET", "^/v1.0/users$", count=1, retry_after="0.05")
+    az.azure.throttle("PUT", "roleAssignments", count=2, status=503, retry_after="0.05")
+    az.converge()
+    assert az.roles(ADMIN) == [OWNER]
+
+    az.write_inventory(inventory({"admin": ("alice", "erin"), "user": ("bob", "carol"), "reader": ("dave",)}))
+    az.azure.throttle("POST", r"/members/\$ref$", count=1, retry_after="3600")
+    r = az.cli("reconcile", "--all")
+    assert r.code == 1
+    assert "retry after 3600" in r.out + r.err
+    assert az.members(ADMIN) == ["alice"]
+    az.converge()
+    assert az.members(ADMIN) == ["alice", "erin"]
+
+
+def test_groups_unknown_to_entra_for_a_while_still_converge_in_one_run(az: AzProject) -> None:
+    az.azure.replication_lag = 2
+    az.converge()
+    assert az.members(USER) == ["bob", "carol"]
+    assert az.roles(READERS) == [READER]
+    assert az.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_role_names_instead_of_ids_are_a_validation_error(az: AzProject) -> None:
+    az.mappings["reader"] = ["Reader"]
+    az.write_config()
+    r = az.cli("validate")
+    assert r.code == 1
+    assert "'Reader' is not a role id this platform accepts" in r.out + r.err
+
+
+def test_no_op_reconcile_costs(az: AzProject) -> None:
+    """A converged tenant costs get_group, list_members and list_role_assignments once per owned
+    group (2 Graph + 1 ARM); with a cold lookup cache, one batched users request per 15 euids."""
+    from replicator.engine import Engine, default_driver
+    from replicator.loader import load
+    from replicator.validate import validate
+
+    az.converge()
+    drivers: list[AzureDriver] = []
+
+    def capture(platform):  # type: ignore[no-untyped-def]
+        driver = default_driver(platform)
+        assert isinstance(driver, AzureDriver)
+        drivers.append(driver)
+        return driver
+
+    def run() -> None:
+        engine = Engine(validate(load(az.config_path)), az.store(), make_driver=capture)
+        now = datetime.now(UTC)
+        report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
+        assert [r.applied for r in report.results] == [0, 0]
+        assert report.failed == []
+
+    az.azure.requests.clear()
+    run()  # lookup cache warm (the converge filled it)
+    # two tenants with 3 groups each: 9 calls per tenant, 6 of them Graph
+    assert dict(drivers[-1].api_calls) == {"get_group": 6, "list_members": 6, "list_role_assignments": 6}
+    assert az.azure.count("graph") == 12
+    assert az.azure.count("arm") == 6
+
+    az.replication["lookupCacheTtl"] = 0
+    az.write_config()
+    run()  # cold: 5 euids in one users request
+    assert drivers[-1].api_calls["list_users"] == 1
+    assert drivers[-1].api_calls.total() == 19
+
+
+def test_explain_names_the_lookup_attribute(az: AzProject) -> None:
+    az.replication["aadUserLookupStrategy"] = "UserByUsernameLookupStrategy"
+    az.write_config()
+    r = az.cli("explain", "--tenant", LEDGER, "--user", "bob")
+    assert r.code == 0, r.err
+    assert "userPrincipalName" in r.out
+    assert "bob@example.com" in r.out
+
+
+def test_the_example_reconciles_against_the_server(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    azure_server: AzureServer,
+) -> None:
+    """examples/azure as a user would adapt it: only each azure block's endpoints and credentials
+    point at the local server (scope, administrative unit and B2B settings stay as written)."""
+    import shutil
+
+    monkeypatch.setenv("AZURE_TEST_SECRET", CLIENT_SECRET)
+    azure_server.reset()
+    example = Path(__file__).resolve().parents[2] / "examples" / "azure"
+    shutil.copytree(example, tmp_path / "azure")
+    config_path = tmp_path / "azure" / "replicator.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    for platform in config["platforms"]:
+        local = azure_server.driver_options()
+        platform["azure"].update({k: local[k] for k in ("tenantId", "credentials", "graphUrl", "armUrl",
+                                                         "authorityHost", "caFile")})
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    alice = azure_server.add_user("alice@example.com")  # bob is invited as a guest
+
+    def cli(*args: str) -> Result:
+        capsys.readouterr()
+        code = main(["-c", str(config_path), "--log-format", "json", *args])
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    assert cli("validate").code == 0
+    done = cli("reconcile", "--all")
+    assert done.code == 0, done.out + done.err
+    bob = azure_server.user_by_mail("bob@example.com")
+    assert bob is not None
+    assert bob["userType"] == "Guest"
+    payroll = azure_server.group_id("finance.payroll-admin")
+    assert sorted(azure_server.members(payroll)) == sorted([alice, bob["id"]])
+    assert azure_server.roles(payroll, "/subscriptions/4b2a3c5d-6e7f-4a81-9b0c-1d2e3f4a5b6c") == [
+        "b24988ac-6180-42a0-ab88-20f7382dd24c"  # the restricted landing zone: Contributor
+    ]
+    playground = azure_server.group_id("rg-playground-user")
+    rg = "/subscriptions/22222222-2222-2222-2222-222222222222/resourceGroups/rg-finance-playground"
+    assert azure_server.roles(playground, rg) == ["b24988ac-6180-42a0-ab88-20f7382dd24c"]
+    # The sandbox invites nobody: bob is found there once the workload platform has invited him
+    # (a user not found is asked again on the next run).
+    again = cli("reconcile", "--all")
+    assert again.code == 0, again.out + again.err
+    assert azure_server.members(playground) == [bob["id"]]
+    assert len(azure_server.state.invitations) == 1
+    assert cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_refused_secret_fails_the_run_without_showing_it(
+    az: AzProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZURE_TEST_SECRET", "not-the-secret-0815")
+    r = az.cli("reconcile", "--all")
+    assert r.code == 1
+    assert "cannot sign in" in r.out + r.err
+    assert "AADSTS7000215" in r.out + r.err
+    assert "not-the-secret-0815" not in r.out + r.err
+    assert az.azure.groups() == {}
+    monkeypatch.setenv("AZURE_TEST_SECRET", CLIENT_SECRET)
+    done = az.converge()
+    assert CLIENT_SECRET not in done.out + done.err
+
+
+def test_roles_written_as_full_arm_ids_converge(az: AzProject) -> None:
+    sub = SUBS["ledger"]
+    full = f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{READER.upper()}"
+    az.converge()  # READER granted as a GUID
+    az.mappings["reader"] = [full]  # the same role definition, now spelled as an ARM id
+    az.write_config()
+    az.converge()
+    assert az.roles(READERS) == [READER]
+    assert az.cli("plan", "--detailed-exitcode").code == 0

@@ -1,0 +1,609 @@
+"""AzureDriver against the local Graph v1.0 + ARM + token server (``tests.support.azure_server``).
+
+The real SDKs run unmodified over HTTPS: azure-identity's ClientSecretCredential (MSAL) fetches a
+token from the server's token endpoint, msgraph-sdk calls Graph, azure-mgmt-authorization calls
+ARM. Every result is read back from the server's state, never through the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from platforms.azure import (
+    AzureDriver,
+    AzureOptions,
+    assignment_name,
+    mail_nickname,
+    odata_string,
+)
+from platforms.contract import (
+    OWNER_MARKER,
+    Action,
+    Change,
+    ForeignObjectError,
+    OwnedGroup,
+    PermanentError,
+    PlatformConfigError,
+    PlatformUser,
+    RetryableError,
+    TenantRef,
+)
+from tests.support.azure_server import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    MSI_HEADER,
+    AzureServer,
+    client_certificate,
+    federated_token,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PLATFORM = "azure.test"
+SUB = "0b1f6d2c-3a4e-4c5d-8e9f-1a2b3c4d5e6f"
+SCOPE = f"/subscriptions/{SUB}"
+OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+ADMIN = "acme.web-admin"
+SECRET_ENV = "AZURE_TEST_SECRET"
+
+MakeDriver = Callable[..., AzureDriver]
+
+
+class RecordingBudget:
+    """A CallBudget that records the pauses a driver asks for."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self.entered = 0
+
+    async def __aenter__(self) -> None:
+        self.entered += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+
+
+@pytest.fixture(scope="session")
+def azure_server() -> Iterator[AzureServer]:
+    with AzureServer() as server:
+        yield server
+
+
+@pytest.fixture
+def azure(azure_server: AzureServer, monkeypatch: pytest.MonkeyPatch) -> AzureServer:
+    monkeypatch.setenv(SECRET_ENV, CLIENT_SECRET)
+    azure_server.reset()
+    azure_server.page_size = 100
+    azure_server.arm_page_size = 50
+    return azure_server
+
+
+@pytest.fixture
+def tenant() -> TenantRef:
+    return TenantRef(f"acme/web/{PLATFORM}", PLATFORM, SUB)
+
+
+@pytest.fixture
+async def make_driver(azure: AzureServer) -> AsyncIterator[MakeDriver]:
+    drivers: list[AzureDriver] = []
+
+    def make(**extra: Any) -> AzureDriver:
+        driver = AzureDriver(PLATFORM, azure.driver_options(**extra))
+        drivers.append(driver)
+        return driver
+
+    yield make
+    for d in drivers:
+        await d.close()
+
+
+@pytest.fixture
+def driver(make_driver: MakeDriver) -> AzureDriver:
+    return make_driver()
+
+
+def marker(tenant: TenantRef) -> str:
+    return f"{OWNER_MARKER} tenant={tenant.key}"
+
+
+async def create(driver: AzureDriver, tenant: TenantRef, name: str = ADMIN) -> str:
+    gid = await driver.apply(tenant, Change(Action.CREATE_GROUP, name, "admin"), None)
+    assert gid is not None
+    return gid
+
+
+# --- options, capabilities, pure helpers ---------------------------------------------------------
+
+
+def test_import_does_not_load_the_sdks() -> None:
+    code = (
+        "import sys, platforms.registry\n"
+        "platforms.registry.driver_class('azure')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('msgraph', 'msgraph_core', 'kiota_http', 'kiota_abstractions', 'azure', 'msal', 'httpx'))\n"
+        "assert not loaded, loaded\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_options_resolve_the_lookup_strategy_and_capabilities() -> None:
+    from replicator.config import ReplicationConfig
+
+    base = {"tenantId": "t", "credentials": {"clientId": "c", "clientSecret": {"env": "X"}}}
+    assert AzureOptions.model_validate(base).lookup_attribute == "mail"
+    by_upn = ReplicationConfig(aad_user_lookup_strategy="UserByUsernameLookupStrategy")
+    opts = AzureOptions.model_validate(base, context={"replication": by_upn})
+    assert opts.user_lookup_strategy == "UserByUsernameLookupStrategy"
+    assert AzureDriver.capabilities_for(opts).lookup_attribute == "userPrincipalName"
+    assert AzureDriver.capabilities_for(opts).ensures_users is False
+    explicit = {**base, "userLookupStrategy": "UserByMailLookupStrategy"}
+    assert AzureOptions.model_validate(explicit, context={"replication": by_upn}).lookup_attribute == "mail"
+    guests = AzureOptions.model_validate({**base, "b2bGuestInvitation": {"enabled": True}})
+    assert AzureDriver.capabilities_for(guests).ensures_users is True
+    assert AzureDriver.capabilities.external_grants_default == "remove"
+    for other in (
+        {"certificateFile": "/c.pem", "clientId": "c"},
+        {"workloadIdentity": {}},
+        {"managedIdentity": {"clientId": "x"}},
+    ):
+        assert AzureOptions.model_validate({**base, "credentials": other}).credentials
+    with pytest.raises(ValueError, match="subscriptionId"):
+        AzureOptions.model_validate({**base, "scope": "resourceGroup"})
+    with pytest.raises(ValueError, match="bogus"):
+        AzureOptions.model_validate({**base, "bogus": 1})
+    with pytest.raises(ValueError, match="clientSecret"):
+        AzureOptions.model_validate({**base, "credentials": {"clientId": "c", "clientSecret": "literal"}})
+    with pytest.raises(PlatformConfigError):
+        AzureDriver(PLATFORM, {"tenantId": "t"})
+    schema = AzureOptions.model_json_schema(by_alias=True)
+    assert schema["properties"]["userLookupStrategy"]["description"].startswith("User attribute")
+
+
+def test_roles_names_and_literals() -> None:
+    caps = AzureDriver.capabilities
+    assert caps.check_role(READER) is None
+    full = f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{READER}"
+    assert caps.check_role(full) is None
+    assert caps.check_role("Reader") is not None
+    assert caps.check_role("arn:aws:sso:::permissionSet/x") is not None
+    assert caps.check_group_name("a" * 256) is None
+    assert caps.check_group_name("a" * 257) is not None
+    assert caps.check_group_name("tab\there") is not None
+    assert odata_string("o'neil@example.com") == "'o''neil@example.com'"
+    for name in ("finance.ledger-admin", "Ünïcode (test) [x] a@b; c:d <e>, f", "x" * 200):
+        nick = mail_nickname(name)
+        assert len(nick) <= 64
+        assert all(33 <= ord(ch) <= 126 and ch not in '@()\\[]";:<>,' for ch in nick), nick
+    assert mail_nickname("finance.ledger-admin") == "finance.ledger-admin"
+    assert mail_nickname("a b") != mail_nickname("a,b")
+    assert assignment_name(SCOPE, "g", READER) == assignment_name(SCOPE.upper(), "G", full.upper())
+    assert assignment_name(SCOPE, "g", READER) != assignment_name(SCOPE, "g", OWNER)
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+
+async def test_secret_problems_are_config_errors_without_the_value(
+    azure: AzureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SECRET_ENV)
+    driver = AzureDriver(PLATFORM, azure.driver_options())
+    with pytest.raises(PlatformConfigError, match=SECRET_ENV):
+        await driver.lookup_users(["x@example.com"])
+    await driver.close()
+    monkeypatch.setenv(SECRET_ENV, "wrong-secret-4711")
+    driver = AzureDriver(PLATFORM, azure.driver_options())
+    with pytest.raises(PlatformConfigError) as info:
+        await driver.lookup_users(["x@example.com"])
+    await driver.close()
+    assert "wrong-secret-4711" not in str(info.value)
+    assert azure.count("graph") == 0  # nothing reached Graph without a token
+
+
+async def test_certificate_credential_signs_in(
+    azure: AzureServer, tmp_path: Path, make_driver: MakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pem = client_certificate(tmp_path)
+    monkeypatch.setenv("AZURE_TEST_CERT", pem.read_text())
+    azure.add_user("alice@example.com")
+    for credentials in (
+        {"clientId": CLIENT_ID, "certificateFile": str(pem)},
+        {"clientId": CLIENT_ID, "certificate": {"env": "AZURE_TEST_CERT"}},
+    ):
+        driver = make_driver(credentials=credentials)
+        found = await driver.lookup_users(["alice@example.com"])
+        assert [u.name for u in found["alice@example.com"]] == ["alice@example.com"]
+        assert azure.token_requests[-1]["client_assertion_type"].endswith("jwt-bearer")
+    assert len(azure.token_requests) == 2
+    both = {"clientId": "c", "certificate": {"env": "X"}, "certificateFile": "f"}
+    with pytest.raises(ValueError, match="exactly one"):
+        AzureOptions.model_validate({"tenantId": "t", "credentials": both})
+
+
+async def test_workload_identity_signs_in_with_the_projected_token(
+    azure: AzureServer, tmp_path: Path, make_driver: MakeDriver
+) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(federated_token())
+    workload = {"workloadIdentity": {"clientId": CLIENT_ID, "tokenFile": str(token_file)}}
+    azure.add_user("alice@example.com")
+    found = await make_driver(credentials=workload).lookup_users(["alice@example.com"])
+    assert len(found["alice@example.com"]) == 1
+    assert azure.token_requests[-1]["client_assertion"] == token_file.read_text()
+    token_file.write_text(federated_token(issuer="https://somewhere.else"))
+    with pytest.raises(PlatformConfigError, match="AADSTS70021"):
+        await make_driver(credentials=workload).lookup_users(["bob@example.com"])
+
+
+async def test_managed_identity_signs_in_through_the_app_service_endpoint(
+    azure: AzureServer, make_driver: MakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{azure.url}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", MSI_HEADER)
+    azure.add_user("alice@example.com")
+    driver = make_driver(credentials={"managedIdentity": {}})
+    found = await driver.lookup_users(["alice@example.com"])
+    assert len(found["alice@example.com"]) == 1
+    assert azure.token_requests == [{"managed_identity": f"{azure.url}"}]
+
+
+# --- lookup --------------------------------------------------------------------------------------
+
+
+async def test_lookup_by_mail_batched_case_insensitive_cached(
+    azure: AzureServer, driver: AzureDriver
+) -> None:
+    ids = {f"user{i:02d}@example.com": azure.add_user(f"User{i:02d}@Example.com") for i in range(40)}
+    quoted = azure.add_user("o'neil@example.com")
+    twin_a = azure.add_user("twin@example.com", upn="twin.a@example.com")
+    twin_b = azure.add_user("TWIN@example.com", upn="twin.b@example.com")
+    euids = [*ids, "o'neil@example.com", "twin@example.com", "nobody@example.com"]
+    found = await driver.lookup_users(euids)
+    assert {e: [u.id for u in found[e]] for e in ids} == {e: [i] for e, i in ids.items()}
+    assert found["user07@example.com"][0].name == "User07@Example.com"  # the platform's spelling
+    assert [u.id for u in found["o'neil@example.com"]] == [quoted]
+    assert sorted(u.id for u in found["twin@example.com"]) == sorted([twin_a, twin_b])
+    assert found["nobody@example.com"] == ()
+    assert azure.count("graph", "GET", "^/v1.0/users$") == 3  # 43 values, 15 a request
+    assert driver.api_calls["list_users"] == 3
+    again = await driver.lookup_users(["USER01@example.com", "nobody@example.com"])
+    assert [u.id for u in again["USER01@example.com"]] == [ids["user01@example.com"]]
+    assert azure.count("graph", "GET", "^/v1.0/users$") == 3  # cached in the instance
+
+
+async def test_lookup_by_user_principal_name(azure: AzureServer, make_driver: MakeDriver) -> None:
+    driver = make_driver(userLookupStrategy="UserByUsernameLookupStrategy")
+    jane = azure.add_user("jane.doe@corp.example", upn="JDoe@corp.example")
+    azure.add_user("jdoe@corp.example", upn="john@corp.example")  # same mail-ish key, other upn
+    found = await driver.lookup_users(["jdoe@corp.example"])
+    assert [(u.id, u.name) for u in found["jdoe@corp.example"]] == [(jane, "JDoe@corp.example")]
+
+
+# --- groups --------------------------------------------------------------------------------------
+
+
+async def test_create_group_marked_security_enabled_idempotent(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    gid = await create(driver, tenant)
+    group = azure.group(gid)
+    assert group["displayName"] == ADMIN
+    assert group["description"] == marker(tenant)
+    assert group["securityEnabled"] is True
+    assert group["mailEnabled"] is False
+    assert group["mailNickname"] == ADMIN
+    assert await create(driver, tenant) == gid
+    assert azure.groups()[ADMIN] == [gid]
+
+
+async def test_create_group_with_odd_name_and_in_an_administrative_unit(
+    azure: AzureServer, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    driver = make_driver(administrativeUnitId="au-1")
+    name = "Fïnance (EU): ledger, admin's"
+    gid = await create(driver, tenant, name)
+    assert azure.group(gid)["displayName"] == name
+    assert azure.state.unit_members["au-1"] == [gid]
+    assert await create(driver, tenant, name) == gid  # found again by name (quote doubled)
+
+
+async def test_foreign_group_names_are_refused_and_ours_preferred(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    azure.add_group(ADMIN, "made by hand")
+    with pytest.raises(ForeignObjectError, match="not ours"):
+        await create(driver, tenant)
+    other = TenantRef("acme/other/azure.test", PLATFORM, SUB)
+    azure.add_group("acme.web-user", marker(other))
+    with pytest.raises(ForeignObjectError):
+        await create(driver, tenant, "acme.web-user")
+    ours = azure.add_group("acme.web-user", marker(tenant))  # Entra ID allows the same name twice
+    assert await create(driver, tenant, "acme.web-user") == ours
+
+
+async def test_add_and_remove_member_twice(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    gid = await create(driver, tenant)
+    alice = PlatformUser(azure.add_user("alice@example.com"), "alice@example.com")
+    for _ in range(2):
+        await driver.apply(tenant, Change(Action.ADD_MEMBER, ADMIN, "admin", user=alice), gid)
+    assert azure.members(gid) == [alice.id]
+    for _ in range(2):
+        await driver.apply(tenant, Change(Action.REMOVE_MEMBER, ADMIN, "admin", user=alice), gid)
+    assert azure.members(gid) == []
+
+
+async def test_a_new_group_unknown_for_a_while_is_retried_then_retryable(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    azure.replication_lag = 3
+    gid = await create(driver, tenant)
+    alice = PlatformUser(azure.add_user("alice@example.com"), "alice@example.com")
+    await driver.apply(tenant, Change(Action.ADD_MEMBER, ADMIN, "admin", user=alice), gid)
+    assert azure.members(gid) == [alice.id]
+    assert driver.api_calls["add_member"] == 4  # three 404s inside the replication window
+    await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role=READER), gid)
+    assert azure.roles(gid, SCOPE) == [READER]
+
+    azure.replication_lag = 50
+    late = await create(driver, tenant, "acme.web-reader")
+    with pytest.raises(RetryableError, match="not visible"):
+        await driver.apply(tenant, Change(Action.ADD_MEMBER, "acme.web-reader", "reader", user=alice), late)
+    with pytest.raises(RetryableError, match="PrincipalNotFound"):
+        await driver.apply(tenant, Change(Action.GRANT, "acme.web-reader", "reader", role=READER), late)
+    assert azure.members(late) == []
+
+
+# --- role assignments ----------------------------------------------------------------------------
+
+
+async def test_grant_and_revoke_exact_assignments(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    gid = await create(driver, tenant)
+    other = azure.add_group("someone-else", "made by hand")
+    azure.add_assignment(SCOPE, other, READER)
+    by_hand = azure.add_assignment(SCOPE, gid, OWNER)  # our group, the role we are about to grant
+    for _ in range(2):
+        await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role=READER), gid)
+        await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role=OWNER), gid)
+    assert azure.roles(gid, SCOPE) == sorted([READER, OWNER])
+    names = {a["name"] for a in azure.assignments(gid, SCOPE)}
+    assert names == {assignment_name(SCOPE, gid, READER), by_hand}  # 409 RoleAssignmentExists: success
+    assignment = next(a for a in azure.assignments(gid, SCOPE) if a["name"] != by_hand)
+    assert assignment["properties"]["principalType"] == "Group"
+    assert assignment["properties"]["roleDefinitionId"].endswith(f"/roleDefinitions/{READER}")
+    for _ in range(2):
+        await driver.apply(tenant, Change(Action.REVOKE, ADMIN, "admin", role=OWNER), gid)
+    assert azure.roles(gid, SCOPE) == [READER]
+    assert azure.roles(other, SCOPE) == [READER]  # someone else's assignment of a role we revoke stays
+    await driver.apply(tenant, Change(Action.REVOKE, ADMIN, "admin", role=READER), gid)
+    assert azure.roles(gid, SCOPE) == []
+    assert azure.roles(other, SCOPE) == [READER]
+
+
+async def test_resource_group_scope_leaves_inherited_assignments_alone(
+    azure: AzureServer, make_driver: MakeDriver
+) -> None:
+    driver = make_driver(scope="resourceGroup", subscriptionId=SUB)
+    rg = TenantRef(f"acme/web/{PLATFORM}", PLATFORM, "rg-web")
+    rg_scope = f"{SCOPE}/resourceGroups/rg-web"
+    gid = await create(driver, rg)
+    azure.add_assignment(SCOPE, gid, OWNER)  # on the subscription: inherited, not the tenant's
+    await driver.apply(rg, Change(Action.GRANT, ADMIN, "admin", role=READER), gid)
+    observed = await driver.observe(rg, [OwnedGroup("admin", ADMIN, gid)], {"admin": ADMIN})
+    assert observed.groups[0].roles == frozenset({READER})
+    await driver.apply(rg, Change(Action.REVOKE, ADMIN, "admin", role=OWNER), gid)
+    assert azure.roles(gid, SCOPE) == [OWNER]
+    assert azure.roles(gid, rg_scope) == [READER]
+
+
+async def test_roles_keep_the_inventory_spelling(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    full = f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{READER}"
+    gid = await create(driver, tenant)
+    await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role=full), gid)
+    observed = await driver.observe(tenant, [OwnedGroup("admin", ADMIN, gid, frozenset({full}))], {})
+    assert observed.groups[0].roles == frozenset({full})
+    # The plan may revoke the other spelling of a role it just granted: that revoke keeps it.
+    await driver.apply(tenant, Change(Action.REVOKE, ADMIN, "admin", role=READER), gid)
+    assert azure.roles(gid, SCOPE) == [READER]
+
+
+# --- observe -------------------------------------------------------------------------------------
+
+
+async def test_observe_pages_members_and_assignments_to_the_end(
+    azure: AzureServer, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    driver = make_driver(pageSize=100)
+    azure.arm_page_size = 2
+    gid = await create(driver, tenant)
+    users = [azure.add_user(f"u{i:03d}@example.com") for i in range(250)]
+    for uid in users:
+        azure.add_member(gid, uid)
+    nested = azure.add_group("nested", "made by hand")
+    azure.add_member(gid, nested)
+    for role in (READER, OWNER, CONTRIBUTOR):
+        azure.add_assignment(SCOPE, gid, role)
+    observed = await driver.observe(tenant, [OwnedGroup("admin", ADMIN, gid)], {"admin": ADMIN})
+    (group,) = observed.groups
+    assert len(group.members) == 251
+    assert PlatformUser(users[0], "u000@example.com") in group.members
+    assert PlatformUser(nested, nested) in group.members  # a nested group: unmanaged, reported by id
+    assert group.roles == frozenset({READER, OWNER, CONTRIBUTOR})
+    assert driver.api_calls["list_members"] == 3
+    assert driver.api_calls["list_role_assignments"] == 2
+
+
+async def test_observe_vanished_foreign_pending_and_cost(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    gid = await create(driver, tenant)
+    gone = await create(driver, tenant, "acme.web-gone")
+    await driver.apply(tenant, Change(Action.DELETE_GROUP, "acme.web-gone", "gone"), gone)
+    pending = azure.add_group("acme.web-user", marker(tenant))  # a create never confirmed
+    azure.add_group("acme.web-reader", "made by hand")
+    driver.api_calls.clear()
+    azure.requests.clear()
+    observed = await driver.observe(
+        tenant,
+        [
+            OwnedGroup("admin", ADMIN, gid),
+            OwnedGroup("gone", "acme.web-gone", gone),
+            OwnedGroup("user", "acme.web-user", None),
+        ],
+        {"admin": ADMIN, "user": "acme.web-user", "reader": "acme.web-reader"},
+    )
+    assert sorted(g.id for g in observed.groups) == sorted([gid, pending])
+    assert observed.vanished == ("acme.web-gone",)
+    assert set(observed.foreign) == {"acme.web-reader"}
+    assert azure.count() == driver.api_calls.total()
+
+    driver.api_calls.clear()
+    await driver.observe(tenant, [OwnedGroup("admin", ADMIN, gid)], {"admin": ADMIN})
+    assert driver.api_calls == {"get_group": 1, "list_members": 1, "list_role_assignments": 1}
+
+
+async def test_delete_group_owned_foreign_and_gone(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    gid = await create(driver, tenant)
+    foreign = azure.add_group("acme.web-user", "made by hand")
+    with pytest.raises(ForeignObjectError):
+        await driver.apply(tenant, Change(Action.DELETE_GROUP, "acme.web-user", "user"), foreign)
+    with pytest.raises(ForeignObjectError):
+        await driver.apply(tenant, Change(Action.DELETE_GROUP, "acme.web-user", "user"), None)
+    for _ in range(2):
+        await driver.apply(tenant, Change(Action.DELETE_GROUP, ADMIN, "admin"), gid)
+    assert ADMIN not in azure.groups()
+    assert azure.groups()["acme.web-user"] == [foreign]
+
+
+# --- throttling ----------------------------------------------------------------------------------
+
+
+async def test_short_retry_after_is_waited_out_with_the_budget_paused(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    budget = RecordingBudget()
+    driver.budget = budget
+    azure.add_user("alice@example.com")
+    azure.throttle("GET", "^/v1.0/users$", count=2, retry_after="0.05")
+    found = await driver.lookup_users(["alice@example.com"])
+    assert len(found["alice@example.com"]) == 1
+    assert budget.pauses == [0.05, 0.05]
+    assert driver.api_calls["list_users"] == 3
+    gid = await create(driver, tenant)
+    azure.throttle("PUT", "roleAssignments", count=1, status=503, retry_after="0.05")
+    await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role=READER), gid)
+    assert azure.roles(gid, SCOPE) == [READER]
+    assert budget.pauses == [0.05, 0.05, 0.05]
+    assert budget.entered == driver.api_calls.total()
+
+
+async def test_long_retry_after_is_retryable_not_a_failure(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    budget = RecordingBudget()
+    driver.budget = budget
+    azure.throttle("GET", "^/v1.0/users$", retry_after="3600")
+    with pytest.raises(RetryableError) as info:
+        await driver.lookup_users(["alice@example.com"])
+    assert info.value.retry_after == 3600
+    assert budget.pauses == [3600]
+    assert azure.count("graph", "GET", "^/v1.0/users$") == 1  # not repeated by the SDK either
+    gid = await create(driver, tenant)
+    azure.throttle("GET", "roleAssignments$", retry_after="600")
+    with pytest.raises(RetryableError) as info:
+        await driver.observe(tenant, [OwnedGroup("admin", ADMIN, gid)], {})
+    assert info.value.retry_after == 600
+
+
+async def test_throttled_without_end_gives_up_retryable(
+    azure: AzureServer, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    driver = make_driver(throttleAttempts=2)
+    azure.throttle("POST", "^/v1.0/groups$", count=5, retry_after="0.01")
+    with pytest.raises(RetryableError, match="throttled"):
+        await create(driver, tenant)
+    assert azure.count("graph", "POST", "^/v1.0/groups$") == 2
+    assert ADMIN not in azure.groups()
+
+
+# --- B2B guests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["UserByMailLookupStrategy", "UserByUsernameLookupStrategy"])
+async def test_b2b_guest_is_invited_once_and_found_afterwards(
+    azure: AzureServer, make_driver: MakeDriver, tenant: TenantRef, strategy: str
+) -> None:
+    options = {"b2bGuestInvitation": {"enabled": True}, "userLookupStrategy": strategy}
+    driver = make_driver(**options)
+    assert driver.ensures_users is True
+    assert (await driver.lookup_users(["guest@home.example"]))["guest@home.example"] == ()
+    invite = Change(Action.ENSURE_USER, ADMIN, "admin", euid="guest@home.example")
+    uid = await driver.apply(tenant, invite, None)
+    assert uid is not None
+    guest = azure.user_by_mail("guest@home.example")
+    assert guest is not None
+    assert (guest["id"], guest["userType"]) == (uid, "Guest")
+    (invitation,) = azure.state.invitations
+    assert invitation["sendInvitationMessage"] is False
+    assert invitation["inviteRedirectUrl"] == "https://myapps.microsoft.com"
+    assert await driver.apply(tenant, invite, None) == uid  # the instance remembers its guest
+    assert len(azure.state.invitations) == 1
+    assert await make_driver(**options).apply(tenant, invite, None) == uid  # Graph returns the guest
+    assert len(azure.state.invitations) == 2
+    assert [u["id"] for u in azure.state.users.values() if u["mail"] == "guest@home.example"] == [uid]
+    found = await make_driver(**options).lookup_users(["Guest@home.example"])
+    assert [u.id for u in found["Guest@home.example"]] == [uid]  # a fresh driver finds the guest
+
+
+async def test_ensure_user_without_b2b_is_permanent(driver: AzureDriver, tenant: TenantRef) -> None:
+    assert driver.ensures_users is False
+    with pytest.raises(PermanentError, match="b2bGuestInvitation"):
+        await driver.apply(tenant, Change(Action.ENSURE_USER, ADMIN, "admin", euid="x@example.com"), None)
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+async def test_closed_port_is_retryable(azure: AzureServer, tenant: TenantRef) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = AzureDriver(PLATFORM, azure.driver_options(graphUrl=f"https://127.0.0.1:{port}"))
+    try:
+        with pytest.raises(RetryableError):
+            await driver.lookup_users(["x@example.com"])
+    finally:
+        await driver.close()
+
+
+async def test_incomplete_changes_are_permanent(driver: AzureDriver, tenant: TenantRef) -> None:
+    with pytest.raises(PermanentError, match="no platform id"):
+        await driver.apply(tenant, Change(Action.ADD_MEMBER, ADMIN, "admin"), None)
+    with pytest.raises(PermanentError, match="names no user"):
+        await driver.apply(tenant, Change(Action.ADD_MEMBER, ADMIN, "admin"), "gid")
+    with pytest.raises(PermanentError, match="names no role"):
+        await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin"), "gid")
