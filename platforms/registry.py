@@ -27,6 +27,7 @@ class DriverSpec:
 DRIVERS: dict[str, DriverSpec] = {
     "aws": DriverSpec("aws", "platforms.aws", "AwsDriver"),
     "azure": DriverSpec("azure", "platforms.azure", "AzureDriver"),
+    "cloudfoundry": DriverSpec("cloudfoundry", "platforms.cloudfoundry", "CloudFoundryDriver"),
     "gcp": DriverSpec("gcp", "platforms.gcp", "GcpDriver"),
     "kubernetes": DriverSpec("kubernetes", "platforms.kubernetes", "KubernetesDriver"),
     "openshift": DriverSpec("openshift", "platforms.kubernetes", "OpenShiftDriver"),
