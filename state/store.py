@@ -131,7 +131,13 @@ class Store:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         try:
-            with self.engine.begin() as conn:
+            with _sqlite_file_lock(self.engine), self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    # Replicas starting together on an empty database would race to create the
+                    # same tables: one migrates, the others wait here and then find nothing to do.
+                    from sqlalchemy import text
+
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7210551)"))
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except SQLAlchemyError as e:
@@ -562,6 +568,24 @@ class Store:
             s.execute(
                 delete(LookupRow).where(LookupRow.platform == platform, LookupRow.euid.in_(list(euids)))
             )
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """Processes migrating one new SQLite file at once (a plan next to a starting daemon) take
+    turns through a lock file beside it; other databases need none (PostgreSQL: advisory lock)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

@@ -238,3 +238,16 @@ def test_two_stores_race_for_one_lease(store_url: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_replicas_starting_together_migrate_once(store_url: str) -> None:
+    """Several processes opening one empty database at once (replicas of a new Deployment): every
+    one of them comes up, none fails on a half-created schema."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def open_close(_: int) -> str:
+        Store(store_url).close()
+        return "ok"
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(open_close, range(4))) == ["ok"] * 4
