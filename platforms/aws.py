@@ -273,7 +273,7 @@ class AwsDriver(Driver):
 
         opts = self.options
         config = Config(
-            retries={"mode": "standard", "max_attempts": opts.max_attempts},
+            retries={"mode": "standard", "total_max_attempts": opts.max_attempts},
             user_agent_extra="replicator",
         )
         session = boto3.Session(region_name=opts.region)

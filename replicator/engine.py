@@ -319,7 +319,7 @@ class Engine:
             if refused:
                 result.error, result.error_kind = refused, "stale"
             elif apply:
-                self._adopt(ref.platform, ref.key, observed, owned)
+                self._adopt(desired, observed, owned)
                 if desired.deleted and any(c.action is not Action.DELETE_GROUP for c in plan.changes):
                     self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "Revoking")
                 await self._apply(driver, plan, observed, run_id, result)
@@ -366,15 +366,36 @@ class Engine:
         return result
 
     def _adopt(
-        self, platform: str, tenant: str, observed: ObservedTenant, owned: Sequence[OwnedGroup]
+        self,
+        desired: DesiredTenant,
+        observed: ObservedTenant,
+        owned: Sequence[OwnedGroup],
     ) -> None:
-        """Complete what a crashed run left: confirm groups the driver found by name with our marker,
-        and forget records of groups that vanished from the platform."""
+        """Bring the store's records in line with what the platform shows, before anything is
+        applied. A change whose answer was lost (a dropped connection, a timeout after the platform
+        acted, a crash between the call and the record) left the record behind the platform:
+
+        - groups the driver found by name with our marker are confirmed; vanished ones forgotten;
+        - a role that is on an owned group and desired for it is recorded as ours (its grant may
+          have happened without the answer reaching us), so that it is revoked when unmapped;
+        - a recorded role or member the group no longer has is forgotten (its revoke or removal
+          happened), so that nobody's later access is mistaken for ours."""
+        ref = desired.ref
+        platform, tenant = ref.platform, ref.key
         known = {o.name: o for o in owned}
+        wanted_roles = {g.name: g.roles for g in desired.groups}
         for g in observed.groups:
             rec = known.get(g.name)
             if rec is None or rec.platform_id != g.id:
                 self.store.confirm_group(platform, tenant, g.name, g.id, g.alias)
+            recorded_roles = rec.roles if rec is not None else frozenset()
+            for role in sorted((g.roles & wanted_roles.get(g.name, frozenset())) - recorded_roles):
+                self.store.add_group_role(platform, tenant, g.name, role)
+            for role in sorted(recorded_roles - g.roles):
+                self.store.remove_group_role(platform, tenant, g.name, role)
+            present = {u.id for u in g.members}
+            for user_id in sorted((rec.members if rec is not None else frozenset()) - present):
+                self.store.remove_group_member(platform, tenant, g.name, user_id)
         for name in observed.vanished:
             self.store.forget_group(platform, tenant, name)
 

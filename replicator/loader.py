@@ -4,6 +4,7 @@ where every object came from so each problem can be reported with file, line, ob
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,9 +109,17 @@ def field_path(loc: Sequence[str | int]) -> str:
 def read_yaml_documents(path: Path) -> tuple[list[tuple[Any, yaml.Node]], list[Problem]]:
     """Every document of a YAML file with its node; a syntax error is a located problem."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        raw = path.read_bytes()
+    except OSError as e:
         return [], [Problem(str(path), None, None, None, f"cannot read: {e}")]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        where = raw[: e.start].count(b"\n") + 1
+        return [], [Problem(str(path), where, None, None, f"cannot read: {e}")]
+    deep = _too_deep(text)
+    if deep is not None:
+        return [], [_deep_problem(path, deep)]
     docs: list[tuple[Any, yaml.Node]] = []
     loader = _Loader(text)
     try:
@@ -120,12 +129,64 @@ def read_yaml_documents(path: Path) -> tuple[list[tuple[Any, yaml.Node]], list[P
                 docs.append((loader.construct_document(node), node))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
+        position = getattr(e, "position", None)  # a ReaderError (a character YAML does not allow)
+        if mark is not None:
+            line: int | None = mark.line + 1
+        elif isinstance(position, int):
+            line = text[:position].count("\n") + 1
+        else:
+            line = None
         reason = getattr(e, "problem", None) or str(e)
         return docs, [Problem(str(path), line, None, None, f"invalid YAML: {reason}")]
     finally:
         loader.dispose()
     return docs, []
+
+
+MAX_DEPTH = 100
+"""Nesting levels a YAML file may have (meshObjects need fewer than ten). Composing a document is
+recursive in libyaml's binding: tens of thousands of ``[`` crash the process (segfault)."""
+_BRACKETS = re.compile(r"[\[\]{}]")
+# Quoted scalars (they start at a token boundary) and comments: their brackets do not nest.
+_NOT_STRUCTURE = re.compile(r"""(?<![^\s\[{,:])(?:"(?:[^"\\]|\\.)*"|'(?:[^']|'')*')|(?<!\S)#[^\n]*""")
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where ``text`` nests deeper than MAX_DEPTH, or None. A cheap estimate of the flow
+    nesting first (block nesting needs indentation, so it cannot be deep in a small file); only
+    when it says "deep" are the events parsed (iteratively) for the exact depth and line."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    depth = estimate = 0
+    for ch in _BRACKETS.findall(_NOT_STRUCTURE.sub("", text)):
+        depth = depth + 1 if ch in "[{" else max(depth - 1, 0)
+        estimate = max(estimate, depth)
+        if estimate > MAX_DEPTH:
+            break
+    if estimate <= MAX_DEPTH:
+        return None
+    loader = _Loader(text)
+    depth = 0
+    try:
+        while True:
+            event = loader.get_event()  # type: ignore[no-untyped-call]
+            if event is None or isinstance(event, yaml.StreamEndEvent):
+                return None
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    return int(mark.line) + 1 if mark is not None else 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # composing reports it, with its line
+    finally:
+        loader.dispose()
+
+
+def _deep_problem(path: Path, line: int) -> Problem:
+    return Problem(str(path), line, None, None, f"nested deeper than {MAX_DEPTH} levels")
 
 
 def default_config_path() -> Path:
@@ -171,6 +232,7 @@ def apply_env_overrides(data: dict[str, Any], environ: os._Environ[str] | dict[s
             not name.startswith("REPLICATOR_")
             or name == "REPLICATOR_CONFIG"
             or name.startswith("REPLICATOR_KEY_")
+            or _SERVICE_LINK.match(name)
         ):
             continue
         keys = [_camel(k) for k in name[len("REPLICATOR_") :].split("__") if k]
@@ -189,12 +251,27 @@ def apply_env_overrides(data: dict[str, Any], environ: os._Environ[str] | dict[s
     return out
 
 
+_SERVICE_LINK = re.compile(
+    r"^REPLICATOR_(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)$"
+)
+"""Variables Kubernetes injects for a Service named ``replicator...`` (``REPLICATOR_SERVICE_HOST``,
+``REPLICATOR_PORT_8080_TCP_ADDR``, ...): not config overrides."""
+
+
 def _camel(snake: str) -> str:
     head, *rest = snake.lower().split("_")
     return head + "".join(w.capitalize() for w in rest)
 
 
 _OBJECT = TypeAdapter(MeshObject)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value read from YAML for a message, bounded: only scalars are shown (YAML aliases turn a
+    small file into an exponentially large structure, whose ``str`` would never finish)."""
+    text = repr(value) if isinstance(value, str | int | float | bool | None) else f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _label(data: Any) -> str:
@@ -204,11 +281,12 @@ def _label(data: Any) -> str:
     raw_meta = data.get("metadata")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     ident = "/".join(
-        str(meta[k])
+        str(meta[k]) if isinstance(meta[k], str | int | float | bool) else _short(meta[k])
         for k in ("ownedByWorkspace", "ownedByProject", "name", "platformIdentifier")
         if meta.get(k)
     )
-    return f"{kind} {ident}".strip()
+    kind_text = kind if isinstance(kind, str) else _short(kind)
+    return f"{kind_text} {ident}".strip()
 
 
 def inventory_files(base: Path, entries: Sequence[str]) -> tuple[list[Path], list[Problem]]:
@@ -217,7 +295,15 @@ def inventory_files(base: Path, entries: Sequence[str]) -> tuple[list[Path], lis
     for entry in entries:
         p = Path(entry) if Path(entry).is_absolute() else base / entry
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix in _YAML_SUFFIXES and f.is_file())
+            # Hidden entries are skipped: a ConfigMap volume holds every file twice, once under
+            # the kubelet's `..<timestamp>/` directory (and `..data`).
+            files += sorted(
+                f
+                for f in p.rglob("*")
+                if f.suffix in _YAML_SUFFIXES
+                and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
         elif p.is_file():
             files.append(p)
         else:
@@ -247,7 +333,7 @@ def load_objects(files: Sequence[Path]) -> tuple[list[LoadedObject], list[Proble
                         locate(node, ["kind"]),
                         label,
                         "kind",
-                        f"unknown kind {data.get('kind')!r} (known: {', '.join(KINDS)})",
+                        f"unknown kind {_short(data.get('kind'))} (known: {', '.join(KINDS)})",
                     )
                 )
                 continue

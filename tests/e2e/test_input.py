@@ -383,6 +383,21 @@ def test_entry_point_runs(site: Path) -> None:
     assert proc.stdout.startswith("valid:")
 
 
+def test_hidden_entries_of_an_inventory_folder_are_skipped(tmp_path: Path) -> None:
+    """A ConfigMap volume: the files, plus the kubelet's `..<timestamp>/` copy and `..data` link."""
+    from replicator.loader import inventory_files
+
+    inv = tmp_path / "inventory"
+    (inv / "..2026_11_23_12_00_00.1").mkdir(parents=True)
+    (inv / "..2026_11_23_12_00_00.1" / "org.yaml").write_text("kind: meshUser\n")
+    (inv / "..data").symlink_to("..2026_11_23_12_00_00.1")
+    (inv / "org.yaml").symlink_to("..data/org.yaml")
+    (inv / ".hidden.yaml").write_text("x: 1\n")
+    files, problems = inventory_files(tmp_path, ["inventory"])
+    assert problems == []
+    assert files == [inv / "org.yaml"]
+
+
 def test_environment_overrides_config_keys(
     site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -393,6 +408,14 @@ def test_environment_overrides_config_keys(
         "REPLICATOR_SCHEDULE__INTERVAL": "5m",
         "REPLICATOR_CONFIG": "ignored.yaml",
         "OTHER": "x",
+        # what Kubernetes injects for Services named replicator / replicator-metrics
+        "REPLICATOR_SERVICE_HOST": "10.0.0.1",
+        "REPLICATOR_SERVICE_PORT": "8080",
+        "REPLICATOR_SERVICE_PORT_HTTP": "8080",
+        "REPLICATOR_PORT": "tcp://10.0.0.1:8080",
+        "REPLICATOR_PORT_8080_TCP": "tcp://10.0.0.1:8080",
+        "REPLICATOR_PORT_8080_TCP_ADDR": "10.0.0.1",
+        "REPLICATOR_METRICS_SERVICE_HOST": "10.0.0.2",
     }
     assert apply_env_overrides({"replication": {"aadUserLookupStrategy": "x"}}, env) == {
         "replication": {"aadUserLookupStrategy": "x", "maxDeletions": 10},
