@@ -39,8 +39,10 @@ integration: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
+# Speed numbers (bench/results.md) and the long randomized fault scenario (docs/testing.md).
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
+	REPLICATOR_SCENARIO_STEPS=100 $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_scenarios.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info
