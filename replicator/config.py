@@ -157,7 +157,9 @@ class ApiKey(Model):
 
     name: str
     secret: SecretRef
-    scopes: tuple[Literal["read", "write"], ...] = ("read",)
+    scopes: tuple[Literal["read", "write", "admin"], ...] = ("read",)
+    """``read``: status and GET of objects; ``write``: triggers and object writes; ``admin``:
+    objects other sources own (take-over) and everything else."""
 
     def matches(self, presented: str) -> bool:
         """Constant-time comparison; a key whose secret cannot be read matches nothing."""
@@ -168,6 +170,114 @@ class ApiKey(Model):
         except ValueError:
             return False
         return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+class ClaimMapping(Model):
+    """Which ID-token claim fills which meshUser field."""
+
+    id: str = "sub"
+    """The claim whose value becomes the meshUser's name (stable, immutable id)."""
+    username: str = "preferred_username"
+    email: str = "email"
+    given_name: str = "given_name"
+    family_name: str = "family_name"
+    euid: str = "preferred_username"
+    """The claim that carries the euid (updated on every login)."""
+
+
+class OidcProvider(Model):
+    """An OpenID Connect identity provider whose ID tokens the daemon accepts at
+    ``POST /v1/login/{name}`` (the token is verified, then the meshUser is created or updated)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    """Short name of the provider; stored users carry the source ``oidc:<name>``."""
+    issuer: str
+    """The ``iss`` tokens must carry; the discovery document is read from
+    ``<issuer>/.well-known/openid-configuration``."""
+    audience: tuple[str, ...] = Field(min_length=1)
+    """Accepted ``aud`` values (the client ids of the applications that send logins)."""
+    algorithms: tuple[str, ...] = ("RS256",)
+    """Accepted signature algorithms; ``none`` and HMAC algorithms are refused."""
+    claims: ClaimMapping = ClaimMapping()
+    jwks_cache_ttl: Duration = 600.0
+    """How long the provider's keys are cached; an unknown ``kid`` refetches them (key rotation)
+    at most once per ``jwksMinRefresh``."""
+    jwks_min_refresh: Duration = 30.0
+    leeway: Duration = 60.0
+    """Clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
+    timeout: Duration = 10.0
+    """Timeout of each fetch of the discovery document and the keys."""
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from replicator.oidc_algorithms import check_algorithms
+
+        return check_algorithms(v)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("the issuer is a URL (https://...)")
+        return v
+
+
+class LdapAttributes(Model):
+    """Which LDAP attribute fills which meshUser field."""
+
+    id: str = "entryUUID"
+    """Attribute whose value becomes the meshUser's name (stable: ``entryUUID``, ``objectGUID``, ``uid``)."""
+    username: str = "uid"
+    email: str = "mail"
+    given_name: str = "givenName"
+    family_name: str = "sn"
+    euid: str = "uid"
+    """Attribute that carries the euid (any attribute)."""
+    group_name: str = "cn"
+    """Attribute of a group entry whose value becomes the meshUserGroup's name."""
+
+
+class LdapConnector(Model):
+    """An LDAP directory synced periodically into meshUsers and meshUserGroups (``ldap3``)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    """Short name; stored objects carry the source ``ldap:<name>``."""
+    url: str
+    """``ldap://host:389`` or ``ldaps://host:636``."""
+    bind_dn: str | None = None
+    bind_password: SecretRef | None = None
+    start_tls: bool = False
+    ca_file: str | None = None
+    user_base: str
+    user_filter: str = "(objectClass=inetOrgPerson)"
+    group_base: str | None = None
+    """Null: groups are not synced."""
+    group_filter: str = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
+    membership: Literal["member", "memberOf"] = "member"
+    """Group membership from the group's ``member`` attribute, or from the user's ``memberOf``."""
+    attributes: LdapAttributes = LdapAttributes()
+    page_size: int = Field(default=500, ge=1, le=10000)
+    interval: Duration = 900.0
+    """How often the daemon syncs."""
+    timeout: Duration = 30.0
+
+
+class ScimConfig(Model):
+    """The SCIM 2.0 service provider at ``/scim/v2`` (Entra ID, Okta provisioning)."""
+
+    enabled: bool = False
+    token: SecretRef | None = None
+    """Bearer token the provisioning client sends; required when enabled."""
+
+
+class IdentityConfig(Model):
+    """Where users and user groups come from besides the inventory files. Every source writes into
+    the state store: set ``storedObjects: true`` to use them."""
+
+    oidc: tuple[OidcProvider, ...] = ()
+    ldap: tuple[LdapConnector, ...] = ()
+    scim: ScimConfig = ScimConfig()
 
 
 class ApiConfig(Model):
@@ -220,6 +330,11 @@ class Config(Model):
     """SQLAlchemy URL of the state store; a relative SQLite path is relative to the config file."""
     inventory: tuple[str, ...] = ()
     """Files or folders of meshObjects (YAML, several documents per file), relative to the config file."""
+    stored_objects: bool = False
+    """Read the meshObjects kept in the state store too (written by the object API and the identity
+    sources). An object defined both in a file and in the store is taken from the file; files
+    are read-only through the API."""
+    identity: IdentityConfig = IdentityConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     replication: ReplicationConfig = ReplicationConfig()
     api: ApiConfig = ApiConfig()

@@ -15,13 +15,13 @@ import random
 import signal
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from platforms.contract import Driver
+from replicator.apiauth import Caller, hash_secret
 from replicator.compile import compile_tenant
 from replicator.config import PlatformConfig
 from replicator.engine import Engine, TenantResult, default_driver
@@ -163,7 +163,7 @@ class Daemon:
     def load(self) -> bool:
         """(Re)load config and inventory. A bad input keeps the last good one running."""
         try:
-            validated = validate(load(self.config_path))
+            validated = validate(load(self.config_path, self.store))
         except InputError as e:
             self.config_error = f"{len(e.problems)} problem(s): " + "; ".join(str(p) for p in e.problems[:5])
             self.metrics.config_valid.set(0)
@@ -229,7 +229,17 @@ class Daemon:
         for p in paths:
             with contextlib.suppress(OSError):
                 stamps[str(p)] = p.stat().st_mtime_ns
+        if self.validated is not None and self.validated.config.stored_objects and self.store is not None:
+            # Objects the API or an identity source wrote (on any replica).
+            with contextlib.suppress(StoreError):
+                stamps["<stored objects>"] = self.store.objects_revision()
         return stamps
+
+    def objects_changed(self) -> None:
+        """The stored objects changed on this replica (API write, login, sync): reload now, without
+        waiting for the next watch tick."""
+        self._fingerprint = self._watched()
+        self.load()
 
     def _claim_sqlite(self) -> None:
         """On SQLite (one replica only), hold the store for this replica or refuse to start."""
@@ -552,9 +562,23 @@ class Daemon:
             return f"state store unreachable: {type(e).__name__}"
         return None
 
-    def api_key_scopes(self, secret: str) -> Iterable[str] | None:
+    def identify(self, secret: str) -> Caller | None:
+        """The API caller a bearer secret belongs to: a config key, or a key created with
+        ``replicator apikey create`` (looked up by its SHA-256), else None."""
         if self.validated is None:
             return None
+        for key in self.validated.config.api.keys:
+            if key.matches(secret):
+                return Caller(key.name, frozenset(key.scopes))
+        if self.store is not None:
+            try:
+                record = self.store.api_key_by_hash(hash_secret(secret))
+                if record is not None:
+                    self.store.touch_api_key(record.name)
+                    return Caller(record.name, frozenset(record.scopes))
+            except StoreError as e:
+                log.error("cannot check an API key against the state store", error=str(e))
+        return None
         for key in self.validated.config.api.keys:
             if key.matches(secret):
                 return key.scopes

@@ -219,3 +219,26 @@ def binding_label(b: MeshProjectBinding, index: int | None = None) -> str:
     return f"meshProjectBinding {m.owned_by_workspace}/{m.owned_by_project} {name} ({b.spec.role})".replace(
         "  ", " "
     )
+
+
+def object_key(obj: Any) -> str | None:
+    """The identity of a meshObject within its kind, as the state store and the object API use it:
+    ``name`` (users, user groups, workspaces), ``workspace/name`` (projects),
+    ``workspace/project/name`` (bindings; None for a binding without a name, which only files may
+    hold), ``workspace/project/platform`` (tenants)."""
+    m = obj.metadata
+    if isinstance(obj, MeshUser | MeshUserGroup | MeshWorkspace):
+        return str(m.name)
+    if isinstance(obj, MeshProject):
+        return f"{m.owned_by_workspace}/{m.name}"
+    if isinstance(obj, MeshProjectBinding):
+        return f"{m.owned_by_workspace}/{m.owned_by_project}/{m.name}" if m.name else None
+    if isinstance(obj, MeshTenant):
+        return obj.key
+    raise TypeError(f"not a meshObject: {type(obj).__name__}")
+
+
+def object_document(obj: Any) -> dict[str, Any]:
+    """The object as in an inventory file (camelCase keys, defaults left out)."""
+    doc = obj.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    return {"apiVersion": obj.api_version, "kind": obj.kind, **doc}

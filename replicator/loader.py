@@ -8,13 +8,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from replicator.config import Config
 from replicator.inventory import KINDS, MeshObject
+
+if TYPE_CHECKING:
+    from state import Store
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 # libyaml's loader when PyYAML was built with it (10x faster); both keep line numbers in nodes.
@@ -76,6 +79,12 @@ class Loaded:
     config_source: Source
     objects: list[LoadedObject] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    file_keys: frozenset[tuple[str, str]] = frozenset()
+    """(kind, object key) of every named object read from a file (read-only through the API)."""
+    deprovisioned_users: frozenset[str] = frozenset()
+    """Users an identity source no longer has: references to them are not errors; they get no access."""
+    store_revision: int | None = None
+    """``Store.objects_revision()`` when the stored objects were read (None: not read)."""
 
 
 def locate(node: yaml.Node | None, path: Iterable[str | int]) -> int | None:
@@ -112,6 +121,12 @@ def read_yaml_documents(path: Path) -> tuple[list[tuple[Any, yaml.Node]], list[P
         raw = path.read_bytes()
     except OSError as e:
         return [], [Problem(str(path), None, None, None, f"cannot read: {e}")]
+    return parse_yaml_bytes(raw, str(path))
+
+
+def parse_yaml_bytes(raw: bytes, name: str) -> tuple[list[tuple[Any, yaml.Node]], list[Problem]]:
+    """Every document of YAML (or JSON, a subset) text named ``name`` in messages."""
+    path = name
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -185,7 +200,7 @@ def _too_deep(text: str) -> int | None:
         loader.dispose()
 
 
-def _deep_problem(path: Path, line: int) -> Problem:
+def _deep_problem(path: Path | str, line: int) -> Problem:
     return Problem(str(path), line, None, None, f"nested deeper than {MAX_DEPTH} levels")
 
 
@@ -317,37 +332,80 @@ def load_objects(files: Sequence[Path]) -> tuple[list[LoadedObject], list[Proble
     for f in files:
         docs, doc_problems = read_yaml_documents(f)
         problems += doc_problems
-        for data, node in docs:
-            if data is None:
-                continue
-            label = _label(data)
-            if not isinstance(data, dict):
-                problems.append(
-                    Problem(str(f), locate(node, ()), None, None, "a meshObject must be a mapping")
-                )
-                continue
-            if data.get("kind") not in KINDS:
-                problems.append(
-                    Problem(
-                        str(f),
-                        locate(node, ["kind"]),
-                        label,
-                        "kind",
-                        f"unknown kind {_short(data.get('kind'))} (known: {', '.join(KINDS)})",
-                    )
-                )
-                continue
-            try:
-                obj = _OBJECT.validate_python(data)
-            except ValidationError as e:
-                problems += _validation_problems(e, str(f), node, label, skip=1)
-                continue
-            objects.append(LoadedObject(obj, Source(str(f), node), label))
+        more, more_problems = objects_from_documents(docs, str(f))
+        objects += more
+        problems += more_problems
     return objects, problems
 
 
-def load(config_path: Path | None = None) -> Loaded:
-    """Read config and inventory. Raises InputError with every problem found while reading; the
+def objects_from_documents(
+    docs: Sequence[tuple[Any, yaml.Node | None]], file: str
+) -> tuple[list[LoadedObject], list[Problem]]:
+    """Typed meshObjects from parsed documents; every problem located in ``file``."""
+    objects: list[LoadedObject] = []
+    problems: list[Problem] = []
+    for data, node in docs:
+        if data is None:
+            continue
+        label = _label(data)
+        if not isinstance(data, dict):
+            problems.append(Problem(file, locate(node, ()), None, None, "a meshObject must be a mapping"))
+            continue
+        if data.get("kind") not in KINDS:
+            problems.append(
+                Problem(
+                    file,
+                    locate(node, ["kind"]),
+                    label,
+                    "kind",
+                    f"unknown kind {_short(data.get('kind'))} (known: {', '.join(KINDS)})",
+                )
+            )
+            continue
+        try:
+            obj = _OBJECT.validate_python(data)
+        except ValidationError as e:
+            problems += _validation_problems(e, file, node, label, skip=1)
+            continue
+        objects.append(LoadedObject(obj, Source(file, node), label))
+    return objects, problems
+
+
+STORE_FILE = "store"
+"""``Problem.file`` / ``Source.file`` prefix of objects read from the state store: ``store:<kind>/<key>``."""
+
+
+def stored_objects(
+    store: Store, shadowed: set[tuple[str, str]]
+) -> tuple[list[LoadedObject], set[str], list[Problem]]:
+    """The meshObjects kept in the state store, minus those a file defines (``shadowed``: (kind,
+    key)); plus the names of deprovisioned users (bindings may still name them)."""
+    from replicator.inventory import object_key
+
+    objects: list[LoadedObject] = []
+    problems: list[Problem] = []
+    deprovisioned: set[str] = set()
+    for stored in store.list_objects(include_deprovisioned=True):
+        if (stored.kind, stored.key) in shadowed:
+            continue
+        if stored.deprovisioned_at is not None:
+            if stored.kind == "meshUser":
+                deprovisioned.add(stored.key)
+            continue
+        where = f"{STORE_FILE}:{stored.kind}/{stored.key}"
+        loaded, found = objects_from_documents([(dict(stored.document), None)], where)
+        problems += found
+        for lo in loaded:
+            if object_key(lo.obj) != stored.key:  # written by hand into the table
+                problems.append(Problem(where, None, lo.label, "metadata", "does not match its key"))
+                continue
+            objects.append(lo)
+    return objects, deprovisioned, problems
+
+
+def load(config_path: Path | None = None, store: Store | None = None) -> Loaded:
+    """Read config and inventory (with ``storedObjects``, the objects kept in ``store``, or in the
+    config's state store when none is given). Raises InputError with every problem found while reading; the
     cross-reference checks live in :mod:`replicator.validate`."""
     path = config_path or default_config_path()
     if not path.is_file():
@@ -357,7 +415,47 @@ def load(config_path: Path | None = None) -> Loaded:
         raise InputError(problems)
     files, file_problems = inventory_files(path.parent, config.inventory)
     objects, object_problems = load_objects(files)
-    return Loaded(path, config, source, objects, file_problems + object_problems)
+    loaded = Loaded(path, config, source, objects, file_problems + object_problems)
+    if config.stored_objects:
+        _add_stored(loaded, store)
+    return loaded
+
+
+def _add_stored(loaded: Loaded, store: Store | None) -> None:
+    from replicator.inventory import object_key
+
+    shadowed: set[tuple[str, str]] = set()
+    for lo in loaded.objects:
+        key = object_key(lo.obj)
+        if key is not None:
+            shadowed.add((lo.obj.kind, key))
+    loaded.file_keys = frozenset(shadowed)
+    from state import Store, StoreError
+
+    own = store is None
+    try:
+        if store is None:
+            store = Store(resolve_state_url(loaded.config.state, loaded.config_path))
+        try:
+            loaded.store_revision = store.objects_revision()
+            objects, deprovisioned, problems = stored_objects(store, shadowed)
+        finally:
+            if own:
+                store.close()
+    except StoreError as e:
+        loaded.problems.append(
+            Problem(
+                str(loaded.config_path),
+                loaded.config_source.line(["storedObjects"]),
+                None,
+                "storedObjects",
+                f"the stored meshObjects cannot be read: {e}",
+            )
+        )
+        return
+    loaded.objects += objects
+    loaded.deprovisioned_users = frozenset(deprovisioned)
+    loaded.problems += problems
 
 
 def resolve_state_url(url: str, config_path: Path) -> str:

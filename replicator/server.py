@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from replicator import apiauth
+
 if TYPE_CHECKING:
     from replicator.daemon import Daemon
 
@@ -19,18 +21,8 @@ STALL_SECONDS = 120.0
 
 def build_app(daemon: Daemon) -> Starlette:
     def authorize(request: Request, scope: str) -> Response | None:
-        header = request.headers.get("authorization", "")
-        secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        scopes = daemon.api_key_scopes(secret) if secret else None
-        if scopes is None:
-            return JSONResponse(
-                {"error": "missing or unknown API key"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if scope not in scopes:
-            return JSONResponse({"error": f"this key lacks the {scope!r} scope"}, status_code=403)
-        return None
+        caller = apiauth.authorize(request, scope, daemon.identify)
+        return caller if isinstance(caller, Response) else None
 
     async def healthz(_: Request) -> Response:
         stalled = time.monotonic() - daemon.alive_at > max(STALL_SECONDS, 3 * daemon.watch_interval)
@@ -60,8 +52,14 @@ def build_app(daemon: Daemon) -> Starlette:
             return JSONResponse({"error": f"unknown tenant {key!r}"}, status_code=404)
         return JSONResponse({"tenant": key, "queued": True}, status_code=202)
 
+    from replicator import objects_api
+    from replicator.sources import oidc, scim
+
     return Starlette(
         routes=[
+            *objects_api.routes(daemon),
+            *oidc.routes(daemon),
+            *scim.routes(daemon),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),

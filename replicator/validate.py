@@ -190,7 +190,7 @@ def _check_references(
             euids.setdefault(o.spec.euid.casefold(), lo)
         elif isinstance(o, MeshUserGroup):
             for i, member in enumerate(o.spec.members):
-                if member not in inv.users:
+                if member not in inv.users and member not in loaded.deprovisioned_users:
                     problem(["spec", "members", i], f"unknown meshUser {member!r}")
         elif isinstance(o, MeshProject):
             if o.metadata.owned_by_workspace not in inv.workspaces:
@@ -207,7 +207,7 @@ def _check_references(
                 )
             for i, s in enumerate(o.spec.subjects):
                 if isinstance(s, UserSubject):
-                    if s.user not in inv.users:
+                    if s.user not in inv.users and s.user not in loaded.deprovisioned_users:
                         problem(["spec", "subjects", i, "user"], f"unknown meshUser {s.user!r}")
                 elif s.group not in inv.groups:
                     problem(["spec", "subjects", i, "group"], f"unknown meshUserGroup {s.group!r}")

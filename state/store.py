@@ -17,7 +17,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from state.tables import AuditRow, LeaseRow, LookupRow, OwnedGroupRow, RunRow, TenantRow, WarningRow
+from state.tables import (
+    ApiKeyRow,
+    AuditRow,
+    CounterRow,
+    LeaseRow,
+    LookupRow,
+    MeshObjectRow,
+    OwnedGroupRow,
+    RunRow,
+    SourceSyncRow,
+    TenantRow,
+    WarningRow,
+)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -85,6 +97,61 @@ class AuditRecord:
     subject: str
     outcome: str
     error: str | None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A meshObject kept in the store (see ``MeshObjectRow``)."""
+
+    kind: str
+    key: str
+    source: str
+    document: Mapping[str, object]
+    external_id: str | None = None
+    deprovisioned_at: datetime | None = None
+    revision: int = 1
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ObjectWrite:
+    """One object to create or replace (``document`` is the whole object, camelCase)."""
+
+    kind: str
+    key: str
+    document: Mapping[str, object]
+    external_id: str | None = None
+
+
+class ObjectOwnedError(StoreError):
+    """A write touched objects another source owns; nothing was written."""
+
+    def __init__(self, owned: Mapping[tuple[str, str], str]) -> None:
+        self.owned = dict(owned)
+        listed = ", ".join(f"{k} {n} (owned by {s})" for (k, n), s in sorted(self.owned.items())[:10])
+        super().__init__(f"owned by another source: {listed}")
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SourceSyncRecord:
+    source: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    users: int
+    groups: int
+    deprovisioned: int
+    error: str | None
+    last_complete_at: datetime | None
 
 
 def _now() -> datetime:
@@ -523,6 +590,206 @@ class Store:
             row = s.get(LeaseRow, tenant)
             return row.holder if row is not None and _aware(row.expires_at) > now else None
 
+    # --- stored meshObjects (object API, identity sources) ------------------------------------
+
+    def objects_revision(self) -> int:
+        """Grows with every change of the stored objects (a cheap "did anything change?")."""
+        with self._tx() as s:
+            row = s.get(CounterRow, "objects")
+            return row.value if row is not None else 0
+
+    def list_objects(
+        self,
+        kind: str | None = None,
+        source: str | None = None,
+        *,
+        include_deprovisioned: bool = False,
+    ) -> list[StoredObject]:
+        with self._tx() as s:
+            q = select(MeshObjectRow).order_by(MeshObjectRow.kind, MeshObjectRow.key)
+            if kind is not None:
+                q = q.where(MeshObjectRow.kind == kind)
+            if source is not None:
+                q = q.where(MeshObjectRow.source == source)
+            if not include_deprovisioned:
+                q = q.where(MeshObjectRow.deprovisioned_at.is_(None))
+            return [_stored(r) for r in s.scalars(q)]
+
+    def get_object(self, kind: str, key: str) -> StoredObject | None:
+        with self._tx() as s:
+            row = s.get(MeshObjectRow, (kind, key))
+            return _stored(row) if row is not None else None
+
+    def write_objects(
+        self,
+        source: str,
+        puts: Sequence[ObjectWrite] = (),
+        deletes: Iterable[tuple[str, str]] = (),
+        deprovisions: Iterable[tuple[str, str]] = (),
+        *,
+        take_over: bool = False,
+    ) -> int:
+        """Create or replace ``puts``, delete ``deletes`` and mark ``deprovisions`` (users their
+        source no longer has) in one transaction, all or nothing. An object another source owns
+        raises ObjectOwnedError unless ``take_over``. A put of a deprovisioned object revives it.
+        Returns the new objects revision (unchanged when nothing changed)."""
+        now = _now()
+        deletes, deprovisions = list(deletes), list(deprovisions)
+        with self._tx() as s:
+            keys = [(w.kind, w.key) for w in puts] + deletes + deprovisions
+            rows = {(r.kind, r.key): r for r in self._object_rows(s, keys)}
+            owned = {k: r.source for k, r in rows.items() if r.source != source}
+            if owned and not take_over:
+                raise ObjectOwnedError(owned)
+            changed = False
+            for w in puts:
+                row = rows.get((w.kind, w.key))
+                document = dict(w.document)
+                if row is None:
+                    row = MeshObjectRow(
+                        kind=w.kind,
+                        key=w.key,
+                        source=source,
+                        external_id=w.external_id,
+                        document=document,
+                        deprovisioned_at=None,
+                        revision=1,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    s.add(row)
+                    rows[(w.kind, w.key)] = row
+                    changed = True
+                elif (
+                    row.document != document
+                    or row.deprovisioned_at is not None
+                    or row.source != source
+                    or row.external_id != w.external_id
+                ):
+                    row.document, row.deprovisioned_at, row.source = document, None, source
+                    row.external_id = w.external_id
+                    row.revision, row.updated_at = row.revision + 1, now
+                    changed = True
+            for key in deprovisions:
+                row = rows.get(key)
+                if row is not None and row.deprovisioned_at is None:
+                    row.deprovisioned_at, row.revision, row.updated_at = now, row.revision + 1, now
+                    changed = True
+            for key in deletes:
+                row = rows.get(key)
+                if row is not None:
+                    s.delete(row)
+                    changed = True
+            counter = s.get(CounterRow, "objects")
+            if counter is None:
+                counter = CounterRow(name="objects", value=0)
+                s.add(counter)
+            if changed:
+                counter.value += 1
+            return counter.value
+
+    @staticmethod
+    def _object_rows(s: Session, keys: Sequence[tuple[str, str]]) -> list[MeshObjectRow]:
+        out: list[MeshObjectRow] = []
+        by_kind: dict[str, list[str]] = {}
+        for kind, key in keys:
+            by_kind.setdefault(kind, []).append(key)
+        for kind, names in by_kind.items():
+            for i in range(0, len(names), 500):
+                out += s.scalars(
+                    select(MeshObjectRow).where(
+                        MeshObjectRow.kind == kind, MeshObjectRow.key.in_(names[i : i + 500])
+                    )
+                )
+        return out
+
+    # --- API keys -----------------------------------------------------------------------------
+
+    def create_api_key(self, name: str, secret_sha256: str, scopes: Iterable[str]) -> None:
+        """Raises StoreError when a key of that name exists."""
+        with self._tx() as s:
+            if s.get(ApiKeyRow, name) is not None:
+                raise StoreError(f"an API key named {name!r} exists: revoke it first")
+            s.add(
+                ApiKeyRow(
+                    name=name, secret_sha256=secret_sha256, scopes=sorted(set(scopes)), created_at=_now()
+                )
+            )
+
+    def api_key_by_hash(self, secret_sha256: str) -> ApiKeyRecord | None:
+        with self._tx() as s:
+            row = s.scalars(select(ApiKeyRow).where(ApiKeyRow.secret_sha256 == secret_sha256)).first()
+            if row is None:
+                return None
+            return ApiKeyRecord(row.name, tuple(row.scopes), _aware(row.created_at), _maybe(row.last_used_at))
+
+    def touch_api_key(self, name: str) -> None:
+        with self._tx() as s:
+            s.execute(update(ApiKeyRow).where(ApiKeyRow.name == name).values(last_used_at=_now()))
+
+    def api_keys(self) -> list[ApiKeyRecord]:
+        with self._tx() as s:
+            return [
+                ApiKeyRecord(r.name, tuple(r.scopes), _aware(r.created_at), _maybe(r.last_used_at))
+                for r in s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.name))
+            ]
+
+    def revoke_api_key(self, name: str) -> bool:
+        with self._tx() as s:
+            row = s.get(ApiKeyRow, name)
+            if row is None:
+                return False
+            s.delete(row)
+            return True
+
+    # --- identity source syncs ----------------------------------------------------------------
+
+    def start_sync(self, source: str) -> None:
+        with self._tx() as s:
+            row = s.get(SourceSyncRow, source)
+            if row is None:
+                row = SourceSyncRow(source=source)
+                s.add(row)
+            row.started_at, row.finished_at, row.outcome, row.error = _now(), None, "running", None
+
+    def finish_sync(
+        self,
+        source: str,
+        outcome: str,
+        *,
+        users: int = 0,
+        groups: int = 0,
+        deprovisioned: int = 0,
+        error: str | None = None,
+    ) -> None:
+        now = _now()
+        with self._tx() as s:
+            row = s.get(SourceSyncRow, source)
+            if row is None:
+                row = SourceSyncRow(source=source, started_at=now)
+                s.add(row)
+            row.finished_at, row.outcome, row.error = now, outcome, error
+            row.users, row.groups, row.deprovisioned = users, groups, deprovisioned
+            if outcome == "complete":
+                row.last_complete_at = now
+
+    def syncs(self) -> list[SourceSyncRecord]:
+        with self._tx() as s:
+            return [
+                SourceSyncRecord(
+                    r.source,
+                    _aware(r.started_at),
+                    _maybe(r.finished_at),
+                    r.outcome,
+                    r.users,
+                    r.groups,
+                    r.deprovisioned,
+                    r.error,
+                    _maybe(r.last_complete_at),
+                )
+                for r in s.scalars(select(SourceSyncRow).order_by(SourceSyncRow.source))
+            ]
+
     # --- lookup cache -------------------------------------------------------------------------
 
     def cached_lookups(
@@ -594,6 +861,24 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _maybe(dt: datetime | None) -> datetime | None:
+    return _aware(dt) if dt is not None else None
+
+
+def _stored(r: MeshObjectRow) -> StoredObject:
+    return StoredObject(
+        kind=r.kind,
+        key=r.key,
+        source=r.source,
+        document=r.document,
+        external_id=r.external_id,
+        deprovisioned_at=_maybe(r.deprovisioned_at),
+        revision=r.revision,
+        created_at=_maybe(r.created_at),
+        updated_at=_maybe(r.updated_at),
+    )
 
 
 def _owned(r: OwnedGroupRow) -> OwnedGroupRecord:

@@ -128,3 +128,65 @@ class LeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     token: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Fencing token: larger for each new holder; a change is applied only while it still holds."""
+
+
+class MeshObjectRow(Base):
+    """A meshObject kept in the store (migration 0005): written by the object API or an identity
+    source (OIDC logins, LDAP, SCIM). ``source`` owns it: only that source changes or deletes it."""
+
+    __tablename__ = "mesh_objects"
+
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(600), primary_key=True)
+    """``object_key`` of the object: name, ``workspace/name``, ``workspace/project/name``, ..."""
+    source: Mapped[str] = mapped_column(String(200), index=True)
+    """``api``, ``oidc:<issuer name>``, ``ldap:<connector name>``, ``scim``."""
+    external_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    """The source's own id of the object (LDAP DN, SCIM externalId), if any."""
+    document: Mapped[dict[str, object]] = mapped_column(JSON)
+    """The object as in an inventory file (camelCase keys)."""
+    deprovisioned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """A user its source no longer has: kept (bindings may still name it) but out of the inventory."""
+    revision: Mapped[int] = mapped_column(BigInteger, default=1)
+    """Incremented on each change (SCIM's version, HTTP ETags)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CounterRow(Base):
+    """Named counters; ``objects`` grows with every change of the stored meshObjects, so a daemon
+    (any replica) sees that its inventory changed."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ApiKeyRow(Base):
+    """An API key of the daemon's HTTP API, created by ``replicator apikey create``. Only the
+    SHA-256 of the secret is kept (the secret is 256 random bits; it is shown once)."""
+
+    __tablename__ = "api_keys"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SourceSyncRow(Base):
+    """The last sync of an identity source (LDAP connector): when, how it ended, what it read."""
+
+    __tablename__ = "source_syncs"
+
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(20))  # running | complete | failed
+    users: Mapped[int] = mapped_column(Integer, default=0)
+    groups: Mapped[int] = mapped_column(Integer, default=0)
+    deprovisioned: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_complete_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,58 @@
+"""API keys of the daemon's HTTP API: from the config (``api.keys``, secrets by reference) or
+created with ``replicator apikey create`` (only their SHA-256 is stored). Sent as
+``Authorization: Bearer <secret>``; a missing or unknown key is 401, a key without the scope 403.
+No key value is ever logged."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+SCOPES = ("read", "write", "admin")
+KEY_PREFIX = "rpk_"
+"""Prefix of generated keys, so secret scanners recognise them."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who called: the key's name and its scopes (``admin`` implies ``write`` and ``read``)."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes or (scope == "read" and "write" in self.scopes)
+
+
+def new_secret() -> tuple[str, str]:
+    """A new key: (secret to show once, its SHA-256 to store)."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    return secret, hash_secret(secret)
+
+
+def hash_secret(secret: str) -> str:
+    # The secret is 256 random bits: a fast hash is as safe as a slow one (no dictionary to try).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else ""
+
+
+def authorize(request: Request, scope: str, identify: Callable[[str], Caller | None]) -> Caller | Response:
+    """The caller, or the 401/403 answer to send."""
+    secret = bearer(request)
+    caller = identify(secret) if secret else None
+    if caller is None:
+        return JSONResponse(
+            {"error": "missing or unknown API key"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+    if not caller.may(scope):
+        return JSONResponse({"error": f"this key lacks the {scope!r} scope"}, status_code=403)
+    return caller

@@ -1,0 +1,124 @@
+"""The inventory from files plus stored objects, and all-or-nothing changes of the stored ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from replicator import stored
+from replicator.loader import InputError, load, objects_from_documents, parse_yaml_bytes
+from replicator.validate import validate
+from state import ObjectOwnedError, Store
+
+FILES = """\
+apiVersion: v1
+kind: meshUser
+metadata: {name: alice}
+spec: {euid: alice}
+---
+apiVersion: v1
+kind: meshWorkspace
+metadata: {name: finance}
+---
+apiVersion: v1
+kind: meshProject
+metadata: {name: ledger, ownedByWorkspace: finance}
+"""
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Store]:
+    (tmp_path / "org.yaml").write_text(FILES)
+    config = tmp_path / "replicator.yaml"
+    config.write_text("state: sqlite:///state.db\ninventory: [org.yaml]\nstoredObjects: true\n")
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    return config, store
+
+
+def _change(source: str, text: str) -> stored.Change:
+    docs, problems = parse_yaml_bytes(text.encode(), "request")
+    objects, more = objects_from_documents(docs, "request")
+    assert not problems
+    assert not more
+    return stored.Change(source, puts=objects)
+
+
+BOB_AND_BINDING = """\
+kind: meshUser
+apiVersion: v1
+metadata: {name: bob}
+spec: {euid: bob}
+---
+apiVersion: v1
+kind: meshProjectBinding
+metadata: {ownedByWorkspace: finance, ownedByProject: ledger, name: admins}
+spec: {role: admin, subjects: [{user: bob}, {user: alice}]}
+"""
+
+
+def test_stored_objects_join_the_files(setup: tuple[Path, Store]) -> None:
+    config, store = setup
+    validated, revision = stored.apply(config, store, _change("api", BOB_AND_BINDING))
+    assert revision == store.objects_revision() == 1
+    assert set(validated.inventory.users) == {"alice", "bob"}
+    again = validate(load(config, store))
+    assert set(again.inventory.users) == {"alice", "bob"}
+    assert [b.metadata.name for b in again.inventory.bindings] == ["admins"]
+
+
+def test_a_change_that_breaks_the_inventory_writes_nothing(setup: tuple[Path, Store]) -> None:
+    config, store = setup
+    bad = BOB_AND_BINDING.replace("{user: alice}", "{user: nobody}")
+    with pytest.raises(InputError) as e:
+        stored.apply(config, store, _change("api", bad))
+    assert [str(p) for p in e.value.problems] == [
+        "request:9: meshProjectBinding finance/ledger/admins: spec.subjects[1].user: "
+        "unknown meshUser 'nobody'"
+    ]
+    assert store.list_objects() == []
+    assert store.objects_revision() == 0
+
+
+def test_file_objects_are_read_only(setup: tuple[Path, Store]) -> None:
+    config, store = setup
+    alice = "apiVersion: v1\nkind: meshUser\nmetadata: {name: alice}\nspec: {euid: other}\n"
+    with pytest.raises(InputError, match="defined in an inventory file"):
+        stored.apply(config, store, _change("api", alice))
+    with pytest.raises(InputError, match="defined in an inventory file"):
+        stored.apply(config, store, stored.Change("api", deletes={("meshUser", "alice")}))
+    assert store.list_objects() == []
+
+
+def test_a_duplicate_euid_from_a_source_is_refused(setup: tuple[Path, Store]) -> None:
+    config, store = setup
+    twin = "apiVersion: v1\nkind: meshUser\nmetadata: {name: alice2}\nspec: {euid: ALICE}\n"
+    with pytest.raises(InputError, match="euids must be unique"):
+        stored.apply(config, store, _change("oidc:corp", twin))
+
+
+def test_deprovisioned_users_stay_referable_but_leave_the_inventory(setup: tuple[Path, Store]) -> None:
+    config, store = setup
+    stored.apply(config, store, _change("ldap:corp", BOB_AND_BINDING.split("---")[0]))
+    stored.apply(config, store, _change("api", "---" + BOB_AND_BINDING.split("---")[1]))
+    validated, _ = stored.apply(config, store, stored.Change("ldap:corp", deprovisions={("meshUser", "bob")}))
+    assert set(validated.inventory.users) == {"alice"}
+    reloaded = load(config, store)
+    assert reloaded.deprovisioned_users == {"bob"}
+    assert set(validate(reloaded).inventory.users) == {"alice"}  # the binding naming bob still validates
+    # Deleting him outright would leave the binding dangling: refused before anything is written.
+    with pytest.raises(InputError, match="unknown meshUser 'bob'"):
+        stored.apply(config, store, stored.Change("ldap:corp", deletes={("meshUser", "bob")}))
+    # The API cannot overwrite a user another source owns.
+    with pytest.raises(ObjectOwnedError):
+        stored.apply(config, store, _change("api", BOB_AND_BINDING.split("---")[0]))
+    assert store.get_object("meshUser", "bob") is not None
+
+
+def test_stored_objects_are_ignored_unless_configured(setup: tuple[Path, Store]) -> None:
+    config, store = setup
+    stored.apply(config, store, _change("api", BOB_AND_BINDING))
+    config.write_text("state: sqlite:///state.db\ninventory: [org.yaml]\n")
+    assert set(validate(load(config, store)).inventory.users) == {"alice"}
+    with pytest.raises(InputError, match="storedObjects: true"):
+        stored.check(config, store, stored.Change("api"))
