@@ -23,6 +23,10 @@ API calls per operation (U users in the identity store, M members of a group, A 
 ``observe`` (per desired name that no owned record has)
     ``get_group_id`` 1, plus ``describe_group`` 1 when the name is taken.
     A no-op observe of a tenant with G owned groups, after a lookup: 3 G calls.
+``prepare`` (once per run, when the run names >= ``groupScanThreshold`` groups)
+    ``list_groups`` x ceil(groups in the identity store / 100), at most (named groups // 2) pages;
+    observe then takes every ``describe_group``/``get_group_id`` answer from the scan (an owned id
+    the scan lacks is still described): a no-op observe is 2 G calls.
 ``apply``
     create_group:  ``get_group_id`` 1 (+ ``describe_group`` 1 if it exists), else ``create_group`` 1
     add_member:    ``get_group_membership_id`` 1 (+ ``create_group_membership`` 1)
@@ -145,6 +149,11 @@ class AwsOptions(pydantic.BaseModel):
     """Seconds between two reads of an account assignment's creation or deletion status."""
     poll_timeout: float = pydantic.Field(default=120.0, gt=0)
     """Seconds to wait for an account assignment to finish before giving up (retryable)."""
+    group_scan_threshold: int = pydantic.Field(default=20, ge=0)
+    """A run whose observations name at least this many groups reads every group of the identity
+    store first (``ListGroups``, 100 a page) instead of one ``DescribeGroup``/``GetGroupId`` per
+    group; the scan stops (and observe reads group by group) once it has cost half as many calls as
+    it would save. 0 = never scan."""
 
 
 class _NotFoundError(PermanentError):
@@ -254,6 +263,8 @@ class AwsDriver(Driver):
         self._scan_lock = asyncio.Lock()
         self._users_by_key: dict[str, list[PlatformUser]] | None = None
         self._users_by_id: dict[str, PlatformUser] = {}
+        self._scan_by_id: dict[str, _Group] | None = None
+        self._scan_by_name: dict[str, _Group] = {}
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -662,8 +673,55 @@ class AwsDriver(Driver):
             return await self._observe_group(tenant, group, alias)
 
         return await observe_marked_groups(
-            tenant, owned, desired_names, self._describe_group, self._group_by_name, observe_one
+            tenant, owned, desired_names, self._observed_by_id, self._observed_by_name, observe_one
         )
+
+    async def prepare(self, groups: int) -> None:
+        """One ``ListGroups`` scan of the identity store for a run that names at least
+        ``groupScanThreshold`` groups, abandoned once it has made ``groups // 2`` calls (a large
+        identity store and a small run: reading group by group is cheaper)."""
+        self._scan_by_id, self._scan_by_name = None, {}
+        threshold = self.options.group_scan_threshold
+        if not threshold or groups < threshold:
+            return
+        limit = max(1, groups // 2)
+        found: list[_Group] = []
+        seen: set[str] = set()
+        token: str | None = None
+        for _ in range(limit):
+            extra = {"NextToken": token} if token else {}
+            page = await self._call(
+                "identitystore",
+                "list_groups",
+                IdentityStoreId=self.options.identity_store_id,
+                MaxResults=_PAGE_SIZE,
+                **extra,
+            )
+            found += [
+                _Group(g["GroupId"], g.get("DisplayName", ""), g.get("Description") or "")
+                for g in page.get("Groups", [])
+            ]
+            token = page.get("NextToken")
+            if not token:
+                self._scan_by_id = {g.id: g for g in found}
+                self._scan_by_name = {g.name: g for g in found}
+                return
+            if token in seen:
+                return
+            seen.add(token)
+
+    async def _observed_by_id(self, group_id: str) -> _Group | None:
+        """A recorded group: from this run's scan when it has the id (no call), else described."""
+        if self._scan_by_id is not None and group_id in self._scan_by_id:
+            return self._scan_by_id[group_id]
+        return await self._describe_group(group_id)
+
+    async def _observed_by_name(self, name: str) -> _Group | None:
+        """A group by name: from this run's scan (absent there: free; ``create_group`` asks the
+        identity store again before it creates), else ``GetGroupId`` + ``DescribeGroup``."""
+        if self._scan_by_id is not None:
+            return self._scan_by_name.get(name)
+        return await self._group_by_name(name)
 
     async def apply(self, tenant: TenantRef, change: Change, group_id: str | None) -> str | None:
         action = change.action

@@ -291,6 +291,12 @@ class Driver(ABC):
         """Perform one change; return the group's platform id for ``create_group``. A change that
         is already true is a success."""
 
+    async def prepare(self, groups: int) -> None:  # noqa: B027 - optional hook
+        """Called once per run before the engine observes its tenants, with how many groups those
+        observations will name (owned records and desired names). A driver that can read many
+        groups in fewer calls than one per group (AWS: one ListGroups scan) may do it here; the
+        default does nothing, and a driver must still observe correctly without it."""
+
     def remember_users(self, users: Iterable[PlatformUser]) -> None:  # noqa: B027 - optional hook
         """Users the engine already knows (from its lookup cache), so that ``observe`` need not ask
         the platform who a member is. A hint: drivers without a use for it ignore it."""

@@ -124,6 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("status", "last run per tenant from the state store, with open warnings")
     p.add_argument("--tenant", action="append", default=[], metavar="WS/PROJECT/PLATFORM")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
+    p = cmd("apikey", "API keys of the daemon kept in the state store (only their SHA-256 is stored)")
+    keys = p.add_subparsers(dest="apikey_command", required=True, parser_class=_Parser, metavar="ACTION")
+    k = keys.add_parser("create", help="create a key and print its secret once", description="create a key")
+    _common(k, suppress=True)
+    k.add_argument("name", metavar="NAME")
+    k.add_argument("--scopes", default="read", help="comma-separated: read, write, admin (default read)")
+    k = keys.add_parser("list", help="names, scopes, created, last used (never secrets)")
+    _common(k, suppress=True)
+    k.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    k = keys.add_parser("revoke", help="delete a key: it is refused at once")
+    _common(k, suppress=True)
+    k.add_argument("name", metavar="NAME")
+
+    p = cmd("sync", "sync an identity source into the state store now (the daemon does it on a schedule)")
+    sources = p.add_subparsers(dest="sync_source", required=True, parser_class=_Parser, metavar="SOURCE")
+    k = sources.add_parser("ldap", help="read the LDAP directories (identity.ldap)", description="sync LDAP")
+    _common(k, suppress=True)
+    k.add_argument("--connector", metavar="NAME", help="only this connector (default: every one)")
+    k.add_argument("-o", "--output", choices=("text", "json"), default="text")
     return parser
 
 
@@ -636,6 +656,121 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_apikey(args: argparse.Namespace) -> int:
+    import re
+
+    from replicator.apiauth import SCOPES, new_secret
+    from replicator.loader import load
+
+    loaded = load(args.config)  # the store URL is all it needs
+    action = args.apikey_command
+    if action == "create":
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", args.name):
+            print(f"error: key name {args.name!r}: letters, digits, _ . @ - (at most 64)", file=sys.stderr)
+            return EXIT_ERROR
+        scopes = sorted({s.strip() for s in args.scopes.split(",") if s.strip()})
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown or not scopes:
+            print(
+                f"error: --scopes {args.scopes!r}: choose from {', '.join(SCOPES)} (comma-separated)",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+    store = _open_store(loaded, args.config)
+    try:
+        if action == "create":
+            secret, digest = new_secret()
+            store.create_api_key(args.name, digest, scopes)
+            print(secret)
+            print(
+                f"created API key {args.name!r} with scopes {', '.join(scopes)}: the secret above is "
+                "shown only this once",
+                file=sys.stderr,
+            )
+            return EXIT_OK
+        if action == "revoke":
+            if not store.revoke_api_key(args.name):
+                print(f"error: no stored API key named {args.name!r}", file=sys.stderr)
+                return EXIT_ERROR
+            print(f"revoked API key {args.name!r}", file=sys.stderr)
+            return EXIT_OK
+        records = store.api_keys()
+    finally:
+        store.close()
+    rows = [
+        {
+            "name": r.name,
+            "scopes": list(r.scopes),
+            "createdAt": r.created_at.isoformat(),
+            "lastUsedAt": r.last_used_at.isoformat() if r.last_used_at else None,
+        }
+        for r in records
+    ]
+    if args.output == "json":
+        print(json.dumps({"keys": rows}, indent=2))
+    elif not rows:
+        print("no stored API keys (keys in the config file are not listed)")
+    else:
+        for row in rows:
+            print(
+                f"{row['name']}  {','.join(row['scopes'])}  created {row['createdAt']}  "
+                f"last used {row['lastUsedAt'] or 'never'}"
+            )
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from replicator.loader import default_config_path, load
+    from replicator.sources import ldap
+
+    config_path = args.config or default_config_path()
+    loaded = load(config_path)  # the sync validates the whole inventory it would write
+    connectors = loaded.config.identity.ldap
+    if args.connector is not None:
+        connectors = tuple(c for c in connectors if c.name == args.connector)
+        if not connectors:
+            names = ", ".join(c.name for c in loaded.config.identity.ldap) or "none"
+            print(f"error: no LDAP connector named {args.connector!r} (configured: {names})", file=sys.stderr)
+            return EXIT_ERROR
+    if not connectors:
+        print(f"error: {config_path}: identity.ldap has no connectors", file=sys.stderr)
+        return EXIT_ERROR
+    store = _open_store(loaded, config_path)
+    holder = f"cli:{socket.gethostname()}:{os.getpid()}"
+    results: list[Any] = []
+    failed = False
+    try:
+        for connector in connectors:
+            result = ldap.sync_with_lease(connector, config_path, store, holder)
+            if result is None:
+                failed = True
+                print(
+                    f"error: ldap {connector.name}: another replica is syncing it now (lease "
+                    f"{ldap.lease_name(connector)}); try again later",
+                    file=sys.stderr,
+                )
+                continue
+            results.append(result)
+            failed = failed or not result.ok
+            if args.output != "json":
+                print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
+                for s in result.skipped:
+                    print(f"  left out {s.kind} {s.name or '?'} ({s.dn}): {s.reason}")
+                if result.deprovisioned:
+                    print(f"  deprovisioned: {', '.join(result.deprovisioned)}")
+    finally:
+        store.close()
+    if args.output == "json":
+        print(json.dumps({"results": [r.as_json() for r in results]}, indent=2))
+        for r in results:
+            if not r.ok:
+                print(r.summary(), file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
 class _progress:
     """A progress bar on a terminal for runs over many tenants; silent otherwise."""
 
@@ -677,6 +812,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "explain": cmd_explain,
     "run": cmd_run,
     "status": cmd_status,
+    "apikey": cmd_apikey,
+    "sync": cmd_sync,
 }
 
 

@@ -16,6 +16,7 @@ from pydantic import (
     PlainSerializer,
     PrivateAttr,
     field_validator,
+    model_validator,
 )
 
 from platforms.contract import OPTIONS_CONFIG
@@ -185,6 +186,11 @@ class ClaimMapping(Model):
     """The claim that carries the euid (updated on every login)."""
 
 
+OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+"""Signature algorithms an OIDC provider may be configured with (asymmetric only: ``none`` and
+HS256/384/512 are refused, HMAC would let anyone who has the public key forge tokens)."""
+
+
 class OidcProvider(Model):
     """An OpenID Connect identity provider whose ID tokens the daemon accepts at
     ``POST /v1/login/{name}`` (the token is verified, then the meshUser is created or updated)."""
@@ -211,9 +217,15 @@ class OidcProvider(Model):
     @field_validator("algorithms")
     @classmethod
     def _asymmetric_only(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from replicator.oidc_algorithms import check_algorithms
-
-        return check_algorithms(v)
+        bad = [a for a in v if a not in OIDC_ALGORITHMS]
+        if bad:
+            raise ValueError(
+                f"not allowed: {', '.join(bad)} (none and HMAC algorithms are always refused); "
+                f"use {', '.join(OIDC_ALGORITHMS)}"
+            )
+        if not v:
+            raise ValueError("give at least one algorithm")
+        return v
 
     @field_validator("issuer")
     @classmethod
@@ -261,6 +273,9 @@ class LdapConnector(Model):
     interval: Duration = 900.0
     """How often the daemon syncs."""
     timeout: Duration = 30.0
+    allow_empty: bool = False
+    """Accept a complete read that returns no users (every user of this connector is then
+    deprovisioned). False: such a read is refused as a failed sync, nothing changes."""
 
 
 class ScimConfig(Model):
@@ -269,6 +284,31 @@ class ScimConfig(Model):
     enabled: bool = False
     token: SecretRef | None = None
     """Bearer token the provisioning client sends; required when enabled."""
+    euid_attribute: str = "userName"
+    """Which SCIM attribute of a User becomes the meshUser's euid: ``userName``, ``externalId``,
+    ``emails`` (the primary email, else the first), ``emails.work`` (the email of that type), or
+    an enterprise extension attribute (``employeeNumber``, or its full
+    ``urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber``)."""
+    max_page_size: int = Field(default=500, ge=1)
+    """Most resources one list answer holds (``count`` is capped to it)."""
+
+    @field_validator("euid_attribute")
+    @classmethod
+    def _known_attribute(cls, v: str) -> str:
+        enterprise = ("employeeNumber", "costCenter", "organization", "division", "department")
+        name = v.removeprefix("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:")
+        if v in ("userName", "externalId", "emails") or v.startswith("emails.") or name in enterprise:
+            return v
+        raise ValueError(
+            f"{v!r} is not a SCIM attribute the euid can come from: userName, externalId, emails, "
+            f"emails.<type>, or an enterprise attribute ({', '.join(enterprise)})"
+        )
+
+    @model_validator(mode="after")
+    def _token_when_enabled(self) -> ScimConfig:
+        if self.enabled and self.token is None:
+            raise ValueError("identity.scim.enabled needs a token (the bearer token clients send)")
+        return self
 
 
 class IdentityConfig(Model):
@@ -279,11 +319,33 @@ class IdentityConfig(Model):
     ldap: tuple[LdapConnector, ...] = ()
     scim: ScimConfig = ScimConfig()
 
+    @field_validator("oidc")
+    @classmethod
+    def _unique_oidc_names(cls, v: tuple[OidcProvider, ...]) -> tuple[OidcProvider, ...]:
+        names = [p.name for p in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"provider name(s) used more than once: {', '.join(dup)}")
+        return v
+
+    @field_validator("ldap")
+    @classmethod
+    def _unique_ldap_names(cls, v: tuple[LdapConnector, ...]) -> tuple[LdapConnector, ...]:
+        names = [c.name for c in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"connector name(s) used more than once: {', '.join(dup)}")
+        return v
+
 
 class ApiConfig(Model):
     """The daemon's HTTP API (``/v1/...``)."""
 
     keys: tuple[ApiKey, ...] = ()
+    max_request_bytes: int = Field(default=5_000_000, ge=1)
+    """Largest body ``PUT /api/meshobjects`` accepts (larger: 413)."""
+    max_request_objects: int = Field(default=5000, ge=1)
+    """Most meshObjects one ``PUT /api/meshobjects`` may hold (more: 413)."""
 
 
 def _parse_max_deletions(value: Any) -> Any:
@@ -340,6 +402,19 @@ class Config(Model):
     api: ApiConfig = ApiConfig()
     platforms: tuple[PlatformConfig, ...] = ()
     landing_zones: tuple[LandingZone, ...] = ()
+
+    @model_validator(mode="after")
+    def _identity_needs_stored_objects(self) -> Config:
+        # Identity sources write meshObjects into the state store; without storedObjects they
+        # would be written but never read. (Other sources: add yours to ``used``.)
+        used = [f"identity.oidc ({len(self.identity.oidc)} provider(s))"] if self.identity.oidc else []
+        if self.identity.ldap:
+            used.append(f"identity.ldap ({len(self.identity.ldap)} connector(s))")
+        if self.identity.scim.enabled:
+            used.append("identity.scim (enabled)")
+        if used and not self.stored_objects:
+            raise ValueError(f"storedObjects: true is required by {', '.join(used)}")
+        return self
 
     def platform(self, identifier: str) -> PlatformConfig | None:
         return next((p for p in self.platforms if p.identifier == identifier), None)

@@ -460,12 +460,45 @@ class Daemon:
             max_instances=1,
             id="resync",
         )
+        # Each LDAP connector every ``interval``, the first time now (a new connector: restart).
+        for connector in self.validated.config.identity.ldap if self.validated else ():
+            self._scheduler.add_job(
+                self.sync_ldap,
+                "interval",
+                args=[connector.name],
+                seconds=connector.interval,
+                next_run_time=datetime.now(UTC),
+                coalesce=True,
+                max_instances=1,
+                id=f"ldap-sync:{connector.name}",
+            )
         self._scheduler.start()
         self._tasks = [asyncio.ensure_future(self._worker()) for _ in range(self.workers)]
         self._tasks.append(asyncio.ensure_future(self._watch()))
         if self.listen is not None:
             await self._serve(*self.listen)
         log.info("daemon started", replica=self.replica_id, port=self.port, tenants=len(self.tenants))
+
+    async def sync_ldap(self, name: str) -> Any:
+        """One sync of the LDAP connector ``name`` in a thread, under the lease ``ldap-sync:<name>``
+        (one replica at a time); reloads the inventory at once when the stored objects changed.
+        Returns the SyncResult, or None (not configured, another replica syncs, store error)."""
+        from replicator.sources import ldap
+
+        v, store = self.validated, self.store
+        connector = next((c for c in v.config.identity.ldap if c.name == name), None) if v else None
+        if connector is None or store is None or self.stopping.is_set():
+            return None
+        try:
+            result = await asyncio.to_thread(
+                ldap.sync_with_lease, connector, self.config_path, store, self.replica_id
+            )
+        except Exception as e:  # the store failed under the sync: logged, retried next interval
+            log.error("ldap sync could not run", connector=name, error=str(e))
+            return None
+        if result is not None and result.changed:
+            self.objects_changed()
+        return result
 
     async def _serve(self, host: str, port: int) -> None:
         import uvicorn
@@ -578,8 +611,4 @@ class Daemon:
                     return Caller(record.name, frozenset(record.scopes))
             except StoreError as e:
                 log.error("cannot check an API key against the state store", error=str(e))
-        return None
-        for key in self.validated.config.api.keys:
-            if key.matches(secret):
-                return key.scopes
         return None

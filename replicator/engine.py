@@ -247,6 +247,14 @@ class Engine:
                         on_done(result)
                 return
             driver.remember_users(u for users in lookups.values() for u in users)
+            names = 0
+            for d in tenants:
+                records = self.store.owned_groups(d.ref.platform, d.ref.key)
+                names += len({r.name for r in records} | {g.name for g in d.groups})
+            try:
+                await driver.prepare(names)
+            except PlatformError as e:  # a hint only: observe reads group by group instead
+                log.warning("driver preparation failed", platform=platform_id, error=str(e))
             caps = self.v.capabilities[platform_id]
             policy = grant_policy(platform, caps.external_grants_default)
             gate = asyncio.Semaphore(self.v.config.schedule.concurrency_for(platform_id))

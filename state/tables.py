@@ -190,3 +190,20 @@ class SourceSyncRow(Base):
     deprovisioned: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_complete_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ScimResourceRow(Base):
+    """A resource the SCIM service provider holds (migration 0006): the whole SCIM document as the
+    client wrote it (without ``meta`` and write-only attributes). The meshUser/meshUserGroup it
+    maps to is a MeshObjectRow of source ``scim`` with the same key (the SCIM id)."""
+
+    __tablename__ = "scim_resources"
+
+    resource_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    """``User`` or ``Group``."""
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document: Mapped[dict[str, object]] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(BigInteger, default=1)
+    """Incremented on each change: the resource's ``meta.version`` (weak ETag)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -28,6 +28,11 @@ SECRETS: dict[str, str] = {
     "azure managed identity header (tests/support/azure_server.py MSI_HEADER)": "local-identity-header",
     "aws secret access key (tests/integration/test_aws_driver.py)": "Sup3rS3cretValue",
     "gcp private key material (tests/integration/test_gcp_driver.py)": "s3cr3t-key-material",
+    "slapd root password (tests/support/slapd.py ROOT_PASSWORD)": "slapd-root-secret-for-tests",
+    "ldap bind password (tests/support/slapd.py READER_PASSWORD)": "ldap-reader-secret-for-tests",
+    "scim bearer token (tests/integration/test_scim.py TOKEN)": "scim-bearer-for-tests-5d1c",
+    "object API read key (tests/integration/test_objects_api.py READ_KEY)": "objects-api-read-key",
+    "object API write key (tests/integration/test_objects_api.py WRITE_KEY)": "objects-api-write-key",
 }
 """name -> value of every credential the suite uses that is distinctive enough to search for."""
 

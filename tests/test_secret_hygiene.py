@@ -17,18 +17,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_values_are_the_ones_the_suite_uses() -> None:
-    from tests.support import azure_server, cf_server, keystone, moto_aws
+    from tests.support import azure_server, cf_server, keystone, moto_aws, slapd
 
     values = set(hygiene.SECRETS.values())
     assert keystone.ADMIN_PASSWORD in values
     assert cf_server.CLIENT_SECRET in values
     assert azure_server.CLIENT_SECRET in values
     assert azure_server.MSI_HEADER in values
+    assert slapd.ROOT_PASSWORD in values
+    assert slapd.READER_PASSWORD in values
     assert moto_aws.SECRET_ACCESS_KEY in hygiene.TOO_GENERIC.values()
     sources = {
         "tests/e2e/test_daemon.py": ['"read-key-value"', '"write-key-value"'],
         "tests/integration/test_aws_driver.py": ['"Sup3rS3cretValue"'],
         "tests/integration/test_gcp_driver.py": ["s3cr3t-key-material"],
+        "tests/integration/test_scim.py": ['"scim-bearer-for-tests-5d1c"'],
+        "tests/integration/test_objects_api.py": ['"objects-api-read-key"', '"objects-api-write-key"'],
     }
     for path, needles in sources.items():
         text = (REPO / path).read_text()

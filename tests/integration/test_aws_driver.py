@@ -401,6 +401,81 @@ async def test_observe_vanished_foreign_and_not_ours(moto: MotoAws, driver: AwsD
     assert moto.groups() == {READER: taken, "mst-acme.web-user": hijacked}  # nothing changed
 
 
+async def test_a_scanned_run_observes_the_same_with_fewer_calls(
+    moto: MotoAws, driver: AwsDriver, make_driver: MakeDriver
+) -> None:
+    """prepare() reads the identity store's groups once (ListGroups); observe then answers from
+    the scan what DescribeGroup/GetGroupId answered: a group deleted by hand is vanished, a recorded
+    id without our marker is foreign, a free name is free, a foreign group with our name is foreign,
+    our leftover found by name is adopted."""
+    alice = PlatformUser(moto.create_user("alice"), "alice")
+    admin = await driver.apply(TENANT, create(), None)
+    gone = await driver.apply(TENANT, create("mst-acme.web-gone", "gone"), None)
+    leftover = await driver.apply(TENANT, create(READER, "reader"), None)
+    assert admin is not None
+    assert gone is not None
+    assert leftover is not None
+    await driver.apply(TENANT, member(Action.ADD_MEMBER, alice), admin)
+    moto.client("identitystore").delete_group(IdentityStoreId=moto.identity_store_id, GroupId=gone)
+    hijacked = moto.create_group("mst-acme.web-user", "not ours")
+    taken = moto.create_group("mst-acme.web-ops", "made by hand")
+    owned = [
+        OwnedGroup("admin", ADMIN, admin),
+        OwnedGroup("gone", "mst-acme.web-gone", gone),
+        OwnedGroup("user", "mst-acme.web-user", hijacked),
+        OwnedGroup("reader", READER, None),  # pending: found by name, ours
+    ]
+    desired = {"admin": ADMIN, "reader": READER, "ops": "mst-acme.web-ops", "x": "mst-free"}
+
+    plain = make_driver()
+    expected = await plain.observe(TENANT, owned, desired)
+    assert expected.vanished == ("mst-acme.web-gone",)
+    assert dict(expected.foreign) == {"mst-acme.web-user": hijacked, "mst-acme.web-ops": taken}
+    assert [g.id for g in expected.groups] == [admin, leftover]
+
+    scanned = make_driver(groupScanThreshold=5)
+    await scanned.prepare(6)
+    assert dict(scanned.api_calls) == {"list_groups": 1}
+    scanned.api_calls.clear()
+    assert await scanned.observe(TENANT, owned, desired) == expected
+    # only the id the scan lacks is described, to tell "deleted" from "created after the scan"
+    assert scanned.api_calls["describe_group"] == 1
+    assert "get_group_id" not in scanned.api_calls
+    assert plain.api_calls["describe_group"] + plain.api_calls["get_group_id"] == 8
+
+    # a group created after the scan is not in it: described, not taken for vanished
+    later = await driver.apply(TENANT, create("mst-acme.web-later", "later"), None)
+    assert later is not None
+    scanned.api_calls.clear()
+    observed = await scanned.observe(TENANT, [OwnedGroup("later", "mst-acme.web-later", later)], {})
+    assert [g.id for g in observed.groups] == [later]
+    assert scanned.api_calls["describe_group"] == 1
+
+
+async def test_the_scan_is_skipped_or_abandoned_when_it_would_not_pay(
+    moto: MotoAws, driver: AwsDriver, make_driver: MakeDriver
+) -> None:
+    admin = await driver.apply(TENANT, create(), None)
+    assert admin is not None
+    small = make_driver()  # default threshold 20
+    await small.prepare(3)
+    assert small.api_calls.total() == 0
+    never = make_driver(groupScanThreshold=0)
+    await never.prepare(10_000)
+    assert never.api_calls.total() == 0
+
+    client = moto.client("identitystore")
+    for i in range(101):  # two pages of groups, but the run names only 2: one page is the limit
+        client.create_group(IdentityStoreId=moto.identity_store_id, DisplayName=f"bystander-{i}")
+    abandoned = make_driver(groupScanThreshold=1)
+    await abandoned.prepare(2)
+    assert dict(abandoned.api_calls) == {"list_groups": 1}
+    abandoned.api_calls.clear()
+    observed = await abandoned.observe(TENANT, [OwnedGroup("admin", ADMIN, admin)], {"admin": ADMIN})
+    assert [g.id for g in observed.groups] == [admin]
+    assert abandoned.api_calls["describe_group"] == 1, "an abandoned scan falls back to reads per group"
+
+
 async def test_observe_adopts_our_pending_and_leftover_groups(moto: MotoAws, driver: AwsDriver) -> None:
     alice = PlatformUser(moto.create_user("alice"), "alice")
     pending = await driver.apply(TENANT, create(), None)

@@ -1,0 +1,175 @@
+"""No-op reconcile cost per platform, for `scripts/bench.py --only noop` (not a test of the suite).
+
+Run by bench.py as `pytest scripts/bench_noop.py` so that every platform is set up exactly as its
+end-to-end test sets it up (the same fixtures, the same local servers: moto, Keystone, the real
+kube-apiserver, the Azure, GCP and Cloud Foundry servers). Per platform: one converging
+`reconcile --all` (which also fills the lookup cache), then one more engine run with the cache
+warm, in which the driver counts every request it sends (one per HTTP request or page, see each
+driver's docstring; the AWS run goes through the counting proxy too, the Azure and GCP runs are
+cross-checked with the servers' own request logs). Writes must be 0: the row fails loudly
+otherwise. Each result is appended as a JSON line to ``$BENCH_NOOP_OUT``.
+
+Lower bound per tenant (the reads that cannot be avoided, lookups served from the cache), with G
+the tenant's owned groups in the state store:
+
+- aws: 2 G (an account's assignments can only be listed per group or per permission set, and
+  the members per group; two services);
+- openstack, azure, gcp: G + 1 (the members of each group, and one read of the scope's role
+  assignments: ``role_assignments?scope.project.id``, the ARM list at the scope, getIamPolicy);
+- kubernetes, cloudfoundry: 1 (one list of the namespace's RoleBindings / the space's roles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from replicator.engine import Engine, default_driver
+from replicator.loader import load
+from replicator.validate import validate
+from state import Store
+from tests.e2e.conftest import Project, proj  # noqa: F401 - fixtures of the end-to-end tests
+from tests.e2e.test_reconcile_azure import AzProject, az, azure_server  # noqa: F401
+from tests.e2e.test_reconcile_cloudfoundry import CfProject, cf, cf_server  # noqa: F401
+from tests.e2e.test_reconcile_gcp import GcpProject, gcp_server, gp  # noqa: F401
+from tests.e2e.test_reconcile_kubernetes import KubeProject, kp  # noqa: F401
+from tests.e2e.test_reconcile_openstack import OsProject, os_proj  # noqa: F401
+from tests.integration.conftest import moto, moto_server  # noqa: F401
+from tests.support.faults import FaultProxy
+
+# Operation names (driver counters) that change something on a platform.
+_WRITE = re.compile(
+    r"(^|[. ])(create|delete|update|put|patch|post|add|remove|set|grant|revoke|invite|"
+    r"CREATE|DELETE|UPDATE|PUT|PATCH|POST)(?![a-z])"
+)
+_NOT_WRITE = {"uaa_token", "assume_role"}
+
+
+def writes_of(calls: dict[str, int]) -> dict[str, int]:
+    return {op: n for op, n in calls.items() if op not in _NOT_WRITE and _WRITE.search(op)}
+
+
+def lower_bound(platform: str, groups: int) -> int:
+    if platform == "aws":
+        return 2 * groups
+    if platform in ("openstack", "azure", "gcp"):
+        return groups + 1
+    return 1
+
+
+def measure(
+    platform: str, config_path: Path, store: Store, server_count: Callable[[], tuple[int, int]] | None = None
+) -> dict[str, Any]:
+    """One no-op engine run (the caller converged first): calls per tenant next to the lower bound.
+    ``server_count`` returns (requests, writes) the server or proxy saw since it was last reset."""
+    v = validate(load(config_path))
+    drivers: list[Any] = []
+
+    def capture(p: Any) -> Any:
+        d = default_driver(p)
+        drivers.append(d)
+        return d
+
+    engine = Engine(v, store, make_driver=capture)
+    now = datetime.now(UTC)
+    selected = engine.select(now)
+    audit_before = len(store.audit_trail())
+    report = asyncio.run(engine.run(selected, apply=True, now=now))
+    assert report.failed == [], [r.error for r in report.failed]
+    applied = sum(r.applied for r in report.results)
+    (driver,) = drivers
+    calls = dict(driver.api_calls)
+    writes = writes_of(calls)
+    server = server_count() if server_count else None
+    # writes must be 0: the bench row fails loudly otherwise
+    assert applied == 0, f"{platform}: a no-op run applied {applied} changes"
+    assert not writes, f"{platform}: a no-op run wrote {writes}"
+    assert len(store.audit_trail()) == audit_before, f"{platform}: a no-op run audited changes"
+    if server is not None:
+        assert server[1] == 0, f"{platform}: the server saw {server[1]} writes in a no-op run"
+    tenants = len(selected)
+    per_run = sum(n for op, n in calls.items() if op in _NOT_WRITE)
+    total = sum(calls.values()) - per_run
+    groups = sum(
+        sum(1 for g in store.owned_groups(d.ref.platform, d.ref.key) if g.platform_id) for d in selected
+    )
+    bound = sum(
+        lower_bound(
+            platform,
+            sum(1 for g in store.owned_groups(d.ref.platform, d.ref.key) if g.platform_id),
+        )
+        for d in selected
+    )
+    row = {
+        "platform": platform,
+        "tenants": tenants,
+        "groups": groups,
+        "calls": total,
+        "per_run_calls": per_run,
+        "calls_per_tenant": total / tenants,
+        "lower_bound_per_tenant": bound / tenants,
+        "ratio": total / bound,
+        "writes": 0,
+        "by_operation": calls,
+        "server_requests": None if server is None else server[0],
+    }
+    out = os.environ.get("BENCH_NOOP_OUT")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
+
+
+def test_aws(proj: Project) -> None:  # noqa: F811
+    with FaultProxy(proj.aws.url, rate=0.0) as proxy:
+        options = proj.aws.driver_options(pollInterval=0.01, maxAttempts=1, endpointUrl=proxy.url)
+        proj.platform_extra = {"aws": options}
+        proj.write_config()
+        assert proj.cli("reconcile", "--all").code == 0
+        proxy.log.clear()
+
+        def seen() -> tuple[int, int]:
+            ops = [op for op, _ in proxy.log]
+            writes = [op for op in ops if re.search(r"\.(Create|Delete|Update|Put)", op)]
+            return len(ops), len(writes)
+
+        row = measure("aws", proj.config_path, proj.store(), seen)
+    assert row["server_requests"] == row["calls"], "the proxy saw what the driver counted"
+
+
+def test_openstack(os_proj: OsProject) -> None:  # noqa: F811
+    os_proj.converge()
+    measure("openstack", os_proj.config_path, os_proj.store())
+
+
+def test_kubernetes(kp: KubeProject) -> None:  # noqa: F811
+    kp.converge()
+    measure("kubernetes", kp.config_path, Store(f"sqlite:///{kp.root / 'state.db'}"))
+
+
+def test_azure(az: AzProject) -> None:  # noqa: F811
+    az.converge()
+    az.azure.requests.clear()
+
+    def seen() -> tuple[int, int]:
+        # the token endpoint is asked once per run, not per tenant
+        methods = [m for api, m, _ in az.azure.iter_requests() if api != "token"]
+        return len(methods), sum(1 for m in methods if m != "GET")
+
+    measure("azure", az.config_path, az.store(), seen)
+
+
+def test_gcp(gp: GcpProject) -> None:  # noqa: F811
+    gp.converge()
+    measure("gcp", gp.config_path, gp.store())
+
+
+def test_cloudfoundry(cf: CfProject) -> None:  # noqa: F811
+    cf.converge()
+    measure("cloudfoundry", cf.config_path, cf.store())
