@@ -606,10 +606,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         runs = [r for r in store.last_runs() if not wanted or r.tenant in wanted]
         warnings = [w for w in store.open_warnings() if not wanted or w.tenant in wanted]
         statuses = store.tenant_statuses()
+        syncs = [] if wanted else store.syncs()
     finally:
         store.close()
     if args.output == "json":
         doc = {
+            "sources": [s.as_json() for s in syncs],
             "tenants": [
                 {
                     "tenant": r.tenant,
@@ -639,6 +641,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2))
         return EXIT_OK
+    for s in syncs:
+        when = (s.finished_at or s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+        print(
+            f"identity source {s.source}  {s.outcome}  {when}  {s.users} users, {s.groups} groups, "
+            f"{s.deprovisioned} deprovisioned"
+            + (f"  (last complete {s.last_complete_at:%Y-%m-%d %H:%M})" if s.last_complete_at else "")
+        )
+        if s.error:
+            print(f"  error: {s.error}")
     if not runs:
         print("no runs recorded yet")
     for r in runs:

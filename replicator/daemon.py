@@ -576,11 +576,18 @@ class Daemon:
                     ],
                 }
             )
+        sources: list[dict[str, object]] = []
+        if self.store is not None:
+            try:
+                sources = [s.as_json() for s in self.store.syncs()]
+            except StoreError as e:
+                log.error("cannot read the identity sources' sync records", error=str(e))
         return {
             "replica": self.replica_id,
             "configError": self.config_error,
             "queueDepth": self.queue.depth(),
             "tenants": tenants,
+            "sources": sources,
         }
 
     def ready(self) -> str | None:

@@ -166,6 +166,20 @@ class SourceSyncRecord:
     error: str | None
     last_complete_at: datetime | None
 
+    def as_json(self) -> dict[str, object]:
+        """As ``replicator status -o json`` and the daemon's ``/v1/status`` show it."""
+        return {
+            "source": self.source,
+            "outcome": self.outcome,
+            "startedAt": self.started_at.isoformat(),
+            "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
+            "lastCompleteAt": self.last_complete_at.isoformat() if self.last_complete_at else None,
+            "users": self.users,
+            "groups": self.groups,
+            "deprovisioned": self.deprovisioned,
+            "error": self.error,
+        }
+
 
 def _now() -> datetime:
     return datetime.now(UTC)

@@ -79,6 +79,7 @@ async def test_starts_reconciles_and_serves(daemon: Daemon, proj: Project) -> No
         status = (await http.get("/v1/status", headers={"Authorization": f"Bearer {READ}"})).json()
         (tenant,) = status["tenants"]
         assert (tenant["tenant"], tenant["outcome"], tenant["changesApplied"]) == (LEDGER, "converged", 10)
+        assert status["sources"] == []  # no identity source has synced
 
         url = "/v1/tenants/finance/ledger/aws.eu-central-1/reconcile"
         assert (await http.post(url, headers={"Authorization": f"Bearer {READ}"})).status_code == 403

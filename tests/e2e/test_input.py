@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from replicator.cli import main
+from state import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -430,6 +431,15 @@ def test_environment_overrides_config_keys(
     assert code == 0
     assert out == "no runs recorded yet\n"
     assert other_db.exists()
+    with Store(f"sqlite:///{other_db}") as store:  # an identity source's sync shows in status
+        store.start_sync("ldap:corp")
+        store.finish_sync("ldap:corp", "failed", error="cannot reach ldap://ldap.example.com")
+    code, out, _ = run(capsys, "status", "-c", str(site))
+    assert out.splitlines()[1] == "  error: cannot reach ldap://ldap.example.com"
+    assert out.startswith("identity source ldap:corp  failed  ")
+    code, out, _ = run(capsys, "status", "-c", str(site), "-o", "json")
+    (source,) = json.loads(out)["sources"]
+    assert (source["source"], source["outcome"], source["lastCompleteAt"]) == ("ldap:corp", "failed", None)
     assert not (site.parent / "state.db").exists()
 
     monkeypatch.setenv("REPLICATOR_REPLICATION__MAX_DELETIONS", "lots")
