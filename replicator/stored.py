@@ -112,6 +112,11 @@ def apply(
 ) -> tuple[Validated, int]:
     """Validate, then write ``change`` in one transaction. Returns the validated inventory and the
     new objects revision. Raises InputError (nothing written) or ObjectOwnedError (nothing written)."""
+    with store.objects_lock():
+        return _apply_locked(config_path, store, change, take_over)
+
+
+def _apply_locked(config_path: Path, store: Store, change: Change, take_over: bool) -> tuple[Validated, int]:
     validated = check(config_path, store, change)
     revision = store.write_objects(
         change.source,

@@ -6,6 +6,8 @@ created and upgraded by Alembic migrations when the store opens. Every write is 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from state.tables import (
 )
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_MEMORY_LOCK = threading.Lock()
 
 
 class StoreError(Exception):
@@ -641,6 +644,41 @@ class Store:
             if not include_deprovisioned:
                 q = q.where(MeshObjectRow.deprovisioned_at.is_(None))
             return [_stored(r) for r in s.scalars(q)]
+
+    @contextmanager
+    def objects_lock(self) -> Iterator[None]:
+        """Held around "validate the inventory a change produces, then write the change", so that
+        two writers (replicas, threads, a CLI sync beside the daemon) cannot each add an object that
+        is valid alone but not together (two users with one euid). PostgreSQL: a session advisory
+        lock; SQLite: a lock file beside the database."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy import text
+
+            try:
+                conn = self.engine.connect()
+                conn.execute(text("SELECT pg_advisory_lock(7210553)"))
+            except SQLAlchemyError as e:
+                raise StoreError(f"state store {self.safe_url}: {e}") from e
+            try:
+                yield
+            finally:
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.execute(text("SELECT pg_advisory_unlock(7210553)"))
+                conn.close()
+            return
+        database = self.engine.url.database
+        if database in (None, "", ":memory:"):
+            with _MEMORY_LOCK:
+                yield
+            return
+        import fcntl
+
+        with open(f"{database}.objects-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def get_object(self, kind: str, key: str) -> StoredObject | None:
         with self._tx() as s:

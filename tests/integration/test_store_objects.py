@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 
 from replicator.apiauth import hash_secret, new_secret
@@ -96,3 +99,42 @@ def test_sync_records(store: Store) -> None:  # noqa: F811
     store.finish_sync("ldap:corp", "failed", error="server down")
     (rec,) = store.syncs()
     assert (rec.outcome, rec.error, rec.last_complete_at is not None) == ("failed", "server down", True)
+
+
+def test_concurrent_writers_cannot_together_break_the_inventory(
+    store_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Eight threads add eight different users with one euid at the same moment: each change is
+    valid alone, together they are not. The objects lock lets exactly one through."""
+    from replicator import stored
+    from replicator.inventory import MeshUser
+    from replicator.loader import InputError
+
+    config = tmp_path / "replicator.yaml"
+    config.write_text(f"state: {store_url}\nstoredObjects: true\n")
+    stores = [Store(store_url) for _ in range(8)]
+    barrier = threading.Barrier(len(stores))
+    outcomes: list[str] = []
+
+    def add(i: int) -> None:
+        user = MeshUser.model_validate(
+            {"kind": "meshUser", "metadata": {"name": f"u{i}"}, "spec": {"euid": "same"}}
+        )
+        barrier.wait()
+        try:
+            stored.apply(config, stores[i], stored.Change("api", puts=stored.as_loaded([user], "request")))
+            outcomes.append("written")
+        except InputError as e:
+            outcomes.append("refused" if "euids must be unique" in str(e) else f"other error: {e}")
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for s in stores:
+        s.close()
+    assert sorted(outcomes) == ["refused"] * 7 + ["written"]
+    with Store(store_url) as check:
+        assert len(check.list_objects("meshUser")) == 1
