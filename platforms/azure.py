@@ -32,12 +32,17 @@ API calls per operation (names as counted; U transformed euids, M members of a g
     first), once per euid per driver instance (cached, not-found too). With B2B guests and the
     ``userPrincipalName`` strategy, euids still missing are looked for once more among guests by
     ``mail`` (``list_guests`` x ceil(missing/15)).
+``observe`` (per tenant)
+    ``list_groups`` x ceil(G/15) for the G owned records with an id (``$filter=id in (...)``,
+    ``$select=id,displayName,description``: existence and our marker; a record whose group is not
+    listed has vanished); ``list_role_assignments`` x pages, once, when the first group of ours is
+    observed (ARM, the scope's list with ``$filter=atScope()``; rows of the exact scope kept and
+    grouped by ``principalId``).
 ``observe`` (per owned group)
-    ``get_group`` 1 (a pending record without id: ``find_group`` 1), ``list_members`` x
-    ceil(M/pageSize), ``list_role_assignments`` x pages (ARM, ``principalId`` filter).
+    ``list_members`` x ceil(M/pageSize) (a pending record without id: ``find_group`` 1 first).
 ``observe`` (per desired name that no owned record has)
-    ``find_group`` 1 (+ the two lists when the group is ours).
-    A no-op observe of a tenant with G owned groups: 3 G calls (2 G Graph, G ARM).
+    ``find_group`` 1 (+ ``list_members`` when the group is ours).
+    A no-op observe of a tenant with G owned groups: G + 2 calls for G <= 15 (G + 1 Graph, 1 ARM).
 ``apply``
     create_group:  ``find_group`` 1, + ``create_group`` 1 when it does not exist
     add_member:    ``add_member`` 1 (an existing membership is success), retried while 404
@@ -128,6 +133,7 @@ _DISPLAY_NAME_PATTERN = re.compile(r"[^\x00-\x1f\x7f]+")
 # mailNickname: ASCII without @ ( ) \ [ ] " ; : < > , and space, at most 64 characters.
 _NICKNAME_REFUSED = re.compile(r"[^\x21-\x7e]|[@()\\\[\]\";:<>,]")
 _ASSIGNMENT_NAMESPACE = uuid.UUID("5b0f7f0a-7c4e-4f0e-9d8b-2f2a4c1d6e11")
+_GUID_ONLY = re.compile(_GUID)
 _DEFAULT_GRAPH = "https://graph.microsoft.com"
 _DEFAULT_ARM = "https://management.azure.com"
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -799,6 +805,35 @@ class AzureDriver(Driver):
             return None
         return _Group(str(row.id), str(row.display_name or ""), str(row.description or ""))
 
+    async def _groups_by_id(self, group_ids: Sequence[str]) -> dict[str, _Group]:
+        """The groups among ``group_ids`` that exist, by lower-case id: ``GET /groups?$filter=id in
+        (...)`` with at most 15 ids a request (every page followed). A group deleted by hand is
+        simply not listed (as ``get_group`` would answer 404); its description (our marker) comes
+        with it, so one request replaces a ``get_group`` per group."""
+        from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
+
+        found: dict[str, _Group] = {}
+        wanted = sorted({gid.lower() for gid in group_ids})
+        for batch in _batches(wanted):
+            query = GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
+                filter=f"id in ({', '.join(odata_string(gid) for gid in batch)})",
+                select=["id", "displayName", "description"],
+            )
+
+            async def first(client: Any, query: Any = query) -> Any:
+                from kiota_abstractions.base_request_configuration import RequestConfiguration
+
+                return await client.groups.get(
+                    request_configuration=RequestConfiguration(query_parameters=query)
+                )
+
+            for r in await self._graph_pages("list_groups", first, lambda c: c.groups):
+                if str(r.id).lower() in batch:
+                    found[str(r.id).lower()] = _Group(
+                        str(r.id), str(r.display_name or ""), str(r.description or "")
+                    )
+        return found
+
     async def _groups_named(self, name: str) -> list[_Group]:
         from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
 
@@ -878,9 +913,35 @@ class AzureDriver(Driver):
             if (r.scope or "").lower() == scope.lower() and (r.principal_id or "").lower() == group_id.lower()
         ]
 
-    async def _observe_group(self, tenant: TenantRef, group: _Group, alias: str) -> ObservedGroup:
+    async def _scope_assignments(self, tenant: TenantRef) -> dict[str, list[Any]]:
+        """Every role assignment on exactly the tenant's scope, by lower-case principal id: ONE list
+        of the scope (``$filter=atScope()``: at the scope or above it, every page followed; the
+        ones above are inherited, not the tenant's, and left out) for all groups of an observe."""
+        scope = self._scope(tenant)
+        holder: dict[str, Any] = {}
+
+        def step(client: Any) -> tuple[list[Any], bool]:
+            """One page (one request); True while ARM names a next page."""
+            if "pages" not in holder:
+                holder["pages"] = client.role_assignments.list_for_scope(scope, filter="atScope()").by_page()
+            pages = holder["pages"]
+            items = list(next(pages))
+            return items, bool(getattr(pages, "continuation_token", None))
+
+        subscription = self._subscription(tenant)
+        by_principal: dict[str, list[Any]] = {}
+        more = True
+        while more:
+            page, more = await self._arm_call("list_role_assignments", subscription, step)
+            for r in page:
+                if (r.scope or "").lower() == scope.lower() and r.principal_id:
+                    by_principal.setdefault(str(r.principal_id).lower(), []).append(r)
+        return by_principal
+
+    async def _observe_group(
+        self, tenant: TenantRef, group: _Group, alias: str, assignments: Sequence[Any]
+    ) -> ObservedGroup:
         members = await self._members(group.id)
-        assignments = await self._assignments(tenant, group.id)
         roles = {self._spell(tenant, a.role_definition_id) for a in assignments if a.role_definition_id}
         return ObservedGroup(
             id=group.id,
@@ -1087,15 +1148,31 @@ class AzureDriver(Driver):
             for role in record.roles:
                 self._spellings.setdefault((tenant.key, role_guid(role)), role)
 
+        # The recorded groups in one request per 15 (existence and our marker, instead of a
+        # get_group each); an id Graph would refuse in a filter is still read on its own.
+        recorded = [r.platform_id for r in owned if r.platform_id is not None]
+        batched = [gid for gid in recorded if _GUID_ONLY.fullmatch(gid)]
+        known = await self._groups_by_id(batched) if batched else {}
+        listed = {gid.lower() for gid in batched}
+
+        async def by_id(group_id: str) -> _Group | None:
+            if group_id.lower() in listed:
+                return known.get(group_id.lower())
+            return await self._get_group(group_id)
+
         async def by_name(name: str) -> _Group | None:
             return await self._group_by_name(name, tenant)
 
-        async def observe_one(group: _Group, alias: str) -> ObservedGroup:
-            return await self._observe_group(tenant, group, alias)
+        # The scope's role assignments: read once, when the first group of ours is observed.
+        at_scope: dict[str, list[Any]] | None = None
 
-        return await observe_marked_groups(
-            tenant, owned, desired_names, self._get_group, by_name, observe_one
-        )
+        async def observe_one(group: _Group, alias: str) -> ObservedGroup:
+            nonlocal at_scope
+            if at_scope is None:
+                at_scope = await self._scope_assignments(tenant)
+            return await self._observe_group(tenant, group, alias, at_scope.get(group.id.lower(), ()))
+
+        return await observe_marked_groups(tenant, owned, desired_names, by_id, by_name, observe_one)
 
     async def apply(self, tenant: TenantRef, change: Change, group_id: str | None) -> str | None:
         action = change.action

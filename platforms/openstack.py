@@ -22,12 +22,17 @@ API calls per operation (names as counted):
     ``find_domain`` 1 per configured domain name (memoised), ``list_users`` 1 for ``userDomain``
     (+ 1 for the federated user domain when it differs), once per driver instance: the
     case-insensitive index is kept and every later lookup on the instance makes no call.
+``observe`` (per tenant)
+    ``list_role_assignments`` 1 (``scope.project.id`` = the project, ``include_names``; every
+    page), only when at least one group is ours; filtered to our groups here.
 ``observe`` (per owned group)
-    ``get_group`` 1 (a pending record without id: ``find_group`` 1), ``list_group_users`` 1,
-    ``list_role_assignments`` 1 (with role names: ``include_names``).
+    ``get_group`` 1 (a pending record without id: ``find_group`` 1), ``list_group_users`` 1.
+    ``get_group`` stays: the ownership marker is the group's description, and only the group
+    itself carries it (the member list and the role assignments, even with ``include_names``,
+    do not), so a recorded group whose marker was removed by hand is still seen as foreign.
 ``observe`` (per desired name that no owned record has)
     ``find_domain`` (memoised) + ``find_group`` 1.
-    A no-op observe of a tenant with G owned groups: 3 G calls.
+    A no-op observe of a tenant with G owned groups: 2 G + 1 calls.
 ``apply``
     create_group:  ``find_group`` 1, + ``create_group`` 1 when it does not exist
     add_member:    ``add_group_user`` 1 (Keystone's PUT is idempotent)
@@ -494,24 +499,43 @@ class OpenstackDriver(Driver):
                 self._users_by_key = index
             return self._users_by_key
 
-    async def _observe_group(self, tenant: TenantRef, group: _Group, alias: str) -> ObservedGroup:
-        users = await self._list("list_group_users", f"/groups/{group.id}/users", "users", {})
-        members = {PlatformUser(id=str(u["id"]), name=str(u.get("name") or u["id"])) for u in users}
+    async def _project_roles(self, tenant: TenantRef) -> dict[str, frozenset[str]]:
+        """Group id -> role names of every group assignment on the tenant's project: ONE read of
+        ``/role_assignments?scope.project.id=`` (all pages; user assignments and other groups'
+        are dropped here, client-side, and so are assignments inherited to the project's
+        subprojects (``OS-INHERIT:inherited_to``), which Keystone lists on the project but which
+        do not grant the role on it, and which this driver neither makes nor revokes)."""
         assignments = await self._list(
             "list_role_assignments",
             "/role_assignments",
             "role_assignments",
-            {"group.id": group.id, "scope.project.id": tenant.local_id, "include_names": "true"},
+            {"scope.project.id": tenant.local_id, "include_names": "true"},
         )
-        roles = {
-            str((a.get("role") or {}).get("name") or (a.get("role") or {}).get("id"))
-            for a in assignments
-            if (a.get("scope") or {}).get("project", {}).get("id") == tenant.local_id
-            and (a.get("group") or {}).get("id") == group.id
-            and a.get("role")
-        }
+        roles: dict[str, set[str]] = {}
+        for a in assignments:
+            group_id = (a.get("group") or {}).get("id")
+            role = a.get("role") or {}
+            if not group_id or not role:
+                continue
+            scope = a.get("scope") or {}
+            if (scope.get("project") or {}).get("id") != tenant.local_id:
+                continue
+            if scope.get("OS-INHERIT:inherited_to"):  # applies to the project's children, not to it
+                continue
+            roles.setdefault(str(group_id), set()).add(str(role.get("name") or role.get("id")))
+        return {group_id: frozenset(names) for group_id, names in roles.items()}
+
+    async def _observe_group(
+        self, group: _Group, alias: str, project_roles: dict[str, frozenset[str]]
+    ) -> ObservedGroup:
+        users = await self._list("list_group_users", f"/groups/{group.id}/users", "users", {})
+        members = {PlatformUser(id=str(u["id"]), name=str(u.get("name") or u["id"])) for u in users}
         return ObservedGroup(
-            id=group.id, name=group.name, alias=alias, members=frozenset(members), roles=frozenset(roles)
+            id=group.id,
+            name=group.name,
+            alias=alias,
+            members=frozenset(members),
+            roles=project_roles.get(group.id, frozenset()),
         )
 
     # --- apply ----------------------------------------------------------------------------------
@@ -640,8 +664,16 @@ class OpenstackDriver(Driver):
     async def observe(
         self, tenant: TenantRef, owned: Sequence[OwnedGroup], desired_names: Mapping[str, str]
     ) -> ObservedTenant:
+        # the project's role assignments: read once per observe, at the first group that is ours
+        # (none when no group is: a tenant whose groups all vanished reads no assignments)
+        project_roles: list[dict[str, frozenset[str]]] = []
+        once = asyncio.Lock()
+
         async def observe_one(group: _Group, alias: str) -> ObservedGroup:
-            return await self._observe_group(tenant, group, alias)
+            async with once:
+                if not project_roles:
+                    project_roles.append(await self._project_roles(tenant))
+            return await self._observe_group(group, alias, project_roles[0])
 
         return await observe_marked_groups(
             tenant, owned, desired_names, self._get_group, self._group_by_name, observe_one

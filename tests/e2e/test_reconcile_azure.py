@@ -344,8 +344,9 @@ def test_role_names_instead_of_ids_are_a_validation_error(az: AzProject) -> None
 
 
 def test_no_op_reconcile_costs(az: AzProject) -> None:
-    """A converged tenant costs get_group, list_members and list_role_assignments once per owned
-    group (2 Graph + 1 ARM); with a cold lookup cache, one batched users request per 15 euids."""
+    """A converged tenant costs one groups request (existence and marker of up to 15 owned groups),
+    list_members per owned group and ONE list of the scope's role assignments (G + 2: G + 1 Graph,
+    1 ARM); with a cold lookup cache, one batched users request per 15 euids."""
     from replicator.engine import Engine, default_driver
     from replicator.loader import load
     from replicator.validate import validate
@@ -368,16 +369,16 @@ def test_no_op_reconcile_costs(az: AzProject) -> None:
 
     az.azure.requests.clear()
     run()  # lookup cache warm (the converge filled it)
-    # two tenants with 3 groups each: 9 calls per tenant, 6 of them Graph
-    assert dict(drivers[-1].api_calls) == {"get_group": 6, "list_members": 6, "list_role_assignments": 6}
-    assert az.azure.count("graph") == 12
-    assert az.azure.count("arm") == 6
+    # two tenants with 3 groups each: 5 calls per tenant, 4 of them Graph
+    assert dict(drivers[-1].api_calls) == {"list_groups": 2, "list_members": 6, "list_role_assignments": 2}
+    assert az.azure.count("graph") == 8
+    assert az.azure.count("arm") == 2
 
     az.replication["lookupCacheTtl"] = 0
     az.write_config()
     run()  # cold: 5 euids in one users request
     assert drivers[-1].api_calls["list_users"] == 1
-    assert drivers[-1].api_calls.total() == 19
+    assert drivers[-1].api_calls.total() == 11
 
 
 def test_explain_names_the_lookup_attribute(az: AzProject) -> None:

@@ -294,9 +294,9 @@ def test_unmanaged_role_assignment_is_kept_then_removed_by_policy(os_proj: OsPro
     assert os_proj.roles(USER) == ["member"]
 
 
-def test_no_op_reconcile_makes_three_calls_per_group(os_proj: OsProject) -> None:
-    """With the lookup cache warm, a converged tenant costs get_group, list_group_users and
-    list_role_assignments once per owned group, and nothing else."""
+def test_no_op_reconcile_reads_assignments_once_per_tenant(os_proj: OsProject) -> None:
+    """With the lookup cache warm, a converged tenant costs get_group and list_group_users once per
+    owned group, one list_role_assignments for the whole project, and nothing else."""
     import asyncio
     from datetime import UTC, datetime
 
@@ -320,8 +320,8 @@ def test_no_op_reconcile_makes_three_calls_per_group(os_proj: OsProject) -> None
     assert [r.applied for r in report.results] == [0, 0]
     assert report.failed == []
     (driver,) = drivers
-    # two tenants with 3 groups each: 9 calls per tenant
-    assert dict(driver.api_calls) == {"get_group": 6, "list_group_users": 6, "list_role_assignments": 6}
+    # two tenants with 3 groups each: 2 * 3 + 1 = 7 calls per tenant
+    assert dict(driver.api_calls) == {"get_group": 6, "list_group_users": 6, "list_role_assignments": 2}
 
 
 # --- plan files and snapshots (CONTRACT section 7) -------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -479,7 +480,64 @@ async def test_observe_vanished_foreign_pending_and_cost(
 
     driver.api_calls.clear()
     await driver.observe(tenant, [OwnedGroup("admin", ADMIN, gid)], {"admin": ADMIN})
-    assert driver.api_calls == {"get_group": 1, "list_members": 1, "list_role_assignments": 1}
+    assert driver.api_calls == {"list_groups": 1, "list_members": 1, "list_role_assignments": 1}
+
+
+async def test_observe_reads_groups_in_batches_and_the_scope_once(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    """G recorded groups: one groups request per 15 ids, the members of each, ONE list of the
+    scope's role assignments; each group gets exactly its own assignments on exactly the scope."""
+    ids = [azure.add_group(f"acme.web-g{i:02d}", marker(tenant)) for i in range(17)]
+    owned = [OwnedGroup(f"g{i:02d}", f"acme.web-g{i:02d}", gid) for i, gid in enumerate(ids)]
+    azure.add_assignment(SCOPE, ids[0], READER)
+    azure.add_assignment(SCOPE, ids[1], OWNER)
+    azure.add_assignment(f"{SCOPE}/resourceGroups/rg-below", ids[2], READER)  # below: not the tenant's
+    azure.add_assignment(SCOPE, azure.add_group("someone-else", None), READER)  # another principal
+    observed = await driver.observe(tenant, owned, {o.alias: o.name for o in owned})
+    roles = {g.id: g.roles for g in observed.groups}
+    assert set(roles) == set(ids)
+    assert roles[ids[0]] == frozenset({READER})
+    assert roles[ids[1]] == frozenset({OWNER})
+    assert all(roles[gid] == frozenset() for gid in ids[2:])
+    assert driver.api_calls == {"list_groups": 2, "list_members": 17, "list_role_assignments": 1}
+    assert azure.count("graph", "GET", r"^/v1.0/groups/[^/]+$") == 0  # no get_group left
+    assert azure.count("graph") + azure.count("arm") == driver.api_calls.total()  # tokens apart
+
+
+async def test_observe_recorded_group_without_our_marker_is_foreign_and_gone_is_vanished(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    """The batched groups read still proves the marker: a recorded group whose description was
+    edited by hand is foreign (never changed), a deleted one vanished (recreated by the plan)."""
+    kept = await create(driver, tenant)
+    edited = await create(driver, tenant, "acme.web-user")
+    deleted = await create(driver, tenant, "acme.web-reader")
+    azure.set_description(edited, "taken over by hand")
+    await driver.apply(tenant, Change(Action.DELETE_GROUP, "acme.web-reader", "reader"), deleted)
+    driver.api_calls.clear()
+    observed = await driver.observe(
+        tenant,
+        [
+            OwnedGroup("admin", ADMIN, kept),
+            OwnedGroup("user", "acme.web-user", edited),
+            OwnedGroup("reader", "acme.web-reader", deleted),
+        ],
+        {"admin": ADMIN, "user": "acme.web-user", "reader": "acme.web-reader"},
+    )
+    assert [g.id for g in observed.groups] == [kept]
+    assert observed.foreign == {"acme.web-user": edited}
+    assert observed.vanished == ("acme.web-reader",)
+    assert driver.api_calls == {"list_groups": 1, "list_members": 1, "list_role_assignments": 1}
+
+
+async def test_observe_without_any_group_of_ours_reads_no_assignments(
+    azure: AzureServer, driver: AzureDriver, tenant: TenantRef
+) -> None:
+    gone = str(uuid.uuid4())
+    observed = await driver.observe(tenant, [OwnedGroup("admin", ADMIN, gone)], {"admin": ADMIN})
+    assert observed.vanished == (ADMIN,)
+    assert driver.api_calls == {"list_groups": 1}
 
 
 async def test_delete_group_owned_foreign_and_gone(

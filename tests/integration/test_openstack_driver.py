@@ -255,16 +255,51 @@ async def test_observe_members_roles_vanished_foreign_pending(
     assert dict(seen.foreign) == {READER: pending.id}
 
 
-async def test_observe_costs_three_calls_per_owned_group(make_driver: MakeDriver, tenant: TenantRef) -> None:
+async def test_observe_reads_the_project_assignments_once(
+    world: World, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
     setup = make_driver()
     ids = [
         str(await setup.apply(tenant, Change(Action.CREATE_GROUP, name, alias), None))
         for alias, name in (("admin", ADMIN), ("reader", READER))
     ]
+    await setup.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role="member"), ids[0])
     driver = make_driver()
     owned = [OwnedGroup("admin", ADMIN, ids[0]), OwnedGroup("reader", READER, ids[1])]
-    await driver.observe(tenant, owned, {"admin": ADMIN, "reader": READER})
-    assert dict(driver.api_calls) == {"get_group": 2, "list_group_users": 2, "list_role_assignments": 2}
+    observed = await driver.observe(tenant, owned, {"admin": ADMIN, "reader": READER})
+    assert {g.name: g.roles for g in observed.groups} == {ADMIN: frozenset({"member"}), READER: frozenset()}
+    # per group: the group (its marker) and its members; the project's assignments once
+    assert dict(driver.api_calls) == {"get_group": 2, "list_group_users": 2, "list_role_assignments": 1}
+    # a tenant none of whose groups is left reads no assignments at all
+    world.conn.identity.delete_group(ids[0])
+    world.conn.identity.delete_group(ids[1])
+    empty = make_driver()
+    gone = await empty.observe(tenant, owned, {"admin": ADMIN, "reader": READER})
+    assert gone.groups == ()
+    assert sorted(gone.vanished) == sorted([ADMIN, READER])
+    assert "list_role_assignments" not in empty.api_calls
+
+
+async def test_observe_keeps_only_our_groups_assignments_on_the_project(
+    world: World, driver: OpenstackDriver, tenant: TenantRef
+) -> None:
+    """The project's assignments are read whole and filtered here: another group's and a user's
+    assignments on the same project, our group's on another project and our group's inherited to
+    the project's subprojects are not roles of our group on the project."""
+    ident = world.conn.identity
+    gid = str(await driver.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None))
+    await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role="member"), gid)
+    other = ident.create_group(name="acme.web-other", domain_id=world.domain.id, description="by hand")
+    ident.assign_project_role_to_group(tenant.local_id, other.id, world.role_id("manager"))
+    ident.assign_project_role_to_user(tenant.local_id, world.user("gina"), world.role_id("reader"))
+    ident.assign_project_role_to_group(world.project("elsewhere"), gid, world.role_id("reader"))
+    # inherited to the project's subprojects: listed on the project, but no role on it
+    inherited = f"/OS-INHERIT/projects/{tenant.local_id}/groups/{gid}/roles/{world.role_id('manager')}"
+    assert ident.put(inherited + "/inherited_to_projects").status_code == 204
+    observed = await driver.observe(tenant, [OwnedGroup("admin", ADMIN, gid)], {"admin": ADMIN})
+    (group,) = observed.groups
+    assert group.id == gid
+    assert group.roles == frozenset({"member"})
 
 
 async def test_delete_group_owned_and_foreign(

@@ -12,16 +12,18 @@ What it implements, with the platform's semantics:
 - Graph ``/v1.0``: ``GET /users`` with ``$filter`` (``eq`` / ``in (...)`` over ``mail``,
   ``userPrincipalName``; at most 15 values; string literals with doubled quotes; case-insensitive
   like Graph), ``$select``, ``$top`` and ``@odata.nextLink`` paging; ``GET /groups?$filter=
-  displayName eq '...'``; ``POST /groups`` (mailNickname checked), ``GET``/``DELETE /groups/{id}``;
-  ``GET /groups/{id}/members`` (paged, ``@odata.type`` per member); ``POST /groups/{id}/members/$ref``
-  (an existing member: 400 "already exist"); ``DELETE /groups/{id}/members/{id}/$ref``;
+  displayName eq '...'`` or ``id in (...)`` (at most 15 ids); ``POST /groups`` (mailNickname
+  checked), ``GET``/``DELETE /groups/{id}``; ``GET /groups/{id}/members`` (paged, ``@odata.type``
+  per member); ``POST /groups/{id}/members/$ref`` (an existing member: 400 "already exist");
+  ``DELETE /groups/{id}/members/{id}/$ref``;
   ``POST /invitations`` (a guest with ``mail`` = the address, ``userPrincipalName`` rewritten to
   ``x_domain#EXT#@...``; the existing guest when the address was invited before);
   ``POST /directory/administrativeUnits/{id}/members`` creating a group inside the unit.
 - ARM: ``PUT``/``DELETE {scope}/providers/Microsoft.Authorization/roleAssignments/{name}`` and
   ``GET {scope}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId eq '...'``
-  (assignments at, above and below the scope, like ARM; paged with ``nextLink``); a second
-  assignment of the same role to the same principal on a scope is 409 ``RoleAssignmentExists``.
+  (assignments at, above and below the scope, like ARM), or ``$filter=atScope()`` (at the scope
+  or above it, not below); paged with ``nextLink``; a second assignment of the same role to the
+  same principal on a scope is 409 ``RoleAssignmentExists``.
 - Faults on demand: throttling (429/503 with Retry-After) for the next N matching requests, and
   Entra ID's replication lag: a group or guest created here is unknown to ``members/$ref`` (404) and
   to ARM (400 ``PrincipalNotFound``) for its first ``replication_lag`` references.
@@ -303,6 +305,11 @@ class AzureServer:
             }
             self.state.members[gid] = []
         return gid
+
+    def set_description(self, group_id: str, description: str | None) -> None:
+        """Change a group's description as someone editing it by hand would."""
+        with self._lock:
+            self.state.groups[group_id]["description"] = description
 
     def add_member(self, group_id: str, member_id: str) -> None:
         with self._lock:
@@ -601,11 +608,12 @@ class AzureServer:
                 rows = [u for u in rows if (u.get(attribute) or "").lower() in wanted]
             return 200, self._page(path, query, [self._select(u, query) for u in rows]), {}
         if path == "/groups" and method == "GET":
-            flt = self._filter(query, ("displayName",))
+            flt = self._filter(query, ("displayName", "id"))
             rows = list(st.groups.values())
             if flt is not None:
-                wanted = {v.lower() for v in flt[1]}
-                rows = [g for g in rows if g["displayName"].lower() in wanted]
+                attribute, values = flt
+                wanted = {v.lower() for v in values}
+                rows = [g for g in rows if g[attribute].lower() in wanted]
             return 200, self._page(path, query, [self._select(g, query) for g in rows]), {}
         if path == "/groups" and method == "POST":
             return 201, self._create_group(body), {}
@@ -785,11 +793,15 @@ class AzureServer:
         if m and method == "GET":
             scope = m.group(1).lower()
             principal = None
+            at_scope = False  # atScope(): at the scope or above it (not below), like ARM
             if query.get("$filter"):
                 fm = re.fullmatch(rf"\s*principalId\s+eq\s+({_LITERAL})\s*", query["$filter"])
-                if not fm:
+                if fm:
+                    principal = _literal(fm.group(1))
+                elif re.fullmatch(r"\s*atScope\(\)\s*", query["$filter"]):
+                    at_scope = True
+                else:
                     raise _arm_error(400, "InvalidFilter", f"unsupported $filter {query['$filter']!r}")
-                principal = _literal(fm.group(1))
             rows = [
                 a
                 for a in self.state.assignments.values()
@@ -797,7 +809,7 @@ class AzureServer:
                 and (
                     scope.startswith(a["properties"]["scope"].lower() + "/")
                     or a["properties"]["scope"].lower() == scope
-                    or a["properties"]["scope"].lower().startswith(scope + "/")
+                    or (not at_scope and a["properties"]["scope"].lower().startswith(scope + "/"))
                 )
             ]
             rows.sort(key=lambda a: a["id"])
