@@ -206,8 +206,8 @@ register_url_convertor("objectkey", _KeyConvertor())
 
 def routes(daemon: Daemon) -> list[BaseRoute]:
     write_lock = asyncio.Lock()
-    """One write at a time on this replica: each is validated against the inventory the previous
-    one left (replicas sharing a store can still interleave: the store is the judge of ownership)."""
+    """One write at a time on this replica, so requests queue here rather than on the store's
+    objects lock (which serialises validation and write across replicas and processes)."""
 
     def guard(request: Request, scope: str) -> apiauth.Caller | Response:
         caller = apiauth.authorize(request, scope, daemon.identify)
