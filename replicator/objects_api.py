@@ -305,21 +305,13 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
             return _error(404, f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
         return kind
 
-    async def list_all(request: Request) -> Response:
+    async def list_objects(request: Request) -> Response:
+        """``/api/meshobjects`` (every kind) and ``/api/meshobjects/{kind}``."""
         caller = guard(request, "read")
         if isinstance(caller, Response):
             return caller
+        kind = kind_param(request) if "kind" in request.path_params else None
         source = source_param(request)
-        if isinstance(source, Response):
-            return source
-        items = await _in_thread(collect, None, source)
-        return items if isinstance(items, Response) else render(request, items, single=False)
-
-    async def list_kind(request: Request) -> Response:
-        caller = guard(request, "read")
-        if isinstance(caller, Response):
-            return caller
-        kind, source = kind_param(request), source_param(request)
         if isinstance(kind, Response):
             return kind
         if isinstance(source, Response):
@@ -496,9 +488,9 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
 
     return [
         Route("/api/openapi.json", openapi, methods=["GET"]),
-        Route("/api/meshobjects", list_all, methods=["GET"]),
+        Route("/api/meshobjects", list_objects, methods=["GET"]),
         Route("/api/meshobjects", put, methods=["PUT"]),
-        Route("/api/meshobjects/{kind}", list_kind, methods=["GET"]),
+        Route("/api/meshobjects/{kind}", list_objects, methods=["GET"]),
         # GET routes answer HEAD too: a write is never reachable through a GET route.
         Route("/api/meshobjects/{kind}/{key:objectkey}", get_one, methods=["GET"]),
         Route("/api/meshobjects/{kind}/{key:objectkey}", delete_one, methods=["DELETE"]),

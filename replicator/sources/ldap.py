@@ -359,6 +359,18 @@ def _map(
     def skip(kind: str, entry: Entry, name: str | None, reason: str) -> None:
         skipped.append(Skipped(kind, entry.dn, name, reason))
 
+    def unwritable(kind: str, name: str, label: str) -> str | None:
+        """Why this source cannot write ``kind`` ``name`` (``label`` prefixes the name in the
+        message), or None."""
+        if not _NAME.match(name):
+            return f"{label}{name!r} is not a valid {kind} name ({_NAME.pattern})"
+        if (kind, name) in file_keys:
+            return "defined in an inventory file"
+        owner = owners.get((kind, name))
+        if owner is not None and owner != source:
+            return f"owned by {owner}"
+        return None
+
     for entry in sorted(directory.users, key=lambda e: normalize_dn(e.dn)):
         name = entry.first(a.id)
         if name is None:
@@ -369,15 +381,9 @@ def _map(
             continue
         names[name] = entry.dn
         read_users.add(name)
-        if not _NAME.match(name):
-            skip("meshUser", entry, name, f"{a.id} {name!r} is not a valid meshUser name ({_NAME.pattern})")
-            continue
-        if ("meshUser", name) in file_keys:
-            skip("meshUser", entry, name, "defined in an inventory file")
-            continue
-        owner = owners.get(("meshUser", name))
-        if owner is not None and owner != source:
-            skip("meshUser", entry, name, f"owned by {owner}")
+        why = unwritable("meshUser", name, f"{a.id} ")
+        if why is not None:
+            skip("meshUser", entry, name, why)
             continue
         fields = {
             "username": entry.first(a.username),
@@ -441,16 +447,9 @@ def _map(
                 continue
             group_names[name] = entry.dn
             read_groups.add(name)
-            if not _NAME.match(name):
-                why = f"{name!r} is not a valid meshUserGroup name ({_NAME.pattern})"
+            why = unwritable("meshUserGroup", name, "")
+            if why is not None:
                 skip("meshUserGroup", entry, name, why)
-                continue
-            if ("meshUserGroup", name) in file_keys:
-                skip("meshUserGroup", entry, name, "defined in an inventory file")
-                continue
-            owner = owners.get(("meshUserGroup", name))
-            if owner is not None and owner != source:
-                skip("meshUserGroup", entry, name, f"owned by {owner}")
                 continue
             if connector.membership == "memberOf":
                 members = members_of.get(normalize_dn(entry.dn), set())
