@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _DIRECTIVE = re.compile(r"%(.)|%$", re.DOTALL)
@@ -25,12 +26,20 @@ def check_euid_pattern(pattern: str) -> None:
         raise EuidPatternError(f"needs exactly one %s or %S, found {slots}")
 
 
+@functools.lru_cache(maxsize=64)
+def _split(pattern: str) -> tuple[str, bool, str]:
+    """A checked pattern as (text before the slot, upper-case?, text after), ``%%`` already ``%``.
+    Patterns are few (one per platform) and euids many: this is parsed once per pattern."""
+    check_euid_pattern(pattern)
+    m = next(m for m in _DIRECTIVE.finditer(pattern) if m.group(1) in ("s", "S"))
+    return (
+        pattern[: m.start()].replace("%%", "%"),
+        m.group(1) == "S",
+        pattern[m.end() :].replace("%%", "%"),
+    )
+
+
 def transform_euid(pattern: str, euid: str) -> str:
     """``%s`` inserts the euid unchanged, ``%S`` upper-cased, ``%%`` is ``%``."""
-    check_euid_pattern(pattern)
-
-    def sub(m: re.Match[str]) -> str:
-        d = m.group(1)
-        return euid if d == "s" else euid.upper() if d == "S" else "%"
-
-    return _DIRECTIVE.sub(sub, pattern)
+    before, upper, after = _split(pattern)
+    return before + (euid.upper() if upper else euid) + after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,10 +40,17 @@ class Token:
 
 def parse_pattern(pattern: str) -> list[str | Token]:
     """Split a pattern into literal text and placeholders; raise PatternError for every problem."""
+    return list(_parsed(pattern))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(pattern: str) -> tuple[str | Token, ...]:
+    """``parse_pattern``, once per pattern: patterns are few (per platform) and renders many (per
+    group of every tenant)."""
     parts, problems = _scan(pattern)
     if problems:
         raise PatternError("; ".join(problems))
-    return parts
+    return tuple(parts)
 
 
 def _scan(pattern: str) -> tuple[list[str | Token], list[str]]:
@@ -95,7 +103,7 @@ def tag_key(placeholder: str, tags: Mapping[str, str]) -> str | None:
 def render(pattern: str, values: Mapping[str, str], tags: Mapping[str, str] | None = None) -> str:
     """Fill a pattern. ``values`` holds the plain placeholders; ``tags`` the project's tags."""
     out: list[str] = []
-    for part in parse_pattern(pattern):
+    for part in _parsed(pattern):
         if isinstance(part, str):
             out.append(part)
             continue

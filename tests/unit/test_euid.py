@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from replicator.euid import EuidPatternError, check_euid_pattern, transform_euid
 
@@ -91,3 +95,22 @@ def test_unicode_upper_case_follows_python_str_upper() -> None:
     assert transform_euid("%S", "straße") == "STRASSE"
     assert transform_euid("%S", "jürgen") == "JÜRGEN"
     assert transform_euid("u-%S", "ﬁ") == "u-FI"
+
+
+def _reference_transform(pattern: str, euid: str) -> str:
+    """The rule stated plainly, one directive at a time (the implementation splits once per pattern)."""
+    check_euid_pattern(pattern)
+    return re.sub(
+        r"%(.)", lambda m: euid if m.group(1) == "s" else euid.upper() if m.group(1) == "S" else "%", pattern
+    )
+
+
+@given(
+    before=st.lists(st.sampled_from(["a", "%%", "@", "é", "s", "S", "-"]), max_size=6).map("".join),
+    slot=st.sampled_from(["%s", "%S"]),
+    after=st.lists(st.sampled_from(["b", "%%", ".", "ß", "s", "%%s"]), max_size=6).map("".join),
+    euid=st.text(max_size=12),
+)
+def test_transform_matches_the_rule_for_any_pattern(before: str, slot: str, after: str, euid: str) -> None:
+    pattern = before + slot + after
+    assert transform_euid(pattern, euid) == _reference_transform(pattern, euid)
