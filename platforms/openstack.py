@@ -33,6 +33,18 @@ API calls per operation (names as counted):
 ``observe`` (per desired name that no owned record has)
     ``find_domain`` (memoised) + ``find_group`` 1.
     A no-op observe of a tenant with G owned groups: 2 G + 1 calls.
+``prepare`` (once per run, when the run names >= ``groupScanThreshold`` groups)
+    ``find_domain`` (memoised) + ``list_groups`` 1 per page (``GET /v3/groups?domain_id=`` of
+    ``groupDomain``; Keystone does not page: 1). Observe then takes every ``get_group`` and
+    ``find_group`` answer from the scan, which carries the descriptions (markers): an owned id the
+    scan lacks is still read with ``get_group`` (deleted by hand: vanished), a name it lacks is
+    free (``create_group`` still asks ``find_group`` before it creates). A no-op observe of a
+    tenant with G owned groups: G + 1 calls. A group in the scan that is deleted before observe
+    reads its members (``list_group_users`` 404) is dropped from the scan and the tenant is
+    observed again (the calls made so far are repeated; the group then costs ``get_group`` 1:
+    vanished).
+    The scan is dropped at every ``prepare``; a failed or truncated scan leaves none (observe
+    reads group by group).
 ``apply``
     create_group:  ``find_group`` 1, + ``create_group`` 1 when it does not exist
     add_member:    ``add_group_user`` 1 (Keystone's PUT is idempotent)
@@ -180,6 +192,10 @@ class OpenstackOptions(pydantic.BaseModel):
     """A CA bundle to verify the server's certificate with (null: the system's)."""
     timeout: float = pydantic.Field(default=60.0, gt=0)
     """Seconds per request before it is abandoned (retryable)."""
+    group_scan_threshold: int = pydantic.Field(default=20, ge=0)
+    """A run whose observations name at least this many groups reads every group of
+    ``groupDomain`` first (one ``GET /v3/groups?domain_id=``) instead of one ``GET /v3/groups/{id}``
+    (or lookup by name) per group. 0 = never scan."""
 
     @pydantic.model_validator(mode="after")
     def _how_to_log_in(self) -> OpenstackOptions:
@@ -195,6 +211,10 @@ class _NotFoundError(PermanentError):
 
 class _ConflictError(PermanentError):
     """HTTP 409 (a name is taken, a duplicate)."""
+
+
+class _StaleScanError(Exception):
+    """A group taken from this run's scan is gone (deleted after the scan): observe again."""
 
 
 @dataclass(frozen=True)
@@ -292,6 +312,8 @@ class OpenstackDriver(Driver):
         self._domains: dict[str, str] = {}
         self._roles: dict[str, str] | None = None
         self._users_by_key: dict[str, list[PlatformUser]] | None = None
+        self._scan_by_id: dict[str, _Group] | None = None
+        self._scan_by_name: dict[str, _Group] = {}
 
     @classmethod
     def capabilities_for(cls, options: Any) -> Capabilities:
@@ -528,7 +550,12 @@ class OpenstackDriver(Driver):
     async def _observe_group(
         self, group: _Group, alias: str, project_roles: dict[str, frozenset[str]]
     ) -> ObservedGroup:
-        users = await self._list("list_group_users", f"/groups/{group.id}/users", "users", {})
+        try:
+            users = await self._list("list_group_users", f"/groups/{group.id}/users", "users", {})
+        except _NotFoundError:
+            if self._forget_scanned(group):
+                raise _StaleScanError(group.id) from None
+            raise
         members = {PlatformUser(id=str(u["id"]), name=str(u.get("name") or u["id"])) for u in users}
         return ObservedGroup(
             id=group.id,
@@ -664,6 +691,18 @@ class OpenstackDriver(Driver):
     async def observe(
         self, tenant: TenantRef, owned: Sequence[OwnedGroup], desired_names: Mapping[str, str]
     ) -> ObservedTenant:
+        # A group the scan has but Keystone no longer has (deleted by hand after the scan) is
+        # dropped from the scan and the tenant observed again, where it is read by id (vanished)
+        # or is a free name. Each retry shrinks the scan, so this ends.
+        while True:
+            try:
+                return await self._observe_once(tenant, owned, desired_names)
+            except _StaleScanError:
+                continue
+
+    async def _observe_once(
+        self, tenant: TenantRef, owned: Sequence[OwnedGroup], desired_names: Mapping[str, str]
+    ) -> ObservedTenant:
         # the project's role assignments: read once per observe, at the first group that is ours
         # (none when no group is: a tenant whose groups all vanished reads no assignments)
         project_roles: list[dict[str, frozenset[str]]] = []
@@ -676,8 +715,44 @@ class OpenstackDriver(Driver):
             return await self._observe_group(group, alias, project_roles[0])
 
         return await observe_marked_groups(
-            tenant, owned, desired_names, self._get_group, self._group_by_name, observe_one
+            tenant, owned, desired_names, self._observed_by_id, self._observed_by_name, observe_one
         )
+
+    async def prepare(self, groups: int) -> None:
+        """One ``list_groups`` scan of ``groupDomain`` for a run that names at least
+        ``groupScanThreshold`` groups. The previous run's scan is dropped first; a scan that fails
+        (an error, or a list cut by ``list_limit``) leaves none, and observe reads group by group."""
+        self._scan_by_id, self._scan_by_name = None, {}
+        threshold = self.options.group_scan_threshold
+        if not threshold or groups < threshold:
+            return
+        domain_id = await self._domain_id(self.options.group_domain)
+        rows = await self._list("list_groups", "/groups", "groups", {"domain_id": domain_id})
+        found = [_group(row) for row in rows]
+        self._scan_by_id = {g.id: g for g in found}
+        self._scan_by_name = {g.name: g for g in found}
+
+    def _forget_scanned(self, group: _Group) -> bool:
+        """Drop a group from this run's scan; False when the scan does not have it."""
+        if self._scan_by_id is None or self._scan_by_id.pop(group.id, None) is None:
+            return False
+        if (named := self._scan_by_name.get(group.name)) is not None and named.id == group.id:
+            del self._scan_by_name[group.name]
+        return True
+
+    async def _observed_by_id(self, group_id: str) -> _Group | None:
+        """A recorded group: from this run's scan when it has the id (no call), else ``get_group``
+        (a group deleted by hand, or one outside ``groupDomain``)."""
+        if self._scan_by_id is not None and group_id in self._scan_by_id:
+            return self._scan_by_id[group_id]
+        return await self._get_group(group_id)
+
+    async def _observed_by_name(self, name: str) -> _Group | None:
+        """A group by name: from this run's scan (absent there: free; ``create_group`` asks Keystone
+        again before it creates), else ``find_group``."""
+        if self._scan_by_id is not None:
+            return self._scan_by_name.get(name)
+        return await self._group_by_name(name)
 
     async def apply(self, tenant: TenantRef, change: Change, group_id: str | None) -> str | None:
         action = change.action

@@ -378,3 +378,160 @@ async def test_incomplete_changes_are_permanent(driver: OpenstackDriver, tenant:
         await driver.apply(tenant, Change(Action.ADD_MEMBER, ADMIN, "admin"), "gid")
     with pytest.raises(PermanentError, match="names no role"):
         await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin"), "gid")
+
+
+# --- the group scan (prepare) ---------------------------------------------------------------------
+
+
+def test_group_scan_threshold_option() -> None:
+    base = {"cloud": "c"}
+    assert OpenstackOptions.model_validate(base).group_scan_threshold == 20
+    assert OpenstackOptions.model_validate({**base, "groupScanThreshold": 0}).group_scan_threshold == 0
+    with pytest.raises(ValueError, match="groupScanThreshold"):
+        OpenstackOptions.model_validate({**base, "groupScanThreshold": -1})
+    schema = OpenstackOptions.model_json_schema(by_alias=True)
+    assert schema["properties"]["groupScanThreshold"]["default"] == 20
+
+
+async def test_scanned_observe_of_several_tenants_lists_groups_once(
+    world: World, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    setup = make_driver()
+    other = TenantRef(f"acme/api/{PLATFORM}", PLATFORM, world.project("api"))
+    dave = PlatformUser(world.user("dave"), "dave")
+    owned: dict[TenantRef, list[OwnedGroup]] = {}
+    desired: dict[TenantRef, dict[str, str]] = {}
+    for t, prefix in ((tenant, "acme.web"), (other, "acme.api")):
+        records = []
+        for alias in ("admin", "reader"):
+            name = f"{prefix}-{alias}"
+            gid = str(await setup.apply(t, Change(Action.CREATE_GROUP, name, alias), None))
+            await setup.apply(t, Change(Action.ADD_MEMBER, name, alias, user=dave), gid)
+            await setup.apply(t, Change(Action.GRANT, name, alias, role="member"), gid)
+            records.append(OwnedGroup(alias, name, gid, frozenset({"member"})))
+        owned[t] = records
+        desired[t] = {r.alias: r.name for r in records}
+    world.conn.identity.create_group(name="bystander", domain_id=world.domain.id, description="by hand")
+
+    plain = make_driver()
+    await plain.prepare(4)  # below the default threshold (20): no scan
+    assert plain.api_calls.total() == 0
+    expected = {t: await plain.observe(t, owned[t], desired[t]) for t in (tenant, other)}
+    assert dict(plain.api_calls) == {"get_group": 4, "list_group_users": 4, "list_role_assignments": 2}
+    assert all(len(o.groups) == 2 and not o.vanished and not o.foreign for o in expected.values())
+
+    scanned = make_driver(groupScanThreshold=4)
+    await scanned.prepare(4)
+    assert dict(scanned.api_calls) == {"find_domain": 1, "list_groups": 1}
+    scanned.api_calls.clear()
+    for t in (tenant, other):
+        assert await scanned.observe(t, owned[t], desired[t]) == expected[t]
+    # per tenant: G + 1 (members per group, the project's assignments once); no group read
+    assert dict(scanned.api_calls) == {"list_group_users": 4, "list_role_assignments": 2}
+
+
+async def test_scan_keeps_ownership_and_never_takes_over_a_later_group(
+    world: World, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    ident = world.conn.identity
+    setup = make_driver()
+
+    async def create(name: str, alias: str) -> str:
+        return str(await setup.apply(tenant, Change(Action.CREATE_GROUP, name, alias), None))
+
+    admin = await create(ADMIN, "admin")
+    hijacked = await create("acme.web-hijacked", "hijacked")
+    ident.update_group(hijacked, description="mine now")  # marker removed by hand
+    gone = await create("acme.web-gone", "gone")
+    ident.delete_group(gone)  # deleted by hand before the scan
+    later_gone = await create("acme.web-later", "later")
+    pending = ident.create_group(name=READER, domain_id=world.domain.id, description=marker(tenant))
+    taken = ident.create_group(name="acme.web-user", domain_id=world.domain.id, description="by hand")
+    owned = [
+        OwnedGroup("admin", ADMIN, admin),
+        OwnedGroup("hijacked", "acme.web-hijacked", hijacked),
+        OwnedGroup("gone", "acme.web-gone", gone),
+        OwnedGroup("later", "acme.web-later", later_gone),
+        OwnedGroup("reader", READER, None),
+    ]
+    desired = {"admin": ADMIN, "reader": READER, "user": "acme.web-user", "new": "acme.web-new"}
+
+    scanned = make_driver(groupScanThreshold=5)
+    await scanned.prepare(7)
+    assert dict(scanned.api_calls) == {"find_domain": 1, "list_groups": 1}
+    ident.delete_group(later_gone)  # deleted by hand after the scan was taken
+
+    plain = make_driver()
+    expected = await plain.observe(tenant, owned, desired)
+    assert [g.id for g in expected.groups] == [admin, pending.id]
+    assert sorted(expected.vanished) == ["acme.web-gone", "acme.web-later"]
+    assert dict(expected.foreign) == {"acme.web-hijacked": hijacked, "acme.web-user": taken.id}
+    assert plain.api_calls["get_group"] == 4
+    assert plain.api_calls["find_group"] == 3
+
+    # created by someone else after the scan, with a desired name: the scan says the name is free
+    late = ident.create_group(name="acme.web-new", domain_id=world.domain.id, description="by hand")
+    scanned.api_calls.clear()
+    assert await scanned.observe(tenant, owned, desired) == expected
+    # the group deleted before the scan is read by id (the scan lacks it); the one deleted after
+    # the scan is in it: its member list answers 404, it is dropped from the scan and the tenant
+    # observed again, reading it by id (vanished). No name is looked up, the scan is not redone.
+    assert dict(scanned.api_calls) == {
+        "get_group": 1 + 2,
+        "list_group_users": 2 + 2,  # first pass: admin, the deleted one (404); then admin, reader
+        "list_role_assignments": 1 + 1,
+    }
+    # the scan no longer has the deleted group: the next observe reads it by id, once
+    scanned.api_calls.clear()
+    assert await scanned.observe(tenant, owned, desired) == expected
+    assert dict(scanned.api_calls) == {"get_group": 2, "list_group_users": 2, "list_role_assignments": 1}
+
+    # create_group still asks Keystone, and refuses the group created after the scan
+    scanned.api_calls.clear()
+    with pytest.raises(ForeignObjectError, match="not ours"):
+        await scanned.apply(tenant, Change(Action.CREATE_GROUP, "acme.web-new", "new"), None)
+    assert dict(scanned.api_calls) == {"find_group": 1}
+    groups = world.groups()
+    assert groups["acme.web-new"].id == late.id
+    assert groups["acme.web-new"].description == "by hand"
+    assert world.members(late.id) == []
+    assert groups["acme.web-hijacked"].description == "mine now"
+
+
+async def test_scan_is_skipped_reset_or_dropped_when_it_fails(
+    world: World, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    setup = make_driver()
+    gid = str(await setup.apply(tenant, Change(Action.CREATE_GROUP, ADMIN, "admin"), None))
+    owned = [OwnedGroup("admin", ADMIN, gid)]
+    desired = {"admin": ADMIN}
+
+    never = make_driver(groupScanThreshold=0)
+    await never.prepare(10_000)
+    assert never.api_calls.total() == 0
+    assert [g.id for g in (await never.observe(tenant, owned, desired)).groups] == [gid]
+    assert never.api_calls["get_group"] == 1
+
+    below = make_driver(groupScanThreshold=3)
+    await below.prepare(2)
+    assert below.api_calls.total() == 0
+    await below.observe(tenant, owned, desired)
+    assert below.api_calls["get_group"] == 1
+
+    # a scan is never reused by the next run: every prepare drops it first
+    reset = make_driver(groupScanThreshold=1)
+    await reset.prepare(1)
+    assert dict(reset.api_calls) == {"find_domain": 1, "list_groups": 1}
+    await reset.prepare(0)  # the next run names no group: below the threshold, no scan
+    reset.api_calls.clear()
+    await reset.observe(tenant, owned, desired)
+    assert reset.api_calls["get_group"] == 1
+
+    # a failed scan leaves none: observe reads group by group
+    failed = make_driver(groupScanThreshold=1, groupDomain=f"no-such-domain-{world.tag}")
+    with pytest.raises(PlatformConfigError, match="no-such-domain"):
+        await failed.prepare(5)
+    assert "list_groups" not in failed.api_calls
+    observed = await failed.observe(tenant, owned, desired)
+    assert [g.id for g in observed.groups] == [gid]
+    assert failed.api_calls["get_group"] == 1
