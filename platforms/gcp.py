@@ -33,7 +33,15 @@ API calls per operation (names as counted; M members of a group, U users of the 
     ``groups.memberships.list`` x ceil(M/1000).
 ``observe`` (per desired name that no owned record has)
     ``groups.lookup`` 1, + ``groups.get`` 1 when the name is taken.
-    A no-op observe of a tenant with G owned groups: 2 G + 1 calls.
+    A no-op observe of a tenant with G owned groups, without a scan: 2 G + 1 calls.
+``prepare`` (once per run, when the run names >= ``groupScanThreshold`` groups)
+    ``groups.list`` (``parent=customers/<customerId>``, ``view=FULL``: the description is the
+    marker) x ceil(groups of the customer / 500), at most max(1, named groups // 2) pages, else
+    no scan; observe then takes every ``groups.get``/``groups.lookup`` answer from the scan (a
+    recorded id the scan lacks is still read with ``groups.get``, a name it lacks is free): a no-op
+    observe of a tenant with G owned groups is G + 1 calls. A scanned group deleted since the scan
+    (its ``groups.memberships.list`` answers 404) is forgotten and read again: ``groups.get`` 1
+    (vanished) for a recorded id, nothing for a name (free).
 ``apply``
     create_group:  ``groups.lookup`` 1 (+ ``groups.get`` 1 if it exists), else ``groups.create`` 1
     add_member:    ``groups.memberships.create`` 1 (409 ALREADY_EXISTS: success)
@@ -106,6 +114,7 @@ SCOPES: dict[str, tuple[str, ...]] = {
 }
 _VERSIONS = {"cloudidentity": "v1", "admin": "directory_v1", "cloudresourcemanager": "v3"}
 _MEMBERSHIP_PAGE = 1000  # the most Cloud Identity allows with view BASIC
+_GROUP_PAGE = 500  # the most groups.list allows with view FULL (BASIC: 1000, but need not carry the marker)
 _USER_PAGE = 500  # the most the Admin SDK allows
 
 # The email local part of a Google group: lowercase letters, digits, - _ ' and single periods,
@@ -170,6 +179,11 @@ class GcpOptions(pydantic.BaseModel):
     policy_attempts: int = pydantic.Field(default=5, ge=1, le=20)
     """Read-modify-write attempts of one IAM policy edit when others change the policy at the same
     time (HTTP 409 on a stale etag); after the last the change is retryable."""
+    group_scan_threshold: int = pydantic.Field(default=20, ge=0)
+    """A run whose observations name at least this many groups reads every group of the customer
+    first (``groups.list``, view FULL, 500 a page) instead of one ``groups.get``/``groups.lookup``
+    per group; the scan stops (and observe reads group by group) once it has cost half as many calls
+    as it would save. 0 = never scan."""
 
     @pydantic.model_validator(mode="after")
     def _anonymous_only_locally(self) -> GcpOptions:
@@ -202,6 +216,14 @@ class _Group:
     @property
     def name(self) -> str:
         return self.email.partition("@")[0]
+
+
+class _GoneSinceScanError(Exception):
+    """A group of this run's scan answered 404: it was deleted after the scan."""
+
+    def __init__(self, group: _Group) -> None:
+        super().__init__(group.id)
+        self.group = group
 
 
 def _group(item: Mapping[str, Any]) -> _Group:
@@ -382,6 +404,9 @@ class GcpDriver(Driver):
         """Group resource name -> email, from every group this instance read or created."""
         self._memberships: dict[tuple[str, str], str] = {}
         """(group resource name, member email lowercase) -> membership resource name."""
+        self._scan_by_id: dict[str, _Group] | None = None
+        """This run's ``groups.list`` scan by resource name (None: no scan, read group by group)."""
+        self._scan_by_email: dict[str, _Group] = {}
 
     @classmethod
     def capabilities_for(cls, options: Any) -> Capabilities:
@@ -576,9 +601,11 @@ class GcpDriver(Driver):
             "cloudidentity",
             "groups.memberships.list",
             "memberships",
-            lambda s, t: s.groups()
-            .memberships()
-            .list(parent=group_id, view="BASIC", pageSize=_MEMBERSHIP_PAGE, pageToken=t),
+            lambda s, t: (
+                s.groups()
+                .memberships()
+                .list(parent=group_id, view="BASIC", pageSize=_MEMBERSHIP_PAGE, pageToken=t)
+            ),
         )
         members: set[PlatformUser] = set()
         for row in rows:
@@ -799,24 +826,121 @@ class GcpDriver(Driver):
     ) -> ObservedTenant:
         policy: dict[str, Any] | None = None
         policy_lock = asyncio.Lock()
+        done: dict[tuple[str, str], ObservedGroup] = {}
+        by_id: dict[str, _Group | None] = {}
+        by_name: dict[str, _Group | None] = {}
+
+        async def read_id(group_id: str) -> _Group | None:
+            if group_id not in by_id:
+                by_id[group_id] = await self._observed_by_id(group_id)
+            return by_id[group_id]
+
+        async def read_name(name: str) -> _Group | None:
+            if name not in by_name:
+                by_name[name] = await self._observed_by_name(name)
+            return by_name[name]
 
         async def observe_one(group: _Group, alias: str) -> ObservedGroup:
             nonlocal policy
+            if (group.id, alias) in done:  # observed before a group of the scan turned out gone
+                return done[(group.id, alias)]
             async with policy_lock:  # one getIamPolicy per tenant, however many groups
                 if policy is None:
                     policy = await self._policy(tenant)
-            members = await self._members(group.id)
-            return ObservedGroup(
+            try:
+                members = await self._members(group.id)
+            except _NotFoundError:
+                if self._scan_by_id is not None and self._scan_by_id.get(group.id) is group:
+                    raise _GoneSinceScanError(group) from None
+                raise
+            observed = ObservedGroup(
                 id=group.id,
                 name=group.name,
                 alias=alias,
                 members=members,
                 roles=_bound_roles(policy, group.email),
             )
+            done[(group.id, alias)] = observed
+            return observed
 
-        return await observe_marked_groups(
-            tenant, owned, desired_names, self._get_group, self._group_by_name, observe_one
-        )
+        # A group of the scan deleted since is forgotten and everything asked again, the answers
+        # read so far reused: each round forgets one scanned group, so this ends.
+        while True:
+            try:
+                return await observe_marked_groups(
+                    tenant, owned, desired_names, read_id, read_name, observe_one
+                )
+            except _GoneSinceScanError as gone:
+                self._forget_scanned(gone.group)
+                for memo in (by_id, by_name):
+                    for key in [k for k, g in memo.items() if g is gone.group]:
+                        del memo[key]
+
+    async def prepare(self, groups: int) -> None:
+        """One ``groups.list`` scan of the customer's groups for a run that names at least
+        ``groupScanThreshold`` groups, abandoned once it has made ``groups // 2`` calls (a large
+        customer and a small run: reading group by group is cheaper). An error leaves no scan (the
+        engine logs it; observe reads group by group)."""
+        self._scan_by_id, self._scan_by_email = None, {}
+        threshold = self.options.group_scan_threshold
+        if not threshold or groups < threshold:
+            return
+        limit = max(1, groups // 2)
+        parent = f"customers/{self.options.customer_id}"
+        found: list[_Group] = []
+        seen: set[str] = set()
+        token: str | None = None
+        for _ in range(limit):
+            page = (
+                await self._call(
+                    "cloudidentity",
+                    "groups.list",
+                    _with_token(
+                        lambda s, t: s.groups().list(
+                            parent=parent, view="FULL", pageSize=_GROUP_PAGE, pageToken=t
+                        ),
+                        token,
+                    ),
+                )
+                or {}
+            )
+            try:
+                found += [_group(item) for item in page.get("groups") or []]
+            except (KeyError, TypeError, AttributeError):
+                raise PermanentError("gcp groups.list: a group without name or groupKey") from None
+            token = page.get("nextPageToken") or None
+            if token is None:
+                self._scan_by_id = {g.id: g for g in found}
+                self._scan_by_email = {g.email: g for g in found}
+                return
+            if token in seen:
+                return
+            seen.add(token)
+
+    def _forget_scanned(self, group: _Group) -> None:
+        if self._scan_by_id is not None and self._scan_by_id.get(group.id) is group:
+            del self._scan_by_id[group.id]
+        if self._scan_by_email.get(group.email) is group:
+            del self._scan_by_email[group.email]
+
+    def _scanned(self, group: _Group) -> _Group:
+        self._emails[group.id] = group.email  # a later grant/revoke needs no groups.get
+        return group
+
+    async def _observed_by_id(self, group_id: str) -> _Group | None:
+        """A recorded group: from this run's scan when it has the id (no call), else ``groups.get``
+        (deleted, or created after the scan)."""
+        if self._scan_by_id is not None and group_id in self._scan_by_id:
+            return self._scanned(self._scan_by_id[group_id])
+        return await self._get_group(group_id)
+
+    async def _observed_by_name(self, name: str) -> _Group | None:
+        """A group by name: from this run's scan (absent there: free; ``create_group`` asks Cloud
+        Identity again before it creates), else ``groups.lookup`` + ``groups.get``."""
+        if self._scan_by_id is not None:
+            group = self._scan_by_email.get(self._email(name))
+            return None if group is None else self._scanned(group)
+        return await self._group_by_name(name)
 
     async def apply(self, tenant: TenantRef, change: Change, group_id: str | None) -> str | None:
         action = change.action

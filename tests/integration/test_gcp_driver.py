@@ -11,6 +11,9 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from platforms.contract import (
     TenantRef,
 )
 from platforms.gcp import GcpDriver, GcpOptions, policy_with
-from tests.support.gcp_server import DOMAIN, GcpServer
+from tests.support.gcp_server import DOMAIN, Fault, GcpServer
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +131,11 @@ def test_options_camel_case_strict_and_anonymous_only_with_endpoints() -> None:
     opts = GcpOptions.model_validate({"customerId": "C01abc", "domain": "example.com"})
     assert opts.credentials_file is None
     assert opts.user_lookup_strategy == "email"
+    assert opts.group_scan_threshold == 20
+    base = {"customerId": "C01abc", "domain": "example.com"}
+    assert GcpOptions.model_validate({**base, "groupScanThreshold": 0}).group_scan_threshold == 0
+    with pytest.raises(ValueError, match="groupScanThreshold"):
+        GcpOptions.model_validate({**base, "groupScanThreshold": -1})
     assert GcpOptions.model_validate(
         {"customerId": "C01abc", "domain": "example.com", "credentialsFile": {"env": "GCP_KEY"}}
     ).credentials_file
@@ -547,6 +555,280 @@ async def test_delete_group_twice_and_never_a_foreign_one(
     with pytest.raises(ForeignObjectError):
         await driver.apply(tenant, Change(Action.DELETE_GROUP, READER, "reader"), None)
     assert list(gcp.groups()) == [READER_EMAIL]
+
+
+# --- the group scan (prepare) ---------------------------------------------------------------------
+
+
+def drop_marker(gcp: GcpServer, email: str) -> None:
+    """Someone edits a group's description by hand (the server state, not through the driver)."""
+    with gcp.world.lock:
+        gid = gcp.group_id(email)
+        gcp.world.groups[gid]["description"] = "taken over by hand"
+
+
+async def test_a_scanned_observe_of_several_tenants_reads_no_group_one_by_one(
+    gcp: GcpServer, driver: GcpDriver, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    """prepare() pages groups.list once; observe then answers from the scan what groups.get and
+    groups.lookup answered, tenant by tenant: the same ObservedTenant, G + 1 calls for G groups."""
+    gcp.world.group_page_max = 4
+    gcp.add_user("alice@example.com")
+    alice = PlatformUser("alice@example.com", "alice@example.com")
+    api = TenantRef(f"acme/api/{PLATFORM}", PLATFORM, "acme-api-1")
+    db = TenantRef(f"acme/db/{PLATFORM}", PLATFORM, "acme-db-1")
+    owned: dict[TenantRef, list[OwnedGroup]] = {}
+    desired: dict[TenantRef, dict[str, str]] = {}
+    for t, prefix in ((api, "acme.api"), (db, "acme.db")):
+        gcp.add_project(t.local_id)
+        ids = {alias: await create(driver, t, f"{prefix}-{alias}", alias) for alias in ("admin", "reader")}
+        await driver.apply(t, Change(Action.ADD_MEMBER, f"{prefix}-admin", "admin", user=alice), ids["admin"])
+        await driver.apply(
+            t, Change(Action.GRANT, f"{prefix}-reader", "reader", role="roles/viewer"), ids["reader"]
+        )
+        owned[t] = [OwnedGroup(a, f"{prefix}-{a}", i) for a, i in ids.items()]
+        desired[t] = {a: f"{prefix}-{a}" for a in ids}
+    admin = await create(driver, tenant)
+    reader = await create(driver, tenant, READER, "reader")
+    hand = await create(driver, tenant, "acme.web-hand", "hand")
+    drop_marker(gcp, f"acme.web-hand@{DOMAIN}")
+    other = await create(driver, api, "acme.web-other", "other")  # another tenant's marker, our name
+    ops = gcp.add_group(f"acme.web-ops@{DOMAIN}", description="made by hand")
+    gcp.add_group(f"bystander-1@{DOMAIN}")
+    gcp.add_group(f"bystander-2@{DOMAIN}")
+    await driver.apply(tenant, Change(Action.ADD_MEMBER, ADMIN, "admin", user=alice), admin)
+    await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role="roles/editor"), admin)
+    owned[tenant] = [
+        OwnedGroup("admin", ADMIN, admin),
+        OwnedGroup("hand", "acme.web-hand", hand),  # recorded, marker removed by hand: foreign
+        OwnedGroup("reader", READER, None),  # pending: found by name, our marker: adopted
+    ]
+    desired[tenant] = {
+        "admin": ADMIN,
+        "reader": READER,
+        "ops": "acme.web-ops",
+        "other": "acme.web-other",
+        "free": "acme.web-free",
+    }
+    assert len(gcp.groups()) == 11  # 3 pages of 4
+    names = sum(len({r.name for r in owned[t]} | set(desired[t].values())) for t in owned)
+    assert names == 10
+
+    plain = make_driver()
+    expected = {t: await plain.observe(t, owned[t], desired[t]) for t in owned}
+    web = expected[tenant]
+    assert [(g.alias, g.id) for g in web.groups] == [("admin", admin), ("reader", reader)]
+    assert web.groups[0].members == {alice}
+    assert web.groups[0].roles == {"roles/editor"}
+    assert web.vanished == ()
+    assert dict(web.foreign) == {"acme.web-hand": hand, "acme.web-ops": ops, "acme.web-other": other}
+    assert [len(expected[t].groups) for t in (api, db)] == [2, 2]
+    assert dict(plain.api_calls) == {
+        "groups.get": 2 + 2 + 5,  # api, db; web: admin, hand, reader, ops, other
+        "groups.lookup": 4,  # reader, ops, other, free
+        "groups.memberships.list": 6,
+        "projects.getIamPolicy": 3,
+    }
+
+    scanned = make_driver(groupScanThreshold=5)
+    await scanned.prepare(names)
+    assert dict(scanned.api_calls) == {"groups.list": 3}
+    assert gcp.calls("GET", r"^/v1/groups$") == 3
+    for t in (api, db, tenant):
+        scanned.api_calls.clear()
+        assert await scanned.observe(t, owned[t], desired[t]) == expected[t]
+        if t != tenant:  # a no-op observe of G groups: G + 1 calls
+            assert dict(scanned.api_calls) == {"groups.memberships.list": 2, "projects.getIamPolicy": 1}
+    assert dict(scanned.api_calls) == {"groups.memberships.list": 2, "projects.getIamPolicy": 1}
+
+    # the scan gave the email: a grant needs no groups.get
+    scanned.api_calls.clear()
+    await scanned.apply(
+        db, Change(Action.GRANT, "acme.db-admin", "admin", role="roles/editor"), owned[db][0].platform_id
+    )
+    assert dict(scanned.api_calls) == {"projects.getIamPolicy": 1, "projects.setIamPolicy": 1}
+    assert gcp.roles_of("acme-db-1", f"group:acme.db-admin@{DOMAIN}") == ["roles/editor"]
+
+
+async def test_groups_deleted_before_or_after_the_scan_are_vanished_or_free(
+    gcp: GcpServer, driver: GcpDriver, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    admin = await create(driver, tenant)
+    reader = await create(driver, tenant, READER, "reader")
+    old = await create(driver, tenant, "acme.web-old", "old")
+    left = await create(driver, tenant, "acme.web-left", "left")  # a leftover: ours, no record
+    await driver.apply(tenant, Change(Action.DELETE_GROUP, "acme.web-old", "old"), old)  # before the scan
+
+    scanned = make_driver(groupScanThreshold=1)
+    await scanned.prepare(4)
+    assert dict(scanned.api_calls) == {"groups.list": 1}
+    # between prepare and observe: someone deletes two groups the scan has
+    await driver.apply(tenant, Change(Action.DELETE_GROUP, READER, "reader"), reader)
+    await driver.apply(tenant, Change(Action.DELETE_GROUP, "acme.web-left", "left"), left)
+    scanned.api_calls.clear()
+    owned = [
+        OwnedGroup("admin", ADMIN, admin),
+        OwnedGroup("old", "acme.web-old", old),
+        OwnedGroup("reader", READER, reader),
+    ]
+    desired = {"admin": ADMIN, "reader": READER, "left": "acme.web-left"}
+    observed = await scanned.observe(tenant, owned, desired)
+    assert [(g.alias, g.id) for g in observed.groups] == [("admin", admin)]
+    assert observed.vanished == ("acme.web-old", READER)
+    assert dict(observed.foreign) == {}
+    assert dict(scanned.api_calls) == {
+        "groups.get": 2,  # old (not in the scan), reader (in the scan, gone since)
+        "groups.memberships.list": 3,  # admin; reader and left answer 404: deleted since the scan
+        "projects.getIamPolicy": 1,
+    }
+    assert await make_driver().observe(tenant, owned, desired) == observed
+    # forgotten for the rest of the run
+    scanned.api_calls.clear()
+    assert await scanned.observe(tenant, owned, desired) == observed
+    assert dict(scanned.api_calls) == {
+        "groups.get": 2,
+        "groups.memberships.list": 1,
+        "projects.getIamPolicy": 1,
+    }
+
+
+async def test_a_group_made_after_the_scan_under_our_name_is_never_taken_over(
+    gcp: GcpServer, driver: GcpDriver, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    admin = await create(driver, tenant)
+    scanned = make_driver(groupScanThreshold=1)
+    await scanned.prepare(2)
+    assert dict(scanned.api_calls) == {"groups.list": 1}
+    gcp.add_user("erin@example.com")
+    foreign = gcp.add_group(READER_EMAIL, description="made by hand", members=("erin@example.com",))
+    scanned.api_calls.clear()
+    observed = await scanned.observe(
+        tenant, [OwnedGroup("admin", ADMIN, admin)], {"admin": ADMIN, "reader": READER}
+    )
+    assert [g.id for g in observed.groups] == [admin]
+    assert dict(observed.foreign) == {}, "not in the scan: the name looks free to observe"
+    assert "groups.lookup" not in scanned.api_calls
+    scanned.api_calls.clear()
+    with pytest.raises(ForeignObjectError, match="not ours"):
+        await scanned.apply(tenant, Change(Action.CREATE_GROUP, READER, "reader"), None)
+    assert dict(scanned.api_calls) == {"groups.lookup": 1, "groups.get": 1}
+    group = gcp.groups()[READER_EMAIL]
+    assert (group["name"], group["description"]) == (foreign, "made by hand")
+    assert gcp.members(READER_EMAIL) == ["erin@example.com"]
+    assert gcp.calls("POST", r"^/v1/groups$") == 1  # only the admin group, before the scan
+
+
+async def test_the_scan_is_skipped_abandoned_or_reset_when_it_would_not_pay(
+    gcp: GcpServer, driver: GcpDriver, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    admin = await create(driver, tenant)
+    for i in range(4):
+        gcp.add_group(f"bystander-{i}@{DOMAIN}")
+    gcp.world.group_page_max = 2  # 5 groups: 3 pages
+    owned = [OwnedGroup("admin", ADMIN, admin)]
+
+    default = make_driver()  # threshold 20
+    await default.prepare(19)
+    never = make_driver(groupScanThreshold=0)
+    await never.prepare(10_000)
+    assert default.api_calls.total() == never.api_calls.total() == 0
+    await never.observe(tenant, owned, {"admin": ADMIN})
+    assert never.api_calls["groups.get"] == 1
+
+    abandoned = make_driver(groupScanThreshold=1)
+    await abandoned.prepare(5)  # 5 // 2 = 2 pages at most
+    assert dict(abandoned.api_calls) == {"groups.list": 2}
+    abandoned.api_calls.clear()
+    observed = await abandoned.observe(tenant, owned, {"admin": ADMIN})
+    assert [g.id for g in observed.groups] == [admin]
+    assert abandoned.api_calls["groups.get"] == 1, "an abandoned scan falls back to reads per group"
+
+    scanned = make_driver(groupScanThreshold=1)
+    await scanned.prepare(6)  # 3 pages allowed: the whole scan
+    assert dict(scanned.api_calls) == {"groups.list": 3}
+    scanned.api_calls.clear()
+    await scanned.observe(tenant, owned, {"admin": ADMIN})
+    assert "groups.get" not in scanned.api_calls
+    scanned.api_calls.clear()
+    await scanned.prepare(0)  # every run starts without the last one's scan
+    assert scanned.api_calls.total() == 0
+    await scanned.observe(tenant, owned, {"admin": ADMIN})
+    assert scanned.api_calls["groups.get"] == 1
+
+
+async def test_a_failed_scan_leaves_no_scan(
+    gcp: GcpServer, driver: GcpDriver, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    admin = await create(driver, tenant)
+    for i in range(3):
+        gcp.add_group(f"bystander-{i}@{DOMAIN}")
+    gcp.world.group_page_max = 2
+    pages = 0
+
+    def fail_the_second_page(method: str, path: str) -> None:
+        nonlocal pages
+        if method == "GET" and path == "/v1/groups":
+            pages += 1
+            if pages == 2:
+                gcp.world.faults.append(Fault(r"^/v1/groups$", 503, "UNAVAILABLE"))
+
+    gcp.watch(fail_the_second_page)
+    scanned = make_driver(groupScanThreshold=1)
+    with pytest.raises(RetryableError, match=r"groups\.list"):
+        await scanned.prepare(10)
+    assert dict(scanned.api_calls) == {"groups.list": 2}
+    scanned.api_calls.clear()
+    observed = await scanned.observe(tenant, [OwnedGroup("admin", ADMIN, admin)], {"admin": ADMIN})
+    assert [g.id for g in observed.groups] == [admin]
+    assert scanned.api_calls["groups.get"] == 1
+
+
+async def test_the_scan_asks_for_the_most_a_full_page_may_hold(
+    gcp: GcpServer, driver: GcpDriver, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    """view=FULL (the description is the marker) pages hold at most 500 groups; 501 groups are
+    exactly two pages, and the server refuses a larger pageSize as Google does."""
+    admin = await create(driver, tenant)
+    for i in range(500):
+        gcp.add_group(f"bystander-{i}@{DOMAIN}")
+    scanned = make_driver(groupScanThreshold=1)
+    await scanned.prepare(4)  # two pages at most
+    assert dict(scanned.api_calls) == {"groups.list": 2}
+    scanned.api_calls.clear()
+    observed = await scanned.observe(tenant, [OwnedGroup("admin", ADMIN, admin)], {"admin": ADMIN})
+    assert [g.id for g in observed.groups] == [admin]
+    assert "groups.get" not in scanned.api_calls
+
+
+def list_groups(gcp: GcpServer, **query: str) -> tuple[int, dict[str, Any]]:
+    url = f"{gcp.url}v1/groups?{urllib.parse.urlencode(query)}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_server_lists_groups_as_documented(gcp: GcpServer) -> None:
+    for i in range(60):
+        gcp.add_group(f"g{i}@{DOMAIN}", description=f"d{i}")
+    parent = f"customers/{gcp.world.customer}"
+    code, page = list_groups(gcp, parent=parent, view="FULL")
+    assert code == 200
+    assert len(page["groups"]) == 50, "FULL defaults to 50 a page"
+    assert page["groups"][0]["description"] == "d0"
+    code, rest = list_groups(gcp, parent=parent, view="FULL", pageToken=page["nextPageToken"])
+    assert (code, len(rest["groups"]), "nextPageToken" in rest) == (200, 10, False)
+    code, basic = list_groups(gcp, parent=parent, pageSize="1000")
+    assert code == 200
+    assert len(basic["groups"]) == 60
+    assert set(basic["groups"][0]) == {"name", "groupKey", "parent", "displayName", "labels"}
+    for view, size in (("FULL", "501"), ("BASIC", "1001")):
+        code, err = list_groups(gcp, parent=parent, view=view, pageSize=size)
+        assert (code, err["error"]["status"]) == (400, "INVALID_ARGUMENT")
+    assert list_groups(gcp, parent=parent, view="FULL", pageSize="500")[0] == 200
+    assert list_groups(gcp, view="FULL")[0] == 400
+    assert list_groups(gcp, parent="customers/C0other")[0] == 403
 
 
 # --- IAM policy -----------------------------------------------------------------------------------

@@ -4,8 +4,11 @@ No emulator exists for Cloud Identity, the Admin SDK or Resource Manager, so thi
 implements exactly the documented calls ``platforms.gcp`` makes, with their wire format:
 
 * Cloud Identity v1: ``groups.create`` (a done ``Operation``; 409 ALREADY_EXISTS on a taken
-  email), ``groups.lookup``, ``groups.get``, ``groups.delete``, ``groups.memberships.list``
-  (``pageSize``/``nextPageToken``), ``.create`` (409 on a duplicate), ``.lookup``, ``.delete``.
+  email), ``groups.lookup``, ``groups.get``, ``groups.list`` (``parent=customers/<id>``;
+  ``view`` BASIC, the default, or FULL; ``pageSize`` at most 1000 for BASIC and 500 for FULL, 400
+  INVALID_ARGUMENT above, default 200 / 50; ``pageToken``/``nextPageToken``), ``groups.delete``,
+  ``groups.memberships.list`` (``pageSize``/``nextPageToken``), ``.create`` (409 on a
+  duplicate), ``.lookup``, ``.delete``.
 * Admin SDK directory_v1: ``users.get`` (primary email or alias, case-insensitive; 404),
   ``users.list`` (``customer``, ``query`` with ``email:`` / ``externalId:``, ``maxResults``,
   ``pageToken``; no ``users`` key when nothing matched).
@@ -96,6 +99,9 @@ class World:
     custom_roles: set[str] = field(default_factory=set)
     requests: list[tuple[str, str]] = field(default_factory=list)
     membership_page_max: int = 1000
+    group_page_max: int = 1000
+    """At most this many groups a ``groups.list`` page holds, whatever ``pageSize`` asked (Google
+    may answer with fewer than asked); tests lower it to make pages without 500 groups."""
     user_page_max: int = 500
     faults: list[Fault] = field(default_factory=list)
     interference: dict[str, list[Callable[[dict[str, Any]], None]]] = field(default_factory=dict)
@@ -276,7 +282,8 @@ class GcpServer:
 
     def policy(self, project: str) -> dict[str, Any]:
         with self.world.lock:
-            return json.loads(json.dumps(self.world.policies[project]))
+            copied: dict[str, Any] = json.loads(json.dumps(self.world.policies[project]))
+            return copied
 
     def set_policy(self, project: str, bindings: list[dict[str, Any]]) -> None:
         with self.world.lock:
@@ -377,6 +384,48 @@ def _create_membership(world: World, group: str, body: dict[str, Any]) -> dict[s
     return row
 
 
+# groups.list: pageSize "must not be greater than 1000 for View.BASIC or 500 for View.FULL", and
+# "if unspecified, defaults to 200 for View.BASIC and to 50 for View.FULL" (Cloud Identity v1 docs).
+_GROUP_PAGE_LIMITS = {"BASIC": (1000, 200), "FULL": (500, 50)}
+# View.BASIC is "only basic resource information": the resource's identity, no description
+# (the docs list no fields; gcloud names display_name and name as examples of basic ones).
+_BASIC_GROUP_FIELDS = ("name", "groupKey", "parent", "displayName", "labels")
+
+
+def _list_groups(world: World, q: dict[str, str]) -> dict[str, Any]:
+    parent = q.get("parent")
+    if not parent:
+        raise ApiError(400, "INVALID_ARGUMENT", "parent is required")
+    if parent != f"customers/{world.customer}":
+        raise ApiError(403, "PERMISSION_DENIED", f"the caller cannot list groups of {parent}")
+    view = q.get("view") or "BASIC"
+    if view == "VIEW_UNSPECIFIED":
+        view = "BASIC"
+    if view not in _GROUP_PAGE_LIMITS:
+        raise ApiError(400, "INVALID_ARGUMENT", f"Invalid value at 'view' ({view})")
+    most, default = _GROUP_PAGE_LIMITS[view]
+    try:
+        asked = int(q.get("pageSize") or 0)
+    except ValueError:
+        raise ApiError(400, "INVALID_ARGUMENT", "Invalid value at 'page_size' (TYPE_INT32)") from None
+    if asked < 0 or asked > most:
+        raise ApiError(400, "INVALID_ARGUMENT", f"page_size must not be greater than {most} for View.{view}")
+    size = min(asked or default, world.group_page_max)
+    groups = [g for g in world.groups.values() if g["parent"] == parent]
+    try:
+        rows, nxt = _page(groups, q.get("pageToken"), size)
+    except ValueError:
+        raise ApiError(400, "INVALID_ARGUMENT", "Invalid page token") from None
+    if view == "BASIC":
+        rows = [{k: g[k] for k in _BASIC_GROUP_FIELDS if k in g} for g in rows]
+    out: dict[str, Any] = {}
+    if rows:  # proto3 JSON: an empty repeated field is left out
+        out["groups"] = json.loads(json.dumps(rows))
+    if nxt:
+        out["nextPageToken"] = nxt
+    return out
+
+
 def _operation(response: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return {"done": True, "response": {"@type": f"type.googleapis.com/{kind}", **(response or {})}}
 
@@ -428,6 +477,8 @@ def route(world: World, method: str, path: str, q: dict[str, str], body: Any) ->
     if path == "/v1/groups" and method == "POST":
         name = _create_group(world, body or {})
         return 200, _operation(world.groups[name], "google.apps.cloudidentity.groups.v1.Group")
+    if path == "/v1/groups" and method == "GET":
+        return 200, _list_groups(world, q)
     if path == "/v1/groups:lookup" and method == "GET":
         group = _group_by_email(world, q.get("groupKey.id", ""))
         if group is None:
@@ -444,8 +495,8 @@ def route(world: World, method: str, path: str, q: dict[str, str], body: Any) ->
             email = group["groupKey"]["id"]
             del world.groups[m[1]]
             world.memberships.pop(m[1], None)
-            for policy in world.policies.values():
-                for b in policy["bindings"]:
+            for bound in world.policies.values():
+                for b in bound["bindings"]:
                     b["members"] = [
                         f"deleted:group:{email}?uid={m[1].split('/')[1]}" if x == f"group:{email}" else x
                         for x in b["members"]
@@ -476,10 +527,10 @@ def route(world: World, method: str, path: str, q: dict[str, str], body: Any) ->
     if m and method == "DELETE":
         members = world.memberships.get(m[1], {})
         full = f"{m[1]}/memberships/{m[2]}"
-        key = next((k for k, r in members.items() if r["name"] == full), None)
-        if key is None:
+        found = next((k for k, r in members.items() if r["name"] == full), None)
+        if found is None:
             raise ApiError(404, "NOT_FOUND", "Error(2029): Membership not found")
-        del members[key]
+        del members[found]
         return 200, _operation(None, "google.protobuf.Empty")
 
     # Admin SDK directory_v1
