@@ -22,8 +22,9 @@ the tenant's owned groups in the state store:
 - cloudfoundry: 1 (one list of the space's roles, which are the memberships and the grants).
 
 The ``*_scan`` rows run the same tenants with ``groupScanThreshold`` lowered to the number of
-groups the run names (6; AWS: 3, its run has one tenant), so that the driver reads all groups in one list first, as any run naming
-20 or more groups does by default; that list is one call per run, not per tenant, and is counted.
+groups the run names (6; AWS: 3, its run has one tenant), so that the driver reads all groups in
+one list first, as any run naming 20 or more groups does by default; that list is one call per
+run, not per tenant, and is counted.
 """
 
 from __future__ import annotations
