@@ -26,7 +26,11 @@ API calls per operation (U users in the identity store, M members of a group, A 
 ``prepare`` (once per run, when the run names >= ``groupScanThreshold`` groups)
     ``list_groups`` x ceil(groups in the identity store / 100), at most (named groups // 2) pages;
     observe then takes every ``describe_group``/``get_group_id`` answer from the scan (an owned id
-    the scan lacks is still described): a no-op observe is 2 G calls.
+    the scan lacks is still described): a no-op observe is 2 G calls. A group of the scan that is
+    deleted before observe reads its members (``list_group_memberships`` answers
+    ResourceNotFoundException) is dropped from the scan and the tenant is observed again: the calls
+    made so far are repeated, the failed read counts 1, and the group then costs ``describe_group``
+    1 (vanished), or nothing when it was found by name (the name is free).
 ``apply``
     create_group:  ``get_group_id`` 1 (+ ``describe_group`` 1 if it exists), else ``create_group`` 1
     add_member:    ``get_group_membership_id`` 1 (+ ``create_group_membership`` 1)
@@ -65,6 +69,7 @@ from platforms.contract import (
     Change,
     Driver,
     ForeignObjectError,
+    GroupScan,
     ObservedGroup,
     ObservedTenant,
     OwnedGroup,
@@ -158,6 +163,10 @@ class AwsOptions(pydantic.BaseModel):
 
 class _NotFoundError(PermanentError):
     """ResourceNotFoundException: callers that expect it catch it."""
+
+
+class _StaleScanError(Exception):
+    """A group taken from this run's scan is gone (deleted after the scan): observe again."""
 
 
 class _ConflictError(PermanentError):
@@ -263,8 +272,7 @@ class AwsDriver(Driver):
         self._scan_lock = asyncio.Lock()
         self._users_by_key: dict[str, list[PlatformUser]] | None = None
         self._users_by_id: dict[str, PlatformUser] = {}
-        self._scan_by_id: dict[str, _Group] | None = None
-        self._scan_by_name: dict[str, _Group] = {}
+        self._scan: GroupScan[_Group] | None = None
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -451,13 +459,20 @@ class AwsDriver(Driver):
         return str(resp["MembershipId"])
 
     async def _observe_group(self, tenant: TenantRef, group: _Group, alias: str) -> ObservedGroup:
-        memberships = await self._pages(
-            "identitystore",
-            "list_group_memberships",
-            "GroupMemberships",
-            IdentityStoreId=self.options.identity_store_id,
-            GroupId=group.id,
-        )
+        try:
+            memberships = await self._pages(
+                "identitystore",
+                "list_group_memberships",
+                "GroupMemberships",
+                IdentityStoreId=self.options.identity_store_id,
+                GroupId=group.id,
+            )
+        except _NotFoundError:
+            # Only a group this observe took from the scan: one it described itself and that is
+            # gone a moment later fails the observation, as before.
+            if self._scan is not None and self._scan.forget(group):
+                raise _StaleScanError(group.id) from None
+            raise
         members: set[PlatformUser] = set()
         for membership in memberships:
             user_id = (membership.get("MemberId") or {}).get("UserId")
@@ -672,15 +687,22 @@ class AwsDriver(Driver):
         async def observe_one(group: _Group, alias: str) -> ObservedGroup:
             return await self._observe_group(tenant, group, alias)
 
-        return await observe_marked_groups(
-            tenant, owned, desired_names, self._observed_by_id, self._observed_by_name, observe_one
-        )
+        # A group the scan has but the identity store no longer has (deleted after the scan) is
+        # dropped from the scan and the tenant observed again, where it is described (vanished) or
+        # its name is free. Each retry shrinks the scan, so this ends.
+        while True:
+            try:
+                return await observe_marked_groups(
+                    tenant, owned, desired_names, self._observed_by_id, self._observed_by_name, observe_one
+                )
+            except _StaleScanError:
+                continue
 
     async def prepare(self, groups: int) -> None:
         """One ``ListGroups`` scan of the identity store for a run that names at least
         ``groupScanThreshold`` groups, abandoned once it has made ``groups // 2`` calls (a large
         identity store and a small run: reading group by group is cheaper)."""
-        self._scan_by_id, self._scan_by_name = None, {}
+        self._scan = None
         threshold = self.options.group_scan_threshold
         if not threshold or groups < threshold:
             return
@@ -703,8 +725,7 @@ class AwsDriver(Driver):
             ]
             token = page.get("NextToken")
             if not token:
-                self._scan_by_id = {g.id: g for g in found}
-                self._scan_by_name = {g.name: g for g in found}
+                self._scan = GroupScan(found, lambda g: g.name)
                 return
             if token in seen:
                 return
@@ -712,15 +733,15 @@ class AwsDriver(Driver):
 
     async def _observed_by_id(self, group_id: str) -> _Group | None:
         """A recorded group: from this run's scan when it has the id (no call), else described."""
-        if self._scan_by_id is not None and group_id in self._scan_by_id:
-            return self._scan_by_id[group_id]
+        if self._scan is not None and group_id in self._scan.by_id:
+            return self._scan.by_id[group_id]
         return await self._describe_group(group_id)
 
     async def _observed_by_name(self, name: str) -> _Group | None:
         """A group by name: from this run's scan (absent there: free; ``create_group`` asks the
         identity store again before it creates), else ``GetGroupId`` + ``DescribeGroup``."""
-        if self._scan_by_id is not None:
-            return self._scan_by_name.get(name)
+        if self._scan is not None:
+            return self._scan.by_key.get(name)
         return await self._group_by_name(name)
 
     async def apply(self, tenant: TenantRef, change: Change, group_id: str | None) -> str | None:

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -371,6 +371,28 @@ class MarkedGroup(Protocol):
 
 
 G = TypeVar("G", bound=MarkedGroup)
+
+
+class GroupScan(Generic[G]):
+    """One run's listing of every group of a directory (``Driver.prepare``), by id and by ``key``
+    (the group's name; GCP: its email). What it holds is as old as the run: a group found gone
+    later in the run is forgotten, so that observe reads it again (vanished) or takes its name as
+    free."""
+
+    def __init__(self, groups: Iterable[G], key: Callable[[G], str]) -> None:
+        found = list(groups)
+        self._key = key
+        self.by_id: dict[str, G] = {g.id: g for g in found}
+        self.by_key: dict[str, G] = {key(g): g for g in found}
+
+    def forget(self, group: G) -> bool:
+        """Drop ``group``; False when it is not this scan's (it was read since, not scanned)."""
+        if self.by_id.get(group.id) is not group:
+            return False
+        del self.by_id[group.id]
+        if self.by_key.get(self._key(group)) is group:
+            del self.by_key[self._key(group)]
+        return True
 
 
 async def observe_marked_groups(

@@ -88,6 +88,7 @@ from platforms.contract import (
     Change,
     Driver,
     ForeignObjectError,
+    GroupScan,
     ObservedGroup,
     ObservedTenant,
     OwnedGroup,
@@ -404,9 +405,8 @@ class GcpDriver(Driver):
         """Group resource name -> email, from every group this instance read or created."""
         self._memberships: dict[tuple[str, str], str] = {}
         """(group resource name, member email lowercase) -> membership resource name."""
-        self._scan_by_id: dict[str, _Group] | None = None
-        """This run's ``groups.list`` scan by resource name (None: no scan, read group by group)."""
-        self._scan_by_email: dict[str, _Group] = {}
+        self._scan: GroupScan[_Group] | None = None
+        """This run's ``groups.list`` scan, by resource name and email (None: read group by group)."""
 
     @classmethod
     def capabilities_for(cls, options: Any) -> Capabilities:
@@ -850,7 +850,7 @@ class GcpDriver(Driver):
             try:
                 members = await self._members(group.id)
             except _NotFoundError:
-                if self._scan_by_id is not None and self._scan_by_id.get(group.id) is group:
+                if self._scan is not None and self._scan.forget(group):
                     raise _GoneSinceScanError(group) from None
                 raise
             observed = ObservedGroup(
@@ -871,7 +871,6 @@ class GcpDriver(Driver):
                     tenant, owned, desired_names, read_id, read_name, observe_one
                 )
             except _GoneSinceScanError as gone:
-                self._forget_scanned(gone.group)
                 for memo in (by_id, by_name):
                     for key in [k for k, g in memo.items() if g is gone.group]:
                         del memo[key]
@@ -881,7 +880,7 @@ class GcpDriver(Driver):
         ``groupScanThreshold`` groups, abandoned once it has made ``groups // 2`` calls (a large
         customer and a small run: reading group by group is cheaper). An error leaves no scan (the
         engine logs it; observe reads group by group)."""
-        self._scan_by_id, self._scan_by_email = None, {}
+        self._scan = None
         threshold = self.options.group_scan_threshold
         if not threshold or groups < threshold:
             return
@@ -910,18 +909,11 @@ class GcpDriver(Driver):
                 raise PermanentError("gcp groups.list: a group without name or groupKey") from None
             token = page.get("nextPageToken") or None
             if token is None:
-                self._scan_by_id = {g.id: g for g in found}
-                self._scan_by_email = {g.email: g for g in found}
+                self._scan = GroupScan(found, lambda g: g.email)
                 return
             if token in seen:
                 return
             seen.add(token)
-
-    def _forget_scanned(self, group: _Group) -> None:
-        if self._scan_by_id is not None and self._scan_by_id.get(group.id) is group:
-            del self._scan_by_id[group.id]
-        if self._scan_by_email.get(group.email) is group:
-            del self._scan_by_email[group.email]
 
     def _scanned(self, group: _Group) -> _Group:
         self._emails[group.id] = group.email  # a later grant/revoke needs no groups.get
@@ -930,15 +922,15 @@ class GcpDriver(Driver):
     async def _observed_by_id(self, group_id: str) -> _Group | None:
         """A recorded group: from this run's scan when it has the id (no call), else ``groups.get``
         (deleted, or created after the scan)."""
-        if self._scan_by_id is not None and group_id in self._scan_by_id:
-            return self._scanned(self._scan_by_id[group_id])
+        if self._scan is not None and group_id in self._scan.by_id:
+            return self._scanned(self._scan.by_id[group_id])
         return await self._get_group(group_id)
 
     async def _observed_by_name(self, name: str) -> _Group | None:
         """A group by name: from this run's scan (absent there: free; ``create_group`` asks Cloud
         Identity again before it creates), else ``groups.lookup`` + ``groups.get``."""
-        if self._scan_by_id is not None:
-            group = self._scan_by_email.get(self._email(name))
+        if self._scan is not None:
+            group = self._scan.by_key.get(self._email(name))
             return None if group is None else self._scanned(group)
         return await self._group_by_name(name)
 

@@ -81,6 +81,7 @@ from platforms.contract import (
     Change,
     Driver,
     ForeignObjectError,
+    GroupScan,
     ObservedGroup,
     ObservedTenant,
     OwnedGroup,
@@ -312,8 +313,7 @@ class OpenstackDriver(Driver):
         self._domains: dict[str, str] = {}
         self._roles: dict[str, str] | None = None
         self._users_by_key: dict[str, list[PlatformUser]] | None = None
-        self._scan_by_id: dict[str, _Group] | None = None
-        self._scan_by_name: dict[str, _Group] = {}
+        self._scan: GroupScan[_Group] | None = None
 
     @classmethod
     def capabilities_for(cls, options: Any) -> Capabilities:
@@ -553,7 +553,7 @@ class OpenstackDriver(Driver):
         try:
             users = await self._list("list_group_users", f"/groups/{group.id}/users", "users", {})
         except _NotFoundError:
-            if self._forget_scanned(group):
+            if self._scan is not None and self._scan.forget(group):
                 raise _StaleScanError(group.id) from None
             raise
         members = {PlatformUser(id=str(u["id"]), name=str(u.get("name") or u["id"])) for u in users}
@@ -722,36 +722,27 @@ class OpenstackDriver(Driver):
         """One ``list_groups`` scan of ``groupDomain`` for a run that names at least
         ``groupScanThreshold`` groups. The previous run's scan is dropped first; a scan that fails
         (an error, or a list cut by ``list_limit``) leaves none, and observe reads group by group."""
-        self._scan_by_id, self._scan_by_name = None, {}
+        self._scan = None
         threshold = self.options.group_scan_threshold
         if not threshold or groups < threshold:
             return
         domain_id = await self._domain_id(self.options.group_domain)
         rows = await self._list("list_groups", "/groups", "groups", {"domain_id": domain_id})
         found = [_group(row) for row in rows]
-        self._scan_by_id = {g.id: g for g in found}
-        self._scan_by_name = {g.name: g for g in found}
-
-    def _forget_scanned(self, group: _Group) -> bool:
-        """Drop a group from this run's scan; False when the scan does not have it."""
-        if self._scan_by_id is None or self._scan_by_id.pop(group.id, None) is None:
-            return False
-        if (named := self._scan_by_name.get(group.name)) is not None and named.id == group.id:
-            del self._scan_by_name[group.name]
-        return True
+        self._scan = GroupScan(found, lambda g: g.name)
 
     async def _observed_by_id(self, group_id: str) -> _Group | None:
         """A recorded group: from this run's scan when it has the id (no call), else ``get_group``
         (a group deleted by hand, or one outside ``groupDomain``)."""
-        if self._scan_by_id is not None and group_id in self._scan_by_id:
-            return self._scan_by_id[group_id]
+        if self._scan is not None and group_id in self._scan.by_id:
+            return self._scan.by_id[group_id]
         return await self._get_group(group_id)
 
     async def _observed_by_name(self, name: str) -> _Group | None:
         """A group by name: from this run's scan (absent there: free; ``create_group`` asks Keystone
         again before it creates), else ``find_group``."""
-        if self._scan_by_id is not None:
-            return self._scan_by_name.get(name)
+        if self._scan is not None:
+            return self._scan.by_key.get(name)
         return await self._group_by_name(name)
 
     async def apply(self, tenant: TenantRef, change: Change, group_id: str | None) -> str | None:

@@ -8,11 +8,17 @@ twice), so the tests assert exact counts: passing must not depend on that lenien
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
+import traceback
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -474,6 +480,208 @@ async def test_the_scan_is_skipped_or_abandoned_when_it_would_not_pay(
     observed = await abandoned.observe(TENANT, [OwnedGroup("admin", ADMIN, admin)], {"admin": ADMIN})
     assert [g.id for g in observed.groups] == [admin]
     assert abandoned.api_calls["describe_group"] == 1, "an abandoned scan falls back to reads per group"
+
+
+class AwsLikeGroups:
+    """An HTTP proxy in front of moto (real sockets on 127.0.0.1) that answers like AWS where moto
+    does not: ``ListGroupMemberships`` of a group the identity store no longer has is refused with
+    ResourceNotFoundException, the answer ``DescribeGroup`` gives for it (moto 5.2 keeps a deleted
+    group's memberships and lists them). Every other request is forwarded untouched.
+    ``delete_after_describe``: group ids deleted in moto as soon as a ``DescribeGroup`` of them is
+    answered (someone deletes the group between the driver's two reads)."""
+
+    def __init__(self, moto: MotoAws) -> None:
+        self.moto = moto
+        self.delete_after_describe: set[str] = set()
+        self.refused: list[str] = []
+        """Group ids whose ListGroupMemberships was refused, in order."""
+        self.errors: list[str] = []
+        upstream = urllib.parse.urlsplit(moto.url)
+        host, port = str(upstream.hostname), upstream.port
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+            def do_POST(self) -> None:
+                try:
+                    body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    target = self.headers.get("X-Amz-Target") or ""
+                    identity_store = target.startswith("AWSIdentityStore.")
+                    group_id = str(json.loads(body or b"{}").get("GroupId", "")) if identity_store else ""
+                    if target == "AWSIdentityStore.ListGroupMemberships" and not proxy._exists(group_id):
+                        proxy.refused.append(group_id)
+                        error = {"__type": "ResourceNotFoundException", "Message": "GROUP not found."}
+                        self._answer(400, [("x-amzn-ErrorType", "ResourceNotFoundException")], error)
+                        return
+                    conn = http.client.HTTPConnection(host, port, timeout=30)
+                    try:
+                        skip = {"host", "content-length", "connection", "transfer-encoding"}
+                        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                        conn.request("POST", self.path, body, headers)
+                        response = conn.getresponse()
+                        status, out_headers, out = response.status, response.getheaders(), response.read()
+                    finally:
+                        conn.close()
+                    if target == "AWSIdentityStore.DescribeGroup" and group_id in proxy.delete_after_describe:
+                        proxy.delete_after_describe.discard(group_id)
+                        proxy.moto.client("identitystore").delete_group(
+                            IdentityStoreId=proxy.moto.identity_store_id, GroupId=group_id
+                        )
+                    kept = [(k, v) for k, v in out_headers if k.lower() not in skip]
+                    self._send(status, kept, out)
+                except Exception:
+                    proxy.errors.append(traceback.format_exc())
+                    raise
+
+            def _answer(self, status: int, headers: list[tuple[str, str]], payload: Any) -> None:
+                headers = [("Content-Type", "application/x-amz-json-1.1"), *headers]
+                self._send(status, headers, json.dumps(payload).encode())
+
+            def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                self.send_response_only(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _exists(self, group_id: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.moto.client("identitystore").describe_group(
+                IdentityStoreId=self.moto.identity_store_id, GroupId=group_id
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return False
+            raise
+        return True
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> AwsLikeGroups:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+def delete_group(moto: MotoAws, group_id: str) -> None:
+    moto.client("identitystore").delete_group(IdentityStoreId=moto.identity_store_id, GroupId=group_id)
+
+
+async def test_a_group_deleted_after_the_scan_is_vanished_and_the_tenant_observed(
+    moto: MotoAws, driver: AwsDriver, make_driver: MakeDriver
+) -> None:
+    """A group of the scan deleted before observe reads its members: the member read answers
+    ResourceNotFoundException, the group is dropped from the scan and the tenant observed again,
+    where the group is described (vanished). The other groups are observed as without a scan."""
+    alice = PlatformUser(moto.create_user("alice"), "alice")
+    bob = PlatformUser(moto.create_user("bob"), "bob")
+    admin_ps = moto.create_permission_set("admin")
+    gone_name = "mst-acme.web-gone"
+    admin = await driver.apply(TENANT, create(), None)
+    gone = await driver.apply(TENANT, create(gone_name, "gone"), None)
+    reader = await driver.apply(TENANT, create(READER, "reader"), None)
+    assert admin is not None
+    assert gone is not None
+    assert reader is not None
+    await driver.apply(TENANT, member(Action.ADD_MEMBER, alice), admin)
+    await driver.apply(TENANT, member(Action.ADD_MEMBER, bob, gone_name), gone)
+    await driver.apply(TENANT, role(Action.GRANT, admin_ps), admin)
+    await driver.apply(TENANT, role(Action.GRANT, admin_ps, gone_name), gone)
+    owned = [
+        OwnedGroup("admin", ADMIN, admin),
+        OwnedGroup("gone", gone_name, gone),
+        OwnedGroup("reader", READER, reader),
+    ]
+    desired = {"admin": ADMIN, "gone": gone_name, "reader": READER, "x": "mst-free"}
+
+    with AwsLikeGroups(moto) as aws:
+        scanned = make_driver(groupScanThreshold=5, endpointUrl=aws.url)
+        await scanned.lookup_users(["alice", "bob"])
+        await scanned.prepare(6)
+        assert calls(scanned) == {"list_users": 1, "list_groups": 1}
+        scanned.api_calls.clear()
+        delete_group(moto, gone)  # by hand, after the scan
+
+        observed = await scanned.observe(TENANT, owned, desired)
+
+        assert aws.refused == [gone]
+        assert aws.errors == []
+        # first pass: admin read, gone's member read refused; second pass: admin again, gone
+        # described (not found: vanished), reader read
+        assert calls(scanned) == {
+            "list_group_memberships": 4,
+            "list_account_assignments_for_principal": 3,
+            "describe_group": 1,
+        }
+        scanned.api_calls.clear()
+        assert await scanned.observe(TENANT, owned, desired) == observed
+        assert calls(scanned) == {
+            "list_group_memberships": 2,
+            "list_account_assignments_for_principal": 2,
+            "describe_group": 1,
+        }, "the group left the scan: no second refusal"
+
+    assert observed.groups == (
+        ObservedGroup(admin, ADMIN, "admin", frozenset({alice}), frozenset({admin_ps})),
+        ObservedGroup(reader, READER, "reader", frozenset(), frozenset()),
+    )
+    assert observed.vanished == (gone_name,)
+    assert dict(observed.foreign) == {}
+    plain = make_driver()
+    assert await plain.observe(TENANT, owned, desired) == observed
+    assert moto.groups() == {ADMIN: admin, READER: reader}  # nothing was changed
+
+
+async def test_only_a_group_taken_from_the_scan_is_observed_again(
+    moto: MotoAws, driver: AwsDriver, make_driver: MakeDriver
+) -> None:
+    """Our leftover found by name in the scan and deleted before observe: its name is free
+    (vanished, as without a scan). A group this observe described itself and that is deleted
+    before its member read fails the observation, scan or not: nothing is reported as gone."""
+    leftover = await driver.apply(TENANT, create(), None)
+    assert leftover is not None
+    pending = [OwnedGroup("admin", ADMIN, None)]
+    with AwsLikeGroups(moto) as aws:
+        scanned = make_driver(groupScanThreshold=1, endpointUrl=aws.url)
+        await scanned.prepare(2)
+        scanned.api_calls.clear()
+        delete_group(moto, leftover)
+        observed = await scanned.observe(TENANT, pending, {"admin": ADMIN})
+        assert (observed.groups, observed.vanished, dict(observed.foreign)) == ((), (ADMIN,), {})
+        assert calls(scanned) == {"list_group_memberships": 1}  # the refused read; then the name is free
+        assert await make_driver().observe(TENANT, pending, {"admin": ADMIN}) == observed
+
+        # created after the scan (or no scan): described, then deleted before its member read
+        described: list[str] = []
+        for observer in (scanned, make_driver(endpointUrl=aws.url)):
+            later = await driver.apply(TENANT, create(READER, "reader"), None)
+            assert later is not None
+            described.append(later)
+            aws.delete_after_describe.add(later)
+            observer.api_calls.clear()
+            with pytest.raises(PermanentError, match="list_group_memberships: ResourceNotFoundException"):
+                await observer.observe(TENANT, [OwnedGroup("reader", READER, later)], {"reader": READER})
+            assert calls(observer) == {"describe_group": 1, "list_group_memberships": 1}
+        assert aws.refused == [leftover, *described]
+        assert aws.errors == []
 
 
 async def test_observe_adopts_our_pending_and_leftover_groups(moto: MotoAws, driver: AwsDriver) -> None:
