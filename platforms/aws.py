@@ -7,8 +7,9 @@ methods, so importing this module is cheap.
 
 Every AWS call goes through ``AwsDriver._call``, which counts it in ``AwsDriver.api_calls`` by its
 boto3 operation name (one count per request/page; retries made by botocore itself are not
-counted) and maps errors to the contract's error types. Lists are paged by hand (``NextToken``,
-100 items a page) so every page is one counted call.
+counted there, but each is paid from the platform's budget after the call, so
+``schedule.rateLimits`` holds for every request sent) and maps errors to the contract's error
+types. Lists are paged by hand (``NextToken``, 100 items a page) so every page is one counted call.
 
 API calls per operation (U users in the identity store, M members of a group, A assignments):
 
@@ -159,6 +160,15 @@ class AwsOptions(pydantic.BaseModel):
     store first (``ListGroups``, 100 a page) instead of one ``DescribeGroup``/``GetGroupId`` per
     group; the scan stops (and observe reads group by group) once it has cost half as many calls as
     it would save. 0 = never scan."""
+
+
+def _retry_attempts(response: Any) -> int:
+    """How many times botocore repeated the request (``ResponseMetadata.RetryAttempts`` of an
+    answer, error answers included; 0 when there was none, e.g. a connection that never answered)."""
+    if not isinstance(response, dict):
+        return 0
+    attempts = (response.get("ResponseMetadata") or {}).get("RetryAttempts") or 0
+    return attempts if isinstance(attempts, int) and attempts > 0 else 0
 
 
 class _NotFoundError(PermanentError):
@@ -342,7 +352,9 @@ class AwsDriver(Driver):
         )
         return boto3.Session(botocore_session=core, region_name=opts.region)
 
-    def _call_sync(self, service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _call_sync(
+        self, service: str, operation: str, params: dict[str, Any], retried: list[int]
+    ) -> dict[str, Any]:
         self._count(operation)
         try:
             client = self._client(service)
@@ -350,17 +362,28 @@ class AwsDriver(Driver):
         except PlatformError:
             raise
         except Exception as exc:
+            retried[0] = _retry_attempts(getattr(exc, "response", None))
             mapped = _translate(operation, exc)
             if mapped is None:
                 raise
             raise mapped from exc
+        retried[0] = _retry_attempts(response)
         return response
 
     async def _call(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
         """One AWS call in a worker thread, within the platform's budget: counted, errors mapped to
-        the contract's types. (botocore's standard retry mode already backs off on throttling.)"""
-        async with self.budget:
-            return await asyncio.to_thread(self._call_sync, service, operation, params)
+        the contract's types. botocore's standard retry mode backs off on throttling by itself; the
+        requests it repeated were sent outside the budget, so each is paid for after the call (the
+        budget's rate then holds over time: the 1,000-tenant bench sent 2% more than its 20 req/s
+        before)."""
+        retried = [0]
+        try:
+            async with self.budget:
+                return await asyncio.to_thread(self._call_sync, service, operation, params, retried)
+        finally:
+            for _ in range(retried[0]):
+                async with self.budget:
+                    pass
 
     async def _pages(self, service: str, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of a paged list call (each page is one counted call)."""

@@ -38,6 +38,7 @@ from platforms.contract import (
     RetryableError,
     TenantRef,
 )
+from tests.support.faults import FaultProxy
 from tests.support.moto_aws import MotoAws
 
 pytestmark = pytest.mark.integration
@@ -267,8 +268,10 @@ async def test_grant_polls_an_assignment_that_is_in_progress(
     assert group_id is not None
     real = driver._call_sync
 
-    def in_progress(service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        response = real(service, operation, params)
+    def in_progress(
+        service: str, operation: str, params: dict[str, Any], retried: list[int]
+    ) -> dict[str, Any]:
+        response = real(service, operation, params, retried)
         for key in ("AccountAssignmentCreationStatus", "AccountAssignmentDeletionStatus"):
             if operation.endswith("_account_assignment") and key in response:
                 response[key]["Status"] = "IN_PROGRESS"
@@ -304,8 +307,8 @@ async def test_grant_failed_or_never_done(
     assert group_id is not None
     real = driver._call_sync
 
-    def stuck(service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        response = real(service, operation, params)
+    def stuck(service: str, operation: str, params: dict[str, Any], retried: list[int]) -> dict[str, Any]:
+        response = real(service, operation, params, retried)
         for key in ("AccountAssignmentCreationStatus",):
             if key in response:
                 response[key]["Status"] = "IN_PROGRESS" if operation.startswith("create") else status
@@ -315,6 +318,41 @@ async def test_grant_failed_or_never_done(
     monkeypatch.setattr(driver, "_call_sync", stuck)
     with pytest.raises(error, match=text):
         await driver.apply(TENANT, role(Action.GRANT, admin), group_id)
+
+
+class _CountingBudget:
+    """A budget that lets everything through and counts what entered it."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+
+    async def __aenter__(self) -> None:
+        self.entered += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def pause(self, seconds: float) -> None:
+        return None
+
+
+async def test_requests_botocore_repeated_are_paid_from_the_budget(
+    moto: MotoAws, make_driver: MakeDriver
+) -> None:
+    """botocore's standard mode repeats throttled requests by itself, outside ``async with budget``;
+    each repeat is paid afterwards, so the budget sees every request the platform saw."""
+    for i in range(3):
+        moto.create_group(f"g{i}")
+    with FaultProxy(moto.url, rate=0.4, seed=3, faults={"429": 1}, retry_after=(0,)) as proxy:
+        driver = make_driver(endpointUrl=proxy.url, maxAttempts=10)
+        budget = _CountingBudget()
+        driver.budget = budget
+        for _ in range(6):
+            await driver.prepare(0)
+            assert await driver.observe(TENANT, [], {"admin": "g0", "user": "g1"}) is not None
+        assert proxy.injected > 0, "no 429 was injected: the test proves nothing"
+        assert budget.entered == len(proxy.log), (budget.entered, proxy.log)
+        assert driver.api_calls.total() < len(proxy.log), "botocore repeated requests"
 
 
 # --- observe --------------------------------------------------------------------------------------
