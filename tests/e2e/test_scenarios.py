@@ -363,6 +363,9 @@ def check_store_runs(store: Store, live: list[str]) -> None:
         assert started == applied, f"{prj}: a fault-free run left a change unfinished"
 
 
+# pytest's 300 s per test is for the short run; a step takes 1 to 4 s (each has a killed run and a
+# fault-free one), so the long run of `make bench` gets time in proportion to its steps.
+@pytest.mark.timeout(max(300, 120 + 15 * STEPS))
 def test_randomized_scenario(proj: Project, moto: MotoAws, monkeypatch: pytest.MonkeyPatch) -> None:
     # REPLICATOR_* variables override config keys (REPLICATOR_SCENARIO_STEPS would be an unknown
     # key scenarioSteps): they are read above, and hidden from the runs.
