@@ -113,10 +113,14 @@ def apply(
     """Validate, then write ``change`` in one transaction. Returns the validated inventory and the
     new objects revision. Raises InputError (nothing written) or ObjectOwnedError (nothing written)."""
     with store.objects_lock():
-        return _apply_locked(config_path, store, change, take_over)
+        return apply_locked(config_path, store, change, take_over=take_over)
 
 
-def _apply_locked(config_path: Path, store: Store, change: Change, take_over: bool) -> tuple[Validated, int]:
+def apply_locked(
+    config_path: Path, store: Store, change: Change, *, take_over: bool = False
+) -> tuple[Validated, int]:
+    """``apply`` for a caller that already holds ``store.objects_lock()`` because its own checks
+    must see the same state as the write (SCIM's userName uniqueness). The lock is not re-entrant."""
     validated = check(config_path, store, change)
     revision = store.write_objects(
         change.source,

@@ -271,8 +271,9 @@ class Provider:
                     409, f"userName {user.user_name!r} is already used by User {other.id}", "uniqueness"
                 )
 
-    def _write(self, change: Any) -> None:
-        """Validate the inventory ``change`` produces, then write it (SCIM errors otherwise)."""
+    def _write(self, change: Any, *, locked: bool = False) -> None:
+        """Validate the inventory ``change`` produces, then write it (SCIM errors otherwise).
+        ``locked``: the caller holds the store's objects lock."""
         from replicator import stored
         from replicator.loader import InputError
         from state import ObjectOwnedError
@@ -280,7 +281,8 @@ class Provider:
         if self.daemon.validated is None:
             raise ScimError(503, "the configuration is not loaded")
         try:
-            stored.apply(self.daemon.config_path, self._store, change)
+            write = stored.apply_locked if locked else stored.apply
+            write(self.daemon.config_path, self._store, change)
         except InputError as e:
             detail = "; ".join(str(p) for p in e.problems[:10])
             unique = any("must be unique" in p.message for p in e.problems)
@@ -421,16 +423,21 @@ class Provider:
         """Validate and write the meshObject ``obj`` maps to, then keep the SCIM resource."""
         from replicator.stored import Change, as_loaded
 
-        if rt == "User":
-            self._unique_user_name(obj, id)
-            change = self._user_change(id, obj)
-        else:
-            users = self._check_members(obj)
-            change = Change(SOURCE, puts=as_loaded([self._mesh_group(id, obj, users)], f"SCIM Group {id}"))
-            if obj.external_id:
-                change.external_ids[("meshUserGroup", id)] = obj.external_id
-        self._write(change)
-        saved = self._save(rt, id, obj)
+        # Under the objects lock from the uniqueness check to the SCIM resource's write: another
+        # replica creating the same userName at the same moment waits, then sees this one.
+        with self._store.objects_lock():
+            if rt == "User":
+                self._unique_user_name(obj, id)
+                change = self._user_change(id, obj)
+            else:
+                users = self._check_members(obj)
+                change = Change(
+                    SOURCE, puts=as_loaded([self._mesh_group(id, obj, users)], f"SCIM Group {id}")
+                )
+                if obj.external_id:
+                    change.external_ids[("meshUserGroup", id)] = obj.external_id
+            self._write(change, locked=True)
+            saved = self._save(rt, id, obj)
         self.daemon.objects_changed()
         return saved
 

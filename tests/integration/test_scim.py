@@ -5,6 +5,7 @@ requests shaped like Entra ID's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,7 +80,9 @@ class Served:
         return dict(self.daemon.validated.inventory.users)
 
 
-def write_config(root: Path, *, enabled: bool = True, euid_attribute: str = "userName") -> Path:
+def write_config(
+    root: Path, *, enabled: bool = True, euid_attribute: str = "userName", state: str = "sqlite:///state.db"
+) -> Path:
     (root / "inventory").mkdir(exist_ok=True)
     (root / "inventory" / "org.yaml").write_text(
         yaml.safe_dump_all(
@@ -94,7 +97,7 @@ def write_config(root: Path, *, enabled: bool = True, euid_attribute: str = "use
         )
     )
     config = {
-        "state": "sqlite:///state.db",
+        "state": state,
         "inventory": ["inventory"],
         "storedObjects": True,
         "identity": {
@@ -115,7 +118,12 @@ def served(
     write_config."""
     monkeypatch.setenv("SCIM_TEST_TOKEN", TOKEN)
     opts: dict[str, Any] = getattr(request, "param", {})
-    config_path = write_config(tmp_path, **opts)
+    with _serve(write_config(tmp_path, **opts)) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _serve(config_path: Path) -> Iterator[Served]:
     daemon = Daemon(config_path=config_path, listen=("127.0.0.1", 0), workers=1, watch_interval=0.2, grace=2)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="scim-daemon", daemon=True)
@@ -123,7 +131,7 @@ def served(
     try:
         asyncio.run_coroutine_threadsafe(daemon.start(), loop).result(60)
         assert daemon.validated is not None, daemon.config_error
-        yield Served(daemon, tmp_path, f"http://127.0.0.1:{daemon.port}/scim/v2", loop)
+        yield Served(daemon, config_path.parent, f"http://127.0.0.1:{daemon.port}/scim/v2", loop)
     finally:
         asyncio.run_coroutine_threadsafe(daemon.stop(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
@@ -624,3 +632,53 @@ def test_a_group_a_file_binding_names_is_not_deleted(served: Served) -> None:
         assert gid in r.json()["detail"]
         assert http.get(f"/Groups/{gid}").status_code == 200
         assert served.store().get_object("meshUserGroup", gid) is not None
+
+
+# --- two replicas ------------------------------------------------------------------------------
+
+
+def test_two_replicas_creating_one_user_name_at_once_make_one_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """userName is unique per service provider; with the euid taken from another attribute only the
+    SCIM layer checks it. Two daemons on one PostgreSQL store get the same new userName at the same
+    moment: the check and the write happen under the store's objects lock, so one gets 201 and the
+    other 409 (without the lock both passed the check before either wrote)."""
+    from tests.integration.test_store import _postgres_database
+
+    monkeypatch.setenv("SCIM_TEST_TOKEN", TOKEN)
+    databases = _postgres_database()
+    url = next(databases)
+    try:
+        config_path = write_config(tmp_path, euid_attribute="employeeNumber", state=url)
+        with _serve(config_path) as a, _serve(config_path) as b:
+            for attempt in range(4):
+                name = f"twin{attempt}@example.com"
+                barrier = threading.Barrier(2)
+                codes: list[int] = []
+
+                def post(
+                    served: Served,
+                    number: str,
+                    name: str = name,
+                    barrier: threading.Barrier = barrier,
+                    codes: list[int] = codes,
+                ) -> None:
+                    body = entra_user(name, **{ENTERPRISE: {"employeeNumber": number}})
+                    with served.http() as http:
+                        barrier.wait(10)
+                        codes.append(http.post("/Users", json=body).status_code)
+
+                threads = [
+                    threading.Thread(target=post, args=(served, f"{attempt}{i}"))
+                    for i, served in enumerate((a, b))
+                ]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(60)
+                assert sorted(codes) == [201, 409], (name, codes)
+            names = sorted(str(r.document["userName"]) for r in a.store().scim_resources("User"))
+            assert names == [f"twin{i}@example.com" for i in range(4)]
+    finally:
+        databases.close()
