@@ -70,6 +70,7 @@ from platforms.contract import (
     Change,
     Driver,
     ForeignObjectError,
+    GoneSinceScan,
     GroupScan,
     ObservedGroup,
     ObservedTenant,
@@ -173,10 +174,6 @@ def _retry_attempts(response: Any) -> int:
 
 class _NotFoundError(PermanentError):
     """ResourceNotFoundException: callers that expect it catch it."""
-
-
-class _StaleScanError(Exception):
-    """A group taken from this run's scan is gone (deleted after the scan): observe again."""
 
 
 class _ConflictError(PermanentError):
@@ -494,7 +491,7 @@ class AwsDriver(Driver):
             # Only a group this observe took from the scan: one it described itself and that is
             # gone a moment later fails the observation, as before.
             if self._scan is not None and self._scan.forget(group):
-                raise _StaleScanError(group.id) from None
+                raise GoneSinceScan(group.id) from None
             raise
         members: set[PlatformUser] = set()
         for membership in memberships:
@@ -710,16 +707,9 @@ class AwsDriver(Driver):
         async def observe_one(group: _Group, alias: str) -> ObservedGroup:
             return await self._observe_group(tenant, group, alias)
 
-        # A group the scan has but the identity store no longer has (deleted after the scan) is
-        # dropped from the scan and the tenant observed again, where it is described (vanished) or
-        # its name is free. Each retry shrinks the scan, so this ends.
-        while True:
-            try:
-                return await observe_marked_groups(
-                    tenant, owned, desired_names, self._observed_by_id, self._observed_by_name, observe_one
-                )
-            except _StaleScanError:
-                continue
+        return await observe_marked_groups(
+            tenant, owned, desired_names, self._observed_by_id, self._observed_by_name, observe_one
+        )
 
     async def prepare(self, groups: int) -> None:
         """One ``ListGroups`` scan of the identity store for a run that names at least

@@ -395,6 +395,13 @@ class GroupScan(Generic[G]):
         return True
 
 
+class GoneSinceScan(Exception):
+    """Raised by the ``observe_group`` of :func:`observe_marked_groups` when a group taken from
+    this run's :class:`GroupScan` turns out deleted since (its member list answered not found) and
+    the driver has forgotten it: the tenant is observed again, the group now read by id (vanished)
+    or its name free."""
+
+
 async def observe_marked_groups(
     tenant: TenantRef,
     owned: Sequence[OwnedGroup],
@@ -406,7 +413,24 @@ async def observe_marked_groups(
     """The ownership rules of ``Driver.observe`` for platforms whose groups carry a description
     marker: a recorded group is ours while it carries the marker; a group found only by name (a
     create that was never confirmed, or a leftover of a crash) is ours only when the marker names
-    this tenant; everything else with our names is foreign; a recorded group that is gone vanished."""
+    this tenant; everything else with our names is foreign; a recorded group that is gone vanished.
+    A :class:`GoneSinceScan` from ``observe_group`` starts the observation again: the driver forgot
+    that group first, so each restart has one scanned group fewer and this ends."""
+    while True:
+        try:
+            return await _observe_marked_once(tenant, owned, desired_names, by_id, by_name, observe_group)
+        except GoneSinceScan:
+            continue
+
+
+async def _observe_marked_once(
+    tenant: TenantRef,
+    owned: Sequence[OwnedGroup],
+    desired_names: Mapping[str, str],
+    by_id: Callable[[str], Awaitable[G | None]],
+    by_name: Callable[[str], Awaitable[G | None]],
+    observe_group: Callable[[G, str], Awaitable[ObservedGroup]],
+) -> ObservedTenant:
     groups: list[ObservedGroup] = []
     vanished: list[str] = []
     foreign: dict[str, str] = {}

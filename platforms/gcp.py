@@ -88,6 +88,7 @@ from platforms.contract import (
     Change,
     Driver,
     ForeignObjectError,
+    GoneSinceScan,
     GroupScan,
     ObservedGroup,
     ObservedTenant,
@@ -217,14 +218,6 @@ class _Group:
     @property
     def name(self) -> str:
         return self.email.partition("@")[0]
-
-
-class _GoneSinceScanError(Exception):
-    """A group of this run's scan answered 404: it was deleted after the scan."""
-
-    def __init__(self, group: _Group) -> None:
-        super().__init__(group.id)
-        self.group = group
 
 
 def _group(item: Mapping[str, Any]) -> _Group:
@@ -851,7 +844,11 @@ class GcpDriver(Driver):
                 members = await self._members(group.id)
             except _NotFoundError:
                 if self._scan is not None and self._scan.forget(group):
-                    raise _GoneSinceScanError(group) from None
+                    # asked again from the start: forget this group's answers, keep the others
+                    for memo in (by_id, by_name):
+                        for key in [k for k, g in memo.items() if g is group]:
+                            del memo[key]
+                    raise GoneSinceScan(group.id) from None
                 raise
             observed = ObservedGroup(
                 id=group.id,
@@ -863,17 +860,7 @@ class GcpDriver(Driver):
             done[(group.id, alias)] = observed
             return observed
 
-        # A group of the scan deleted since is forgotten and everything asked again, the answers
-        # read so far reused: each round forgets one scanned group, so this ends.
-        while True:
-            try:
-                return await observe_marked_groups(
-                    tenant, owned, desired_names, read_id, read_name, observe_one
-                )
-            except _GoneSinceScanError as gone:
-                for memo in (by_id, by_name):
-                    for key in [k for k, g in memo.items() if g is gone.group]:
-                        del memo[key]
+        return await observe_marked_groups(tenant, owned, desired_names, read_id, read_name, observe_one)
 
     async def prepare(self, groups: int) -> None:
         """One ``groups.list`` scan of the customer's groups for a run that names at least

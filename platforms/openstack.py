@@ -41,8 +41,8 @@ API calls per operation (names as counted):
     free (``create_group`` still asks ``find_group`` before it creates). A no-op observe of a
     tenant with G owned groups: G + 1 calls. A group in the scan that is deleted before observe
     reads its members (``list_group_users`` 404) is dropped from the scan and the tenant is
-    observed again (the calls made so far are repeated; the group then costs ``get_group`` 1:
-    vanished).
+    observed again (the group and member reads made so far are repeated, the project's assignments
+    are not; the group then costs ``get_group`` 1: vanished).
     The scan is dropped at every ``prepare``; a failed or truncated scan leaves none (observe
     reads group by group).
 ``apply``
@@ -81,6 +81,7 @@ from platforms.contract import (
     Change,
     Driver,
     ForeignObjectError,
+    GoneSinceScan,
     GroupScan,
     ObservedGroup,
     ObservedTenant,
@@ -212,10 +213,6 @@ class _NotFoundError(PermanentError):
 
 class _ConflictError(PermanentError):
     """HTTP 409 (a name is taken, a duplicate)."""
-
-
-class _StaleScanError(Exception):
-    """A group taken from this run's scan is gone (deleted after the scan): observe again."""
 
 
 @dataclass(frozen=True)
@@ -554,7 +551,7 @@ class OpenstackDriver(Driver):
             users = await self._list("list_group_users", f"/groups/{group.id}/users", "users", {})
         except _NotFoundError:
             if self._scan is not None and self._scan.forget(group):
-                raise _StaleScanError(group.id) from None
+                raise GoneSinceScan(group.id) from None
             raise
         members = {PlatformUser(id=str(u["id"]), name=str(u.get("name") or u["id"])) for u in users}
         return ObservedGroup(
@@ -691,20 +688,9 @@ class OpenstackDriver(Driver):
     async def observe(
         self, tenant: TenantRef, owned: Sequence[OwnedGroup], desired_names: Mapping[str, str]
     ) -> ObservedTenant:
-        # A group the scan has but Keystone no longer has (deleted by hand after the scan) is
-        # dropped from the scan and the tenant observed again, where it is read by id (vanished)
-        # or is a free name. Each retry shrinks the scan, so this ends.
-        while True:
-            try:
-                return await self._observe_once(tenant, owned, desired_names)
-            except _StaleScanError:
-                continue
-
-    async def _observe_once(
-        self, tenant: TenantRef, owned: Sequence[OwnedGroup], desired_names: Mapping[str, str]
-    ) -> ObservedTenant:
         # the project's role assignments: read once per observe, at the first group that is ours
-        # (none when no group is: a tenant whose groups all vanished reads no assignments)
+        # (none when no group is: a tenant whose groups all vanished reads no assignments), and
+        # kept when the observation starts again after a scanned group turned out deleted
         project_roles: list[dict[str, frozenset[str]]] = []
         once = asyncio.Lock()
 
