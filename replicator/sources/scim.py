@@ -66,6 +66,12 @@ def _models() -> tuple[type[Resource[Any]], type[Resource[Any]]]:
     return User[EnterpriseUser], Group
 
 
+def _model(rt: str) -> type[Resource[Any]]:
+    """The model of resource type ``rt`` ("User" or "Group")."""
+    user, group = _models()
+    return user if rt == "User" else group
+
+
 def _policy() -> ScimPolicy:
     """What the provider tolerates: Entra ID's PATCH quirks (a ``remove`` whose ``value`` selects
     the members to remove; a ``replace`` of ``emails[type eq "work"].value`` that matches no entry
@@ -178,7 +184,7 @@ class Provider:
         """A stored resource as its model, with ``id`` and ``meta``."""
         from scim2_models import Meta
 
-        model = _models()[0] if rt == "User" else _models()[1]
+        model = _model(rt)
         obj = model.model_validate(dict(stored.document))
         obj.id = stored.id
         endpoint = "Users" if rt == "User" else "Groups"
@@ -353,7 +359,7 @@ class Provider:
         found: list[Any] = []
         parameters: dict[str, Any] = {}
         for rt in rts:
-            model = _models()[0] if rt == "User" else _models()[1]
+            model = _model(rt)
             try:
                 parameters[rt] = _parameters(
                     params.get("attributes"), params.get("excludedAttributes"), model
@@ -405,7 +411,7 @@ class Provider:
         from scim2_models import Context
 
         rt = _resource_type(request)
-        model = _models()[0] if rt == "User" else _models()[1]
+        model = _model(rt)
         body = await self._body(request)
         try:
             obj = model.model_validate(body, scim_ctx=Context.RESOURCE_CREATION_REQUEST)
@@ -441,15 +447,19 @@ class Provider:
         self.daemon.objects_changed()
         return saved
 
-    async def replace(self, request: Request) -> Response:
-        from scim2_models import Context
-
+    async def _target(self, request: Request) -> tuple[str, type[Resource[Any]], str, ScimResource, Any]:
+        """What a replace or a patch works on: the resource type, its model, the id, the stored
+        resource (404 when there is none, 412 when If-Match names another version) and the body."""
         rt = _resource_type(request)
-        model = _models()[0] if rt == "User" else _models()[1]
         id = request.path_params["id"]
         stored = self._get(rt, id)
         self._if_match(request, stored)
-        body = await self._body(request)
+        return rt, _model(rt), id, stored, await self._body(request)
+
+    async def replace(self, request: Request) -> Response:
+        from scim2_models import Context
+
+        rt, model, id, stored, body = await self._target(request)
         try:
             obj = model.model_validate(body, scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
             obj.replace(self._resource(request, rt, stored))
@@ -468,12 +478,7 @@ class Provider:
     async def patch(self, request: Request) -> Response:
         from scim2_models import Context, PatchOp
 
-        rt = _resource_type(request)
-        model = _models()[0] if rt == "User" else _models()[1]
-        id = request.path_params["id"]
-        stored = self._get(rt, id)
-        self._if_match(request, stored)
-        body = await self._body(request)
+        rt, model, id, stored, body = await self._target(request)
         obj = self._resource(request, rt, stored)
         try:
             op = PatchOp[model].model_validate(body, scim_ctx=Context.RESOURCE_PATCH_REQUEST)  # type: ignore[valid-type]
