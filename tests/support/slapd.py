@@ -102,6 +102,10 @@ def base_entries() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+class _ExitedError(RuntimeError):
+    """slapd ended before it served."""
+
+
 class Slapd:
     """One slapd instance. ``start()`` seeds (first time) and serves; ``stop()`` kills it (the data
     stays, ``start()`` again serves it on the same port: an outage)."""
@@ -117,6 +121,7 @@ class Slapd:
         self.ca_file = root / "ca.pem" if tls else None
         self.proc: subprocess.Popen[bytes] | None = None
         self._seeded = False
+        self._served = False
         self._entries = [*base_entries(), *entries]
         self.conf = root / "slapd.conf"
         (root / "db").mkdir(parents=True, exist_ok=True)
@@ -158,6 +163,25 @@ class Slapd:
     # --- life cycle ---------------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> None:
+        # A first start whose slapd exits at once (seen once in a CI run, silently, with -d 0: most
+        # likely its free port was taken between _free_port and slapd's bind) tries new ports; a
+        # restart after stop() keeps its port, since clients were told that one.
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except _ExitedError:
+                if self._served or attempt == 2:
+                    raise
+                self._new_ports()
+
+    def _new_ports(self) -> None:
+        self.port = _free_port()
+        self.url = f"ldap://127.0.0.1:{self.port}"
+        if self.tls_port is not None:
+            self.tls_port = _free_port()
+            self.ldaps_url = f"ldaps://127.0.0.1:{self.tls_port}"
+
+    def _start(self, timeout: float) -> None:
         if not self._seeded:
             (self.root / "seed.ldif").write_text(ldif(self._entries))
             subprocess.run(
@@ -177,10 +201,11 @@ class Slapd:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"slapd exited with {self.proc.returncode}: see {self.root / 'slapd.out'}")
+                raise _ExitedError(f"slapd exited with {self.proc.returncode}: see {self.root / 'slapd.out'}")
             try:
                 conn = self.connection()
                 conn.unbind()
+                self._served = True
                 return
             except Exception:
                 if time.monotonic() > deadline:
