@@ -26,21 +26,28 @@ ARG EXTRAS=aws,postgres
 ENV PIP_NO_COMPILE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_LINK_MODE=copy \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# uv, pinned with its hashes, installs from uv.lock: the image holds exactly the versions CI tested.
+COPY requirements/uv.txt ./requirements/uv.txt
+RUN pip install --require-hashes -r requirements/uv.txt
+COPY pyproject.toml uv.lock README.md ./
 COPY replicator ./replicator
 COPY platforms ./platforms
 COPY state ./state
 
-# A wheel of the project, then a pip-less virtual environment with the wheel and only the extras
-# asked for. pip runs from the base image and installs into the venv (`--python`), so the venv
-# copied into the final stage holds no packaging tools.
-RUN pip wheel --no-deps --wheel-dir /wheels . \
- && python -m venv --without-pip /opt/venv \
- && wheel="$(ls /wheels/replicator-*.whl)" \
- && pip --python /opt/venv/bin/python install "${wheel}${EXTRAS:+[${EXTRAS}]}" \
+# A pip-less virtual environment with the locked dependencies of the core and of the extras asked for
+# (EXTRAS=aws,postgres becomes --extra aws --extra postgres), and the project itself as a wheel, not
+# editable. --locked refuses a uv.lock that does not match pyproject.toml. uv runs from the base
+# image, so the venv copied into the final stage holds no packaging tools.
+RUN set -eu; extras=""; \
+    for extra in $(echo "${EXTRAS}" | tr ',' ' '); do extras="${extras} --extra ${extra}"; done; \
+    uv sync --locked --no-editable --python /usr/local/bin/python3.11 ${extras} \
  && /opt/venv/bin/python -c "import replicator.cli, platforms.registry, state"
 
 

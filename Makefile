@@ -1,26 +1,48 @@
 # Two commands matter: `make demo` and `make test`. Both set up what they need.
+#
+# Dependencies are locked: uv.lock holds the exact version and hashes of every package, and
+# `make install` (which demo and test run first) installs exactly that set with uv, itself pinned
+# with hashes in requirements/uv.txt. `make lock` refreshes the lock; `make test-latest` runs lint
+# and the suite on the newest versions pyproject.toml allows, in .venv-latest, without the lock.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+TOOLS   = .venv-uv
+UV      = $(TOOLS)/bin/uv
 STAMP   = $(VENV)/.installed-dev
+LATEST  = .venv-latest
 
 export PIP_NO_COMPILE = 1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
+# uv installs into $(VENV) with the interpreter $(PYTHON); it never downloads a Python of its own.
+export UV_PROJECT_ENVIRONMENT = $(VENV)
+export UV_PYTHON_DOWNLOADS = never
 
-.PHONY: install lint test unit integration demo bench clean kube-backend ldap-backend
+.PHONY: install lint test unit integration demo bench clean kube-backend ldap-backend lock test-latest
 
-$(STAMP): pyproject.toml
+$(UV): requirements/uv.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --require-hashes -r requirements/uv.txt
+	touch $(UV)
+
+# --locked: a pyproject.toml changed without `make lock` fails here instead of installing
+# something else than what the lock says.
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync -q --locked --extra dev --python $(PYTHON)
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# The lint and test recipes, for the locked .venv and for .venv-latest.
+define LINT
+	$(1)/ruff check replicator platforms state tests scripts
+	$(1)/mypy
+	$(1)/lint-imports
+endef
+
 lint: $(STAMP)
-	$(BIN)/ruff check replicator platforms state tests scripts
-	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(call LINT,$(BIN))
 
 # etcd + kube-apiserver/kube-controller-manager v1.20.2 for the Kubernetes tests, cached in
 # ~/.cache/replicator-tests (a failure only makes those tests skip, or fail when CI=true).
@@ -40,6 +62,19 @@ ldap-backend:
 test: lint kube-backend ldap-backend
 	$(BIN)/pytest -q
 
+# A new uv.lock from pyproject.toml's ranges, every package at its newest allowed version.
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+
+# The suite on the newest versions pyproject.toml allows (what `pip install replicator` gives a
+# library user today), ignoring uv.lock: drift shows up here before it reaches the lock. The test
+# that the environment is the locked one does not apply.
+test-latest: $(UV) kube-backend ldap-backend
+	$(UV) venv -q --allow-existing --python $(PYTHON) $(LATEST)
+	VIRTUAL_ENV=$(LATEST) $(UV) pip install -q --upgrade -e '.[dev]'
+	$(call LINT,$(LATEST)/bin)
+	$(LATEST)/bin/pytest -q --deselect tests/unit/test_locked.py::test_installed_versions_are_the_locked_ones
+
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
@@ -55,4 +90,4 @@ bench: $(STAMP)
 	REPLICATOR_SCENARIO_STEPS=100 $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_scenarios.py
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(TOOLS) $(LATEST) .demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info

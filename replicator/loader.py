@@ -152,6 +152,8 @@ def parse_yaml_bytes(raw: bytes, name: str) -> tuple[list[tuple[Any, yaml.Node]]
         else:
             line = None
         reason = getattr(e, "problem", None) or str(e)
+        if _is_libyaml_depth_limit(reason):
+            return docs, [_deep_problem(path, line or 1)]
         return docs, [Problem(str(path), line, None, None, f"invalid YAML: {reason}")]
     finally:
         loader.dispose()
@@ -194,10 +196,20 @@ def _too_deep(text: str) -> int | None:
                     return int(mark.line) + 1 if mark is not None else 1
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
-    except yaml.YAMLError:
+    except yaml.YAMLError as e:
+        if _is_libyaml_depth_limit(getattr(e, "problem", None) or str(e)):
+            mark = getattr(e, "problem_mark", None)
+            return int(mark.line) + 1 if mark is not None else 1
         return None  # composing reports it, with its line
     finally:
         loader.dispose()
+
+
+def _is_libyaml_depth_limit(reason: str) -> bool:
+    """libyaml 0.2.6 (bundled since PyYAML 6.0.4) stops at 1,000 levels by itself, with its own
+    message, and its scanner can give up before our event pass has seen 100 levels: the same input
+    gets the same message whichever parser stops first."""
+    return "maximum nesting depth" in reason
 
 
 def _deep_problem(path: Path | str, line: int) -> Problem:

@@ -176,7 +176,9 @@ def test_extras_are_a_build_arg_naming_real_extras(stages: list[Stage], pyprojec
     for extra in extras:
         assert extra in known, f"EXTRAS names {extra!r}, pyproject.toml has {sorted(known)}"
     assert "dev" not in extras, "the dev extra pulls the test tool chain into the image"
-    assert any("EXTRAS" in rest and "install" in rest for rest in build.all("RUN")), "EXTRAS is not used"
+    assert any("EXTRAS" in rest and "uv sync --locked" in rest for rest in build.all("RUN")), (
+        "EXTRAS is not used, or not installed from uv.lock"
+    )
 
 
 def test_entrypoint_is_the_console_script(final: Stage, pyproject: dict[str, Any]) -> None:

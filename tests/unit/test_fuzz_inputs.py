@@ -21,6 +21,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from replicator import loader as loader_module
 from replicator.cli import main
 from tests.integration.conftest import moto_server  # noqa: F401 - the session's moto server
 from tests.support.moto_aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoAws
@@ -364,6 +365,27 @@ def test_deep_nesting_is_reported_where_it_is(ws: Workspace, capsys: pytest.Capt
     code, err = ws.run(capsys, "validate")
     assert code == 1
     assert f"{ws.root / 'inventory/org.yaml'}:3: nested deeper than 100 levels" in err
+
+
+LOADERS = [yaml.SafeLoader] + ([yaml.CSafeLoader] if getattr(yaml, "__with_libyaml__", False) else [])
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("levels", [101, 150, 1_001, 5_000])
+@pytest.mark.parametrize("brackets", ["[]", "{}"])
+def test_too_deep_gets_one_message_whichever_parser_stops_first(
+    loader: type[yaml.SafeLoader], levels: int, brackets: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyYAML 6.0.4 bundles a libyaml that stops at 1,000 levels with its own message, and its
+    scanner stops before our event pass sees level 101; the pure-Python parser has no limit. Each
+    depth, each parser: the loader's own message, on the line where the nesting is."""
+    monkeypatch.setattr(loader_module, "_Loader", loader)
+    opening, closing = brackets
+    inner = "a: 1" if opening == "{" else "1"
+    text = "kind: meshUser\n\nspec: " + opening * levels + inner + closing * levels + "\n"
+    docs, problems = loader_module.parse_yaml_bytes(text.encode(), "org.yaml")
+    assert docs == []
+    assert [str(p) for p in problems] == [f"org.yaml:3: nested deeper than {loader_module.MAX_DEPTH} levels"]
 
 
 def test_billion_laughs_is_answered_at_once(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
