@@ -176,9 +176,9 @@ def _compile_one(tenants: int, repeat: int = 3) -> dict[str, float]:
     import resource
 
     from platforms.aws import AwsDriver
-    from replicator.compile import compile_all
-    from replicator.config import Config
-    from replicator.inventory import (
+    from replicator.core.compile import compile_all
+    from replicator.core.config import Config
+    from replicator.core.inventory import (
         Inventory,
         MeshProject,
         MeshProjectBinding,
@@ -336,10 +336,10 @@ def bench_compile_scale(sizes: tuple[int, ...] = (1_000, 10_000, 100_000), round
 
 def bench_core(tenants_per_ws: int = 50, workspaces: int = 20, users: int = 5000) -> None:
     from platforms.contract import ObservedTenant, PlatformUser
-    from replicator.compile import compile_all
-    from replicator.loader import load
-    from replicator.plan import GrantPolicy, Guard, plan_tenant
-    from replicator.validate import validate
+    from replicator.core.compile import compile_all
+    from replicator.core.plan import GrantPolicy, Guard, plan_tenant
+    from replicator.inputs.loader import load
+    from replicator.inputs.validate import validate
 
     with tempfile.TemporaryDirectory() as tmp:
         path = synthetic_site(Path(tmp), workspaces, tenants_per_ws, users)
@@ -368,9 +368,9 @@ def bench_core(tenants_per_ws: int = 50, workspaces: int = 20, users: int = 5000
 
 def bench_moto(tenants: int = 20) -> None:
     from platforms.aws import AwsDriver
-    from replicator.engine import Engine, default_driver
-    from replicator.loader import load
-    from replicator.validate import validate
+    from replicator.engine.runner import Engine, default_driver
+    from replicator.inputs.loader import load
+    from replicator.inputs.validate import validate
     from state import Store
     from tests.support.moto_aws import MotoAws
 
@@ -504,10 +504,10 @@ def bench_rate_converge(tenants: int = 1000, rate: float = 20.0, fault_rate: flo
     Retry-After (0 or 1 s); the engine shares one budget of ``rate`` requests/s (the daemon's
     ``schedule.rateLimits`` Budget, Identity Center's documented quota). Runs until a following
     plan shows 0 changes; wall time next to (requests / rate)."""
-    from replicator.daemon import Budget
-    from replicator.engine import Engine, default_driver
-    from replicator.loader import load
-    from replicator.validate import validate
+    from replicator.engine.runner import Engine, default_driver
+    from replicator.inputs.loader import load
+    from replicator.inputs.validate import validate
+    from replicator.service.daemon import Budget
     from state import Store
     from tests.support.faults import FaultProxy
     from tests.support.moto_aws import MotoAws

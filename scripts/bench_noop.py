@@ -38,9 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from replicator.engine import Engine, default_driver
-from replicator.loader import load
-from replicator.validate import validate
+from replicator.engine.runner import Engine, default_driver
+from replicator.inputs.loader import load
+from replicator.inputs.validate import validate
 from state import Store
 from tests.e2e.conftest import Project, proj  # noqa: F401 - fixtures of the end-to-end tests
 from tests.e2e.test_reconcile_azure import AzProject, az, azure_server  # noqa: F401

@@ -2,7 +2,7 @@
 
 One sync reads every user under ``userBase`` (and every group under ``groupBase`` when set) with
 the RFC 2696 paged results control, maps the entries to meshObjects and writes them through
-``replicator.stored.apply`` under the source ``ldap:<name>``.
+``replicator.sources.stored.apply`` under the source ``ldap:<name>``.
 
 Safety: only a COMPLETE read changes anything. A connection, bind or TLS error, a timeout, a
 size or admin limit, a failing page, a referral (not followed) or any non-success result writes
@@ -27,8 +27,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from replicator.config import LdapConnector
-from replicator.inventory import GroupSubject, MeshProjectBinding, MeshUser, MeshUserGroup
+from replicator.core.config import LdapConnector
+from replicator.core.inventory import GroupSubject, MeshProjectBinding, MeshUser, MeshUserGroup
 from replicator.logs import get_logger
 from state import ObjectOwnedError, Store, StoreError
 
@@ -483,8 +483,8 @@ def sync(
 ) -> SyncResult:
     """One complete sync of ``connector`` into ``store``, or a failed one that changed nothing.
     The outcome is recorded with ``store.start_sync/finish_sync`` under ``ldap:<name>``."""
-    from replicator import stored
-    from replicator.loader import InputError, load
+    from replicator.inputs.loader import InputError, load
+    from replicator.sources import stored
 
     result = SyncResult(connector.name)
     source = result.source

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from replicator.config import OIDC_ALGORITHMS, OidcProvider
+from replicator.core.config import OIDC_ALGORITHMS, OidcProvider
 from replicator.logs import get_logger
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from replicator.daemon import Daemon
+    from replicator.sources.host import SourceHost
     from state import Store
 
 log = get_logger("replicator.oidc")
@@ -345,7 +345,7 @@ async def _read_token(request: Request) -> str | JSONResponse:
     return value.strip()
 
 
-def routes(daemon: Daemon) -> list[BaseRoute]:
+def routes(host: SourceHost) -> list[BaseRoute]:
     verifiers: dict[str, Verifier] = {}
 
     def verifier(provider: OidcProvider) -> Verifier:
@@ -356,8 +356,8 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
 
     async def login(request: Request) -> Response:
         name = request.path_params["provider"]
-        validated = daemon.validated
-        if validated is None or daemon.store is None:
+        validated = host.validated
+        if validated is None or host.store is None:
             return _error(503, "the daemon has no valid configuration yet")
         provider = next((p for p in validated.config.identity.oidc if p.name == name), None)
         if provider is None:
@@ -383,13 +383,13 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
 
         try:
             answer, wrote = await run_in_threadpool(
-                write_user, daemon.config_path, daemon.store, provider, claims
+                write_user, host.config_path, host.store, provider, claims
             )
         except StoreError as e:
             log.error("oidc login not stored: state store unavailable", provider=name, error=str(e))
             return _error(503, "the state store is unavailable; try again")
         if wrote:
-            daemon.objects_changed()  # reload now: the user's tenants are queued if they changed
+            host.objects_changed()  # reload now: the user's tenants are queued if they changed
         return answer
 
     return [Route("/v1/login/{provider}", login, methods=["POST"])]
@@ -398,14 +398,14 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
 def write_user(
     config_path: Path, store: Store, provider: OidcProvider, claims: Mapping[str, Any]
 ) -> tuple[JSONResponse, bool]:
-    """Create or update the meshUser of a verified login through ``replicator.stored`` (blocking:
+    """Create or update the meshUser of a verified login through ``replicator.sources.stored`` (blocking:
     the HTTP handler runs it in a thread). Returns the answer and whether anything was written
     (then the caller reloads the inventory)."""
     from pydantic import ValidationError
 
-    from replicator import stored
-    from replicator.inventory import MeshUser
-    from replicator.loader import InputError, load
+    from replicator.core.inventory import MeshUser
+    from replicator.inputs.loader import InputError, load
+    from replicator.sources import stored
     from state import ObjectOwnedError
 
     source = f"oidc:{provider.name}"

@@ -4,7 +4,7 @@ provisioning pushes users and groups.
 A SCIM User is a meshUser of source ``scim`` named by its SCIM ``id``; a SCIM Group is a
 meshUserGroup named by its ``id``. The whole SCIM resource (also the attributes a meshUser cannot
 hold) is kept in the store's ``scim_resources`` table, so a client reads back what it wrote. Every
-write is validated against the whole inventory (``replicator.stored.apply``) before anything is
+write is validated against the whole inventory (``replicator.sources.stored.apply``) before anything is
 written. ``active: false`` and DELETE deprovision the meshUser (kept for the bindings that name it,
 out of the inventory). docs/scim.md describes it for users."""
 
@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 if TYPE_CHECKING:
     from scim2_models import Resource, ScimPolicy
 
-    from replicator.daemon import Daemon
+    from replicator.sources.host import SourceHost
     from state import Store
     from state.store import ScimResource
 
@@ -105,13 +105,13 @@ def _from_exception(e: Exception) -> ScimError:
 class Provider:
     """The SCIM endpoints of one daemon."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, host: SourceHost) -> None:
+        self.host = host
 
     # --- request plumbing ------------------------------------------------------------------
 
     def _check_access(self, request: Request) -> None:
-        v = self.daemon.validated
+        v = self.host.validated
         scim = v.config.identity.scim if v is not None else None
         if scim is None or not scim.enabled or scim.token is None:
             raise ScimError(404, "the SCIM service provider is not enabled (identity.scim.enabled)")
@@ -174,9 +174,9 @@ class Provider:
 
     @property
     def _store(self) -> Store:
-        if self.daemon.store is None:
+        if self.host.store is None:
             raise ScimError(503, "the state store is not open yet")
-        return self.daemon.store
+        return self.host.store
 
     # --- resources -------------------------------------------------------------------------
 
@@ -220,9 +220,9 @@ class Provider:
     # --- mapping ---------------------------------------------------------------------------
 
     def _mesh_user(self, id: str, user: Any) -> Any:
-        from replicator.inventory import MeshUser
+        from replicator.core.inventory import MeshUser
 
-        v = self.daemon.validated
+        v = self.host.validated
         attribute = v.config.identity.scim.euid_attribute if v is not None else "userName"
         emails = list(user.emails or [])
         primary = next((e for e in emails if e.primary), emails[0] if emails else None)
@@ -244,7 +244,7 @@ class Provider:
         )
 
     def _mesh_group(self, id: str, group: Any, users: set[str]) -> Any:
-        from replicator.inventory import MeshUserGroup
+        from replicator.core.inventory import MeshUserGroup
 
         members = []
         for m in group.members or []:
@@ -280,15 +280,15 @@ class Provider:
     def _write(self, change: Any, *, locked: bool = False) -> None:
         """Validate the inventory ``change`` produces, then write it (SCIM errors otherwise).
         ``locked``: the caller holds the store's objects lock."""
-        from replicator import stored
-        from replicator.loader import InputError
+        from replicator.inputs.loader import InputError
+        from replicator.sources import stored
         from state import ObjectOwnedError
 
-        if self.daemon.validated is None:
+        if self.host.validated is None:
             raise ScimError(503, "the configuration is not loaded")
         try:
             write = stored.apply_locked if locked else stored.apply
-            write(self.daemon.config_path, self._store, change)
+            write(self.host.config_path, self._store, change)
         except InputError as e:
             detail = "; ".join(str(p) for p in e.problems[:10])
             unique = any("must be unique" in p.message for p in e.problems)
@@ -304,7 +304,7 @@ class Provider:
         return self._store.put_scim_resources([(rt, id, document)])[(rt, id)]
 
     def _user_change(self, id: str, user: Any) -> Any:
-        from replicator.stored import Change, as_loaded
+        from replicator.sources.stored import Change, as_loaded
 
         mesh = self._mesh_user(id, user)
         change = Change(SOURCE, puts=as_loaded([mesh], f"SCIM User {id}"))
@@ -350,7 +350,7 @@ class Provider:
         from scim2_models import Context, ListResponse, ScimFilter
 
         start = max(_int_param(params.get("startIndex"), "startIndex", 1), 1)
-        v = self.daemon.validated
+        v = self.host.validated
         page = v.config.identity.scim.max_page_size if v is not None else 500
         count = min(max(_int_param(params.get("count"), "count", page), 0), page)
         text = params.get("filter")
@@ -427,7 +427,7 @@ class Provider:
 
     def _put(self, rt: str, id: str, obj: Any) -> ScimResource:
         """Validate and write the meshObject ``obj`` maps to, then keep the SCIM resource."""
-        from replicator.stored import Change, as_loaded
+        from replicator.sources.stored import Change, as_loaded
 
         # Under the objects lock from the uniqueness check to the SCIM resource's write: another
         # replica creating the same userName at the same moment waits, then sees this one.
@@ -444,7 +444,7 @@ class Provider:
                     change.external_ids[("meshUserGroup", id)] = obj.external_id
             self._write(change, locked=True)
             saved = self._save(rt, id, obj)
-        self.daemon.objects_changed()
+        self.host.objects_changed()
         return saved
 
     async def _target(self, request: Request) -> tuple[str, type[Resource[Any]], str, ScimResource, Any]:
@@ -495,7 +495,7 @@ class Provider:
         )
 
     async def delete(self, request: Request) -> Response:
-        from replicator.stored import Change, as_loaded
+        from replicator.sources.stored import Change, as_loaded
 
         rt = _resource_type(request)
         id = request.path_params["id"]
@@ -524,7 +524,7 @@ class Provider:
         else:
             self._write(Change(SOURCE, deletes={("meshUserGroup", id)}))
         self._store.put_scim_resources([], deletes=[(rt, id)])
-        self.daemon.objects_changed()
+        self.host.objects_changed()
         log.info("scim resource deleted", resource_type=rt, id=id)
         return Response(status_code=204)
 
@@ -544,7 +544,7 @@ class Provider:
             Sort,
         )
 
-        v = self.daemon.validated
+        v = self.host.validated
         page = v.config.identity.scim.max_page_size if v is not None else 500
         spc = ServiceProviderConfig(
             documentation_uri=None,
@@ -718,8 +718,8 @@ def _euid(user: Any, attribute: str) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
-def routes(daemon: Daemon) -> list[BaseRoute]:
-    p = Provider(daemon)
+def routes(host: SourceHost) -> list[BaseRoute]:
+    p = Provider(host)
     h = p.handler
     out: list[BaseRoute] = []
     everything = ["GET", "POST", "PUT", "PATCH", "DELETE"]

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from replicator.daemon import Budget, Daemon
+from replicator.service.daemon import Budget, Daemon
 from tests.e2e.conftest import PLATFORM, Project, standard_inventory
 
 LEDGER = f"finance/ledger/{PLATFORM}"
@@ -184,7 +184,7 @@ async def test_a_tenant_another_replica_holds_is_left_to_it(
 ) -> None:
     from datetime import timedelta
 
-    import replicator.daemon as daemon_module
+    import replicator.service.daemon as daemon_module
 
     monkeypatch.setattr(daemon_module, "LEASE_RETRY", 0.2)
     with_api(proj, monkeypatch)
@@ -234,7 +234,7 @@ async def test_a_tenant_removed_from_the_inventory_is_deleted_with_delete_remove
 
 
 async def test_sqlite_refuses_a_second_replica(proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    from replicator.daemon import DaemonError
+    from replicator.service.daemon import DaemonError
 
     with_api(proj, monkeypatch)
     first = Daemon(config_path=proj.config_path, replica_id="one", listen=None, workers=1, watch_interval=0.1)

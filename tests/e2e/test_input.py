@@ -386,7 +386,7 @@ def test_entry_point_runs(site: Path) -> None:
 
 def test_hidden_entries_of_an_inventory_folder_are_skipped(tmp_path: Path) -> None:
     """A ConfigMap volume: the files, plus the kubelet's `..<timestamp>/` copy and `..data` link."""
-    from replicator.loader import inventory_files
+    from replicator.inputs.loader import inventory_files
 
     inv = tmp_path / "inventory"
     (inv / "..2026_11_23_12_00_00.1").mkdir(parents=True)
@@ -402,7 +402,7 @@ def test_hidden_entries_of_an_inventory_folder_are_skipped(tmp_path: Path) -> No
 def test_environment_overrides_config_keys(
     site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from replicator.loader import apply_env_overrides, load
+    from replicator.inputs.loader import apply_env_overrides, load
 
     env = {
         "REPLICATOR_REPLICATION__MAX_DELETIONS": "10",

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from joserfc import jwk
 
-from replicator.daemon import Daemon
+from replicator.service.daemon import Daemon
 from tests.integration.test_oidc_login import write_config, write_inventory
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "support" / "oidc_node"

@@ -348,9 +348,9 @@ def test_no_op_reconcile_makes_three_calls_per_group(proj: Project) -> None:
     from datetime import UTC, datetime
 
     from platforms.aws import AwsDriver
-    from replicator.engine import Engine, default_driver
-    from replicator.loader import load
-    from replicator.validate import validate
+    from replicator.engine.runner import Engine, default_driver
+    from replicator.inputs.loader import load
+    from replicator.inputs.validate import validate
 
     converge(proj)
     drivers: list[AwsDriver] = []

@@ -347,9 +347,9 @@ def test_no_op_reconcile_costs(az: AzProject) -> None:
     """A converged tenant costs one groups request (existence and marker of up to 15 owned groups),
     list_members per owned group and ONE list of the scope's role assignments (G + 2: G + 1 Graph,
     1 ARM); with a cold lookup cache, one batched users request per 15 euids."""
-    from replicator.engine import Engine, default_driver
-    from replicator.loader import load
-    from replicator.validate import validate
+    from replicator.engine.runner import Engine, default_driver
+    from replicator.inputs.loader import load
+    from replicator.inputs.validate import validate
 
     az.converge()
     drivers: list[AzureDriver] = []

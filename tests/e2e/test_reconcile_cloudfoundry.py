@@ -298,10 +298,10 @@ def test_no_op_reconcile_makes_one_call_per_tenant(cf: CfProject) -> None:
     from datetime import UTC, datetime
 
     from platforms.cloudfoundry import CloudFoundryDriver
-    from replicator.config import PlatformConfig
-    from replicator.engine import Engine, default_driver
-    from replicator.loader import load
-    from replicator.validate import validate
+    from replicator.core.config import PlatformConfig
+    from replicator.engine.runner import Engine, default_driver
+    from replicator.inputs.loader import load
+    from replicator.inputs.validate import validate
 
     cf.converge()
     drivers: list[CloudFoundryDriver] = []

@@ -194,9 +194,9 @@ def test_full_reconcile_from_empty_then_nothing_left(gp: GcpProject) -> None:
 def test_no_op_reconcile_makes_seven_calls_per_tenant(gp: GcpProject) -> None:
     """With the lookup cache warm, a converged tenant with 3 groups costs groups.get and
     groups.memberships.list per group plus one projects.getIamPolicy: 7 calls."""
-    from replicator.engine import Engine, default_driver
-    from replicator.loader import load
-    from replicator.validate import validate
+    from replicator.engine.runner import Engine, default_driver
+    from replicator.inputs.loader import load
+    from replicator.inputs.validate import validate
 
     gp.converge()
     drivers: list[GcpDriver] = []

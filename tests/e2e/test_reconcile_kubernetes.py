@@ -15,9 +15,9 @@ import yaml
 
 from platforms.kubernetes import GROUP_ANNOTATION, MANAGED_BY_LABEL, TENANT_ANNOTATION, _Base
 from replicator.cli import main
-from replicator.engine import Engine, default_driver
-from replicator.loader import load
-from replicator.validate import validate
+from replicator.engine.runner import Engine, default_driver
+from replicator.inputs.loader import load
+from replicator.inputs.validate import validate
 from state import Store
 from tests.e2e.conftest import Result, binding, project, tenant, user, workspace
 from tests.support.kube import KubeAdmin, KubeCluster, shared_cluster, unique

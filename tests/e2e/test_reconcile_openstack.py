@@ -301,9 +301,9 @@ def test_no_op_reconcile_reads_assignments_once_per_tenant(os_proj: OsProject) -
     from datetime import UTC, datetime
 
     from platforms.openstack import OpenstackDriver
-    from replicator.engine import Engine, default_driver
-    from replicator.loader import load
-    from replicator.validate import validate
+    from replicator.engine.runner import Engine, default_driver
+    from replicator.inputs.loader import load
+    from replicator.inputs.validate import validate
 
     os_proj.converge()
     drivers: list[OpenstackDriver] = []

@@ -150,7 +150,7 @@ async def test_the_daemon_exits_when_the_store_is_gone_for_too_long(proj: Projec
     it ends itself with the reason (``replicator run`` then exits 1), rather than idling unseen."""
     from sqlalchemy import create_engine, text
 
-    from replicator.daemon import Daemon
+    from replicator.service.daemon import Daemon
     from tests.integration.test_store import PG_ADMIN_URL
 
     gen = _postgres_database()

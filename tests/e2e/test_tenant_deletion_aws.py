@@ -10,9 +10,9 @@ from typing import Any
 
 from platforms.aws import AwsDriver
 from platforms.contract import Action, Change, Driver, PlatformError, TenantRef
-from replicator.engine import Engine, default_driver
-from replicator.loader import load
-from replicator.validate import validate
+from replicator.engine.runner import Engine, default_driver
+from replicator.inputs.loader import load
+from replicator.inputs.validate import validate
 from tests.e2e.conftest import ACCOUNTS, PLATFORM, Project, binding, project, standard_inventory, tenant
 
 LEDGER = f"finance/ledger/{PLATFORM}"

@@ -143,7 +143,7 @@ def test_import_does_not_load_the_sdks() -> None:
 
 
 def test_options_resolve_the_lookup_strategy_and_capabilities() -> None:
-    from replicator.config import ReplicationConfig
+    from replicator.core.config import ReplicationConfig
 
     base = {"tenantId": "t", "credentials": {"clientId": "c", "clientSecret": {"env": "X"}}}
     assert AzureOptions.model_validate(base).lookup_attribute == "mail"

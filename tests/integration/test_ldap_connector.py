@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from replicator.cli import main
-from replicator.compile import compile_tenant
-from replicator.config import LdapConnector
-from replicator.loader import load
+from replicator.core.compile import compile_tenant
+from replicator.core.config import LdapConnector
+from replicator.inputs.loader import load
+from replicator.inputs.validate import validate
 from replicator.sources import ldap
-from replicator.validate import validate
 from state import Store
 from tests.support.memory_driver import MemoryDriver, Platform
 from tests.support.slapd import (
@@ -162,8 +162,8 @@ def reconcile(path: Path, store: Store, platform: Platform, *, apply: bool) -> l
     its member changes."""
     import asyncio
 
-    from replicator.engine import Engine
-    from replicator.validate import Validated
+    from replicator.engine.runner import Engine
+    from replicator.inputs.validate import Validated
 
     v = validate(load(path, store))
     v = Validated(v.config, v.inventory, {PLATFORM: MemoryDriver.capabilities})
@@ -414,7 +414,7 @@ def test_identity_ldap_requires_stored_objects(tmp_path: Path, directory: Slapd)
     doc = yaml.safe_load(path.read_text())
     doc["storedObjects"] = False
     path.write_text(yaml.safe_dump(doc))
-    from replicator.loader import InputError
+    from replicator.inputs.loader import InputError
 
     with pytest.raises(InputError) as e:
         validate(load(path))
@@ -435,7 +435,7 @@ async def test_daemon_syncs_at_start_under_a_lease(tmp_path: Path, directory: Sl
     import time
     from datetime import timedelta
 
-    from replicator.daemon import Daemon
+    from replicator.service.daemon import Daemon
 
     # No tenant: the daemon has nothing to reconcile, only the connector to run.
     path = write_config(tmp_path, directory, org=NO_TENANT, interval="1h")
@@ -560,7 +560,7 @@ def test_a_lease_lost_during_the_read_changes_nothing(tmp_path: Path, directory:
 
 
 def test_connector_names_are_unique(tmp_path: Path, directory: Slapd) -> None:
-    from replicator.loader import InputError
+    from replicator.inputs.loader import InputError
 
     path = write_config(tmp_path, directory)
     doc = yaml.safe_load(path.read_text())

@@ -15,7 +15,7 @@ import yaml
 from sqlalchemy import text
 
 from replicator.cli import main
-from replicator.daemon import Daemon
+from replicator.service.daemon import Daemon
 from state import ObjectWrite, Store
 
 PLATFORM = "kubernetes.dev"

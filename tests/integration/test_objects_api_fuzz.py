@@ -23,9 +23,9 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from replicator.apiauth import new_secret
-from replicator.daemon import Daemon
-from replicator.objects_api import openapi_document
+from replicator.service.daemon import Daemon
+from replicator.sources.apiauth import new_secret
+from replicator.sources.objects_api import openapi_document
 from state import Store
 from tests.integration.test_objects_api import write_project
 

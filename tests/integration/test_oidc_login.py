@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from replicator import logs
-from replicator.config import OidcProvider
-from replicator.daemon import Daemon
-from replicator.loader import InputError, load
+from replicator.core.config import OidcProvider
+from replicator.inputs.loader import InputError, load
+from replicator.service.daemon import Daemon
 from replicator.sources.oidc import ProviderUnavailable, TokenRejected, Verifier
 from state import ObjectWrite, Store
 from tests.support.oidc_issuer import AUDIENCE, OidcIssuer, hand_built

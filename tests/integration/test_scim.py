@@ -18,7 +18,7 @@ import yaml
 from scim2_client import BaseSyncSCIMClient
 from scim2_models import EnterpriseUser, Group, GroupMember, PatchOp, User
 
-from replicator.daemon import Daemon
+from replicator.service.daemon import Daemon
 from state import Store
 
 TOKEN = "scim-bearer-for-tests-5d1c"
@@ -532,7 +532,7 @@ def test_scim2_client_groups(served: Served) -> None:
 def test_config_problems_are_located(
     tmp_path: Path, scim: dict[str, Any], stored_objects: bool, expected: str
 ) -> None:
-    from replicator.loader import InputError, load
+    from replicator.inputs.loader import InputError, load
 
     path = tmp_path / "replicator.yaml"
     path.write_text(

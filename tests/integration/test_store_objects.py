@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.apiauth import hash_secret, new_secret
+from replicator.sources.apiauth import hash_secret, new_secret
 from state import ObjectOwnedError, ObjectWrite, Store, StoreError
 from tests.integration.test_store import store, store_url  # noqa: F401  (fixtures)
 
@@ -107,9 +107,9 @@ def test_concurrent_writers_cannot_together_break_the_inventory(
 ) -> None:
     """Eight threads add eight different users with one euid at the same moment: each change is
     valid alone, together they are not. The objects lock lets exactly one through."""
-    from replicator import stored
-    from replicator.inventory import MeshUser
-    from replicator.loader import InputError
+    from replicator.core.inventory import MeshUser
+    from replicator.inputs.loader import InputError
+    from replicator.sources import stored
 
     config = tmp_path / "replicator.yaml"
     config.write_text(f"state: {store_url}\nstoredObjects: true\n")

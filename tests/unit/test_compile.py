@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-import replicator.compile as compile_module
+import replicator.core.compile as compile_module
 from platforms.contract import Capabilities, TenantRef
-from replicator.compile import compile_all, compile_tenant, effective_role_mappings, group_name
-from replicator.config import Config
-from replicator.inventory import (
+from replicator.core.compile import compile_all, compile_tenant, effective_role_mappings, group_name
+from replicator.core.config import Config
+from replicator.core.inventory import (
     Inventory,
     MeshProject,
     MeshProjectBinding,
@@ -21,7 +21,7 @@ from replicator.inventory import (
     MeshUser,
     MeshUserGroup,
 )
-from replicator.model import DesiredGroup, DesiredMember, ReplicationWarning
+from replicator.core.model import DesiredGroup, DesiredMember, ReplicationWarning
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 PLATFORM = "aws.eu-central-1"

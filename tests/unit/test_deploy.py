@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from replicator import cli
-from replicator.daemon import Daemon
-from replicator.loader import load_config
-from replicator.server import build_app
+from replicator.inputs.loader import load_config
+from replicator.service.daemon import Daemon
+from replicator.service.server import build_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

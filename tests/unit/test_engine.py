@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from platforms.contract import PlatformError, RetryableError
-from replicator.config import Config
-from replicator.engine import Engine, RunReport
-from replicator.inventory import (
+from replicator.core.config import Config
+from replicator.core.inventory import (
     Inventory,
     MeshProject,
     MeshProjectBinding,
@@ -22,7 +21,8 @@ from replicator.inventory import (
     MeshUser,
     MeshWorkspace,
 )
-from replicator.validate import Validated
+from replicator.engine.runner import Engine, RunReport
+from replicator.inputs.validate import Validated
 from state import Store
 from tests.support.memory_driver import MemoryDriver, Platform
 

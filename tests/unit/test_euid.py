@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator.euid import EuidPatternError, check_euid_pattern, transform_euid
+from replicator.core.euid import EuidPatternError, check_euid_pattern, transform_euid
 
 
 @pytest.mark.parametrize(

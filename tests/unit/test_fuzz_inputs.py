@@ -21,8 +21,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replicator import loader as loader_module
 from replicator.cli import main
+from replicator.inputs import loader as loader_module
 from tests.integration.conftest import moto_server  # noqa: F401 - the session's moto server
 from tests.support.moto_aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoAws
 

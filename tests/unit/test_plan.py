@@ -17,9 +17,9 @@ from platforms.contract import (
     PlatformUser,
     TenantRef,
 )
-from replicator.config import ReplicationConfig
-from replicator.model import DesiredGroup, DesiredMember, DesiredTenant, ReplicationWarning, WarningCode
-from replicator.plan import (
+from replicator.core.config import ReplicationConfig
+from replicator.core.model import DesiredGroup, DesiredMember, DesiredTenant, ReplicationWarning, WarningCode
+from replicator.core.plan import (
     GrantPolicy,
     Guard,
     KeptGrant,

@@ -12,9 +12,9 @@ from platforms.contract import (
     PlatformUser,
     TenantRef,
 )
-from replicator.model import DesiredGroup, DesiredMember, DesiredTenant, WarningCode
-from replicator.plan import GrantPolicy, Guard, plan_tenant
-from replicator.render import change_json, change_text
+from replicator.cli.render import change_json, change_text
+from replicator.core.model import DesiredGroup, DesiredMember, DesiredTenant, WarningCode
+from replicator.core.plan import GrantPolicy, Guard, plan_tenant
 
 REF = TenantRef("finance/ledger/openstack.test", "openstack.test", "p-1")
 KEEP = GrantPolicy("keep")

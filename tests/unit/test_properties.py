@@ -12,8 +12,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from platforms.contract import Action, ObservedGroup, ObservedTenant, OwnedGroup, PlatformUser, TenantRef
-from replicator.model import DesiredGroup, DesiredMember, DesiredTenant
-from replicator.plan import GrantPolicy, Guard, Plan, plan_tenant
+from replicator.core.model import DesiredGroup, DesiredMember, DesiredTenant
+from replicator.core.plan import GrantPolicy, Guard, Plan, plan_tenant
 
 REF = TenantRef("ws/prj/aws.test", "aws.test", "000000000000")
 ALIASES = ("admin", "user", "reader")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from replicator import stored
-from replicator.loader import InputError, load, objects_from_documents, parse_yaml_bytes
-from replicator.validate import validate
+from replicator.inputs.loader import InputError, load, objects_from_documents, parse_yaml_bytes
+from replicator.inputs.validate import validate
+from replicator.sources import stored
 from state import ObjectOwnedError, Store
 
 FILES = """\

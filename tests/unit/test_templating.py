@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.templating import (
+from replicator.core.templating import (
     PLACEHOLDERS,
     PatternError,
     RenderError,

@@ -23,12 +23,12 @@ from platforms.contract import (
     TenantRef,
 )
 from platforms.registry import driver_class
-from replicator.compile import compile_all
-from replicator.config import KeepMatching, PlatformConfig
+from replicator.core.compile import compile_all
+from replicator.core.config import KeepMatching, PlatformConfig
+from replicator.core.model import DesiredTenant
+from replicator.core.plan import GrantPolicy, Guard, Plan, plan_tenant
+from replicator.inputs.validate import Validated
 from replicator.logs import get_logger
-from replicator.model import DesiredTenant
-from replicator.plan import GrantPolicy, Guard, Plan, plan_tenant
-from replicator.validate import Validated
 from state import Store, StoreError
 
 if TYPE_CHECKING:

@@ -11,10 +11,10 @@ from pydantic import ValidationError
 
 from platforms.contract import Capabilities
 from platforms.registry import PLATFORM_TYPES, driver_class
-from replicator.compile import effective_role_mappings, group_name
-from replicator.config import Config, PlatformConfig
-from replicator.euid import EuidPatternError, check_euid_pattern
-from replicator.inventory import (
+from replicator.core.compile import effective_role_mappings, group_name
+from replicator.core.config import Config, PlatformConfig
+from replicator.core.euid import EuidPatternError, check_euid_pattern
+from replicator.core.inventory import (
     Inventory,
     MeshProject,
     MeshProjectBinding,
@@ -24,8 +24,15 @@ from replicator.inventory import (
     MeshWorkspace,
     UserSubject,
 )
-from replicator.loader import InputError, Loaded, LoadedObject, Problem, _validation_problems, field_path
-from replicator.templating import PatternError, RenderError, check_group_pattern
+from replicator.core.templating import PatternError, RenderError, check_group_pattern
+from replicator.inputs.loader import (
+    InputError,
+    Loaded,
+    LoadedObject,
+    Problem,
+    _validation_problems,
+    field_path,
+)
 
 
 @dataclass(frozen=True)

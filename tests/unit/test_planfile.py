@@ -4,7 +4,8 @@ observed-state round trip."""
 from __future__ import annotations
 
 from platforms.contract import ObservedGroup, ObservedTenant, OwnedGroup, PlatformUser
-from replicator.artifact import (
+from replicator.core.plan import fingerprint
+from replicator.core.planfile import (
     diff_changes,
     diff_inputs,
     diff_observed,
@@ -12,7 +13,6 @@ from replicator.artifact import (
     observed_from_doc,
     summarise,
 )
-from replicator.plan import fingerprint
 
 ALICE, BOB = PlatformUser("u1", "alice"), PlatformUser("u2", "bob")
 

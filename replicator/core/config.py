@@ -20,7 +20,6 @@ from pydantic import (
 )
 
 from platforms.contract import OPTIONS_CONFIG
-from platforms.registry import PLATFORM_TYPES
 from platforms.secrets import SecretRef as SecretRef  # re-exported: driver option models use it
 
 DEFAULT_GROUP_NAME_PATTERN = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
@@ -421,23 +420,3 @@ class Config(Model):
 
     def landing_zone(self, identifier: str) -> LandingZone | None:
         return next((z for z in self.landing_zones if z.identifier == identifier), None)
-
-
-def config_json_schema() -> dict[str, Any]:
-    """JSON Schema of the config, with each driver's block under its platform type."""
-    from platforms.registry import DRIVERS
-
-    schema = Config.model_json_schema(by_alias=True)
-    defs = schema.setdefault("$defs", {})
-    props = defs["PlatformConfig"].setdefault("properties", {})
-    for type_name in PLATFORM_TYPES:
-        spec = DRIVERS.get(type_name)
-        if spec is None:
-            props[type_name] = {"type": "object", "description": f"{type_name}: no driver in this version"}
-            continue
-        model = spec.load().options_model
-        sub = model.model_json_schema(by_alias=True)
-        defs.update(sub.pop("$defs", {}))
-        defs[model.__name__] = sub
-        props[type_name] = {"$ref": f"#/$defs/{model.__name__}"}
-    return schema

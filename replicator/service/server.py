@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from replicator import apiauth
+from replicator.sources import apiauth
 
 if TYPE_CHECKING:
-    from replicator.daemon import Daemon
+    from replicator.service.daemon import Daemon
 
 STALL_SECONDS = 120.0
 """/healthz fails when the daemon's loop has not ticked for this long."""
@@ -52,8 +52,7 @@ def build_app(daemon: Daemon) -> Starlette:
             return JSONResponse({"error": f"unknown tenant {key!r}"}, status_code=404)
         return JSONResponse({"tenant": key, "queued": True}, status_code=202)
 
-    from replicator import objects_api
-    from replicator.sources import oidc, scim
+    from replicator.sources import objects_api, oidc, scim
 
     return Starlette(
         routes=[

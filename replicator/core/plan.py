@@ -25,7 +25,7 @@ from platforms.contract import (
     OwnedGroup,
     PlatformUser,
 )
-from replicator.model import DesiredGroup, DesiredTenant, ReplicationWarning, WarningCode
+from replicator.core.model import DesiredGroup, DesiredTenant, ReplicationWarning, WarningCode
 
 
 @dataclass(frozen=True)

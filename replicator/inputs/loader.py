@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from replicator.config import Config
-from replicator.inventory import KINDS, MeshObject
+from replicator.core.config import Config
+from replicator.core.inventory import KINDS, MeshObject
 
 if TYPE_CHECKING:
     from state import Store
@@ -392,7 +392,7 @@ def stored_objects(
 ) -> tuple[list[LoadedObject], set[str], list[Problem]]:
     """The meshObjects kept in the state store, minus those a file defines (``shadowed``: (kind,
     key)); plus the names of deprovisioned users (bindings may still name them)."""
-    from replicator.inventory import object_key
+    from replicator.core.inventory import object_key
 
     objects: list[LoadedObject] = []
     problems: list[Problem] = []
@@ -418,7 +418,7 @@ def stored_objects(
 def load(config_path: Path | None = None, store: Store | None = None) -> Loaded:
     """Read config and inventory (with ``storedObjects``, the objects kept in ``store``, or in the
     config's state store when none is given). Raises InputError with every problem found while reading; the
-    cross-reference checks live in :mod:`replicator.validate`."""
+    cross-reference checks live in :mod:`replicator.inputs.validate`."""
     path = config_path or default_config_path()
     if not path.is_file():
         raise InputError([Problem(str(path), None, None, None, "config file does not exist")])
@@ -434,7 +434,7 @@ def load(config_path: Path | None = None, store: Store | None = None) -> Loaded:
 
 
 def _add_stored(loaded: Loaded, store: Store | None) -> None:
-    from replicator.inventory import object_key
+    from replicator.core.inventory import object_key
 
     shadowed: set[tuple[str, str]] = set()
     for lo in loaded.objects:

@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from platforms.contract import Action, Capabilities, ObservedTenant
-from replicator.compile import effective_role_mappings, pattern_values
-from replicator.config import Config
-from replicator.euid import transform_euid
-from replicator.inventory import Inventory, MeshTenant, MeshUser, UserSubject, binding_label
-from replicator.model import WarningCode
-from replicator.plan import Plan
-from replicator.templating import Token, parse_pattern, render, tag_key
+from replicator.core.compile import effective_role_mappings, pattern_values
+from replicator.core.config import Config
+from replicator.core.euid import transform_euid
+from replicator.core.inventory import Inventory, MeshTenant, MeshUser, UserSubject, binding_label
+from replicator.core.model import WarningCode
+from replicator.core.plan import Plan
+from replicator.core.templating import Token, parse_pattern, render, tag_key
 
 
 def find_user(inventory: Inventory, wanted: str) -> MeshUser | None:

@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure(args.log_format, args.log_level)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
-    from replicator.loader import InputError
+    from replicator.inputs.loader import InputError
 
     try:
         return handler(args)
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_ERROR
     except Exception as e:  # the last line of defence: a message, never a traceback
-        from replicator.engine import UnknownTenantError
+        from replicator.engine.runner import UnknownTenantError
         from state import StoreError
 
         if isinstance(e, StoreError | UnknownTenantError):
@@ -195,8 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _validated(args: argparse.Namespace) -> Any:
-    from replicator.loader import load
-    from replicator.validate import validate
+    from replicator.inputs.loader import load
+    from replicator.inputs.validate import validate
 
     return validate(load(args.config))
 
@@ -215,8 +215,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from pydantic import TypeAdapter
 
-    from replicator.config import config_json_schema
-    from replicator.inventory import MeshObject
+    from replicator.core.inventory import MeshObject
+    from replicator.inputs.schema import config_json_schema
 
     doc = {
         "config": config_json_schema(),
@@ -227,7 +227,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _open_store(v: Any, config_path: Path | None) -> Any:
-    from replicator.loader import default_config_path, resolve_state_url
+    from replicator.inputs.loader import default_config_path, resolve_state_url
     from state import Store
 
     return Store(resolve_state_url(v.config.state, config_path or default_config_path()))
@@ -236,11 +236,11 @@ def _open_store(v: Any, config_path: Path | None) -> Any:
 def _run(
     args: argparse.Namespace, apply: bool, v: Any = None, **engine_options: Any
 ) -> tuple[Any, Any]:
-    from replicator.engine import Engine
+    from replicator.engine.runner import Engine
 
     v = v or _validated(args)
     if args.platform and v.config.platform(args.platform) is None:
-        from replicator.engine import UnknownTenantError
+        from replicator.engine.runner import UnknownTenantError
 
         raise UnknownTenantError(f"unknown platform {args.platform!r}")
     store = _open_store(v, args.config)
@@ -263,8 +263,8 @@ def _plan_errors(report: Any) -> list[tuple[str, str]]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from replicator import artifact
-    from replicator.render import plans_json, plans_text
+    from replicator.cli.render import plans_json, plans_text
+    from replicator.core import planfile
 
     if args.observed:
         v, report, notes = _plan_offline(args)
@@ -281,12 +281,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.out:
-        section = artifact.artifact_section(
-            artifact.input_digests(v.config, v.inventory),
+        section = planfile.artifact_section(
+            planfile.input_digests(v.config, v.inventory),
             args.allow_deletions,
             datetime.now(UTC).isoformat(timespec="seconds"),
             {
-                r.key: artifact.observed_doc(r.observed, r.owned)
+                r.key: planfile.observed_doc(r.observed, r.owned)
                 for r in report.results
                 if r.plan is not None and r.observed is not None
             },
@@ -307,8 +307,9 @@ def _plan_offline(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     the state store are needed."""
     import tempfile
 
-    from replicator import artifact
-    from replicator.engine import Engine, UnknownTenantError
+    from replicator.core import planfile
+    from replicator.engine import artifacts as artifact
+    from replicator.engine.runner import Engine, UnknownTenantError
     from state import Store
 
     snap = artifact.read_snapshot(args.observed)
@@ -327,7 +328,7 @@ def _plan_offline(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
         store = Store(f"sqlite:///{tmp}/snapshot.db")
         try:
             for key, doc in snap.tenants.items():
-                _, owned = artifact.observed_from_doc(doc)
+                _, owned = planfile.observed_from_doc(doc)
                 for o in owned:
                     store.record_group_intent(doc["platform"], key, o.alias, o.name)
                     if o.platform_id is not None:
@@ -363,7 +364,7 @@ def _plan_offline(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
 def _mark_unresolved(plan: Any) -> Any:
     from dataclasses import replace
 
-    from replicator.artifact import NOT_IN_SNAPSHOT, UNRESOLVED_PREFIX
+    from replicator.engine.artifacts import NOT_IN_SNAPSHOT, UNRESOLVED_PREFIX
 
     def mark(c: Any) -> Any:
         if c.user is not None and c.user.id.startswith(UNRESOLVED_PREFIX):
@@ -374,7 +375,7 @@ def _mark_unresolved(plan: Any) -> Any:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from replicator import artifact
+    from replicator.core import planfile
 
     args.allow_deletions = False
     v, report = _run(args, apply=False)
@@ -387,7 +388,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     tenants: dict[str, dict[str, Any]] = {}
     lookups: dict[str, dict[str, Any]] = {}
     for r in report.results:
-        doc = artifact.observed_doc(r.observed, r.owned)
+        doc = planfile.observed_doc(r.observed, r.owned)
         doc["platform"] = r.platform
         doc["localId"] = r.plan.tenant.ref.local_id if r.plan else ""
         tenants[r.key] = doc
@@ -400,7 +401,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     except Exception as e:
         print(f"error: snapshot not written: user lookup failed: {e}", file=sys.stderr)
         return EXIT_ERROR
-    doc = artifact.snapshot_doc(datetime.now(UTC).isoformat(timespec="seconds"), tenants, lookups)
+    doc = planfile.snapshot_doc(datetime.now(UTC).isoformat(timespec="seconds"), tenants, lookups)
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(f"snapshot of {len(tenants)} tenants written to {args.out}")
     return EXIT_OK
@@ -409,8 +410,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 async def _lookup_everyone(v: Any, lookups: dict[str, dict[str, Any]]) -> None:
     """Add to ``lookups`` (platform -> transformed euid -> users) every inventory user with an
     euid, on every platform ``lookups`` names, in one batched driver lookup per platform."""
-    from replicator.engine import default_driver
-    from replicator.euid import transform_euid
+    from replicator.core.euid import transform_euid
+    from replicator.engine.runner import default_driver
 
     euids = sorted({u.spec.euid for u in v.inventory.users.values() if u.spec.euid})
     for platform_id, known in lookups.items():
@@ -429,19 +430,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
     """Apply a plan file: refuse (nothing applied anywhere) when the inputs or the observed state
     of any of its tenants changed since, else apply exactly its changes. The check runs twice: over
     every tenant before anything is applied, and again for each tenant right before its changes."""
-    from replicator import artifact
-    from replicator.render import change_json
+    from replicator.cli.render import change_json
+    from replicator.core import planfile
+    from replicator.engine import artifacts as artifact
 
     saved = artifact.read_plan_artifact(args.plan_file)
     v = _validated(args)
-    changed = artifact.diff_inputs(saved.inputs, artifact.input_digests(v.config, v.inventory))
+    changed = planfile.diff_inputs(saved.inputs, planfile.input_digests(v.config, v.inventory))
     if changed:
         print(
             f"error: {args.plan_file}: the config or inventory changed since the plan was made "
             f"({saved.created_at}); make a new plan:",
             file=sys.stderr,
         )
-        for line in artifact.summarise(changed):
+        for line in planfile.summarise(changed):
             print(f"  {line}", file=sys.stderr)
         return EXIT_ERROR
     for key, error in saved.errors:
@@ -452,8 +454,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         t = by_key[result.key]
         reasons: list[str] = []
         if result.plan.fingerprint != t.fingerprint:
-            now_doc = artifact.observed_doc(result.observed, result.owned)
-            reasons = artifact.diff_observed(t.observed, now_doc) or ["the observed state changed"]
+            now_doc = planfile.observed_doc(result.observed, result.owned)
+            reasons = planfile.diff_observed(t.observed, now_doc) or ["the observed state changed"]
         else:
             for kind, recorded, current in (
                 ("changes", t.changes, result.plan.changes),
@@ -461,10 +463,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
             ):
                 now_docs = [change_json(c) for c in current]
                 if list(recorded) != now_docs:
-                    reasons += artifact.diff_changes(recorded, now_docs) or [f"the {kind} are reordered"]
+                    reasons += planfile.diff_changes(recorded, now_docs) or [f"the {kind} are reordered"]
         if not reasons:
             return None
-        return "the plan is stale: " + "; ".join(artifact.summarise(reasons))
+        return "the plan is stale: " + "; ".join(planfile.summarise(reasons))
 
     args.tenant, args.platform = list(by_key), None
     args.allow_deletions = saved.allow_deletions
@@ -483,7 +485,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from replicator.render import plans_text
+    from replicator.cli.render import plans_text
 
     if not args.tenant and not args.all:
         print(
@@ -532,8 +534,8 @@ def _reconcile_summary(args: argparse.Namespace, report: Any) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Plans the one tenant (read-only, like `plan`) and follows the user through it."""
-    from replicator.engine import Engine, UnknownTenantError
-    from replicator.explain import explain_group, explain_text, explain_user, find_user, group_text
+    from replicator.core.explain import explain_group, explain_text, explain_user, find_user, group_text
+    from replicator.engine.runner import Engine, UnknownTenantError
 
     v = _validated(args)
     tenant = v.inventory.tenants.get(args.tenant)
@@ -571,8 +573,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import socket
 
-    from replicator.daemon import Daemon
-    from replicator.loader import default_config_path
+    from replicator.inputs.loader import default_config_path
+    from replicator.service.daemon import Daemon
 
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
@@ -586,7 +588,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         grace=args.grace,
         store_outage=args.store_outage,
     )
-    from replicator.daemon import DaemonError
+    from replicator.service.daemon import DaemonError
 
     try:
         asyncio.run(daemon.run_until_signalled())
@@ -597,7 +599,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from replicator.loader import load
+    from replicator.inputs.loader import load
 
     loaded = load(args.config)  # the store URL is all status needs; inventory problems do not matter
     store = _open_store(loaded, args.config)
@@ -670,8 +672,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_apikey(args: argparse.Namespace) -> int:
     import re
 
-    from replicator.apiauth import SCOPES, new_secret
-    from replicator.loader import load
+    from replicator.inputs.loader import load
+    from replicator.sources.apiauth import SCOPES, new_secret
 
     loaded = load(args.config)  # the store URL is all it needs
     action = args.apikey_command
@@ -734,7 +736,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     import os
     import socket
 
-    from replicator.loader import default_config_path, load
+    from replicator.inputs.loader import default_config_path, load
     from replicator.sources import ldap
 
     config_path = args.config or default_config_path()

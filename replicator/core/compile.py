@@ -7,11 +7,11 @@ from collections import defaultdict
 from datetime import datetime
 
 from platforms.contract import Capabilities, TenantRef
-from replicator.config import Config, PlatformConfig, RoleMapping
-from replicator.euid import transform_euid
-from replicator.inventory import Inventory, MeshProjectBinding, MeshTenant, UserSubject, binding_label
-from replicator.model import DesiredGroup, DesiredMember, DesiredTenant, ReplicationWarning, WarningCode
-from replicator.templating import render
+from replicator.core.config import Config, PlatformConfig, RoleMapping
+from replicator.core.euid import transform_euid
+from replicator.core.inventory import Inventory, MeshProjectBinding, MeshTenant, UserSubject, binding_label
+from replicator.core.model import DesiredGroup, DesiredMember, DesiredTenant, ReplicationWarning, WarningCode
+from replicator.core.templating import render
 
 
 def effective_role_mappings(config: Config, tenant: MeshTenant) -> dict[str, RoleMapping]:

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from replicator.inventory import object_document, object_key
-from replicator.loader import InputError, Loaded, LoadedObject, Problem, load
-from replicator.validate import Validated, validate
+from replicator.core.inventory import object_document, object_key
+from replicator.inputs.loader import InputError, Loaded, LoadedObject, Problem, load
+from replicator.inputs.validate import Validated, validate
 from state import ObjectWrite, Store
 
 ObjectId = tuple[str, str]
@@ -137,7 +137,7 @@ def apply_locked(
 
 def as_loaded(objects: Iterable[object], where: str) -> list[LoadedObject]:
     """Typed meshObjects built in code (identity sources) as LoadedObjects named ``where``."""
-    from replicator.loader import Source
+    from replicator.inputs.loader import Source
 
     out = []
     for obj in objects:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from platforms.contract import Action, Change
-from replicator.plan import Plan
+from replicator.core.plan import Plan
 
 FORMAT_VERSION = 1
 
@@ -76,7 +76,8 @@ def plans_json(
     artifact: dict[str, Any] | None = None,
     held: Mapping[str, str] | None = None,
 ) -> str:
-    """The plan as JSON; with ``artifact`` (see :mod:`replicator.artifact`) a plan file for ``apply``."""
+    """The plan as JSON; with ``artifact`` (see :mod:`replicator.engine.artifacts`) a plan file for
+    ``apply``."""
     doc: dict[str, Any] = {
         "formatVersion": FORMAT_VERSION,
         "tenants": [

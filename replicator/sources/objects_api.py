@@ -2,7 +2,7 @@
 store), write and delete stored objects, all or nothing, validated exactly like ``replicator
 validate`` validates files. Also serves the OpenAPI document of the daemon (``/api/openapi.json``).
 
-Writes go through :mod:`replicator.stored` (source ``api``); objects defined in an inventory file
+Writes go through :mod:`replicator.sources.stored` (source ``api``); objects defined in an inventory file
 are read-only here (409), objects another identity source owns need the ``admin`` scope (take-over).
 """
 
@@ -22,9 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from replicator import apiauth
-from replicator.inventory import KINDS, object_document, object_key
-from replicator.loader import (
+from replicator.core.inventory import KINDS, object_document, object_key
+from replicator.inputs.loader import (
     STORE_FILE,
     InputError,
     LoadedObject,
@@ -34,12 +33,13 @@ from replicator.loader import (
     parse_yaml_bytes,
 )
 from replicator.logs import get_logger
+from replicator.sources import apiauth
 from state import ObjectOwnedError, Store, StoreError
 
 if TYPE_CHECKING:
-    from replicator.daemon import Daemon
+    from replicator.sources.host import SourceHost
 
-log = get_logger("replicator.objects_api")
+log = get_logger("replicator.sources.objects_api")
 
 SOURCE = "api"
 """Owner of the objects written through this API."""
@@ -204,33 +204,33 @@ class _KeyConvertor(Convertor[str]):
 register_url_convertor("objectkey", _KeyConvertor())
 
 
-def routes(daemon: Daemon) -> list[BaseRoute]:
+def routes(host: SourceHost) -> list[BaseRoute]:
     write_lock = asyncio.Lock()
     """One write at a time on this replica, so requests queue here rather than on the store's
     objects lock (which serialises validation and write across replicas and processes)."""
 
     def guard(request: Request, scope: str) -> apiauth.Caller | Response:
-        caller = apiauth.authorize(request, scope, daemon.identify)
+        caller = apiauth.authorize(request, scope, host.identify)
         if isinstance(caller, Response):
             return caller
-        if daemon.validated is None:
+        if host.validated is None:
             return _error(503, "the daemon has no valid config loaded")
-        if not daemon.validated.config.stored_objects:
+        if not host.validated.config.stored_objects:
             return _error(
                 409,
                 "the object API needs stored meshObjects: set storedObjects: true in the config "
                 "(the inventory does not read stored objects now)",
             )
-        if daemon.store is None:
+        if host.store is None:
             return _error(503, "the state store is not open")
         return caller
 
     def store() -> Store:
-        assert daemon.store is not None  # see guard
-        return daemon.store
+        assert host.store is not None  # see guard
+        return host.store
 
     def limits() -> tuple[int, int]:
-        api = daemon.validated.config.api if daemon.validated is not None else None
+        api = host.validated.config.api if host.validated is not None else None
         return (api.max_request_bytes, api.max_request_objects) if api else (5_000_000, 5000)
 
     # --- reading -------------------------------------------------------------------------------
@@ -240,8 +240,8 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
         items: list[dict[str, Any]] = []
         file_ids: set[tuple[str, str]] = set()
         if source in ("files", "all"):
-            loaded = load(daemon.config_path, store())
-            base = daemon.config_path.parent
+            loaded = load(host.config_path, store())
+            base = host.config_path.parent
             for lo in loaded.objects:
                 if lo.source.file.startswith(STORE_FILE + ":") or (kind and lo.obj.kind != kind):
                     continue
@@ -355,14 +355,14 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
             if isinstance(revision, Response):
                 return revision
         log.info("meshObject deleted via the API", caller=caller.name, kind=kind, key=key)
-        daemon.objects_changed()
+        host.objects_changed()
         return Response(status_code=204)
 
     def delete(caller: apiauth.Caller, kind: str, key: str) -> int:
-        from replicator import stored
+        from replicator.sources import stored
 
         st = store()
-        loaded = load(daemon.config_path, st)
+        loaded = load(host.config_path, st)
         if (kind, key) in loaded.file_keys:
             raise _Refused(_error(409, f"{kind} {key!r} is defined in an inventory file: change it there"))
         existing = st.get_object(kind, key)
@@ -372,7 +372,7 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
         if existing.source != SOURCE and not admin:
             raise _Refused(_owned({(kind, key): existing.source}))
         change = stored.Change(SOURCE, deletes={(kind, key)})
-        _, revision = stored.apply(daemon.config_path, st, change, take_over=admin)
+        _, revision = stored.apply(host.config_path, st, change, take_over=admin)
         return revision
 
     # --- writing -------------------------------------------------------------------------------
@@ -442,14 +442,14 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
                 created=[f"{r['kind']} {r['key']}" for r in outcome.created],
                 updated=[f"{r['kind']} {r['key']}" for r in outcome.updated],
             )
-            daemon.objects_changed()
+            host.objects_changed()
         return JSONResponse(outcome.body())
 
     def write(caller: apiauth.Caller, objects: list[LoadedObject]) -> _Outcome:
-        from replicator import stored
+        from replicator.sources import stored
 
         st = store()
-        loaded = load(daemon.config_path, st)
+        loaded = load(host.config_path, st)
         in_files = [lo for lo in objects if _id(lo) in loaded.file_keys]
         if in_files:
             raise _Refused(
@@ -480,7 +480,7 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
         if owned and not admin:
             raise _Refused(_owned(owned))
         change = stored.Change(SOURCE, puts=list(objects))
-        _, outcome.revision = stored.apply(daemon.config_path, st, change, take_over=admin)
+        _, outcome.revision = stored.apply(host.config_path, st, change, take_over=admin)
         return outcome
 
     async def openapi(_: Request) -> Response:
@@ -514,7 +514,7 @@ def _object_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
     ``replicator schema`` prints them."""
     from pydantic import TypeAdapter
 
-    from replicator.inventory import MeshObject
+    from replicator.core.inventory import MeshObject
 
     schema = TypeAdapter(MeshObject).json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})

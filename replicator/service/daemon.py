@@ -21,18 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from platforms.contract import Driver
-from replicator.apiauth import Caller, hash_secret
-from replicator.compile import compile_tenant
-from replicator.config import PlatformConfig
-from replicator.engine import Engine, TenantResult, default_driver
-from replicator.loader import InputError, default_config_path, inventory_files, load, resolve_state_url
+from replicator.core.compile import compile_tenant
+from replicator.core.config import PlatformConfig
+from replicator.core.model import DesiredTenant
+from replicator.engine.runner import Engine, TenantResult, default_driver
+from replicator.inputs.loader import InputError, default_config_path, inventory_files, load, resolve_state_url
+from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
-from replicator.metrics import Metrics
-from replicator.model import DesiredTenant
-from replicator.validate import Validated, validate
+from replicator.service.metrics import Metrics
+from replicator.sources.apiauth import Caller, hash_secret
 from state import Store, StoreError
 
-log = get_logger("replicator.daemon")
+log = get_logger("replicator.service.daemon")
 
 RETRY_BASE = 5.0
 RETRY_MAX = 600.0
@@ -503,7 +503,7 @@ class Daemon:
     async def _serve(self, host: str, port: int) -> None:
         import uvicorn
 
-        from replicator.server import build_app
+        from replicator.service.server import build_app
 
         config = uvicorn.Config(
             build_app(self), host=host, port=port, log_config=None, lifespan="off", access_log=False

@@ -1,0 +1,1 @@
+"""One tenant run: lookup -> observe -> plan -> apply -> record; plan files and snapshots."""

@@ -1,0 +1,1 @@
+"""The daemon: scheduler, work queue, leases, HTTP app (health, metrics, trigger, status)."""
