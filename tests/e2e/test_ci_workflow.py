@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from replicator.cli import build_parser
+from replicator.cli.parser import build_parser
 from tests.e2e.conftest import Project, standard_inventory
 
 WORKFLOW = Path(__file__).parents[2] / "examples" / "ci" / "access.yml"

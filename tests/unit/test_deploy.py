@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from replicator import cli
+from replicator.cli import main as run_cli
+from replicator.cli.parser import build_parser
 from replicator.inputs.loader import load_config
 from replicator.service.daemon import Daemon
 from replicator.service.server import build_app
@@ -188,7 +189,7 @@ def test_entrypoint_is_the_console_script(final: Stage, pyproject: dict[str, Any
 
 
 def test_cmd_runs_the_daemon_on_the_exposed_port(final: Stage) -> None:
-    args = cli.build_parser().parse_args(exec_form(final.last("CMD")))
+    args = build_parser().parse_args(exec_form(final.last("CMD")))
     assert args.command == "run"
     host, _, port = args.listen.rpartition(":")
     assert host == "0.0.0.0", "inside a container the daemon must listen on every interface"
@@ -447,7 +448,7 @@ def test_deployment_shape(deployment: dict[str, Any], pod: dict[str, Any], conta
     assert deployment["spec"]["replicas"] == 2
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    args = cli.build_parser().parse_args(container["args"])
+    args = build_parser().parse_args(container["args"])
     assert args.command == "run"
     assert args.replica_id == "$(POD_NAME)"
     assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
@@ -456,7 +457,7 @@ def test_deployment_shape(deployment: dict[str, Any], pod: dict[str, Any], conta
 
 
 def test_container_port_is_where_the_daemon_listens(final: Stage, container: dict[str, Any]) -> None:
-    args = cli.build_parser().parse_args(container["args"])
+    args = build_parser().parse_args(container["args"])
     port = int(args.listen.rpartition(":")[2])
     assert container_port(container, "http") == port == exposed_port(final)
 
@@ -471,7 +472,7 @@ def test_probes_hit_routes_of_the_app(
     get = container[probe]["httpGet"]
     assert get["path"] == path
     assert get["path"] in get_routes, f"{probe} asks {get['path']}, the app serves {sorted(get_routes)}"
-    args = cli.build_parser().parse_args(container["args"])
+    args = build_parser().parse_args(container["args"])
     assert container_port(container, get["port"]) == int(args.listen.rpartition(":")[2])
 
 
@@ -502,7 +503,7 @@ def test_security_context(final: Stage, pod: dict[str, Any], container: dict[str
 
 
 def test_termination_grace_covers_the_daemons(pod: dict[str, Any], container: dict[str, Any]) -> None:
-    grace = cli.build_parser().parse_args(container["args"]).grace
+    grace = build_parser().parse_args(container["args"]).grace
     default = next(f.default for f in dataclasses.fields(Daemon) if f.name == "grace")
     assert isinstance(default, float)
     # After `grace` the daemon still cancels what is left (releasing leases), stops the server and
@@ -624,7 +625,7 @@ def mounted_config(
 
 def test_configmap_config_passes_validation(mounted_config: tuple[Path, list[str]]) -> None:
     config_path, _ = mounted_config
-    assert cli.main(["-c", str(config_path), "validate"]) == 0
+    assert run_cli(["-c", str(config_path), "validate"]) == 0
 
 
 def test_configmap_config_reads_every_inventory_file_and_uses_postgres(

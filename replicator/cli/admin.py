@@ -1,0 +1,222 @@
+"""``validate``, ``schema``, ``status``, ``apikey`` and ``sync``: checking inputs and looking after
+the state store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from replicator.cli.common import EXIT_ERROR, EXIT_OK, open_store, validated
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    v = validated(args)
+    inv = v.inventory
+    print(
+        f"valid: {len(v.config.platforms)} platforms, {len(v.config.landing_zones)} landing zones, "
+        f"{len(inv.users)} users, {len(inv.groups)} user groups, {len(inv.projects)} projects, "
+        f"{len(inv.bindings)} bindings, {len(inv.tenants)} tenants"
+    )
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from pydantic import TypeAdapter
+
+    from replicator.core.inventory import MeshObject
+    from replicator.inputs.schema import config_json_schema
+
+    doc = {
+        "config": config_json_schema(),
+        "inventory": TypeAdapter(MeshObject).json_schema(by_alias=True),
+    }
+    print(json.dumps(doc, indent=2))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from replicator.inputs.loader import load
+
+    loaded = load(args.config)  # the store URL is all status needs; inventory problems do not matter
+    store = open_store(loaded, args.config)
+    try:
+        wanted = set(args.tenant)
+        runs = [r for r in store.last_runs() if not wanted or r.tenant in wanted]
+        warnings = [w for w in store.open_warnings() if not wanted or w.tenant in wanted]
+        statuses = store.tenant_statuses()
+        syncs = [] if wanted else store.syncs()
+    finally:
+        store.close()
+    if args.output == "json":
+        doc = {
+            "sources": [s.as_json() for s in syncs],
+            "tenants": [
+                {
+                    "tenant": r.tenant,
+                    "platform": r.platform,
+                    "status": statuses.get(r.tenant),
+                    "lastRun": {
+                        "startedAt": r.started_at.isoformat(),
+                        "finishedAt": r.finished_at.isoformat() if r.finished_at else None,
+                        "outcome": r.outcome,
+                        "changesApplied": r.changes_applied,
+                        "error": r.error,
+                    },
+                    "warnings": [
+                        {
+                            "code": w.code,
+                            "subject": w.subject,
+                            "message": w.message,
+                            "firstSeen": w.first_seen.isoformat(),
+                            "lastSeen": w.last_seen.isoformat(),
+                        }
+                        for w in warnings
+                        if w.tenant == r.tenant
+                    ],
+                }
+                for r in runs
+            ],
+        }
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    for s in syncs:
+        when = (s.finished_at or s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+        print(
+            f"identity source {s.source}  {s.outcome}  {when}  {s.users} users, {s.groups} groups, "
+            f"{s.deprovisioned} deprovisioned"
+            + (f"  (last complete {s.last_complete_at:%Y-%m-%d %H:%M})" if s.last_complete_at else "")
+        )
+        if s.error:
+            print(f"  error: {s.error}")
+    if not runs:
+        print("no runs recorded yet")
+    for r in runs:
+        when = (r.finished_at or r.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+        status = statuses.get(r.tenant, "")
+        print(
+            f"{r.tenant}  {r.outcome}  {when}  {r.changes_applied} changes"
+            + (f"  [{status}]" if status else "")
+        )
+        if r.error:
+            print(f"  error: {r.error}")
+        for w in warnings:
+            if w.tenant == r.tenant:
+                print(f"  {w.code} {w.subject}: {w.message} (since {w.first_seen:%Y-%m-%d %H:%M})")
+    return EXIT_OK
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    import re
+
+    from replicator.inputs.loader import load
+    from replicator.sources.apiauth import SCOPES, new_secret
+
+    loaded = load(args.config)  # the store URL is all it needs
+    action = args.apikey_command
+    if action == "create":
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", args.name):
+            print(f"error: key name {args.name!r}: letters, digits, _ . @ - (at most 64)", file=sys.stderr)
+            return EXIT_ERROR
+        scopes = sorted({s.strip() for s in args.scopes.split(",") if s.strip()})
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown or not scopes:
+            print(
+                f"error: --scopes {args.scopes!r}: choose from {', '.join(SCOPES)} (comma-separated)",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+    store = open_store(loaded, args.config)
+    try:
+        if action == "create":
+            secret, digest = new_secret()
+            store.create_api_key(args.name, digest, scopes)
+            print(secret)
+            print(
+                f"created API key {args.name!r} with scopes {', '.join(scopes)}: the secret above is "
+                "shown only this once",
+                file=sys.stderr,
+            )
+            return EXIT_OK
+        if action == "revoke":
+            if not store.revoke_api_key(args.name):
+                print(f"error: no stored API key named {args.name!r}", file=sys.stderr)
+                return EXIT_ERROR
+            print(f"revoked API key {args.name!r}", file=sys.stderr)
+            return EXIT_OK
+        records = store.api_keys()
+    finally:
+        store.close()
+    rows: list[dict[str, Any]] = [
+        {
+            "name": r.name,
+            "scopes": list(r.scopes),
+            "createdAt": r.created_at.isoformat(),
+            "lastUsedAt": r.last_used_at.isoformat() if r.last_used_at else None,
+        }
+        for r in records
+    ]
+    if args.output == "json":
+        print(json.dumps({"keys": rows}, indent=2))
+    elif not rows:
+        print("no stored API keys (keys in the config file are not listed)")
+    else:
+        for row in rows:
+            print(
+                f"{row['name']}  {','.join(row['scopes'])}  created {row['createdAt']}  "
+                f"last used {row['lastUsedAt'] or 'never'}"
+            )
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from replicator.inputs.loader import default_config_path, load
+    from replicator.sources import ldap
+
+    config_path = args.config or default_config_path()
+    loaded = load(config_path)  # the sync validates the whole inventory it would write
+    connectors = loaded.config.identity.ldap
+    if args.connector is not None:
+        connectors = tuple(c for c in connectors if c.name == args.connector)
+        if not connectors:
+            names = ", ".join(c.name for c in loaded.config.identity.ldap) or "none"
+            print(f"error: no LDAP connector named {args.connector!r} (configured: {names})", file=sys.stderr)
+            return EXIT_ERROR
+    if not connectors:
+        print(f"error: {config_path}: identity.ldap has no connectors", file=sys.stderr)
+        return EXIT_ERROR
+    store = open_store(loaded, config_path)
+    holder = f"cli:{socket.gethostname()}:{os.getpid()}"
+    results: list[ldap.SyncResult] = []
+    failed = False
+    try:
+        for connector in connectors:
+            result = ldap.sync_with_lease(connector, config_path, store, holder)
+            if result is None:
+                failed = True
+                print(
+                    f"error: ldap {connector.name}: another replica is syncing it now (lease "
+                    f"{ldap.lease_name(connector)}); try again later",
+                    file=sys.stderr,
+                )
+                continue
+            results.append(result)
+            failed = failed or not result.ok
+            if args.output != "json":
+                print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
+                for s in result.skipped:
+                    print(f"  left out {s.kind} {s.name or '?'} ({s.dn}): {s.reason}")
+                if result.deprovisioned:
+                    print(f"  deprovisioned: {', '.join(result.deprovisioned)}")
+    finally:
+        store.close()
+    if args.output == "json":
+        print(json.dumps({"results": [r.as_json() for r in results]}, indent=2))
+        for r in results:
+            if not r.ok:
+                print(r.summary(), file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK

@@ -1,0 +1,96 @@
+"""``reconcile``, ``explain`` and ``run`` (the daemon)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+
+from replicator.cli.common import EXIT_ERROR, EXIT_OK, open_store, reconcile_summary, run_engine, validated
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from replicator.cli.render import plans_text
+
+    if not args.tenant and not args.all:
+        print(
+            "error: name the tenants (--tenant WS/PROJECT/PLATFORM, repeatable) or pass --all",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    if args.tenant and args.all:
+        print("error: --tenant and --all exclude each other", file=sys.stderr)
+        return EXIT_ERROR
+    _, report = run_engine(args, apply=not args.dry_run)
+    plans = [r.plan for r in report.results if r.plan is not None]
+    if args.dry_run:
+        sys.stdout.write(plans_text(plans))
+    return reconcile_summary(args, report)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Plans the one tenant (read-only, like `plan`) and follows the user through it."""
+    from replicator.core.explain import explain_group, explain_text, explain_user, find_user, group_text
+    from replicator.engine.runner import Engine, UnknownTenantError
+
+    v = validated(args)
+    tenant = v.inventory.tenants.get(args.tenant)
+    if tenant is None:
+        raise UnknownTenantError(f"unknown tenant {args.tenant!r} (write WORKSPACE/PROJECT/PLATFORM)")
+    user = find_user(v.inventory, args.user) if args.user else None
+    if args.user and user is None:
+        print(f"error: no meshUser named {args.user!r} (by name, username, email or euid)", file=sys.stderr)
+        return EXIT_ERROR
+    store = open_store(v, args.config)
+    try:
+        engine = Engine(v, store)
+        now = datetime.now(UTC)
+        report = asyncio.run(engine.run(engine.select(now, [args.tenant]), apply=False, now=now))
+    finally:
+        store.close()
+    (result,) = report.results
+    if result.plan is None or result.observed is None:
+        print(f"error: cannot read {args.tenant}: {result.error}", file=sys.stderr)
+        return EXIT_ERROR
+    caps = v.capabilities[tenant.metadata.platform_identifier]
+    if user is not None:
+        doc = explain_user(v.config, v.inventory, tenant, caps, result.plan, result.observed, user, now)
+        text = explain_text(doc)
+    else:
+        found = explain_group(result.plan, result.observed, args.group)
+        if found is None:
+            print(f"error: {args.group!r} is neither desired nor owned on {args.tenant}", file=sys.stderr)
+            return EXIT_ERROR
+        doc, text = found, group_text(found)
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.output == "json" else text)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import socket
+
+    from replicator.inputs.loader import default_config_path
+    from replicator.service.daemon import Daemon
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"error: --listen {args.listen!r}: write HOST:PORT", file=sys.stderr)
+        return EXIT_ERROR
+    daemon = Daemon(
+        config_path=args.config or default_config_path(),
+        replica_id=args.replica_id or socket.gethostname(),
+        listen=(host, int(port)),
+        workers=max(1, args.workers),
+        grace=args.grace,
+        store_outage=args.store_outage,
+    )
+    from replicator.service.daemon import DaemonError
+
+    try:
+        asyncio.run(daemon.run_until_signalled())
+    except DaemonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
