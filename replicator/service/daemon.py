@@ -24,12 +24,15 @@ from platforms.contract import Driver
 from replicator.core.compile import compile_tenant
 from replicator.core.config import PlatformConfig
 from replicator.core.model import DesiredTenant
-from replicator.engine.runner import Engine, TenantResult, default_driver
+from replicator.engine.runner import Engine, Fence, RunReport, TenantResult, default_driver
 from replicator.inputs.loader import InputError, default_config_path, inventory_files, load, resolve_state_url
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
+from replicator.service.leases import run_under_lease
 from replicator.service.metrics import Metrics
-from replicator.sources.apiauth import Caller, hash_secret
+from replicator.service.status import status_doc
+from replicator.service.workqueue import Budget, TenantQueue, TenantState
+from replicator.sources.apiauth import Caller, identify
 from state import Store, StoreError
 
 log = get_logger("replicator.service.daemon")
@@ -46,81 +49,6 @@ SQLITE_CLAIM_TTL = timedelta(seconds=30)
 
 class DaemonError(Exception):
     """The daemon cannot run (and says why)."""
-
-
-class Budget:
-    """One platform's request budget (``schedule.rateLimits``, requests per second), shared by every
-    worker; a Retry-After pauses it for everyone."""
-
-    def __init__(self, rate: float | None) -> None:
-        from aiolimiter import AsyncLimiter
-
-        self.limiter = AsyncLimiter(rate, 1.0) if rate else None
-        self.paused_until = 0.0
-
-    async def __aenter__(self) -> None:
-        # A pause can be extended while we sleep: look again after each wait.
-        while (wait := self.paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(wait)
-        if self.limiter is not None:
-            await self.limiter.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def pause(self, seconds: float) -> None:
-        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
-
-
-class TenantQueue:
-    """FIFO of tenant keys where a key waits at most once; delayed re-queues for backoff."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._waiting: set[str] = set()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-
-    def put(self, key: str) -> bool:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-        if key in self._waiting:
-            return False
-        self._waiting.add(key)
-        self._queue.put_nowait(key)
-        return True
-
-    def put_later(self, key: str, delay: float) -> None:
-        if key in self._waiting or key in self._timers:
-            return
-        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
-
-    def _fire(self, key: str) -> None:
-        self._timers.pop(key, None)
-        self.put(key)
-
-    async def get(self) -> str:
-        key = await self._queue.get()
-        self._waiting.discard(key)
-        return key
-
-    def depth(self) -> int:
-        return self._queue.qsize()
-
-    def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-
-
-@dataclass
-class TenantState:
-    last: TenantResult | None = None
-    last_finished: datetime | None = None
-    last_success: datetime | None = None
-    failures: int = 0
-    held: str | None = None
-    """Why the tenant waits for its input to change or for an operator (deletion guard)."""
 
 
 @dataclass
@@ -369,50 +297,27 @@ class Daemon:
         state = self.tenants.setdefault(key, TenantState())
         now = datetime.now(UTC)
         ttl = timedelta(seconds=v.config.schedule.lease_ttl)
-        token = store.acquire_lease(key, self.replica_id, ttl)
-        if token is None:
+        started = 0.0
+
+        async def run(fence: Fence) -> RunReport:
+            nonlocal started
+            desired = (
+                compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now)
+                if tenant is not None
+                else removed
+            )
+            assert desired is not None  # one of the two, see above
+            engine = Engine(v, store, make_driver=self._driver, fence=fence)
+            started = time.monotonic()
+            async with self.gates[platform]:
+                return await engine.run([desired], apply=True, now=now)
+
+        report = await run_under_lease(store, key, self.replica_id, ttl, run)
+        if report is None:
             log.debug("another replica holds the tenant", tenant=key, holder=store.lease_holder(key))
             if not self.stopping.is_set():
                 self.queue.put_later(key, min(LEASE_RETRY, ttl.total_seconds() / 2))
             return None
-        lost = asyncio.Event()
-
-        def renew() -> bool:
-            try:
-                ok = store.renew_lease(key, self.replica_id, token, ttl)
-            except StoreError as e:  # cannot prove we still hold it: stop as if lost
-                log.error("cannot renew the lease", tenant=key, error=str(e))
-                ok = False
-            if not ok:
-                lost.set()
-            return ok
-
-        async def keep_renewing() -> None:
-            while not lost.is_set():
-                await asyncio.sleep(ttl.total_seconds() / 3)
-                if not renew():
-                    log.error("lease lost while reconciling", tenant=key, replica=self.replica_id)
-
-        async def fence(_: object) -> bool:
-            return not lost.is_set() and renew()
-
-        desired = (
-            compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now)
-            if tenant is not None
-            else removed
-        )
-        assert desired is not None  # one of the two, see above
-        engine = Engine(v, store, make_driver=self._driver, fence=fence)
-        started = time.monotonic()
-        renewer = asyncio.ensure_future(keep_renewing())
-        try:
-            async with self.gates[platform]:
-                report = await engine.run([desired], apply=True, now=now)
-        finally:
-            renewer.cancel()
-            if not lost.is_set():
-                with contextlib.suppress(StoreError):
-                    store.release_lease(key, self.replica_id)
         self.metrics.reconcile_seconds.labels(platform).observe(time.monotonic() - started)
         (result,) = report.results
         state.last, state.last_finished = result, datetime.now(UTC)
@@ -557,38 +462,8 @@ class Daemon:
             raise DaemonError(self.fatal)
 
     def status(self) -> dict[str, Any]:
-        tenants = []
-        for key, s in sorted(self.tenants.items()):
-            last = s.last
-            tenants.append(
-                {
-                    "tenant": key,
-                    "lastFinished": s.last_finished.isoformat() if s.last_finished else None,
-                    "lastSuccess": s.last_success.isoformat() if s.last_success else None,
-                    "outcome": None if last is None else "converged" if last.ok else "failed",
-                    "changesApplied": last.applied if last else 0,
-                    "error": last.error if last else None,
-                    "held": s.held,
-                    "failures": s.failures,
-                    "warnings": [
-                        {"code": w.code.value, "subject": w.subject, "message": w.message}
-                        for w in (last.plan.warnings if last and last.plan else ())
-                    ],
-                }
-            )
-        sources: list[dict[str, object]] = []
-        if self.store is not None:
-            try:
-                sources = [s.as_json() for s in self.store.syncs()]
-            except StoreError as e:
-                log.error("cannot read the identity sources' sync records", error=str(e))
-        return {
-            "replica": self.replica_id,
-            "configError": self.config_error,
-            "queueDepth": self.queue.depth(),
-            "tenants": tenants,
-            "sources": sources,
-        }
+        """What ``GET /v1/status`` answers: the last run of each tenant, the identity sources."""
+        return status_doc(self.replica_id, self.config_error, self.queue.depth(), self.tenants, self.store)
 
     def ready(self) -> str | None:
         """None when ready, else why not."""
@@ -607,15 +482,4 @@ class Daemon:
         ``replicator apikey create`` (looked up by its SHA-256), else None."""
         if self.validated is None:
             return None
-        for key in self.validated.config.api.keys:
-            if key.matches(secret):
-                return Caller(key.name, frozenset(key.scopes))
-        if self.store is not None:
-            try:
-                record = self.store.api_key_by_hash(hash_secret(secret))
-                if record is not None:
-                    self.store.touch_api_key(record.name)
-                    return Caller(record.name, frozenset(record.scopes))
-            except StoreError as e:
-                log.error("cannot check an API key against the state store", error=str(e))
-        return None
+        return identify(secret, self.validated.config.api.keys, self.store)

@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from replicator.logs import get_logger
+from state import StoreError
+
+if TYPE_CHECKING:
+    from replicator.core.config import ApiKey
+    from state import Store
+
+log = get_logger("replicator.service.daemon")
 
 SCOPES = ("read", "write", "admin")
 KEY_PREFIX = "rpk_"
@@ -56,3 +66,20 @@ def authorize(request: Request, scope: str, identify: Callable[[str], Caller | N
     if not caller.may(scope):
         return JSONResponse({"error": f"this key lacks the {scope!r} scope"}, status_code=403)
     return caller
+
+
+def identify(secret: str, keys: Iterable[ApiKey], store: Store | None) -> Caller | None:
+    """The API caller a bearer secret belongs to: a key of the config file, or a key created with
+    ``replicator apikey create`` (looked up in the store by its SHA-256), else None."""
+    for key in keys:
+        if key.matches(secret):
+            return Caller(key.name, frozenset(key.scopes))
+    if store is not None:
+        try:
+            record = store.api_key_by_hash(hash_secret(secret))
+            if record is not None:
+                store.touch_api_key(record.name)
+                return Caller(record.name, frozenset(record.scopes))
+        except StoreError as e:
+            log.error("cannot check an API key against the state store", error=str(e))
+    return None

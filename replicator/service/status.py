@@ -1,0 +1,58 @@
+"""What ``GET /v1/status`` answers: per tenant the last run this replica made, its hold and its
+failures, the open warnings; the identity sources' last syncs from the state store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from replicator.logs import get_logger
+from state import StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from replicator.service.workqueue import TenantState
+    from state import Store
+
+log = get_logger("replicator.service.daemon")
+
+
+def status_doc(
+    replica: str,
+    config_error: str | None,
+    queue_depth: int,
+    tenants_state: Mapping[str, TenantState],
+    store: Store | None,
+) -> dict[str, Any]:
+    tenants = []
+    for key, s in sorted(tenants_state.items()):
+        last = s.last
+        tenants.append(
+            {
+                "tenant": key,
+                "lastFinished": s.last_finished.isoformat() if s.last_finished else None,
+                "lastSuccess": s.last_success.isoformat() if s.last_success else None,
+                "outcome": None if last is None else "converged" if last.ok else "failed",
+                "changesApplied": last.applied if last else 0,
+                "error": last.error if last else None,
+                "held": s.held,
+                "failures": s.failures,
+                "warnings": [
+                    {"code": w.code.value, "subject": w.subject, "message": w.message}
+                    for w in (last.plan.warnings if last and last.plan else ())
+                ],
+            }
+        )
+    sources: list[dict[str, object]] = []
+    if store is not None:
+        try:
+            sources = [s.as_json() for s in store.syncs()]
+        except StoreError as e:
+            log.error("cannot read the identity sources' sync records", error=str(e))
+    return {
+        "replica": replica,
+        "configError": config_error,
+        "queueDepth": queue_depth,
+        "tenants": tenants,
+        "sources": sources,
+    }
