@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from replicator.engine.runner import RunReport, TenantResult
+    from replicator.engine.results import RunReport, TenantResult
     from replicator.inputs.loader import Loaded
     from replicator.inputs.validate import Validated
     from state import Store
@@ -46,7 +46,7 @@ def run_engine(
 
     v = v or validated(args)
     if args.platform and v.config.platform(args.platform) is None:
-        from replicator.engine.runner import UnknownTenantError
+        from replicator.engine.results import UnknownTenantError
 
         raise UnknownTenantError(f"unknown platform {args.platform!r}")
     store = open_store(v, args.config)

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_ERROR
     except Exception as e:  # the last line of defence: a message, never a traceback
-        from replicator.engine.runner import UnknownTenantError
+        from replicator.engine.results import UnknownTenantError
         from state import StoreError
 
         if isinstance(e, StoreError | UnknownTenantError):

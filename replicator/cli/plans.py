@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from platforms.contract import Change, Driver, PlatformUser
     from replicator.core.config import PlatformConfig
     from replicator.core.plan import Plan
-    from replicator.engine.runner import RunReport, TenantResult
+    from replicator.engine.results import RunReport, TenantResult
     from replicator.inputs.validate import Validated
 
 
@@ -76,7 +76,8 @@ def _plan_offline(args: argparse.Namespace) -> tuple[Validated, RunReport, list[
 
     from replicator.core import planfile
     from replicator.engine import artifacts as artifact
-    from replicator.engine.runner import Engine, UnknownTenantError
+    from replicator.engine.results import UnknownTenantError
+    from replicator.engine.runner import Engine
     from state import Store
 
     snap = artifact.read_snapshot(args.observed)

@@ -33,7 +33,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     """Plans the one tenant (read-only, like `plan`) and follows the user through it."""
     from replicator.core.explain import explain_group, explain_text, explain_user, find_user, group_text
-    from replicator.engine.runner import Engine, UnknownTenantError
+    from replicator.engine.results import UnknownTenantError
+    from replicator.engine.runner import Engine
 
     v = validated(args)
     tenant = v.inventory.tenants.get(args.tenant)

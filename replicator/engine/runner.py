@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from replicator.core.compile import compile_all
 from replicator.core.config import KeepMatching, PlatformConfig
 from replicator.core.model import DesiredTenant
 from replicator.core.plan import GrantPolicy, Guard, Plan, plan_tenant
+from replicator.engine.results import FailureKind, LeaseLostError, RunReport, TenantResult, UnknownTenantError
 from replicator.inputs.validate import Validated
 from replicator.logs import get_logger
 from state import Store, StoreError
@@ -38,60 +39,12 @@ log = get_logger("replicator.engine")
 audit_log = get_logger("replicator.audit")
 
 DriverMaker = Callable[[PlatformConfig], Driver]
+Fence = Callable[[TenantRef], Awaitable[bool]]
+"""Asked before every change: True while this process may still change the tenant."""
 PlanCheck = Callable[["TenantResult"], str | None]
 """Called with a computed plan before anything is applied: a reason to refuse the tenant, or None."""
 MAX_RETRY_AFTER = 300.0
 """Seconds: a longer Retry-After fails the tenant for this run rather than holding it."""
-
-
-class UnknownTenantError(ValueError):
-    """A tenant asked for on the command line is not in the inventory."""
-
-
-class LeaseLostError(Exception):
-    """This replica no longer holds the tenant's lease: another may be working on it."""
-
-
-Fence = Callable[[TenantRef], Awaitable[bool]]
-"""Asked before every change: True while this process may still change the tenant."""
-
-
-@dataclass
-class TenantResult:
-    key: str
-    platform: str
-    plan: Plan | None = None
-    observed: ObservedTenant | None = None
-    owned: tuple[OwnedGroup, ...] = ()
-    """The state store's records the plan was computed with."""
-    applied: int = 0
-    error: str | None = None
-    error_kind: str | None = None
-    """``guard``, ``stale`` (a saved plan no longer matches), ``lease`` (another replica took the
-    tenant), ``platform``, ``lookup``, ``store`` or ``internal``."""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class RunReport:
-    results: list[TenantResult] = field(default_factory=list)
-    held: dict[str, str] = field(default_factory=dict)
-    """Tenants removed from the inventory that were left alone, with the reason (see select)."""
-
-    @property
-    def failed(self) -> list[TenantResult]:
-        return [r for r in self.results if not r.ok]
-
-    @property
-    def warnings(self) -> int:
-        return sum(len(r.plan.warnings) for r in self.results if r.plan)
-
-    @property
-    def pending(self) -> int:
-        return sum(len(r.plan.changes) + len(r.plan.withheld) for r in self.results if r.plan)
 
 
 def default_driver(platform: PlatformConfig) -> Driver:
@@ -227,7 +180,7 @@ class Engine:
             driver = self.make_driver(platform)
         except PlatformError as e:
             for d in tenants:
-                result = TenantResult(d.ref.key, platform_id, error=str(e), error_kind="platform")
+                result = TenantResult(d.ref.key, platform_id, error=str(e), error_kind=FailureKind.PLATFORM)
                 report.results.append(result)
                 if on_done:
                     on_done(result)
@@ -239,7 +192,10 @@ class Engine:
             except (PlatformError, StoreError) as e:
                 for d in tenants:
                     result = TenantResult(
-                        d.ref.key, platform_id, error=f"user lookup failed: {e}", error_kind="lookup"
+                        d.ref.key,
+                        platform_id,
+                        error=f"user lookup failed: {e}",
+                        error_kind=FailureKind.LOOKUP,
                     )
                     log.error("tenant failed", tenant=d.ref.key, platform=platform_id, error=result.error)
                     report.results.append(result)
@@ -322,10 +278,10 @@ class Engine:
             )
             result.plan = plan
             if plan.blocked:
-                result.error, result.error_kind = plan.blocked, "guard"
+                result.error, result.error_kind = plan.blocked, FailureKind.GUARD
             refused = self.check(result) if self.check else None
             if refused:
-                result.error, result.error_kind = refused, "stale"
+                result.error, result.error_kind = refused, FailureKind.STALE
             elif apply:
                 self._adopt(desired, observed, owned)
                 if desired.deleted and any(c.action is not Action.DELETE_GROUP for c in plan.changes):
@@ -337,19 +293,19 @@ class Engine:
                 status = "Deleted" if desired.deleted and not plan.blocked else "Active"
                 self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, status)
         except PlatformError as e:
-            result.error, result.error_kind = str(e), "platform"
+            result.error, result.error_kind = str(e), FailureKind.PLATFORM
             # A stale cached user may be the cause: ask the platform again next time.
             with contextlib.suppress(StoreError):
                 self.store.forget_lookups(
                     ref.platform, [m.platform_euid for g in desired.groups for m in g.members]
                 )
         except StoreError as e:
-            result.error, result.error_kind = str(e), "store"
+            result.error, result.error_kind = str(e), FailureKind.STORE
         except LeaseLostError as e:
-            result.error, result.error_kind = str(e), "lease"
+            result.error, result.error_kind = str(e), FailureKind.LEASE
         except Exception as e:  # a bug in a driver must not stop the other tenants
             log.exception("unexpected error", tenant=ref.key, platform=ref.platform)
-            result.error, result.error_kind = f"unexpected {type(e).__name__}: {e}", "internal"
+            result.error, result.error_kind = f"unexpected {type(e).__name__}: {e}", FailureKind.INTERNAL
         if result.error:
             log.error(
                 "tenant failed",

@@ -24,7 +24,16 @@ from platforms.contract import Driver
 from replicator.core.compile import compile_tenant
 from replicator.core.config import PlatformConfig
 from replicator.core.model import DesiredTenant
-from replicator.engine.runner import Engine, Fence, RunReport, TenantResult, default_driver
+from replicator.engine.results import (
+    Changed,
+    Converged,
+    Failed,
+    FailureKind,
+    Requeue,
+    RunReport,
+    TenantResult,
+)
+from replicator.engine.runner import Engine, Fence, default_driver
 from replicator.inputs.loader import InputError, default_config_path, inventory_files, load, resolve_state_url
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
@@ -330,21 +339,25 @@ class Daemon:
                 totals.update(per_tenant)
             for code in {*totals, *(c for t in self._warnings.values() for c in t)}:
                 self.metrics.warnings.labels(code).set(totals.get(code, 0))
-        if result.ok:
-            state.failures, state.last_success = 0, state.last_finished
-            self.metrics.last_success.labels(key).set(state.last_finished.timestamp())
-        else:
-            self.metrics.errors.labels(platform, result.error_kind or "unknown").inc()
-            if result.error_kind == "guard":
-                state.held = result.error
-            elif result.error_kind == "lease":
-                if not self.stopping.is_set():  # the other replica has it; look again later
-                    self.queue.put_later(key, min(LEASE_RETRY, ttl.total_seconds() / 2))
-            else:
-                state.failures += 1
-                delay = min(RETRY_MAX, RETRY_BASE * 2 ** (state.failures - 1)) * random.uniform(0.8, 1.2)
+        match result.outcome:
+            case Converged() | Changed():
+                state.failures, state.last_success = 0, state.last_finished
+                self.metrics.last_success.labels(key).set(state.last_finished.timestamp())
+            case Requeue(after=after):
                 if not self.stopping.is_set():
-                    self.queue.put_later(key, delay)
+                    self.queue.put_later(key, after)
+            case Failed(kind=kind, error=error):
+                self.metrics.errors.labels(platform, kind.value).inc()
+                if kind is FailureKind.GUARD:
+                    state.held = error
+                elif kind is FailureKind.LEASE:
+                    if not self.stopping.is_set():  # the other replica has it; look again later
+                        self.queue.put_later(key, min(LEASE_RETRY, ttl.total_seconds() / 2))
+                else:
+                    state.failures += 1
+                    delay = min(RETRY_MAX, RETRY_BASE * 2 ** (state.failures - 1)) * random.uniform(0.8, 1.2)
+                    if not self.stopping.is_set():
+                        self.queue.put_later(key, delay)
         return result
 
     # --- life cycle --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from replicator.engine.runner import TenantResult
+    from replicator.engine.results import TenantResult
 
 
 class Budget:

@@ -21,7 +21,8 @@ from replicator.core.inventory import (
     MeshUser,
     MeshWorkspace,
 )
-from replicator.engine.runner import Engine, RunReport
+from replicator.engine.results import Changed, Converged, Failed, FailureKind, RunReport
+from replicator.engine.runner import Engine
 from replicator.inputs.validate import Validated
 from state import Store
 from tests.support.memory_driver import MemoryDriver, Platform
@@ -138,6 +139,25 @@ def test_a_retryable_failure_is_retried_and_audited_once(world: World) -> None:
     assert world.platform.member_names("mem-ws.a-admin") == ["alice"]
     trail = [(a.action, a.outcome) for a in world.store.audit_trail() if a.action == "add_member"]
     assert trail == [("add_member", "started"), ("add_member", "applied")]
+
+
+def test_each_run_ends_with_one_typed_outcome(world: World) -> None:
+    """Changed while it applies, Converged once there is nothing left, Failed with its kind when
+    the platform refuses, and a plan (dry run) reports what is pending as Changed(0, n)."""
+    first = world.run(TWO)  # per tenant: two groups created, two members added, two roles granted
+    assert {r.outcome for r in first.results} == {Changed(applied=6, pending=0)}
+    again = world.run(TWO)
+    assert {r.outcome for r in again.results} == {Converged()}
+    more = {"a": {"admin": ["alice", "bob"], "reader": ["bob"]}, "b": TWO["b"]}
+    planned = {r.key: r.outcome for r in world.run(more, apply=False).results}
+    assert planned == {f"ws/a/{P}": Changed(applied=0, pending=1), f"ws/b/{P}": Converged()}
+    world.platform.fail("add_member", *[PlatformError("refused")] * 3)
+    outcomes = {r.key: r.outcome for r in world.run(more).results}
+    assert outcomes[f"ws/b/{P}"] == Converged()
+    failed = outcomes[f"ws/a/{P}"]
+    assert isinstance(failed, Failed)
+    assert failed.kind is FailureKind.PLATFORM
+    assert "refused" in failed.error
 
 
 def test_a_failing_tenant_does_not_stop_the_others(world: World) -> None:

@@ -1,0 +1,120 @@
+"""What one tenant run ends with: a :class:`TenantResult` (the plan, the observation, what was
+applied) and its :class:`Outcome`, the one value callers decide on, as controller-runtime's
+``Result`` is for a reconciler:
+
+* :class:`Converged`: the platform is as desired, nothing was or is to be changed;
+* :class:`Changed`: changes were applied (or, for a plan, are pending);
+* :class:`Failed`: the run stopped, for a typed reason (:class:`FailureKind`); nothing is removed
+  because of a failed run;
+* :class:`Requeue`: the platform is still catching up with our own writes: come back after a
+  delay (a transient condition, warned about, not a failure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from platforms.contract import ObservedTenant, OwnedGroup
+from replicator.core.plan import Plan
+
+
+class FailureKind(StrEnum):
+    GUARD = "guard"
+    """The deletion guard withheld removals: the tenant waits for its input or an operator."""
+    STALE = "stale"
+    """A saved plan no longer matches the inputs or the platform."""
+    LEASE = "lease"
+    """Another replica took the tenant's lease."""
+    PLATFORM = "platform"
+    """The platform refused, failed or could not be read."""
+    LOOKUP = "lookup"
+    """The user lookup failed."""
+    STORE = "store"
+    """The state store failed."""
+    INTERNAL = "internal"
+    """A bug: an exception nobody expected."""
+
+
+@dataclass(frozen=True)
+class Converged:
+    pass
+
+
+@dataclass(frozen=True)
+class Changed:
+    applied: int
+    """Changes applied in this run."""
+    pending: int = 0
+    """Changes planned and not applied (a plan, or a run stopped part-way)."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    kind: FailureKind
+    error: str
+
+
+@dataclass(frozen=True)
+class Requeue:
+    after: float
+    """Seconds before the tenant is run again."""
+    reason: str
+
+
+Outcome = Converged | Changed | Failed | Requeue
+
+
+class UnknownTenantError(ValueError):
+    """A tenant asked for on the command line is not in the inventory."""
+
+
+class LeaseLostError(Exception):
+    """This replica no longer holds the tenant's lease: another may be working on it."""
+
+
+@dataclass
+class TenantResult:
+    key: str
+    platform: str
+    plan: Plan | None = None
+    observed: ObservedTenant | None = None
+    owned: tuple[OwnedGroup, ...] = ()
+    """The state store's records the plan was computed with."""
+    applied: int = 0
+    error: str | None = None
+    error_kind: FailureKind | None = None
+    """Why the run failed (None: it did not)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def outcome(self) -> Outcome:
+        """The run as one typed value: what a caller decides on (retry, hold, requeue, done)."""
+        if self.error is not None:
+            return Failed(self.error_kind or FailureKind.INTERNAL, self.error)
+        pending = len(self.plan.changes) if self.plan is not None else 0
+        if self.applied or pending:
+            return Changed(self.applied, pending - self.applied)
+        return Converged()
+
+
+@dataclass
+class RunReport:
+    results: list[TenantResult] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)
+    """Tenants removed from the inventory that were left alone, with the reason (see select)."""
+
+    @property
+    def failed(self) -> list[TenantResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def warnings(self) -> int:
+        return sum(len(r.plan.warnings) for r in self.results if r.plan)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(r.plan.changes) + len(r.plan.withheld) for r in self.results if r.plan)
