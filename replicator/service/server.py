@@ -1,4 +1,5 @@
-"""The daemon's HTTP surface (CONTRACT section 8): health, readiness, metrics, status, triggers."""
+"""The daemon's HTTP surface: health, readiness, metrics, status, triggers, the OpenAPI document,
+and the routes of the identity sources and the meshObject API."""
 
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ def build_app(daemon: Daemon) -> Starlette:
             return JSONResponse({"error": f"unknown tenant {key!r}"}, status_code=404)
         return JSONResponse({"tenant": key, "queued": True}, status_code=202)
 
+    async def openapi(_: Request) -> Response:
+        from replicator.service.openapi import openapi_document
+
+        return JSONResponse(openapi_document())
+
     from replicator.sources import objects_api, oidc, scim
 
     return Starlette(
@@ -59,6 +65,7 @@ def build_app(daemon: Daemon) -> Starlette:
             *objects_api.routes(daemon),
             *oidc.routes(daemon),
             *scim.routes(daemon),
+            Route("/api/openapi.json", openapi, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),

@@ -24,8 +24,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from replicator.service.daemon import Daemon
+from replicator.service.openapi import openapi_document
 from replicator.sources.apiauth import new_secret
-from replicator.sources.objects_api import openapi_document
 from state import Store
 from tests.integration.test_objects_api import write_project
 
