@@ -27,7 +27,7 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
     """Set up structlog for the process. ``fmt`` is json, console or auto: JSON lines unless stdout
-    is a terminal (CONTRACT section 1: a container gets JSON, a person gets console lines)."""
+    is a terminal: a container gets JSON, a person gets console lines."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=True)

@@ -1,4 +1,5 @@
-"""Plans as people and CI read them: text (CONTRACT section 4) and JSON with ``formatVersion``."""
+"""Plans as people and CI read them: text (one line per change, grouped by tenant, then a summary
+line) and JSON with ``formatVersion`` and a stable action vocabulary."""
 
 from __future__ import annotations
 

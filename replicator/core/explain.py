@@ -1,5 +1,5 @@
 """explain: why a user has (or lacks) each membership on a tenant, as a chain from binding to
-platform change (CONTRACT section 7). Pure: works on the compiled, planned and observed data."""
+platform change, or why it is missing. Pure: works on the compiled, planned and observed data."""
 
 from __future__ import annotations
 

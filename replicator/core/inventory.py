@@ -1,4 +1,5 @@
-"""meshObjects: who exists and who may do what (CONTRACT section 3), as typed models."""
+"""meshObjects: who exists and who may do what (users, user groups, workspaces, projects,
+project bindings, tenants), as typed models."""
 
 from __future__ import annotations
 

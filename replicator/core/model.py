@@ -9,7 +9,9 @@ from platforms.contract import TenantRef
 
 
 class WarningCode(StrEnum):
-    """Replication warnings (CONTRACT section 5). A warning never stops the rest of the tenant."""
+    """Replication warnings: what the replicator could not do for one subject (a user without an
+    euid, a user the platform does not have, a foreign group with our name, ...). A warning never
+    stops the rest of the tenant."""
 
     USER_HAS_NO_EUID = "USER_HAS_NO_EUID"
     USER_NOT_FOUND = "USER_NOT_FOUND"
@@ -62,7 +64,8 @@ class DesiredTenant:
     groups: tuple[DesiredGroup, ...]
     warnings: tuple[ReplicationWarning, ...] = ()
     deleted: bool = False
-    """Tenant deletion: revoke all access, then delete the owned groups (CONTRACT section 7)."""
+    """Tenant deletion: revoke all access, then delete the owned groups (or keep them, emptied of
+    roles, with ``skipGroupCleanup``)."""
     removed: bool = False
     """Deleted because the inventory no longer has it (allowed by ``deleteRemovedTenants`` or
     ``--allow-deletions``); implies ``deleted``."""

@@ -324,7 +324,7 @@ def test_no_op_reconcile_reads_assignments_once_per_tenant(os_proj: OsProject) -
     assert dict(driver.api_calls) == {"get_group": 6, "list_group_users": 6, "list_role_assignments": 2}
 
 
-# --- plan files and snapshots (CONTRACT section 7) -------------------------------------------
+# --- plan files and snapshots -----------------------------------------------------------------
 
 
 def test_a_saved_plan_applies_exactly_or_is_refused_when_keystone_changed(os_proj: OsProject) -> None:
@@ -363,7 +363,7 @@ def test_a_plan_against_a_keystone_snapshot_equals_the_live_plan(os_proj: OsProj
     assert live.json()["summary"] == {"add": 1, "remove": 1, "warnings": 0}
 
 
-# --- tenant deletion (CONTRACT section 7) ----------------------------------------------------
+# --- tenant deletion --------------------------------------------------------------------------
 
 
 def test_deleting_a_tenant_then_removing_another_from_the_inventory(os_proj: OsProject) -> None:

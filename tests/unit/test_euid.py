@@ -1,4 +1,4 @@
-"""euid patterns (CONTRACT section 2, "euid pattern")."""
+"""euid patterns (exactly one ``%s`` or ``%S``; ``%%`` a literal percent)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""plan: desired vs observed into ordered, guarded changes (CONTRACT sections 5-7)."""
+"""plan: desired vs observed into ordered, guarded changes (warnings, external grants, the deletion
+guard, tenant deletion)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Group name patterns (CONTRACT section 2, "Group name pattern placeholders")."""
+"""Group name patterns (``#{name}`` and ``#{name:FORMAT}`` placeholders)."""
 
 from __future__ import annotations
 
