@@ -536,6 +536,21 @@ def test_tls_is_verified(tmp_path: Path) -> None:
         assert sorted(stored_docs(store, "meshUser")) == ["alice"]
 
 
+def test_a_ca_file_that_cannot_be_read_fails_the_sync(tmp_path: Path, directory: Slapd) -> None:
+    """Before, ldap3 refused the missing caFile before the read began: the sync raised instead of
+    failing, and its record stayed 'started'."""
+    path, store, connector = setup(tmp_path, directory)
+    assert ldap.sync(connector, path, store).ok
+    before = store.objects_revision()
+    _, _, broken = setup(tmp_path, directory, startTls=True, caFile=str(tmp_path / "no-such-ca.pem"))
+    result = ldap.sync(broken, path, store)
+    assert not result.ok
+    assert (result.error or "").startswith("TLS settings (caFile): "), result.error
+    assert store.objects_revision() == before
+    (record,) = [s for s in store.syncs() if s.source == result.source]
+    assert record.outcome == "failed"
+
+
 def test_a_lease_lost_during_the_read_changes_nothing(tmp_path: Path, directory: Slapd) -> None:
     from datetime import timedelta
 

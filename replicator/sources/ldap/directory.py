@@ -136,11 +136,12 @@ def read_directory(connector: LdapConnector, on_page: PageHook | None = None) ->
     from ldap3.core.exceptions import LDAPException
 
     password = _bind_password(connector)
-    tls = _tls(connector)
-    step = f"connecting to {connector.url}"
+    step = "TLS settings (caFile)"
     seconds = max(1, math.ceil(connector.timeout))  # ldap3 packs these as integers
     conn: ldap3.Connection | None = None
     try:
+        tls = _tls(connector)  # a caFile that cannot be read is a failed sync, not a crash
+        step = f"connecting to {connector.url}"
         conn = _connection(connector, password, tls, seconds)
         conn.open()
         if connector.start_tls:
