@@ -1,4 +1,4 @@
-"""The SCIM 2.0 service provider (replicator/sources/scim.py) over real HTTP: the daemon runs in a
+"""The SCIM 2.0 service provider (replicator/sources/scim/) over real HTTP: the daemon runs in a
 thread of its own (uvicorn on a free port of 127.0.0.1), driven by scim2-client and by raw httpx
 requests shaped like Entra ID's."""
 
