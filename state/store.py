@@ -1,7 +1,7 @@
 """What the replicator remembers: owned groups, runs, the audit trail, warnings, the lookup cache.
 
-SQLite is the embedded default, PostgreSQL the shared store for several replicas. The schema is
-created and upgraded by Alembic migrations when the store opens. Every write is one transaction.
+The database itself (engine, sessions, migrations, SQLite and PostgreSQL) is ``state/db.py``;
+``Store`` adds each concern's records on top of it.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, delete, event, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from state.db import _MIGRATIONS as _MIGRATIONS
+from state.db import Database, aware, maybe_aware, utcnow
+from state.db import StoreError as StoreError
+from state.db import _sqlite_file_lock as _sqlite_file_lock
+from state.db import _sqlite_pragmas as _sqlite_pragmas
 from state.tables import (
     ApiKeyRow,
     AuditRow,
@@ -34,12 +37,7 @@ from state.tables import (
     WarningRow,
 )
 
-_MIGRATIONS = Path(__file__).parent / "migrations"
 _MEMORY_LOCK = threading.Lock()
-
-
-class StoreError(Exception):
-    """The state store cannot be opened or written."""
 
 
 @dataclass(frozen=True)
@@ -184,84 +182,11 @@ class SourceSyncRecord:
         }
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+_now, _aware, _maybe = utcnow, aware, maybe_aware
 
 
-def _aware(dt: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-class Store:
+class Store(Database):
     """The state store behind one SQLAlchemy URL."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        try:
-            parsed = make_url(url)
-            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
-                parsed = parsed.set(drivername="postgresql+psycopg")
-            self.engine: Engine = create_engine(parsed, future=True, pool_pre_ping=True)
-        except (SQLAlchemyError, ValueError, ImportError) as e:
-            raise StoreError(f"cannot open the state store {self.safe_url}: {e}") from e
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.migrate()
-
-    @property
-    def safe_url(self) -> str:
-        """The URL without its password, for messages."""
-        try:
-            return make_url(self.url).render_as_string(hide_password=True)
-        except Exception:
-            return "<unparseable url>"
-
-    def migrate(self) -> None:
-        """Create or upgrade the schema to the newest migration."""
-        from alembic import command
-        from alembic.config import Config as AlembicConfig
-
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
-        try:
-            with _sqlite_file_lock(self.engine), self.engine.begin() as conn:
-                if self.engine.dialect.name == "postgresql":
-                    # Replicas starting together on an empty database would race to create the
-                    # same tables: one migrates, the others wait here and then find nothing to do.
-                    from sqlalchemy import text
-
-                    conn.execute(text("SELECT pg_advisory_xact_lock(7210551)"))
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-        except SQLAlchemyError as e:
-            raise StoreError(f"cannot migrate the state store {self.safe_url}: {e}") from e
-
-    def ping(self) -> None:
-        from sqlalchemy import text
-
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    @contextmanager
-    def _tx(self) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except SQLAlchemyError as e:
-            raise StoreError(f"state store {self.safe_url}: {e}") from e
 
     # --- owned groups -------------------------------------------------------------------------
 
@@ -946,36 +871,6 @@ class Store:
                 if row is not None:
                     s.delete(row)
         return out
-
-
-@contextmanager
-def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
-    """Processes migrating one new SQLite file at once (a plan next to a starting daemon) take
-    turns through a lock file beside it; other databases need none (PostgreSQL: advisory lock)."""
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
-        yield
-        return
-    import fcntl
-
-    with open(f"{database}.migrate-lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
-    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _maybe(dt: datetime | None) -> datetime | None:
-    return _aware(dt) if dt is not None else None
 
 
 def _scim(r: ScimResourceRow) -> ScimResource:
