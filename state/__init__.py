@@ -1,5 +1,10 @@
-"""The replicator's memory: owned groups, runs, audit trail, warnings, the lookup cache, stored
-meshObjects and API keys."""
+"""The replicator's memory: owned groups, tenants, runs, audit trail, warnings, leases, the lookup
+cache, stored meshObjects, API keys, identity-source syncs and SCIM resources.
+
+``Store`` (``state/store.py``) is the one object callers use. ``state/db.py`` opens and migrates the
+database; ``owned``, ``tenants``, ``runs``, ``leases``, ``lookups``, ``objects``, ``apikeys``, ``syncs``
+and ``scim`` each hold one concern's records and the part of ``Store`` for them; ``tables`` the
+tables, ``migrations`` their Alembic versions."""
 
 from state.store import (
     ApiKeyRecord,

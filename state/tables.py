@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +24,18 @@ class Base(DeclarativeBase):
     pass
 
 
+Timestamp = Annotated[datetime, mapped_column(DateTime(timezone=True))]
+"""A point in time, stored with its time zone (always UTC); ``Mapped[Timestamp | None]`` is nullable."""
+
+
+class TenantEventColumns:
+    """The first columns of a tenant's runs and warnings: a serial id, the tenant, its platform."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, sort_order=-1)
+    tenant: Mapped[str] = mapped_column(String(600), sort_order=-1)
+    platform: Mapped[str] = mapped_column(String(200), sort_order=-1)
+
+
 class OwnedGroupRow(Base):
     """A group this replicator created (or started to create) for a tenant."""
 
@@ -39,8 +52,8 @@ class OwnedGroupRow(Base):
     members: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     """Platform user ids this replicator added (migration 0004)."""
     state: Mapped[str] = mapped_column(String(20))  # pending | active
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[Timestamp]
 
 
 class TenantRow(Base):
@@ -52,21 +65,18 @@ class TenantRow(Base):
     platform: Mapped[str] = mapped_column(String(200))
     local_id: Mapped[str] = mapped_column(String(600))
     status: Mapped[str] = mapped_column(String(20))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[Timestamp]
 
 
-class RunRow(Base):
+class RunRow(TenantEventColumns, Base):
     """One reconcile (or plan) of one tenant."""
 
     __tablename__ = "runs"
     __table_args__ = (Index("ix_runs_tenant_started", "tenant", "started_at"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(600))
-    platform: Mapped[str] = mapped_column(String(200))
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[Timestamp]
+    finished_at: Mapped[Timestamp | None]
     outcome: Mapped[str] = mapped_column(String(20))  # running | converged | failed | interrupted
     changes_applied: Mapped[int] = mapped_column(Integer, default=0)
     changes_pending: Mapped[int] = mapped_column(Integer, default=0)
@@ -80,7 +90,7 @@ class AuditRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True, index=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[Timestamp]
     tenant: Mapped[str] = mapped_column(String(600), index=True)
     platform: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(40))
@@ -90,21 +100,18 @@ class AuditRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-class WarningRow(Base):
+class WarningRow(TenantEventColumns, Base):
     """A replication warning of a tenant, open until its cause is gone."""
 
     __tablename__ = "warnings"
     __table_args__ = (Index("ix_warnings_tenant_open", "tenant", "cleared_at"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(600))
-    platform: Mapped[str] = mapped_column(String(200))
     code: Mapped[str] = mapped_column(String(60))
     subject: Mapped[str] = mapped_column(String(1024))
     message: Mapped[str] = mapped_column(Text)
-    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    first_seen: Mapped[Timestamp]
+    last_seen: Mapped[Timestamp]
+    cleared_at: Mapped[Timestamp | None]
 
 
 class LookupRow(Base):
@@ -115,7 +122,7 @@ class LookupRow(Base):
     platform: Mapped[str] = mapped_column(String(200), primary_key=True)
     euid: Mapped[str] = mapped_column(String(1024), primary_key=True)
     users: Mapped[list[list[str]]] = mapped_column(JSON)
-    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fetched_at: Mapped[Timestamp]
 
 
 class LeaseRow(Base):
@@ -125,7 +132,7 @@ class LeaseRow(Base):
 
     tenant: Mapped[str] = mapped_column(String(600), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[Timestamp]
     token: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Fencing token: larger for each new holder; a change is applied only while it still holds."""
 
@@ -145,12 +152,12 @@ class MeshObjectRow(Base):
     """The source's own id of the object (LDAP DN, SCIM externalId), if any."""
     document: Mapped[dict[str, object]] = mapped_column(JSON)
     """The object as in an inventory file (camelCase keys)."""
-    deprovisioned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deprovisioned_at: Mapped[Timestamp | None]
     """A user its source no longer has: kept (bindings may still name it) but out of the inventory."""
     revision: Mapped[int] = mapped_column(BigInteger, default=1)
     """Incremented on each change (SCIM's version, HTTP ETags)."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[Timestamp]
 
 
 class CounterRow(Base):
@@ -172,8 +179,8 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[str]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[Timestamp]
+    last_used_at: Mapped[Timestamp | None]
 
 
 class SourceSyncRow(Base):
@@ -182,14 +189,14 @@ class SourceSyncRow(Base):
     __tablename__ = "source_syncs"
 
     source: Mapped[str] = mapped_column(String(200), primary_key=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[Timestamp]
+    finished_at: Mapped[Timestamp | None]
     outcome: Mapped[str] = mapped_column(String(20))  # running | complete | failed
     users: Mapped[int] = mapped_column(Integer, default=0)
     groups: Mapped[int] = mapped_column(Integer, default=0)
     deprovisioned: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    last_complete_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_complete_at: Mapped[Timestamp | None]
 
 
 class ScimResourceRow(Base):
@@ -205,5 +212,5 @@ class ScimResourceRow(Base):
     document: Mapped[dict[str, object]] = mapped_column(JSON)
     revision: Mapped[int] = mapped_column(BigInteger, default=1)
     """Incremented on each change: the resource's ``meta.version`` (weak ETag)."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[Timestamp]

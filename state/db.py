@@ -1,0 +1,158 @@
+"""The database under the store: engine and sessions for one SQLAlchemy URL, the differences
+between SQLite and PostgreSQL, the schema migrations run on open, and the store's one error type.
+
+SQLite is the embedded default, PostgreSQL the shared store for several replicas. The schema is
+created and upgraded by Alembic migrations when the store opens. Every write is one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Self, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATE_LOCK_ID = 7210551
+"""The PostgreSQL advisory lock replicas opening one database take turns through to migrate it."""
+
+CHUNK = 500
+"""Keys per ``IN (...)`` query: SQLite allows a limited number of bound parameters per statement."""
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The state store cannot be opened or written."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(dt: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def maybe_aware(dt: datetime | None) -> datetime | None:
+    return aware(dt) if dt is not None else None
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@contextmanager
+def file_lock(path: str) -> Iterator[None]:
+    """An exclusive ``flock`` on the file ``path`` (created if missing), held for the block: how
+    processes sharing one SQLite file take turns."""
+    import fcntl  # POSIX only: imported when a SQLite file is locked, not when the store is
+
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class Database:
+    """An open database behind one SQLAlchemy URL, migrated to the newest schema; the base of each
+    part of ``Store``, which all share its engine and its transactions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            self.engine: Engine = create_engine(parsed, future=True, pool_pre_ping=True)
+        except (SQLAlchemyError, ValueError, ImportError) as e:
+            raise StoreError(f"cannot open the state store {self.safe_url}: {e}") from e
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.migrate()
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages."""
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            return "<unparseable url>"
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest migration."""
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        try:
+            with _sqlite_file_lock(self.engine), self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    # Replicas starting together on an empty database would race to create the
+                    # same tables: one migrates, the others wait here and then find nothing to do.
+                    conn.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATE_LOCK_ID})"))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot migrate the state store {self.safe_url}: {e}") from e
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back when it raises; a database
+        error comes out as StoreError."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except SQLAlchemyError as e:
+            raise self._failed(e) from e
+
+    def _failed(self, e: SQLAlchemyError) -> StoreError:
+        return StoreError(f"state store {self.safe_url}: {e}")
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """Processes migrating one new SQLite file at once (a plan next to a starting daemon) take
+    turns through a lock file beside it; other databases need none (PostgreSQL: advisory lock)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        yield
+        return
+    with file_lock(f"{database}.migrate-lock"):
+        yield
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

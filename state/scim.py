@@ -1,0 +1,79 @@
+"""SCIM resources: what the SCIM 2.0 service provider (``replicator/sources/scim.py``) was given,
+the whole document as the client wrote it, with a revision (its ``meta.version``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from state.db import Database, aware, utcnow
+from state.tables import ScimResourceRow
+
+
+@dataclass(frozen=True)
+class ScimResource:
+    """A resource of the SCIM service provider (see ``ScimResourceRow``)."""
+
+    resource_type: str
+    id: str
+    document: Mapping[str, object]
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScimStore(Database):
+    """The SCIM resources of ``Store``."""
+
+    def scim_resources(self, resource_type: str) -> list[ScimResource]:
+        with self._tx() as s:
+            q = (
+                select(ScimResourceRow)
+                .where(ScimResourceRow.resource_type == resource_type)
+                .order_by(ScimResourceRow.created_at, ScimResourceRow.id)
+            )
+            return [_scim(r) for r in s.scalars(q)]
+
+    def scim_resource(self, resource_type: str, id: str) -> ScimResource | None:
+        with self._tx() as s:
+            row = s.get(ScimResourceRow, (resource_type, id))
+            return _scim(row) if row is not None else None
+
+    def put_scim_resources(
+        self, puts: Sequence[tuple[str, str, Mapping[str, object]]], deletes: Iterable[tuple[str, str]] = ()
+    ) -> dict[tuple[str, str], ScimResource]:
+        """Create or replace (resource_type, id, document) and delete (resource_type, id), in one
+        transaction; a changed document gets the next revision. Returns the written resources."""
+        now = utcnow()
+        out: dict[tuple[str, str], ScimResource] = {}
+        with self._tx() as s:
+            for resource_type, id, document in puts:
+                row = s.get(ScimResourceRow, (resource_type, id))
+                if row is None:
+                    row = ScimResourceRow(
+                        resource_type=resource_type,
+                        id=id,
+                        document=dict(document),
+                        revision=1,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    s.add(row)
+                elif row.document != dict(document):
+                    row.document, row.revision, row.updated_at = dict(document), row.revision + 1, now
+                s.flush()
+                out[(resource_type, id)] = _scim(row)
+            for resource_type, id in deletes:
+                row = s.get(ScimResourceRow, (resource_type, id))
+                if row is not None:
+                    s.delete(row)
+        return out
+
+
+def _scim(r: ScimResourceRow) -> ScimResource:
+    return ScimResource(
+        r.resource_type, r.id, r.document, r.revision, aware(r.created_at), aware(r.updated_at)
+    )
