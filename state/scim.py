@@ -1,4 +1,4 @@
-"""SCIM resources: what the SCIM 2.0 service provider (``replicator/sources/scim.py``) was given,
+"""SCIM resources: what the SCIM 2.0 service provider (``replicator/sources/scim/``) was given,
 the whole document as the client wrote it, with a revision (its ``meta.version``)."""
 
 from __future__ import annotations
