@@ -33,7 +33,6 @@ from tests.e2e.conftest import (
     workspace,
 )
 from tests.e2e.test_reconcile_openstack import OsProject
-from tests.e2e.test_reconcile_openstack import inventory as os_inventory
 from tests.e2e.test_reconcile_openstack import os_proj as os_proj  # the Keystone fixture
 from tests.support.faults import FAULTS, FaultProxy, Request
 from tests.support.moto_aws import MotoAws
@@ -465,7 +464,7 @@ def test_keystone_through_faults_converges(os_proj: OsProject) -> None:
         os_proj.driver_extra = {"authUrl": url, "endpointOverride": url, "timeout": 0.5}
         os_proj.write_config()
         os_proj.write_inventory(
-            os_inventory(os_proj, extra=[binding("finance", "payroll", "user", "bob", "carol")])
+            os_proj.inventory(extra=[binding("finance", "payroll", "user", "bob", "carol")])
         )
         for _ in range(5):
             r = os_proj.cli("reconcile", "--all")
