@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.harness import STANDARD, Bindings, E2EProject, org
+from tests.e2e.harness import STANDARD, Bindings, E2EProject, PlatformSpec, org
 from tests.e2e.harness import Result as Result
 from tests.e2e.harness import binding as binding
 from tests.e2e.harness import project as project
@@ -25,19 +25,16 @@ PLATFORM = "aws.eu-central-1"
 ZONE = "aws-default"
 ACCOUNTS = {"ledger": "111111111111", "payroll": "222222222222"}
 ROLES = ("admin", "user", "reader")
+AWS = PlatformSpec(PLATFORM, "aws", ZONE, replication={})
 
 
 @dataclass(kw_only=True)
 class Project(E2EProject):
     """The AWS project, against moto: one permission set per role (``ps``), users by name."""
 
+    spec = AWS
     aws: MotoAws
-    platform: str = PLATFORM
-    type: str = "aws"
-    zone: str = ZONE
-    replication: dict[str, Any] = field(default_factory=dict)
     ps: dict[str, str] = field(default_factory=dict)  # role -> permission set ARN
-    users: dict[str, str] = field(default_factory=dict)  # name -> user id
 
     def driver_options(self) -> dict[str, Any]:
         return self.aws.driver_options(**{"pollInterval": 0.01, "maxAttempts": 1, **self.driver_extra})

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 import yaml
@@ -35,6 +36,7 @@ from replicator.inputs.loader import load
 from replicator.inputs.validate import validate
 from state import Store
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PATTERN = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
 PEOPLE = ("alice", "bob", "carol", "dave", "erin")
 # role -> the users bound to it in a project
@@ -60,6 +62,32 @@ def run_cli(capsys: pytest.CaptureFixture[str], config_path: Path, *args: str) -
     code = main(["-c", str(config_path), "--log-format", "json", *args])
     out, err = capsys.readouterr()
     return Result(code, out, err)
+
+
+@dataclass
+class Example:
+    """examples/<name> copied to a temporary directory with its replicator.yaml loaded (``config``),
+    for a test to point it at a local server and ``save`` it; ``cli`` runs the CLI on it."""
+
+    root: Path
+    capsys: pytest.CaptureFixture[str]
+    config: dict[str, Any]
+
+    @classmethod
+    def copy(cls, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Example:
+        root = tmp_path / name
+        shutil.copytree(EXAMPLES / name, root)
+        return cls(root, capsys, yaml.safe_load((root / "replicator.yaml").read_text()))
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "replicator.yaml"
+
+    def save(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+
+    def cli(self, *args: str) -> Result:
+        return run_cli(self.capsys, self.config_path, *args)
 
 
 # --- inventory documents ---------------------------------------------------------------------
@@ -138,24 +166,48 @@ def org(
 # --- the project -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PlatformSpec:
+    """What a platform's project starts from: its identifier and type, its landing zone with the
+    default role mappings (role -> platform roles; each role's group alias is the role), the
+    replication settings, and the tenants' localIds when they are known before the backend is."""
+
+    identifier: str
+    type: str
+    zone: str
+    mappings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    replication: Mapping[str, Any] = field(default_factory=lambda: {"maxDeletions": 100})
+    local_ids: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(kw_only=True)
 class E2EProject:
-    """A replicator.yaml plus an inventory folder in ``root``, against one platform's backend."""
+    """A replicator.yaml plus an inventory folder in ``root``, against one platform's backend. A
+    subclass names its ``spec``; the fields below start from it and a test may change them."""
 
+    spec: ClassVar[PlatformSpec]
     root: Path
     capsys: pytest.CaptureFixture[str]
-    platform: str  # the platform's identifier
-    type: str
-    zone: str  # the landing zone's identifier
-    mappings: dict[str, list[str]] = field(default_factory=dict)  # role -> platform roles
+    platform: str = field(init=False)  # the platform's identifier
+    type: str = field(init=False)
+    zone: str = field(init=False)  # the landing zone's identifier
+    mappings: dict[str, list[str]] = field(init=False)  # role -> platform roles
+    replication: dict[str, Any] = field(init=False)
+    local_ids: dict[str, str] = field(init=False)  # project -> its tenant's localId
     pattern: str = PATTERN
-    replication: dict[str, Any] = field(default_factory=lambda: {"maxDeletions": 100})
     platform_extra: dict[str, Any] = field(default_factory=dict)  # more keys of the platform entry
     driver_extra: dict[str, Any] = field(default_factory=dict)  # more keys of its driver block
     extra_platforms: list[dict[str, Any]] = field(default_factory=list)
     extra_zones: list[dict[str, Any]] = field(default_factory=list)
     ws: str = "finance"
-    local_ids: dict[str, str] = field(default_factory=dict)  # project -> its tenant's localId
+    users: dict[str, str] = field(default_factory=dict)  # name -> the backend's user id, where kept
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        self.platform, self.type, self.zone = spec.identifier, spec.type, spec.zone
+        self.mappings = {role: list(roles) for role, roles in spec.mappings.items()}
+        self.replication = dict(spec.replication)
+        self.local_ids = dict(spec.local_ids)
 
     # --- what a platform supplies ---
 

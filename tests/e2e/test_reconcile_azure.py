@@ -6,18 +6,16 @@ back from the server's state, never through the driver."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from platforms.azure import AzureDriver
 from platforms.contract import OWNER_MARKER
-from tests.e2e.harness import PEOPLE, E2EProject, binding, no_op_driver, run_cli, user
+from tests.e2e.harness import PEOPLE, E2EProject, Example, PlatformSpec, binding, no_op_driver, user
 from tests.support.azure_server import CLIENT_SECRET, AzureServer
 
 pytestmark = pytest.mark.integration
@@ -36,15 +34,14 @@ LEDGER = f"finance/ledger/{PLATFORM}"
 class AzProject(E2EProject):
     """The Azure project, against the server: users by name, one subscription per project."""
 
-    azure: AzureServer
-    platform: str = PLATFORM
-    type: str = "azure"
-    zone: str = ZONE
-    mappings: dict[str, list[str]] = field(
-        default_factory=lambda: {"admin": [OWNER], "user": [CONTRIBUTOR], "reader": [READER]}
+    spec = PlatformSpec(
+        PLATFORM,
+        "azure",
+        ZONE,
+        {"admin": (OWNER,), "user": (CONTRIBUTOR,), "reader": (READER,)},
+        local_ids=SUBS,
     )
-    local_ids: dict[str, str] = field(default_factory=lambda: dict(SUBS))
-    users: dict[str, str] = field(default_factory=dict)
+    azure: AzureServer
 
     def driver_options(self) -> dict[str, Any]:
         return self.azure.driver_options(**self.driver_extra)
@@ -309,22 +306,17 @@ def test_the_example_reconciles_against_the_server(
 ) -> None:
     """examples/azure as a user would adapt it: only each azure block's endpoints and credentials
     point at the local server (scope, administrative unit and B2B settings stay as written)."""
-    import shutil
-
     monkeypatch.setenv("AZURE_TEST_SECRET", CLIENT_SECRET)
     azure_server.reset()
-    example = Path(__file__).resolve().parents[2] / "examples" / "azure"
-    shutil.copytree(example, tmp_path / "azure")
-    config_path = tmp_path / "azure" / "replicator.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    for platform in config["platforms"]:
+    example = Example.copy("azure", tmp_path, capsys)
+    for platform in example.config["platforms"]:
         local = azure_server.driver_options()
         platform["azure"].update({k: local[k] for k in ("tenantId", "credentials", "graphUrl", "armUrl",
                                                          "authorityHost", "caFile")})
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    example.save()
     alice = azure_server.add_user("alice@example.com")  # bob is invited as a guest
 
-    cli = functools.partial(run_cli, capsys, config_path)
+    cli = example.cli
 
     assert cli("validate").code == 0
     done = cli("reconcile", "--all")

@@ -5,9 +5,8 @@ server's state (``CfServer.space_roles``/``org_roles``), never through the drive
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from platforms.cloudfoundry import CloudFoundryDriver
-from tests.e2e.harness import PEOPLE, E2EProject, binding, no_op_driver, run_cli, user
+from tests.e2e.harness import PEOPLE, E2EProject, Example, PlatformSpec, binding, no_op_driver, user
 from tests.support.cf_server import CLIENT_SECRET, SECRET_ENV, CfServer
 
 pytestmark = pytest.mark.integration
@@ -31,15 +30,11 @@ ORG_USER = "organization_user"
 class CfProject(E2EProject):
     """The Cloud Foundry project, against the CF server: one org, a space per project."""
 
-    server: CfServer
-    platform: str = PLATFORM
-    type: str = "cloudfoundry"
-    zone: str = ZONE
-    mappings: dict[str, list[str]] = field(
-        default_factory=lambda: {"admin": [MGR, DEV], "user": [DEV], "reader": [AUD]}
+    spec = PlatformSpec(
+        PLATFORM, "cloudfoundry", ZONE, {"admin": (MGR, DEV), "user": (DEV,), "reader": (AUD,)}
     )
+    server: CfServer
     org: str = ""
-    users: dict[str, str] = field(default_factory=dict)
 
     @property
     def spaces(self) -> dict[str, str]:
@@ -241,29 +236,24 @@ def test_the_example_reconciles_against_the_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], cf_server: CfServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """examples/cloudfoundry as a user would adapt it: only the endpoint and secret change."""
-    import shutil
-
     cf_server.reset()
-    example = Path(__file__).resolve().parents[2] / "examples" / "cloudfoundry"
-    shutil.copytree(example, tmp_path / "cf")
-    config_path = tmp_path / "cf" / "replicator.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    (platform,) = config["platforms"]
+    example = Example.copy("cloudfoundry", tmp_path, capsys)
+    (platform,) = example.config["platforms"]
     block = platform["cloudfoundry"]
     block.update(apiUrl=cf_server.url, uaaUrl=None, clientId=cf_server.driver_options()["clientId"])
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    example.save()
     monkeypatch.setenv(block["clientSecret"]["env"], CLIENT_SECRET)
     org = cf_server.add_org("finance", guid=block["orgGuid"])
     tenants = {
         d["metadata"]["ownedByProject"]: d["spec"]["localId"]
-        for d in yaml.safe_load_all((tmp_path / "cf" / "inventory" / "org.yaml").read_text())
+        for d in yaml.safe_load_all((example.root / "inventory" / "org.yaml").read_text())
         if d["kind"] == "meshTenant"
     }
     spaces = {prj: cf_server.add_space(org, prj, guid=guid) for prj, guid in tenants.items()}
     for name in ("alice", "bob", "carol"):
         cf_server.add_user(f"{name}@example.com")
 
-    cli = functools.partial(run_cli, capsys, config_path)
+    cli = example.cli
 
     assert cli("validate").code == 0
     done = cli("reconcile", "--all")

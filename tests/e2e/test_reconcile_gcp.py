@@ -4,18 +4,16 @@ foreign bindings). Results are read back from the server's state, never through 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from platforms.contract import OWNER_MARKER
 from platforms.gcp import GcpDriver
-from tests.e2e.harness import PEOPLE, E2EProject, binding, no_op_driver, run_cli, user
+from tests.e2e.harness import PEOPLE, E2EProject, Example, PlatformSpec, binding, no_op_driver, user
 from tests.support.gcp_server import DOMAIN, GcpServer
 
 pytestmark = pytest.mark.integration
@@ -36,18 +34,18 @@ def email(name: str) -> str:
 class GcpProject(E2EProject):
     """The GCP project, against the server: one GCP project per project, groups by email."""
 
-    gcp: GcpServer
-    platform: str = PLATFORM
-    type: str = "gcp"
-    zone: str = ZONE
-    mappings: dict[str, list[str]] = field(
-        default_factory=lambda: {
-            "admin": ["roles/editor", "roles/iam.securityReviewer"],
-            "user": ["roles/editor"],
-            "reader": ["roles/viewer"],
-        }
+    spec = PlatformSpec(
+        PLATFORM,
+        "gcp",
+        ZONE,
+        {
+            "admin": ("roles/editor", "roles/iam.securityReviewer"),
+            "user": ("roles/editor",),
+            "reader": ("roles/viewer",),
+        },
+        local_ids=PROJECTS,
     )
-    local_ids: dict[str, str] = field(default_factory=lambda: dict(PROJECTS))
+    gcp: GcpServer
 
     def driver_options(self) -> dict[str, Any]:
         return self.gcp.driver_options(**self.driver_extra)
@@ -305,24 +303,19 @@ def test_the_example_reconciles_against_the_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], gcp_server: GcpServer
 ) -> None:
     """examples/gcp as a user would adapt it: only the gcp block points at the local server."""
-    import shutil
-
     gcp_server.reset()
-    example = Path(__file__).resolve().parents[2] / "examples" / "gcp"
-    shutil.copytree(example, tmp_path / "gcp")
-    config_path = tmp_path / "gcp" / "replicator.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    (platform,) = config["platforms"]
+    example = Example.copy("gcp", tmp_path, capsys)
+    (platform,) = example.config["platforms"]
     platform["gcp"] = gcp_server.driver_options(customerId=platform["gcp"]["customerId"])
     gcp_server.world.customer = platform["gcp"]["customerId"]
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    example.save()
     for name in ("alice", "bob", "carol"):
         gcp_server.add_user(email(name))
     gcp_server.add_project("finance-ledger-prod")
     gcp_server.add_project("finance-payroll-prod")
     gcp_server.add_custom_role("organizations/123456789012/roles/deployer")
 
-    cli = functools.partial(run_cli, capsys, config_path)
+    cli = example.cli
 
     assert cli("validate").code == 0
     done = cli("reconcile", "--all")

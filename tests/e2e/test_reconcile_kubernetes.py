@@ -17,13 +17,13 @@ from platforms.kubernetes import (
     KubernetesDriver,
     OpenShiftDriver,
 )
-from tests.e2e.harness import STANDARD, E2EProject, no_op_driver
+from tests.e2e.harness import STANDARD, E2EProject, PlatformSpec, no_op_driver
 from tests.support.kube import KubeAdmin, KubeCluster, shared_cluster, unique
 
 pytestmark = pytest.mark.integration
 
 PLATFORM = "kubernetes.test"
-ROLES = {"admin": ["admin"], "user": ["edit"], "reader": ["view"]}
+ROLES = {"admin": ("admin",), "user": ("edit",), "reader": ("view",)}
 RB = "/apis/rbac.authorization.k8s.io/v1/namespaces"
 
 
@@ -32,15 +32,12 @@ class KubeProject(E2EProject):
     """The Kubernetes (or OpenShift) project, against the shared cluster: a fresh workspace and one
     fresh namespace per project, so that tests need no reset."""
 
+    spec = PlatformSpec(PLATFORM, "kubernetes", "k8s-default", ROLES, replication={})
     kube: KubeCluster
-    platform: str = PLATFORM
-    type: str = "kubernetes"
-    zone: str = "k8s-default"
     ws: str = field(default_factory=lambda: unique("ws"))
-    mappings: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in ROLES.items()})
-    replication: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.local_ids = {p: unique(p) for p in ("ledger", "payroll")}
         (self.root / "token").write_text(self.kube.token + "\n")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 
 from platforms.contract import OWNER_MARKER
 from platforms.openstack import OpenstackDriver
-from tests.e2e.harness import PEOPLE, E2EProject, binding, no_op_driver, user
+from tests.e2e.harness import PEOPLE, E2EProject, PlatformSpec, binding, no_op_driver, user
 from tests.support.keystone import ADMIN_PASSWORD, PASSWORD_ENV, World, shared
 
 pytestmark = pytest.mark.integration
@@ -30,13 +30,13 @@ CUSTOM_ROLE = "heat_stack_owner"
 class OsProject(E2EProject):
     """The OpenStack project, against Keystone: its own domain, a Keystone project per project."""
 
-    world: World
-    platform: str = PLATFORM
-    type: str = "openstack"
-    zone: str = ZONE
-    mappings: dict[str, list[str]] = field(
-        default_factory=lambda: {"admin": ["member", CUSTOM_ROLE], "user": ["member"], "reader": ["reader"]}
+    spec = PlatformSpec(
+        PLATFORM,
+        "openstack",
+        ZONE,
+        {"admin": ("member", CUSTOM_ROLE), "user": ("member",), "reader": ("reader",)},
     )
+    world: World
 
     @property
     def projects(self) -> dict[str, str]:
