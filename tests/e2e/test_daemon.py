@@ -137,6 +137,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(proc: subprocess.Popen[str], port: int, seconds: float, log: Callable[[], str]) -> None:
+    """Until the daemon ``proc`` answers /readyz on ``port`` (at most ``seconds``); if it dies
+    first, fail with what ``log`` returns."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, log()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the daemon did not get ready"
+        time.sleep(0.1)
+
+
 def test_sigterm_stops_the_process_cleanly(proj: Project) -> None:
     port = free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -159,16 +174,7 @@ def test_sigterm_stops_the_process_cleanly(proj: Project) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the daemon did not get ready"
-            time.sleep(0.1)
+        wait_ready(proc, port, 30, lambda: proc.stderr.read() if proc.stderr else "")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:

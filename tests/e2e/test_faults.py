@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,7 +33,6 @@ from tests.e2e.conftest import (
     workspace,
 )
 from tests.e2e.test_reconcile_openstack import OsProject
-from tests.e2e.test_reconcile_openstack import inventory as os_inventory
 from tests.e2e.test_reconcile_openstack import os_proj as os_proj  # the Keystone fixture
 from tests.support.faults import FAULTS, FaultProxy, Request
 from tests.support.moto_aws import MotoAws
@@ -185,6 +184,17 @@ def run(proj: Project, *args: str) -> Result:
     return r
 
 
+def fail_then_converge(proj: Project, proxy: FaultProxy, match: Callable[[Request], bool]) -> None:
+    """A run in which every request ``match`` picks reaches moto but its answer is lost (the run
+    fails), then a run without faults (it converges)."""
+    proxy.match = match
+    proxy.set_faults({"drop_after": 1.0})
+    proxy.rate = 1.0
+    assert run(proj, "reconcile", "--all").code == 1
+    proxy.rate = 0.0
+    assert run(proj, "reconcile", "--all").code == 0
+
+
 @pytest.fixture
 def proxy(proj: Project) -> Iterator[FaultProxy]:
     """The proxy in front of moto, and the project's AWS platform pointed at it (no botocore retries:
@@ -300,12 +310,7 @@ def test_a_grant_whose_answer_was_lost_is_revoked_when_unmapped(proj: Project, p
         # every later look at the assignments fails, so the engine never learns the grant succeeded
         return seen_create.is_set() and r.operation == "SWBExternalService.ListAccountAssignments"
 
-    proxy.match = lose_first_grant
-    proxy.set_faults({"drop_after": 1.0})
-    proxy.rate = 1.0
-    assert run(proj, "reconcile", "--all").code == 1
-    proxy.rate = 0.0
-    assert run(proj, "reconcile", "--all").code == 0
+    fail_then_converge(proj, proxy, lose_first_grant)
     world = World.read(proj.aws, [ACCOUNTS["ledger"]], sorted(proj.ps.values()))
     ours = world.ours()
     with proj.store() as store:
@@ -339,12 +344,7 @@ def test_a_removal_whose_answer_was_lost_is_forgotten(proj: Project, proxy: Faul
             return True  # applied by moto (its repeats find nothing), answer lost
         return seen_delete.is_set() and r.operation == "AWSIdentityStore.GetGroupMembershipId"
 
-    proxy.match = lose_the_removal
-    proxy.set_faults({"drop_after": 1.0})
-    proxy.rate = 1.0
-    assert run(proj, "reconcile", "--all").code == 1
-    proxy.rate = 0.0
-    assert run(proj, "reconcile", "--all").code == 0
+    fail_then_converge(proj, proxy, lose_the_removal)
     assert proj.member_names("mst-finance.ledger-user") == ["bob"]
     world = World.read(proj.aws, [ACCOUNTS["ledger"]], sorted(proj.ps.values()))
     with proj.store() as store:
@@ -465,7 +465,7 @@ def test_keystone_through_faults_converges(os_proj: OsProject) -> None:
         os_proj.driver_extra = {"authUrl": url, "endpointOverride": url, "timeout": 0.5}
         os_proj.write_config()
         os_proj.write_inventory(
-            os_inventory(os_proj, extra=[binding("finance", "payroll", "user", "bob", "carol")])
+            os_proj.inventory(extra=[binding("finance", "payroll", "user", "bob", "carol")])
         )
         for _ in range(5):
             r = os_proj.cli("reconcile", "--all")

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 
+from platforms.aws import AwsDriver
 from platforms.contract import OWNER_MARKER
 from tests.e2e.conftest import ACCOUNTS, PLATFORM, Project, binding, standard_inventory, tenant, user
+from tests.e2e.harness import no_op_driver
 
 LEDGER = f"finance/ledger/{PLATFORM}"
 ADMIN, USER, READER = "mst-finance.ledger-admin", "mst-finance.ledger-user", "mst-finance.ledger-reader"
-
-
-def converge(proj: Project) -> None:
-    r = proj.cli("reconcile", "--all")
-    assert r.code == 0, r.out + r.err
 
 
 def test_plan_then_reconcile_then_nothing_left(proj: Project) -> None:
@@ -25,7 +22,7 @@ def test_plan_then_reconcile_then_nothing_left(proj: Project) -> None:
     assert before.out.rstrip().endswith("Plan: 10 to add, 0 to remove, 0 warnings.")
     assert proj.aws.groups() == {}, "plan must not write to the platform"
 
-    converge(proj)
+    proj.converge()
     assert proj.member_names(ADMIN) == ["alice"]
     assert proj.member_names(USER) == ["bob", "carol"]
     assert proj.member_names(READER) == ["dave"]
@@ -43,7 +40,7 @@ def test_plan_then_reconcile_then_nothing_left(proj: Project) -> None:
 def test_repeated_runs_create_no_duplicates(proj: Project) -> None:
     """moto would store a second membership or assignment; the driver checks first, like AWS refuses."""
     for _ in range(3):
-        converge(proj)
+        proj.converge()
     assert sorted(proj.aws.groups()) == [ADMIN, READER, USER]
     for name in (ADMIN, USER, READER):
         assert proj.aws.group_count(name) == 1
@@ -108,7 +105,7 @@ def test_foreign_group_with_our_name_is_left_alone(proj: Project) -> None:
 
 
 def test_pattern_change_renames_make_before_break(proj: Project) -> None:
-    converge(proj)
+    proj.converge()
     old_ids = {n: proj.group(n) for n in (ADMIN, USER, READER)}
     proj.pattern = "#{workspaceIdentifier}-#{projectIdentifier}-#{platformGroupAlias}"
     proj.write_config()
@@ -117,7 +114,7 @@ def test_pattern_change_renames_make_before_break(proj: Project) -> None:
     assert [c["action"] for c in plan] == (
         ["create_group"] * 3 + ["add_member"] * 4 + ["grant"] * 3 + ["revoke"] * 3 + ["delete_group"] * 3
     )
-    converge(proj)
+    proj.converge()
     groups = proj.aws.groups()
     assert sorted(groups) == [
         "mst-finance-ledger-admin",
@@ -145,7 +142,7 @@ def test_pattern_change_renames_make_before_break(proj: Project) -> None:
 
 
 def test_removed_binding_removes_member(proj: Project) -> None:
-    converge(proj)
+    proj.converge()
     proj.write_inventory(standard_inventory(admin=("alice",), user=("bob",), reader=("dave",)))
     r = proj.cli("plan", "-o", "json")
     changes = r.json()["tenants"][0]["changes"]
@@ -158,12 +155,12 @@ def test_removed_binding_removes_member(proj: Project) -> None:
             "platformUserId": proj.users["carol"],
         }
     ]
-    converge(proj)
+    proj.converge()
     assert proj.member_names(USER) == ["bob"]
 
 
 def test_empty_desired_state_trips_the_guard(proj: Project) -> None:
-    converge(proj)
+    proj.converge()
     proj.write_inventory(standard_inventory(admin=(), user=(), reader=()))  # every binding gone
     r = proj.cli("reconcile", "--all")
     assert r.code == 1
@@ -180,7 +177,7 @@ def test_empty_desired_state_trips_the_guard(proj: Project) -> None:
 
 
 def test_too_many_removals_trip_the_guard(proj: Project) -> None:
-    converge(proj)  # 4 memberships; 25% allows 1 removal
+    proj.converge()  # 4 memberships; 25% allows 1 removal
     proj.write_inventory(standard_inventory(admin=("alice",), user=(), reader=()))
     r = proj.cli("reconcile", "--all")
     assert r.code == 1
@@ -189,7 +186,7 @@ def test_too_many_removals_trip_the_guard(proj: Project) -> None:
 
 
 def test_empty_inventory_deletes_nothing(proj: Project) -> None:
-    converge(proj)
+    proj.converge()
     proj.write_inventory([])
     r = proj.cli("reconcile", "--all")
     assert r.code == 0
@@ -285,12 +282,12 @@ def test_warnings_are_stored_and_cleared(proj: Project) -> None:
     proj.write_inventory(
         [*standard_inventory(), user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")]
     )
-    converge(proj)
+    proj.converge()
     status = proj.cli("status", "-o", "json").json()["tenants"][0]
     assert [(w["code"], w["subject"]) for w in status["warnings"]] == [("USER_NOT_FOUND", "zoe")]
 
     proj.users["zoe"] = proj.aws.create_user("zoe@example.com")
-    converge(proj)
+    proj.converge()
     assert proj.member_names(READER) == ["dave", "zoe"]
     status = proj.cli("status", "-o", "json").json()["tenants"][0]
     assert status["warnings"] == []
@@ -305,7 +302,7 @@ def test_crash_after_create_is_completed_next_run(proj: Project) -> None:
     store.record_group_intent(PLATFORM, LEDGER, "admin", ADMIN)
     leftover = proj.aws.create_group(ADMIN, f"{OWNER_MARKER} tenant={LEDGER}")
     run = store.start_run(LEDGER, PLATFORM, dry_run=False)
-    converge(proj)
+    proj.converge()
     assert proj.aws.group_count(ADMIN) == 1
     assert proj.group(ADMIN) == leftover
     assert proj.member_names(ADMIN) == ["alice"]
@@ -316,10 +313,10 @@ def test_crash_after_create_is_completed_next_run(proj: Project) -> None:
 
 
 def test_deleted_tenant_loses_everything(proj: Project) -> None:
-    converge(proj)
+    proj.converge()
     docs = [d for d in standard_inventory() if d["kind"] != "meshTenant"]
     proj.write_inventory([*docs, tenant("finance", "ledger", ACCOUNTS["ledger"], deleted=True)])
-    converge(proj)
+    proj.converge()
     assert proj.aws.groups() == {}
     for role in ("admin", "user", "reader"):
         assert proj.aws.assignments(ACCOUNTS["ledger"], proj.ps[role]) == []
@@ -328,7 +325,7 @@ def test_deleted_tenant_loses_everything(proj: Project) -> None:
 
 
 def test_external_grant_on_owned_group_is_kept_on_aws(proj: Project) -> None:
-    converge(proj)
+    proj.converge()
     extra = proj.aws.create_permission_set("billing")
     proj.aws.assign(ACCOUNTS["ledger"], extra, proj.group(ADMIN))
     r = proj.cli("plan", "--detailed-exitcode")
@@ -337,37 +334,15 @@ def test_external_grant_on_owned_group_is_kept_on_aws(proj: Project) -> None:
 
     proj.platform_extra = {"externalGrants": "remove"}
     proj.write_config()
-    converge(proj)
+    proj.converge()
     assert proj.aws.assignments(ACCOUNTS["ledger"], extra) == []
 
 
 def test_no_op_reconcile_makes_three_calls_per_group(proj: Project) -> None:
     """With the lookup cache warm, a converged tenant costs describe_group, list_group_memberships
     and list_account_assignments_for_principal once per owned group, and nothing else."""
-    import asyncio
-    from datetime import UTC, datetime
-
-    from platforms.aws import AwsDriver
-    from replicator.engine.runner import Engine, default_driver
-    from replicator.inputs.loader import load
-    from replicator.inputs.validate import validate
-
-    converge(proj)
-    drivers: list[AwsDriver] = []
-
-    def capture(platform):  # type: ignore[no-untyped-def]
-        driver = default_driver(platform)
-        assert isinstance(driver, AwsDriver)
-        drivers.append(driver)
-        return driver
-
-    store = proj.store()
-    engine = Engine(validate(load(proj.config_path)), store, make_driver=capture)
-    now = datetime.now(UTC)
-    report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
-    assert [r.applied for r in report.results] == [0]
-    assert report.failed == []
-    (driver,) = drivers
+    proj.converge()
+    driver = no_op_driver(proj, AwsDriver, tenants=1)
     assert dict(driver.api_calls) == {
         "describe_group": 3,
         "list_group_memberships": 3,

@@ -6,21 +6,16 @@ back from the server's state, never through the driver."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from platforms.azure import AzureDriver
 from platforms.contract import OWNER_MARKER
-from replicator.cli import main
-from state import Store
-from tests.e2e.conftest import Result, binding, project, tenant, user, workspace
+from tests.e2e.harness import PEOPLE, E2EProject, Example, PlatformSpec, binding, no_op_driver, user
 from tests.support.azure_server import CLIENT_SECRET, AzureServer
 
 pytestmark = pytest.mark.integration
@@ -33,75 +28,23 @@ CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 ADMIN, USER, READERS = "finance.ledger-admin", "finance.ledger-user", "finance.ledger-reader"
 LEDGER = f"finance/ledger/{PLATFORM}"
-PEOPLE = ("alice", "bob", "carol", "dave", "erin")
 
 
-@dataclass
-class AzProject:
-    """A replicator.yaml plus an inventory folder in a temporary directory, against the server."""
+@dataclass(kw_only=True)
+class AzProject(E2EProject):
+    """The Azure project, against the server: users by name, one subscription per project."""
 
-    root: Path
-    azure: AzureServer
-    capsys: pytest.CaptureFixture[str]
-    users: dict[str, str] = field(default_factory=dict)
-    pattern: str = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
-    mappings: dict[str, list[str]] = field(
-        default_factory=lambda: {"admin": [OWNER], "user": [CONTRIBUTOR], "reader": [READER]}
+    spec = PlatformSpec(
+        PLATFORM,
+        "azure",
+        ZONE,
+        {"admin": (OWNER,), "user": (CONTRIBUTOR,), "reader": (READER,)},
+        local_ids=SUBS,
     )
-    replication: dict[str, Any] = field(default_factory=lambda: {"maxDeletions": 100})
-    platform_extra: dict[str, Any] = field(default_factory=dict)
-    driver_extra: dict[str, Any] = field(default_factory=dict)
+    azure: AzureServer
 
-    @property
-    def config_path(self) -> Path:
-        return self.root / "replicator.yaml"
-
-    def write_config(self) -> None:
-        config = {
-            "state": "sqlite:///state.db",
-            "inventory": ["inventory"],
-            "replication": self.replication,
-            "platforms": [
-                {
-                    "identifier": PLATFORM,
-                    "type": "azure",
-                    "euidPattern": "%s@example.com",
-                    "userGroupNamePattern": self.pattern,
-                    "azure": self.azure.driver_options(**self.driver_extra),
-                    **self.platform_extra,
-                }
-            ],
-            "landingZones": [
-                {
-                    "identifier": ZONE,
-                    "platform": PLATFORM,
-                    "roleMappings": {
-                        role: {"platformGroupAlias": role, "platformRoles": roles}
-                        for role, roles in self.mappings.items()
-                    },
-                }
-            ],
-        }
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def write_inventory(self, docs: list[dict[str, Any]]) -> None:
-        inv = self.root / "inventory"
-        inv.mkdir(exist_ok=True)
-        (inv / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
-
-    def cli(self, *args: str) -> Result:
-        self.capsys.readouterr()
-        code = main(["-c", str(self.config_path), "--log-format", "json", *args])
-        out, err = self.capsys.readouterr()
-        return Result(code, out, err)
-
-    def converge(self) -> Result:
-        r = self.cli("reconcile", "--all")
-        assert r.code == 0, r.out + r.err
-        return r
-
-    def store(self) -> Store:
-        return Store(f"sqlite:///{self.root / 'state.db'}")
+    def driver_options(self) -> dict[str, Any]:
+        return self.azure.driver_options(**self.driver_extra)
 
     def group(self, name: str) -> str:
         return self.azure.group_id(name)
@@ -112,24 +55,6 @@ class AzProject:
 
     def roles(self, name: str, prj: str = "ledger") -> list[str]:
         return self.azure.roles(self.group(name), f"/subscriptions/{SUBS[prj]}")
-
-
-def inventory(
-    bindings: dict[str, tuple[str, ...]] | None = None, extra: list[Any] | None = None
-) -> list[dict[str, Any]]:
-    """finance/ledger and finance/payroll on Azure; ledger has the given bindings."""
-    docs = [user(n, n) for n in PEOPLE]
-    docs += [workspace("finance")]
-    for prj in ("ledger", "payroll"):
-        docs += [project("finance", prj), tenant("finance", prj, SUBS[prj], PLATFORM, ZONE)]
-    roles = (
-        bindings
-        if bindings is not None
-        else {"admin": ("alice",), "user": ("bob", "carol"), "reader": ("dave",)}
-    )
-    docs += [binding("finance", "ledger", role, *users) for role, users in roles.items() if users]
-    docs += [binding("finance", "payroll", "admin", "erin")]
-    return [*docs, *(extra or [])]
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +72,10 @@ def az(
 ) -> AzProject:
     monkeypatch.setenv("AZURE_TEST_SECRET", CLIENT_SECRET)
     azure_server.reset()
-    p = AzProject(tmp_path, azure_server, capsys)
+    p = AzProject(root=tmp_path, capsys=capsys, azure=azure_server)
     p.users = {n: azure_server.add_user(f"{n}@example.com") for n in PEOPLE}
     p.write_config()
-    p.write_inventory(inventory())
+    p.write_inventory(p.inventory())
     return p
 
 
@@ -220,7 +145,7 @@ def test_more_than_a_page_of_members(az: AzProject) -> None:
     crowd = [f"p{i:03d}" for i in range(130)]
     for name in crowd:
         az.users[name] = az.azure.add_user(f"{name}@example.com")
-    az.write_inventory(inventory({"admin": ("alice",), "user": tuple(crowd), "reader": ("dave",)}) + [
+    az.write_inventory(az.inventory({"admin": ("alice",), "user": tuple(crowd), "reader": ("dave",)}) + [
         user(n, n) for n in crowd
     ])
     az.converge()
@@ -277,7 +202,7 @@ def test_deletion_guard_withholds_mass_removal(az: AzProject) -> None:
     az.converge()
     az.replication["maxDeletions"] = 1
     az.write_config()
-    az.write_inventory(inventory({"admin": ("alice",), "user": (), "reader": ()}))
+    az.write_inventory(az.inventory({"admin": ("alice",), "user": (), "reader": ()}))
     r = az.cli("reconcile", "--all")
     assert r.code == 1
     assert "DELETION_GUARD" in r.out + r.err
@@ -294,7 +219,7 @@ def test_b2b_guests_are_invited_once_and_added(az: AzProject) -> None:
     az.driver_extra = {"b2bGuestInvitation": {"enabled": True}}
     az.write_config()
     az.write_inventory(
-        inventory(extra=[user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")])
+        az.inventory(extra=[user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")])
     )
     plan = az.cli("plan")
     assert plan.out.count("+ ensure user zoe@example.com") == 1
@@ -317,7 +242,9 @@ def test_throttling_short_waits_converge_a_long_one_fails_only_that_run(az: AzPr
     az.converge()
     assert az.roles(ADMIN) == [OWNER]
 
-    az.write_inventory(inventory({"admin": ("alice", "erin"), "user": ("bob", "carol"), "reader": ("dave",)}))
+    az.write_inventory(
+        az.inventory({"admin": ("alice", "erin"), "user": ("bob", "carol"), "reader": ("dave",)})
+    )
     az.azure.throttle("POST", r"/members/\$ref$", count=1, retry_after="3600")
     r = az.cli("reconcile", "--all")
     assert r.code == 1
@@ -347,38 +274,19 @@ def test_no_op_reconcile_costs(az: AzProject) -> None:
     """A converged tenant costs one groups request (existence and marker of up to 15 owned groups),
     list_members per owned group and ONE list of the scope's role assignments (G + 2: G + 1 Graph,
     1 ARM); with a cold lookup cache, one batched users request per 15 euids."""
-    from replicator.engine.runner import Engine, default_driver
-    from replicator.inputs.loader import load
-    from replicator.inputs.validate import validate
-
     az.converge()
-    drivers: list[AzureDriver] = []
-
-    def capture(platform):  # type: ignore[no-untyped-def]
-        driver = default_driver(platform)
-        assert isinstance(driver, AzureDriver)
-        drivers.append(driver)
-        return driver
-
-    def run() -> None:
-        engine = Engine(validate(load(az.config_path)), az.store(), make_driver=capture)
-        now = datetime.now(UTC)
-        report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
-        assert [r.applied for r in report.results] == [0, 0]
-        assert report.failed == []
-
     az.azure.requests.clear()
-    run()  # lookup cache warm (the converge filled it)
+    driver = no_op_driver(az, AzureDriver)  # lookup cache warm (the converge filled it)
     # two tenants with 3 groups each: 5 calls per tenant, 4 of them Graph
-    assert dict(drivers[-1].api_calls) == {"list_groups": 2, "list_members": 6, "list_role_assignments": 2}
+    assert dict(driver.api_calls) == {"list_groups": 2, "list_members": 6, "list_role_assignments": 2}
     assert az.azure.count("graph") == 8
     assert az.azure.count("arm") == 2
 
     az.replication["lookupCacheTtl"] = 0
     az.write_config()
-    run()  # cold: 5 euids in one users request
-    assert drivers[-1].api_calls["list_users"] == 1
-    assert drivers[-1].api_calls.total() == 11
+    driver = no_op_driver(az, AzureDriver)  # cold: 5 euids in one users request
+    assert driver.api_calls["list_users"] == 1
+    assert driver.api_calls.total() == 11
 
 
 def test_explain_names_the_lookup_attribute(az: AzProject) -> None:
@@ -398,26 +306,17 @@ def test_the_example_reconciles_against_the_server(
 ) -> None:
     """examples/azure as a user would adapt it: only each azure block's endpoints and credentials
     point at the local server (scope, administrative unit and B2B settings stay as written)."""
-    import shutil
-
     monkeypatch.setenv("AZURE_TEST_SECRET", CLIENT_SECRET)
     azure_server.reset()
-    example = Path(__file__).resolve().parents[2] / "examples" / "azure"
-    shutil.copytree(example, tmp_path / "azure")
-    config_path = tmp_path / "azure" / "replicator.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    for platform in config["platforms"]:
+    example = Example.copy("azure", tmp_path, capsys)
+    for platform in example.config["platforms"]:
         local = azure_server.driver_options()
         platform["azure"].update({k: local[k] for k in ("tenantId", "credentials", "graphUrl", "armUrl",
                                                          "authorityHost", "caFile")})
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    example.save()
     alice = azure_server.add_user("alice@example.com")  # bob is invited as a guest
 
-    def cli(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(["-c", str(config_path), "--log-format", "json", *args])
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+    cli = example.cli
 
     assert cli("validate").code == 0
     done = cli("reconcile", "--all")

@@ -6,16 +6,15 @@ server's state (``CfServer.space_roles``/``org_roles``), never through the drive
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from replicator.cli import main
-from state import Store
-from tests.e2e.conftest import Result, binding, project, tenant, user, workspace
+from platforms.cloudfoundry import CloudFoundryDriver
+from tests.e2e.harness import PEOPLE, E2EProject, Example, PlatformSpec, binding, no_op_driver, user
 from tests.support.cf_server import CLIENT_SECRET, SECRET_ENV, CfServer
 
 pytestmark = pytest.mark.integration
@@ -23,75 +22,26 @@ pytestmark = pytest.mark.integration
 PLATFORM = "cf.test"
 ZONE = "cf-default"
 LEDGER = f"finance/ledger/{PLATFORM}"
-PEOPLE = ("alice", "bob", "carol", "dave", "erin")
 DEV, MGR, AUD = "space_developer", "space_manager", "space_auditor"
 ORG_USER = "organization_user"
 
 
-@dataclass
-class CfProject:
-    """A replicator.yaml plus an inventory folder in a temporary directory, against the CF server."""
+@dataclass(kw_only=True)
+class CfProject(E2EProject):
+    """The Cloud Foundry project, against the CF server: one org, a space per project."""
 
-    root: Path
-    server: CfServer
-    capsys: pytest.CaptureFixture[str]
-    org: str = ""
-    spaces: dict[str, str] = field(default_factory=dict)
-    users: dict[str, str] = field(default_factory=dict)
-    pattern: str = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
-    mappings: dict[str, list[str]] = field(
-        default_factory=lambda: {"admin": [MGR, DEV], "user": [DEV], "reader": [AUD]}
+    spec = PlatformSpec(
+        PLATFORM, "cloudfoundry", ZONE, {"admin": (MGR, DEV), "user": (DEV,), "reader": (AUD,)}
     )
+    server: CfServer
+    org: str = ""
 
     @property
-    def config_path(self) -> Path:
-        return self.root / "replicator.yaml"
+    def spaces(self) -> dict[str, str]:
+        return self.local_ids
 
-    def write_config(self) -> None:
-        config = {
-            "state": "sqlite:///state.db",
-            "inventory": ["inventory"],
-            "replication": {"maxDeletions": 100},
-            "platforms": [
-                {
-                    "identifier": PLATFORM,
-                    "type": "cloudfoundry",
-                    "euidPattern": "%s@example.com",
-                    "userGroupNamePattern": self.pattern,
-                    "cloudfoundry": self.server.driver_options(),
-                }
-            ],
-            "landingZones": [
-                {
-                    "identifier": ZONE,
-                    "platform": PLATFORM,
-                    "roleMappings": {
-                        role: {"platformGroupAlias": role, "platformRoles": roles}
-                        for role, roles in self.mappings.items()
-                    },
-                }
-            ],
-        }
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def write_inventory(self, docs: list[dict[str, Any]]) -> None:
-        inv = self.root / "inventory"
-        inv.mkdir(exist_ok=True)
-        (inv / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
-
-    def cli(self, *args: str) -> Result:
-        self.capsys.readouterr()
-        code = main(["-c", str(self.config_path), "--log-format", "json", *args])
-        out, err = self.capsys.readouterr()
-        return Result(code, out, err)
-
-    def converge(self) -> Result:
-        r = self.cli("reconcile", "--all")
-        assert r.code == 0, r.out + r.err
-        return r
-
-    def store(self) -> Store:
-        return Store(f"sqlite:///{self.root / 'state.db'}")
+    def driver_options(self) -> dict[str, Any]:
+        return self.server.driver_options(**self.driver_extra)
 
     def roles(self, prj: str = "ledger") -> list[tuple[str, str]]:
         """(user, role type) in the project's space, ``@example.com`` cut."""
@@ -99,24 +49,6 @@ class CfProject:
 
     def org_users(self) -> list[str]:
         return [u.removesuffix("@example.com") for u, t in self.server.org_roles(self.org) if t == ORG_USER]
-
-
-def inventory(
-    proj: CfProject, bindings: dict[str, tuple[str, ...]] | None = None, extra: list[Any] | None = None
-) -> list[dict[str, Any]]:
-    """finance/ledger and finance/payroll on Cloud Foundry; ledger has the given bindings."""
-    docs = [user(n, n) for n in PEOPLE]
-    docs += [workspace("finance")]
-    for prj in ("ledger", "payroll"):
-        docs += [project("finance", prj), tenant("finance", prj, proj.spaces[prj], PLATFORM, ZONE)]
-    roles = (
-        bindings
-        if bindings is not None
-        else {"admin": ("alice",), "user": ("bob", "carol"), "reader": ("dave",)}
-    )
-    docs += [binding("finance", "ledger", role, *users) for role, users in roles.items() if users]
-    docs += [binding("finance", "payroll", "admin", "erin")]
-    return [*docs, *(extra or [])]
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +63,12 @@ def cf(
 ) -> CfProject:
     monkeypatch.setenv(SECRET_ENV, CLIENT_SECRET)
     cf_server.reset()
-    p = CfProject(tmp_path, cf_server, capsys)
+    p = CfProject(root=tmp_path, capsys=capsys, server=cf_server)
     p.org = cf_server.add_org("finance")
-    p.spaces = {prj: cf_server.add_space(p.org, prj) for prj in ("ledger", "payroll")}
+    p.local_ids = {prj: cf_server.add_space(p.org, prj) for prj in ("ledger", "payroll")}
     p.users = {n: cf_server.add_user(f"{n}@example.com") for n in PEOPLE}
     p.write_config()
-    p.write_inventory(inventory(p))
+    p.write_inventory(p.inventory())
     return p
 
 
@@ -163,7 +95,7 @@ def test_full_reconcile_then_nothing_left(cf: CfProject) -> None:
 
 def test_removed_binding_removes_the_role_but_not_the_org_user(cf: CfProject) -> None:
     cf.converge()
-    cf.write_inventory(inventory(cf, {"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
+    cf.write_inventory(cf.inventory({"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
     r = cf.cli("plan")
     assert "- remove member carol@example.com from finance.ledger-user" in r.out
     cf.converge()
@@ -180,7 +112,7 @@ def test_unmanaged_roles_are_kept(cf: CfProject) -> None:
     cf.server.add_role(DEV, cf.users["erin"], space=ledger)
     cf.server.add_role(MGR, cf.users["bob"], space=ledger)
     assert cf.cli("plan", "--detailed-exitcode").code == 0
-    cf.write_inventory(inventory(cf, {"admin": ("alice",), "user": ("carol",), "reader": ("dave",)}))
+    cf.write_inventory(cf.inventory({"admin": ("alice",), "user": ("carol",), "reader": ("dave",)}))
     cf.converge()
     assert ("erin", DEV) in cf.roles()
     assert ("bob", MGR) in cf.roles(), "a role the replicator never gave stays"
@@ -189,7 +121,7 @@ def test_unmanaged_roles_are_kept(cf: CfProject) -> None:
 
 def test_a_user_not_found_is_a_warning_and_the_rest_is_applied(cf: CfProject) -> None:
     zoe = [user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")]
-    cf.write_inventory(inventory(cf, extra=zoe))
+    cf.write_inventory(cf.inventory(extra=zoe))
     r = cf.converge()
     assert "USER_NOT_FOUND" in r.out + r.err
     assert cf.roles() == LEDGER_ROLES
@@ -202,13 +134,13 @@ def test_a_user_not_found_is_a_warning_and_the_rest_is_applied(cf: CfProject) ->
 
 
 def test_two_aliases_granting_the_same_role_type(cf: CfProject) -> None:
-    cf.write_inventory(inventory(cf, {"admin": ("alice",), "user": ("alice", "bob"), "reader": ()}))
+    cf.write_inventory(cf.inventory({"admin": ("alice",), "user": ("alice", "bob"), "reader": ()}))
     cf.converge()
     assert cf.roles() == [("alice", DEV), ("alice", MGR), ("bob", DEV)]
-    cf.write_inventory(inventory(cf, {"admin": ("alice",), "user": ("bob",), "reader": ()}))
+    cf.write_inventory(cf.inventory({"admin": ("alice",), "user": ("bob",), "reader": ()}))
     cf.converge()
     assert cf.roles() == [("alice", DEV), ("alice", MGR), ("bob", DEV)], "admin still grants developer"
-    cf.write_inventory(inventory(cf, {"admin": ("bob",), "user": ("bob",), "reader": ()}))
+    cf.write_inventory(cf.inventory({"admin": ("bob",), "user": ("bob",), "reader": ()}))
     cf.converge()
     assert cf.roles() == [("bob", DEV), ("bob", MGR)]
     assert cf.cli("plan", "--detailed-exitcode").code == 0
@@ -228,7 +160,7 @@ def test_a_role_deleted_by_hand_is_recreated(cf: CfProject) -> None:
 def test_a_user_who_lost_a_role_and_the_binding_loses_every_role(cf: CfProject) -> None:
     cf.converge()
     cf.server.delete_role(MGR, "alice@example.com", cf.spaces["ledger"])
-    cf.write_inventory(inventory(cf, {"admin": (), "user": ("bob", "carol"), "reader": ("dave",)}))
+    cf.write_inventory(cf.inventory({"admin": (), "user": ("bob", "carol"), "reader": ("dave",)}))
     r = cf.cli("plan")
     assert "- remove member alice@example.com from finance.ledger-admin" in r.out
     cf.converge()
@@ -266,7 +198,7 @@ def test_throttled_role_creation_is_retried(cf: CfProject) -> None:
 
 def test_a_saved_plan_is_refused_when_cloud_foundry_changed(cf: CfProject) -> None:
     cf.converge()
-    cf.write_inventory(inventory(cf, {"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
+    cf.write_inventory(cf.inventory({"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
     path = cf.root / "plan.json"
     assert cf.cli("plan", "--out", str(path), "--detailed-exitcode").code == 2
     cf.server.delete_role(AUD, "dave@example.com", cf.spaces["ledger"])  # by hand, in between
@@ -282,7 +214,7 @@ def test_a_saved_plan_is_refused_when_cloud_foundry_changed(cf: CfProject) -> No
 def test_tenant_deletion_removes_every_role_it_gave(cf: CfProject) -> None:
     cf.converge()
     cf.server.add_role(AUD, cf.users["erin"], space=cf.spaces["ledger"])  # not ours
-    docs = inventory(cf)
+    docs = cf.inventory()
     for doc in docs:
         if doc["kind"] == "meshTenant" and doc["spec"]["localId"] == cf.spaces["ledger"]:
             doc["spec"]["deleted"] = True
@@ -294,30 +226,8 @@ def test_tenant_deletion_removes_every_role_it_gave(cf: CfProject) -> None:
 
 def test_no_op_reconcile_makes_one_call_per_tenant(cf: CfProject) -> None:
     """With the lookup cache warm, a converged tenant costs one list of its space's roles."""
-    import asyncio
-    from datetime import UTC, datetime
-
-    from platforms.cloudfoundry import CloudFoundryDriver
-    from replicator.core.config import PlatformConfig
-    from replicator.engine.runner import Engine, default_driver
-    from replicator.inputs.loader import load
-    from replicator.inputs.validate import validate
-
     cf.converge()
-    drivers: list[CloudFoundryDriver] = []
-
-    def capture(platform: PlatformConfig) -> CloudFoundryDriver:
-        driver = default_driver(platform)
-        assert isinstance(driver, CloudFoundryDriver)
-        drivers.append(driver)
-        return driver
-
-    engine = Engine(validate(load(cf.config_path)), cf.store(), make_driver=capture)
-    now = datetime.now(UTC)
-    report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
-    assert [r.applied for r in report.results] == [0, 0]
-    assert report.failed == []
-    (driver,) = drivers
+    driver = no_op_driver(cf, CloudFoundryDriver)
     # two tenants: one list_roles each, plus the one token of the run
     assert dict(driver.api_calls) == {"uaa_token": 1, "list_roles": 2}
 
@@ -326,33 +236,24 @@ def test_the_example_reconciles_against_the_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], cf_server: CfServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """examples/cloudfoundry as a user would adapt it: only the endpoint and secret change."""
-    import shutil
-
     cf_server.reset()
-    example = Path(__file__).resolve().parents[2] / "examples" / "cloudfoundry"
-    shutil.copytree(example, tmp_path / "cf")
-    config_path = tmp_path / "cf" / "replicator.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    (platform,) = config["platforms"]
+    example = Example.copy("cloudfoundry", tmp_path, capsys)
+    (platform,) = example.config["platforms"]
     block = platform["cloudfoundry"]
     block.update(apiUrl=cf_server.url, uaaUrl=None, clientId=cf_server.driver_options()["clientId"])
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    example.save()
     monkeypatch.setenv(block["clientSecret"]["env"], CLIENT_SECRET)
     org = cf_server.add_org("finance", guid=block["orgGuid"])
     tenants = {
         d["metadata"]["ownedByProject"]: d["spec"]["localId"]
-        for d in yaml.safe_load_all((tmp_path / "cf" / "inventory" / "org.yaml").read_text())
+        for d in yaml.safe_load_all((example.root / "inventory" / "org.yaml").read_text())
         if d["kind"] == "meshTenant"
     }
     spaces = {prj: cf_server.add_space(org, prj, guid=guid) for prj, guid in tenants.items()}
     for name in ("alice", "bob", "carol"):
         cf_server.add_user(f"{name}@example.com")
 
-    def cli(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(["-c", str(config_path), "--log-format", "json", *args])
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+    cli = example.cli
 
     assert cli("validate").code == 0
     done = cli("reconcile", "--all")

@@ -4,21 +4,16 @@ foreign bindings). Results are read back from the server's state, never through 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from platforms.contract import OWNER_MARKER
 from platforms.gcp import GcpDriver
-from replicator.cli import main
-from state import Store
-from tests.e2e.conftest import Result, binding, project, tenant, user, workspace
+from tests.e2e.harness import PEOPLE, E2EProject, Example, PlatformSpec, binding, no_op_driver, user
 from tests.support.gcp_server import DOMAIN, GcpServer
 
 pytestmark = pytest.mark.integration
@@ -29,106 +24,37 @@ ADMIN, USER, READER = "finance.ledger-admin", "finance.ledger-user", "finance.le
 LEDGER = f"finance/ledger/{PLATFORM}"
 PROJECTS = {"ledger": "finance-ledger-1", "payroll": "finance-payroll-1"}
 CUSTOM_ROLE = f"projects/{PROJECTS['ledger']}/roles/deployer"
-PEOPLE = ("alice", "bob", "carol", "dave", "erin")
 
 
 def email(name: str) -> str:
     return f"{name}@{DOMAIN}"
 
 
-@dataclass
-class GcpProject:
-    """A replicator.yaml plus an inventory folder in a temporary directory, against the server."""
+@dataclass(kw_only=True)
+class GcpProject(E2EProject):
+    """The GCP project, against the server: one GCP project per project, groups by email."""
 
-    root: Path
-    gcp: GcpServer
-    capsys: pytest.CaptureFixture[str]
-    pattern: str = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
-    mappings: dict[str, list[str]] = field(
-        default_factory=lambda: {
-            "admin": ["roles/editor", "roles/iam.securityReviewer"],
-            "user": ["roles/editor"],
-            "reader": ["roles/viewer"],
-        }
+    spec = PlatformSpec(
+        PLATFORM,
+        "gcp",
+        ZONE,
+        {
+            "admin": ("roles/editor", "roles/iam.securityReviewer"),
+            "user": ("roles/editor",),
+            "reader": ("roles/viewer",),
+        },
+        local_ids=PROJECTS,
     )
-    platform_extra: dict[str, Any] = field(default_factory=dict)
-    driver_extra: dict[str, Any] = field(default_factory=dict)
-    replication: dict[str, Any] = field(default_factory=lambda: {"maxDeletions": 100})
+    gcp: GcpServer
 
-    @property
-    def config_path(self) -> Path:
-        return self.root / "replicator.yaml"
-
-    def write_config(self) -> None:
-        config = {
-            "state": "sqlite:///state.db",
-            "inventory": ["inventory"],
-            "replication": self.replication,
-            "platforms": [
-                {
-                    "identifier": PLATFORM,
-                    "type": "gcp",
-                    "euidPattern": "%s@example.com",
-                    "userGroupNamePattern": self.pattern,
-                    "gcp": self.gcp.driver_options(**self.driver_extra),
-                    **self.platform_extra,
-                }
-            ],
-            "landingZones": [
-                {
-                    "identifier": ZONE,
-                    "platform": PLATFORM,
-                    "roleMappings": {
-                        role: {"platformGroupAlias": role, "platformRoles": roles}
-                        for role, roles in self.mappings.items()
-                    },
-                }
-            ],
-        }
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def write_inventory(self, docs: list[dict[str, Any]]) -> None:
-        inv = self.root / "inventory"
-        inv.mkdir(exist_ok=True)
-        (inv / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
-
-    def cli(self, *args: str) -> Result:
-        self.capsys.readouterr()
-        code = main(["-c", str(self.config_path), "--log-format", "json", *args])
-        out, err = self.capsys.readouterr()
-        return Result(code, out, err)
-
-    def converge(self, *args: str) -> Result:
-        r = self.cli("reconcile", "--all", *args)
-        assert r.code == 0, r.out + r.err
-        return r
-
-    def store(self) -> Store:
-        return Store(f"sqlite:///{self.root / 'state.db'}")
+    def driver_options(self) -> dict[str, Any]:
+        return self.gcp.driver_options(**self.driver_extra)
 
     def members(self, name: str) -> list[str]:
         return [m.removesuffix("@example.com") for m in self.gcp.members(email(name))]
 
     def roles(self, name: str, prj: str = "ledger") -> list[str]:
         return self.gcp.roles_of(PROJECTS[prj], f"group:{email(name)}")
-
-
-def inventory(
-    bindings: dict[str, tuple[str, ...]] | None = None, extra: list[Any] | None = None
-) -> list[dict[str, Any]]:
-    """finance/ledger and finance/payroll on GCP; ledger has the given bindings."""
-    docs = [user(n, n) for n in PEOPLE]
-    docs += [workspace("finance")]
-    for prj, project_id in PROJECTS.items():
-        docs += [project("finance", prj), tenant("finance", prj, project_id, PLATFORM, ZONE)]
-    roles = (
-        bindings
-        if bindings is not None
-        else {"admin": ("alice",), "user": ("bob", "carol"), "reader": ("dave",)}
-    )
-    docs += [binding("finance", "ledger", role, *users) for role, users in roles.items() if users]
-    docs += [binding("finance", "payroll", "admin", "erin")]
-    return [*docs, *(extra or [])]
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +75,9 @@ def gp(tmp_path: Path, capsys: pytest.CaptureFixture[str], gcp_server: GcpServer
         gcp_server.add_project(
             project_id, [{"role": "roles/viewer", "members": ["user:mallory@example.com"]}]
         )
-    p = GcpProject(tmp_path, gcp_server, capsys)
+    p = GcpProject(root=tmp_path, capsys=capsys, gcp=gcp_server)
     p.write_config()
-    p.write_inventory(inventory())
+    p.write_inventory(p.inventory())
     return p
 
 
@@ -194,25 +120,8 @@ def test_full_reconcile_from_empty_then_nothing_left(gp: GcpProject) -> None:
 def test_no_op_reconcile_makes_seven_calls_per_tenant(gp: GcpProject) -> None:
     """With the lookup cache warm, a converged tenant with 3 groups costs groups.get and
     groups.memberships.list per group plus one projects.getIamPolicy: 7 calls."""
-    from replicator.engine.runner import Engine, default_driver
-    from replicator.inputs.loader import load
-    from replicator.inputs.validate import validate
-
     gp.converge()
-    drivers: list[GcpDriver] = []
-
-    def capture(platform):  # type: ignore[no-untyped-def]
-        driver = default_driver(platform)
-        assert isinstance(driver, GcpDriver)
-        drivers.append(driver)
-        return driver
-
-    engine = Engine(validate(load(gp.config_path)), gp.store(), make_driver=capture)
-    now = datetime.now(UTC)
-    report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
-    assert [r.applied for r in report.results] == [0, 0]
-    assert report.failed == []
-    (driver,) = drivers
+    driver = no_op_driver(gp, GcpDriver)
     # two tenants with 3 groups each: 7 calls per tenant
     assert dict(driver.api_calls) == {
         "groups.get": 6,
@@ -230,7 +139,7 @@ def test_membership_and_user_paging(gp: GcpProject) -> None:
     for name in many:
         gp.gcp.add_user(email(name))
     gp.write_inventory(
-        inventory(extra=[*(user(n, n) for n in many), binding("finance", "ledger", "user", *many)])
+        gp.inventory(extra=[*(user(n, n) for n in many), binding("finance", "ledger", "user", *many)])
     )
     gp.converge()
     assert gp.members(USER) == sorted(["bob", "carol", *many])
@@ -340,7 +249,9 @@ def test_foreign_group_with_our_name_is_left_alone(gp: GcpProject) -> None:
 
 
 def test_user_not_found_then_appearing_clears_the_warning(gp: GcpProject) -> None:
-    gp.write_inventory(inventory(extra=[user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")]))
+    gp.write_inventory(
+        gp.inventory(extra=[user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")])
+    )
     gp.converge()
     status = gp.cli("status", "-o", "json").json()
     ledger = next(t for t in status["tenants"] if t["tenant"] == LEDGER)
@@ -356,7 +267,7 @@ def test_user_not_found_then_appearing_clears_the_warning(gp: GcpProject) -> Non
 
 def test_empty_desired_state_trips_the_deletion_guard(gp: GcpProject) -> None:
     gp.converge()
-    gp.write_inventory(inventory({"admin": (), "user": (), "reader": ()}))
+    gp.write_inventory(gp.inventory({"admin": (), "user": (), "reader": ()}))
     r = gp.cli("reconcile", "--all")
     assert r.code == 1
     assert "DELETION_GUARD" in r.out
@@ -371,7 +282,7 @@ def test_empty_desired_state_trips_the_deletion_guard(gp: GcpProject) -> None:
 
 def test_removed_binding_removes_the_member(gp: GcpProject) -> None:
     gp.converge()
-    gp.write_inventory(inventory({"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
+    gp.write_inventory(gp.inventory({"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
     r = gp.cli("plan")
     assert f"- remove member carol@example.com from {USER}" in r.out
     gp.converge()
@@ -392,28 +303,19 @@ def test_the_example_reconciles_against_the_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], gcp_server: GcpServer
 ) -> None:
     """examples/gcp as a user would adapt it: only the gcp block points at the local server."""
-    import shutil
-
     gcp_server.reset()
-    example = Path(__file__).resolve().parents[2] / "examples" / "gcp"
-    shutil.copytree(example, tmp_path / "gcp")
-    config_path = tmp_path / "gcp" / "replicator.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    (platform,) = config["platforms"]
+    example = Example.copy("gcp", tmp_path, capsys)
+    (platform,) = example.config["platforms"]
     platform["gcp"] = gcp_server.driver_options(customerId=platform["gcp"]["customerId"])
     gcp_server.world.customer = platform["gcp"]["customerId"]
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    example.save()
     for name in ("alice", "bob", "carol"):
         gcp_server.add_user(email(name))
     gcp_server.add_project("finance-ledger-prod")
     gcp_server.add_project("finance-payroll-prod")
     gcp_server.add_custom_role("organizations/123456789012/roles/deployer")
 
-    def cli(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(["-c", str(config_path), "--log-format", "json", *args])
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+    cli = example.cli
 
     assert cli("validate").code == 0
     done = cli("reconcile", "--all")

@@ -4,113 +4,59 @@ never through the driver; access is checked with SubjectAccessReviews."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from platforms.kubernetes import GROUP_ANNOTATION, MANAGED_BY_LABEL, TENANT_ANNOTATION, _Base
-from replicator.cli import main
-from replicator.engine.runner import Engine, default_driver
-from replicator.inputs.loader import load
-from replicator.inputs.validate import validate
-from state import Store
-from tests.e2e.conftest import Result, binding, project, tenant, user, workspace
+from platforms.kubernetes import (
+    GROUP_ANNOTATION,
+    MANAGED_BY_LABEL,
+    TENANT_ANNOTATION,
+    KubernetesDriver,
+    OpenShiftDriver,
+)
+from tests.e2e.harness import STANDARD, E2EProject, PlatformSpec, no_op_driver
 from tests.support.kube import KubeAdmin, KubeCluster, shared_cluster, unique
 
 pytestmark = pytest.mark.integration
 
 PLATFORM = "kubernetes.test"
-ROLES = {"admin": ["admin"], "user": ["edit"], "reader": ["view"]}
+ROLES = {"admin": ("admin",), "user": ("edit",), "reader": ("view",)}
 RB = "/apis/rbac.authorization.k8s.io/v1/namespaces"
 
 
-@dataclass
-class KubeProject:
-    """A replicator.yaml plus inventory in a temporary directory, against the shared cluster."""
+@dataclass(kw_only=True)
+class KubeProject(E2EProject):
+    """The Kubernetes (or OpenShift) project, against the shared cluster: a fresh workspace and one
+    fresh namespace per project, so that tests need no reset."""
 
-    root: Path
+    spec = PlatformSpec(PLATFORM, "kubernetes", "k8s-default", ROLES, replication={})
     kube: KubeCluster
-    capsys: pytest.CaptureFixture[str]
-    type: str = "kubernetes"
     ws: str = field(default_factory=lambda: unique("ws"))
-    namespaces: dict[str, str] = field(default_factory=dict)
-    pattern: str = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
-    options: dict[str, Any] = field(default_factory=dict)
-    roles: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in ROLES.items()})
-    external_grants: str | None = None
 
     def __post_init__(self) -> None:
-        self.namespaces = {p: unique(p) for p in ("ledger", "payroll")}
+        super().__post_init__()
+        self.local_ids = {p: unique(p) for p in ("ledger", "payroll")}
         (self.root / "token").write_text(self.kube.token + "\n")
+
+    @property
+    def namespaces(self) -> dict[str, str]:
+        return self.local_ids
 
     @property
     def admin(self) -> KubeAdmin:
         return self.kube.admin
 
-    @property
-    def config_path(self) -> Path:
-        return self.root / "replicator.yaml"
-
-    def write_config(self) -> None:
-        block = {
+    def driver_options(self) -> dict[str, Any]:
+        return {
             "server": self.kube.server,
             "token": {"file": str(self.root / "token")},
             "caFile": str(self.kube.ca_file),
             "createNamespaces": True,
-            **self.options,
+            **self.driver_extra,
         }
-        platform: dict[str, Any] = {
-            "identifier": PLATFORM,
-            "type": self.type,
-            "euidPattern": "%s@example.com",
-            "userGroupNamePattern": self.pattern,
-            self.type: block,
-        }
-        if self.external_grants:
-            platform["externalGrants"] = self.external_grants
-        config = {
-            "state": "sqlite:///state.db",
-            "inventory": ["inventory"],
-            "platforms": [platform],
-            "landingZones": [
-                {
-                    "identifier": "k8s-default",
-                    "platform": PLATFORM,
-                    "roleMappings": {
-                        role: {"platformGroupAlias": role, "platformRoles": cluster_roles}
-                        for role, cluster_roles in self.roles.items()
-                    },
-                }
-            ],
-        }
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def write_inventory(self, **bindings_by_project: dict[str, tuple[str, ...]]) -> None:
-        docs = [user(n, n) for n in ("alice", "bob", "carol", "dave", "erin")]
-        docs.append(workspace(self.ws))
-        for prj, roles in bindings_by_project.items():
-            docs.append(project(self.ws, prj))
-            docs.append(tenant(self.ws, prj, self.namespaces[prj], platform=PLATFORM, zone="k8s-default"))
-            docs += [binding(self.ws, prj, role, *users) for role, users in roles.items() if users]
-        inv = self.root / "inventory"
-        inv.mkdir(exist_ok=True)
-        (inv / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
-
-    def cli(self, *args: str) -> Result:
-        self.capsys.readouterr()
-        code = main(["-c", str(self.config_path), "--log-format", "json", *args])
-        out, err = self.capsys.readouterr()
-        return Result(code, out, err)
-
-    def converge(self, *extra: str) -> Result:
-        r = self.cli("reconcile", "--all", *extra)
-        assert r.code == 0, r.out + r.err
-        return r
 
     def group(self, prj: str, alias: str) -> str:
         return f"{self.ws}.{prj}-{alias}"
@@ -129,14 +75,11 @@ class KubeProject:
         return self.admin.can(f"{who}@example.com", verb, resource, self.namespaces[prj], groups)
 
 
-STANDARD = {"admin": ("alice",), "user": ("bob", "carol"), "reader": ("dave",)}
-
-
 @pytest.fixture
 def kp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> KubeProject:
-    p = KubeProject(tmp_path, shared_cluster(), capsys)
+    p = KubeProject(root=tmp_path, capsys=capsys, kube=shared_cluster())
     p.write_config()
-    p.write_inventory(ledger=STANDARD, payroll={"admin": ("erin",), "reader": ("alice",)})
+    p.write_inventory(p.tenants(ledger=STANDARD, payroll={"admin": ("erin",), "reader": ("alice",)}))
     return p
 
 
@@ -185,7 +128,7 @@ def test_full_reconcile_of_several_namespaces(kp: KubeProject) -> None:
 def test_removed_binding_takes_the_subject_away(kp: KubeProject) -> None:
     kp.converge()
     assert kp.can("carol", "delete", "pods", "ledger")
-    kp.write_inventory(ledger={**STANDARD, "user": ("bob",)}, payroll={"admin": ("erin",)})
+    kp.write_inventory(kp.tenants(ledger={**STANDARD, "user": ("bob",)}, payroll={"admin": ("erin",)}))
     kp.converge()
     assert kp.subjects("ledger", kp.group("ledger", "user")) == users("bob")
     assert not kp.can("carol", "get", "pods", "ledger")
@@ -199,7 +142,7 @@ def test_changed_cluster_role_replaces_the_binding(kp: KubeProject) -> None:
     kp.converge()
     reader = kp.group("ledger", "reader")
     old_uid = kp.bindings("ledger")[reader]["metadata"]["uid"]
-    kp.roles["reader"] = ["edit"]
+    kp.mappings["reader"] = ["edit"]
     kp.write_config()
     plan = kp.cli("plan", "-o", "json").json()
     ledger = next(t for t in plan["tenants"] if "/ledger/" in t["tenant"])
@@ -224,7 +167,7 @@ def test_changed_cluster_role_replaces_the_binding(kp: KubeProject) -> None:
 
 
 def test_several_cluster_roles_get_one_binding_each(kp: KubeProject) -> None:
-    kp.roles["reader"] = ["view", "system:aggregate-to-view"]
+    kp.mappings["reader"] = ["view", "system:aggregate-to-view"]
     kp.write_config()
     kp.converge()
     reader = kp.group("ledger", "reader")
@@ -294,7 +237,7 @@ def test_deleted_anchor_is_recreated(kp: KubeProject) -> None:
 
 
 def test_group_subject_mode(kp: KubeProject) -> None:
-    kp.options = {"subjects": "group"}
+    kp.driver_extra = {"subjects": "group"}
     kp.write_config()
     kp.converge()
     user_group = kp.group("ledger", "user")
@@ -307,7 +250,7 @@ def test_group_subject_mode(kp: KubeProject) -> None:
     assert kp.cli("plan", "--detailed-exitcode").code == 0
 
     kp.write_inventory(
-        ledger={**STANDARD, "user": ("bob",)}, payroll={"admin": ("erin",), "reader": ("alice",)}
+        kp.tenants(ledger={**STANDARD, "user": ("bob",)}, payroll={"admin": ("erin",), "reader": ("alice",)})
     )
     kp.converge()
     assert (
@@ -318,7 +261,7 @@ def test_group_subject_mode(kp: KubeProject) -> None:
 
 
 def test_missing_namespace_fails_the_tenant_without_create_namespaces(kp: KubeProject) -> None:
-    kp.options = {"createNamespaces": False}
+    kp.driver_extra = {"createNamespaces": False}
     kp.write_config()
     kp.admin.create_namespace(kp.namespaces["payroll"])
     r = kp.cli("reconcile", "--all")
@@ -337,23 +280,8 @@ def test_validate_reports_names_kubernetes_refuses(kp: KubeProject) -> None:
 
 
 def _no_op_calls(kp: KubeProject) -> dict[str, int]:
-    drivers: list[_Base] = []
-
-    def capture(platform):  # type: ignore[no-untyped-def]
-        driver = default_driver(platform)
-        assert isinstance(driver, _Base)
-        drivers.append(driver)
-        return driver
-
-    engine = Engine(
-        validate(load(kp.config_path)), Store(f"sqlite:///{kp.root / 'state.db'}"), make_driver=capture
-    )
-    now = datetime.now(UTC)
-    report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
-    assert report.failed == []
-    assert [r.applied for r in report.results] == [0, 0]
-    (driver,) = drivers
-    return dict(driver.api_calls)
+    driver_type = OpenShiftDriver if kp.type == "openshift" else KubernetesDriver
+    return dict(no_op_driver(kp, driver_type).api_calls)
 
 
 def test_no_op_reconcile_makes_two_calls_per_tenant(kp: KubeProject) -> None:
@@ -378,7 +306,7 @@ def test_openshift_groups_filled_and_bound(kp: KubeProject) -> None:
     assert _no_op_calls(kp) == {"LIST groups": 2, "LIST rolebindings": 2}
 
     kp.write_inventory(
-        ledger={**STANDARD, "user": ("bob",)}, payroll={"admin": ("erin",), "reader": ("alice",)}
+        kp.tenants(ledger={**STANDARD, "user": ("bob",)}, payroll={"admin": ("erin",), "reader": ("alice",)})
     )
     kp.converge()
     assert kp.admin.groups()[user_group]["users"] == ["bob@example.com"]
@@ -404,7 +332,7 @@ def test_openshift_keeps_external_grants(kp: KubeProject) -> None:
     )
     r = kp.cli("plan", "--detailed-exitcode")
     assert r.code == 0, r.out
-    kp.external_grants = "remove"
+    kp.platform_extra = {"externalGrants": "remove"}
     kp.write_config()
     kp.converge()
     assert kp.subjects("ledger", "by-hand") == [], "our Group is taken out of the foreign binding"

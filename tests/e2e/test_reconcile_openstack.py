@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from platforms.contract import OWNER_MARKER
-from replicator.cli import main
-from state import Store
-from tests.e2e.conftest import Result, binding, project, tenant, user, workspace
+from platforms.openstack import OpenstackDriver
+from tests.e2e.harness import PEOPLE, E2EProject, PlatformSpec, binding, no_op_driver, user
 from tests.support.keystone import ADMIN_PASSWORD, PASSWORD_ENV, World, shared
 
 pytestmark = pytest.mark.integration
@@ -26,74 +24,26 @@ ZONE = "os-default"
 ADMIN, USER, READER = "finance.ledger-admin", "finance.ledger-user", "finance.ledger-reader"
 LEDGER = f"finance/ledger/{PLATFORM}"
 CUSTOM_ROLE = "heat_stack_owner"
-PEOPLE = ("alice", "bob", "carol", "dave", "erin")
 
 
-@dataclass
-class OsProject:
-    """A replicator.yaml plus an inventory folder in a temporary directory, against Keystone."""
+@dataclass(kw_only=True)
+class OsProject(E2EProject):
+    """The OpenStack project, against Keystone: its own domain, a Keystone project per project."""
 
-    root: Path
-    world: World
-    capsys: pytest.CaptureFixture[str]
-    projects: dict[str, str] = field(default_factory=dict)
-    pattern: str = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
-    mappings: dict[str, list[str]] = field(
-        default_factory=lambda: {"admin": ["member", CUSTOM_ROLE], "user": ["member"], "reader": ["reader"]}
+    spec = PlatformSpec(
+        PLATFORM,
+        "openstack",
+        ZONE,
+        {"admin": ("member", CUSTOM_ROLE), "user": ("member",), "reader": ("reader",)},
     )
-    platform_extra: dict[str, Any] = field(default_factory=dict)
-    driver_extra: dict[str, Any] = field(default_factory=dict)
+    world: World
 
     @property
-    def config_path(self) -> Path:
-        return self.root / "replicator.yaml"
+    def projects(self) -> dict[str, str]:
+        return self.local_ids
 
-    def write_config(self) -> None:
-        config = {
-            "state": "sqlite:///state.db",
-            "inventory": ["inventory"],
-            "replication": {"maxDeletions": 100},
-            "platforms": [
-                {
-                    "identifier": PLATFORM,
-                    "type": "openstack",
-                    "euidPattern": "%s@example.com",
-                    "userGroupNamePattern": self.pattern,
-                    "openstack": self.world.driver_options(**self.driver_extra),
-                    **self.platform_extra,
-                }
-            ],
-            "landingZones": [
-                {
-                    "identifier": ZONE,
-                    "platform": PLATFORM,
-                    "roleMappings": {
-                        role: {"platformGroupAlias": role, "platformRoles": roles}
-                        for role, roles in self.mappings.items()
-                    },
-                }
-            ],
-        }
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def write_inventory(self, docs: list[dict[str, Any]]) -> None:
-        inv = self.root / "inventory"
-        inv.mkdir(exist_ok=True)
-        (inv / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
-
-    def cli(self, *args: str) -> Result:
-        self.capsys.readouterr()
-        code = main(["-c", str(self.config_path), "--log-format", "json", *args])
-        out, err = self.capsys.readouterr()
-        return Result(code, out, err)
-
-    def converge(self) -> Result:
-        r = self.cli("reconcile", "--all")
-        assert r.code == 0, r.out + r.err
-        return r
-
-    def store(self) -> Store:
-        return Store(f"sqlite:///{self.root / 'state.db'}")
+    def driver_options(self) -> dict[str, Any]:
+        return self.world.driver_options(**self.driver_extra)
 
     def group(self, name: str) -> str:
         return str(self.world.groups()[name].id)
@@ -105,24 +55,6 @@ class OsProject:
         return self.world.assignments(self.projects[prj], self.group(name))
 
 
-def inventory(
-    proj: OsProject, bindings: dict[str, tuple[str, ...]] | None = None, extra: list[Any] | None = None
-) -> list[dict[str, Any]]:
-    """finance/ledger and finance/payroll on OpenStack; ledger has the given bindings."""
-    docs = [user(n, n) for n in PEOPLE]
-    docs += [workspace("finance")]
-    for prj in ("ledger", "payroll"):
-        docs += [project("finance", prj), tenant("finance", prj, proj.projects[prj], PLATFORM, ZONE)]
-    roles = (
-        bindings
-        if bindings is not None
-        else {"admin": ("alice",), "user": ("bob", "carol"), "reader": ("dave",)}
-    )
-    docs += [binding("finance", "ledger", role, *users) for role, users in roles.items() if users]
-    docs += [binding("finance", "payroll", "admin", "erin")]
-    return [*docs, *(extra or [])]
-
-
 @pytest.fixture
 def os_proj(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -132,12 +64,12 @@ def os_proj(
     ident = world.conn.identity
     if ident.find_role(CUSTOM_ROLE) is None:  # global; made once per Keystone, never deleted
         ident.create_role(name=CUSTOM_ROLE)
-    p = OsProject(tmp_path, world, capsys)
-    p.projects = {prj: world.project(prj) for prj in ("ledger", "payroll")}
+    p = OsProject(root=tmp_path, capsys=capsys, world=world)
+    p.local_ids = {prj: world.project(prj) for prj in ("ledger", "payroll")}
     for name in PEOPLE:
         world.user(f"{name}@example.com")
     p.write_config()
-    p.write_inventory(inventory(p))
+    p.write_inventory(p.inventory())
     yield p
     world.cleanup()
 
@@ -191,7 +123,7 @@ def test_missing_role_in_keystone_fails_the_tenant_naming_it(os_proj: OsProject)
 
 def test_removed_binding_removes_the_member(os_proj: OsProject) -> None:
     os_proj.converge()
-    os_proj.write_inventory(inventory(os_proj, {"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
+    os_proj.write_inventory(os_proj.inventory({"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
     r = os_proj.cli("plan")
     assert f"- remove member carol@example.com from {USER}" in r.out
     os_proj.converge()
@@ -231,7 +163,7 @@ def test_foreign_group_with_our_name_is_left_alone(os_proj: OsProject) -> None:
 
 def test_user_appearing_later_clears_the_warning(os_proj: OsProject) -> None:
     os_proj.write_inventory(
-        inventory(os_proj, extra=[user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")])
+        os_proj.inventory(extra=[user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")])
     )
     os_proj.converge()
     status = os_proj.cli("status", "-o", "json").json()
@@ -252,8 +184,7 @@ def test_federated_users_are_created_once_and_reused(os_proj: OsProject) -> None
     os_proj.driver_extra = {"federatedIdp": {"enabled": True, "idpId": idp, "userDomain": fed_domain.name}}
     os_proj.write_config()
     os_proj.write_inventory(
-        inventory(
-            os_proj,
+        os_proj.inventory(
             extra=[
                 user("zoe", "zoe"),
                 binding("finance", "ledger", "reader", "zoe"),
@@ -297,29 +228,8 @@ def test_unmanaged_role_assignment_is_kept_then_removed_by_policy(os_proj: OsPro
 def test_no_op_reconcile_reads_assignments_once_per_tenant(os_proj: OsProject) -> None:
     """With the lookup cache warm, a converged tenant costs get_group and list_group_users once per
     owned group, one list_role_assignments for the whole project, and nothing else."""
-    import asyncio
-    from datetime import UTC, datetime
-
-    from platforms.openstack import OpenstackDriver
-    from replicator.engine.runner import Engine, default_driver
-    from replicator.inputs.loader import load
-    from replicator.inputs.validate import validate
-
     os_proj.converge()
-    drivers: list[OpenstackDriver] = []
-
-    def capture(platform):  # type: ignore[no-untyped-def]
-        driver = default_driver(platform)
-        assert isinstance(driver, OpenstackDriver)
-        drivers.append(driver)
-        return driver
-
-    engine = Engine(validate(load(os_proj.config_path)), os_proj.store(), make_driver=capture)
-    now = datetime.now(UTC)
-    report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
-    assert [r.applied for r in report.results] == [0, 0]
-    assert report.failed == []
-    (driver,) = drivers
+    driver = no_op_driver(os_proj, OpenstackDriver)
     # two tenants with 3 groups each: 2 * 3 + 1 = 7 calls per tenant
     assert dict(driver.api_calls) == {"get_group": 6, "list_group_users": 6, "list_role_assignments": 2}
 
@@ -329,7 +239,7 @@ def test_no_op_reconcile_reads_assignments_once_per_tenant(os_proj: OsProject) -
 
 def test_a_saved_plan_applies_exactly_or_is_refused_when_keystone_changed(os_proj: OsProject) -> None:
     os_proj.converge()
-    os_proj.write_inventory(inventory(os_proj, {"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
+    os_proj.write_inventory(os_proj.inventory({"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
     path = os_proj.root / "plan.json"
     assert os_proj.cli("plan", "--out", str(path), "--detailed-exitcode").code == 2
     # Someone adds erin to the reader group by hand between plan and apply.
@@ -354,7 +264,7 @@ def test_a_plan_against_a_keystone_snapshot_equals_the_live_plan(os_proj: OsProj
     snap = os_proj.root / "snap.json"
     assert os_proj.cli("snapshot", "-o", str(snap)).code == 0
     os_proj.write_inventory(
-        inventory(os_proj, {"admin": ("alice", "erin"), "user": ("carol",), "reader": ("dave",)})
+        os_proj.inventory({"admin": ("alice", "erin"), "user": ("carol",), "reader": ("dave",)})
     )
     live = os_proj.cli("plan", "-o", "json")
     offline = os_proj.cli("plan", "-o", "json", "--observed", str(snap))
@@ -370,7 +280,7 @@ def test_deleting_a_tenant_then_removing_another_from_the_inventory(os_proj: OsP
     os_proj.converge()
     payroll = f"finance/payroll/{PLATFORM}"
     payroll_groups = ["finance.payroll-admin", "finance.payroll-reader", "finance.payroll-user"]
-    docs = inventory(os_proj)
+    docs = os_proj.inventory()
     for d in docs:
         if d["kind"] == "meshTenant" and d["metadata"]["ownedByProject"] == "payroll":
             d["spec"]["deleted"] = True
@@ -384,7 +294,7 @@ def test_deleting_a_tenant_then_removing_another_from_the_inventory(os_proj: OsP
     # ledger leaves the inventory: left alone until an operator allows it
     rest = [
         d
-        for d in inventory(os_proj)
+        for d in os_proj.inventory()
         if d["kind"] != "meshTenant" or d["metadata"]["ownedByProject"] != "ledger"
     ]
     os_proj.write_inventory(rest)

@@ -16,13 +16,13 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from state import Store
 from tests.e2e.conftest import PLATFORM, Project, binding, project, tenant, user, workspace
 from tests.e2e.test_daemon import free_port
+from tests.e2e.test_daemon import wait_ready as daemon_ready
 from tests.integration.test_store import _postgres_database
 
 pytestmark = pytest.mark.integration
@@ -62,16 +62,7 @@ def start(proj: Project, replica: str) -> tuple[subprocess.Popen[str], int]:
 
 
 def wait_ready(proc: subprocess.Popen[str], port: int, proj: Project, replica: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, (proj.root / f"{replica}.log").read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the daemon did not get ready"
-        time.sleep(0.1)
+    daemon_ready(proc, port, 60, lambda: (proj.root / f"{replica}.log").read_text())
 
 
 def test_two_replicas_split_the_work_and_take_over_after_a_kill(proj: Project, pg_url: str) -> None:

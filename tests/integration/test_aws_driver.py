@@ -10,16 +10,12 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import traceback
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,12 +34,12 @@ from platforms.contract import (
     RetryableError,
     TenantRef,
 )
+from tests.integration.conftest import RecordingBudget, assert_import_loads_no_sdk, closing_drivers
 from tests.support.faults import FaultProxy
 from tests.support.moto_aws import MotoAws
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "111111111111"
 OTHER_ACCOUNT = "222222222222"
 TENANT = TenantRef(key="acme/web/aws.eu-central-1", platform="aws.eu-central-1", local_id=ACCOUNT)
@@ -57,23 +53,13 @@ MakeDriver = Callable[..., AwsDriver]
 
 @pytest.fixture
 async def make_driver(moto: MotoAws) -> AsyncIterator[MakeDriver]:
-    drivers: list[AwsDriver] = []
-
-    def make(**overrides: Any) -> AwsDriver:
+    def build(**overrides: Any) -> AwsDriver:
         options = moto.driver_options(maxAttempts=1, pollInterval=0.01, pollTimeout=5.0)
         options.update(overrides)
-        driver = AwsDriver("aws.eu-central-1", options)
-        drivers.append(driver)
-        return driver
+        return AwsDriver("aws.eu-central-1", options)
 
-    yield make
-    for driver in drivers:
-        await driver.close()
-
-
-@pytest.fixture
-def driver(make_driver: MakeDriver) -> AwsDriver:
-    return make_driver()
+    async with closing_drivers(build) as make:
+        yield make
 
 
 def create(group: str = ADMIN, alias: str = "admin") -> Change:
@@ -96,15 +82,7 @@ def calls(driver: AwsDriver) -> dict[str, int]:
 
 
 def test_import_does_not_load_boto3() -> None:
-    code = (
-        "import sys, platforms.aws, platforms.registry\n"
-        "platforms.registry.driver_class('aws')\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore'))\n"
-        "assert not loaded, loaded\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert_import_loads_no_sdk("platforms.aws, platforms.registry", "aws", ("boto3", "botocore"))
 
 
 def test_options_camel_case_and_strict() -> None:
@@ -320,22 +298,6 @@ async def test_grant_failed_or_never_done(
         await driver.apply(TENANT, role(Action.GRANT, admin), group_id)
 
 
-class _CountingBudget:
-    """A budget that lets everything through and counts what entered it."""
-
-    def __init__(self) -> None:
-        self.entered = 0
-
-    async def __aenter__(self) -> None:
-        self.entered += 1
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def pause(self, seconds: float) -> None:
-        return None
-
-
 async def test_requests_botocore_repeated_are_paid_from_the_budget(
     moto: MotoAws, make_driver: MakeDriver
 ) -> None:
@@ -345,7 +307,7 @@ async def test_requests_botocore_repeated_are_paid_from_the_budget(
         moto.create_group(f"g{i}")
     with FaultProxy(moto.url, rate=0.4, seed=5, faults={"429": 1}, retry_after=(0,)) as proxy:
         driver = make_driver(endpointUrl=proxy.url, maxAttempts=10)
-        budget = _CountingBudget()
+        budget = RecordingBudget()
         driver.budget = budget
         for _ in range(2):
             await driver.prepare(0)

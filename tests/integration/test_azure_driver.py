@@ -7,13 +7,9 @@ ARM. Every result is read back from the server's state, never through the driver
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,7 +21,6 @@ from platforms.azure import (
     odata_string,
 )
 from platforms.contract import (
-    OWNER_MARKER,
     Action,
     Change,
     ForeignObjectError,
@@ -36,6 +31,7 @@ from platforms.contract import (
     RetryableError,
     TenantRef,
 )
+from tests.integration.conftest import RecordingBudget, assert_import_loads_no_sdk, closing_drivers, marker
 from tests.support.azure_server import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -47,7 +43,6 @@ from tests.support.azure_server import (
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = "azure.test"
 SUB = "0b1f6d2c-3a4e-4c5d-8e9f-1a2b3c4d5e6f"
 SCOPE = f"/subscriptions/{SUB}"
@@ -58,23 +53,6 @@ ADMIN = "acme.web-admin"
 SECRET_ENV = "AZURE_TEST_SECRET"
 
 MakeDriver = Callable[..., AzureDriver]
-
-
-class RecordingBudget:
-    """A CallBudget that records the pauses a driver asks for."""
-
-    def __init__(self) -> None:
-        self.pauses: list[float] = []
-        self.entered = 0
-
-    async def __aenter__(self) -> None:
-        self.entered += 1
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def pause(self, seconds: float) -> None:
-        self.pauses.append(seconds)
 
 
 @pytest.fixture(scope="session")
@@ -99,25 +77,8 @@ def tenant() -> TenantRef:
 
 @pytest.fixture
 async def make_driver(azure: AzureServer) -> AsyncIterator[MakeDriver]:
-    drivers: list[AzureDriver] = []
-
-    def make(**extra: Any) -> AzureDriver:
-        driver = AzureDriver(PLATFORM, azure.driver_options(**extra))
-        drivers.append(driver)
-        return driver
-
-    yield make
-    for d in drivers:
-        await d.close()
-
-
-@pytest.fixture
-def driver(make_driver: MakeDriver) -> AzureDriver:
-    return make_driver()
-
-
-def marker(tenant: TenantRef) -> str:
-    return f"{OWNER_MARKER} tenant={tenant.key}"
+    async with closing_drivers(lambda **extra: AzureDriver(PLATFORM, azure.driver_options(**extra))) as make:
+        yield make
 
 
 async def create(driver: AzureDriver, tenant: TenantRef, name: str = ADMIN) -> str:
@@ -130,16 +91,8 @@ async def create(driver: AzureDriver, tenant: TenantRef, name: str = ADMIN) -> s
 
 
 def test_import_does_not_load_the_sdks() -> None:
-    code = (
-        "import sys, platforms.registry\n"
-        "platforms.registry.driver_class('azure')\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('msgraph', 'msgraph_core', 'kiota_http', 'kiota_abstractions', 'azure', 'msal', 'httpx'))\n"
-        "assert not loaded, loaded\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    sdk = ("msgraph", "msgraph_core", "kiota_http", "kiota_abstractions", "azure", "msal", "httpx")
+    assert_import_loads_no_sdk("platforms.registry", "azure", sdk)
 
 
 def test_options_resolve_the_lookup_strategy_and_capabilities() -> None:

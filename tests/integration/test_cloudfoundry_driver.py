@@ -23,6 +23,7 @@ from platforms.contract import (
     TenantRef,
 )
 from platforms.registry import driver_class
+from tests.integration.conftest import RecordingBudget
 from tests.support.cf_server import CLIENT_SECRET, SECRET_ENV, CfServer
 
 pytestmark = pytest.mark.integration
@@ -71,20 +72,6 @@ async def driver(world: World) -> AsyncIterator[CloudFoundryDriver]:
     drv = CloudFoundryDriver("cf.test", world.server.driver_options())
     yield drv
     await drv.close()
-
-
-class RecordingBudget:
-    def __init__(self) -> None:
-        self.paused: list[float] = []
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def pause(self, seconds: float) -> None:
-        self.paused.append(seconds)
 
 
 def group(
@@ -372,7 +359,7 @@ async def test_throttling_pauses_the_budget_and_is_retryable(
     with pytest.raises(RetryableError) as caught:
         await driver.observe(world.tenant(), [group("ledger-user", (DEV,))], {})
     assert caught.value.retry_after == 7.0
-    assert budget.paused == [7.0]
+    assert budget.pauses == [7.0]
     world.server.fail_next("GET", "/v3/roles", 503)
     with pytest.raises(RetryableError):
         await driver.observe(world.tenant(), [group("ledger-user", (DEV,))], {})

@@ -8,9 +8,6 @@ result is read back from the server's state, never through the driver.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,7 +18,6 @@ from typing import Any
 import pytest
 
 from platforms.contract import (
-    OWNER_MARKER,
     Action,
     Change,
     ForeignObjectError,
@@ -33,11 +29,11 @@ from platforms.contract import (
     TenantRef,
 )
 from platforms.gcp import GcpDriver, GcpOptions, policy_with
+from tests.integration.conftest import RecordingBudget, assert_import_loads_no_sdk, closing_drivers, marker
 from tests.support.gcp_server import DOMAIN, Fault, GcpServer
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = "gcp.test"
 PROJECT = "acme-web-1"
 ADMIN = "acme.web-admin"
@@ -68,41 +64,8 @@ def tenant() -> TenantRef:
 
 @pytest.fixture
 async def make_driver(gcp: GcpServer) -> AsyncIterator[MakeDriver]:
-    drivers: list[GcpDriver] = []
-
-    def make(**extra: Any) -> GcpDriver:
-        driver = GcpDriver(PLATFORM, gcp.driver_options(**extra))
-        drivers.append(driver)
-        return driver
-
-    yield make
-    for d in drivers:
-        await d.close()
-
-
-@pytest.fixture
-def driver(make_driver: MakeDriver) -> GcpDriver:
-    return make_driver()
-
-
-class RecordingBudget:
-    """A real CallBudget that remembers the pauses it was asked for."""
-
-    def __init__(self) -> None:
-        self.pauses: list[float] = []
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def pause(self, seconds: float) -> None:
-        self.pauses.append(seconds)
-
-
-def marker(tenant: TenantRef) -> str:
-    return f"{OWNER_MARKER} tenant={tenant.key}"
+    async with closing_drivers(lambda **extra: GcpDriver(PLATFORM, gcp.driver_options(**extra))) as make:
+        yield make
 
 
 async def create(driver: GcpDriver, tenant: TenantRef, name: str = ADMIN, alias: str = "admin") -> str:
@@ -115,16 +78,8 @@ async def create(driver: GcpDriver, tenant: TenantRef, name: str = ADMIN, alias:
 
 
 def test_import_does_not_load_the_google_client() -> None:
-    code = (
-        "import sys, platforms.registry\n"
-        "platforms.registry.driver_class('gcp')\n"
-        "sdk = ('googleapiclient', 'google', 'httplib2', 'google_auth_httplib2')\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in sdk)\n"
-        "assert not loaded, loaded\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    sdk = ("googleapiclient", "google", "httplib2", "google_auth_httplib2")
+    assert_import_loads_no_sdk("platforms.registry", "gcp", sdk)
 
 
 def test_options_camel_case_strict_and_anonymous_only_with_endpoints() -> None:

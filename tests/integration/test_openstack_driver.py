@@ -7,19 +7,13 @@ domain, projects and identity provider, so tests need no reset.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from platforms.contract import (
-    OWNER_MARKER,
     Action,
     Change,
     ForeignObjectError,
@@ -31,11 +25,11 @@ from platforms.contract import (
     TenantRef,
 )
 from platforms.openstack import OpenstackDriver, OpenstackOptions
+from tests.integration.conftest import assert_import_loads_no_sdk, closing_drivers, marker
 from tests.support.keystone import ADMIN_PASSWORD, PASSWORD_ENV, Keystone, World, shared
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = "openstack.test"
 ADMIN = "acme.web-admin"
 READER = "acme.web-reader"
@@ -63,37 +57,14 @@ def tenant(world: World) -> TenantRef:
 
 @pytest.fixture
 async def make_driver(world: World) -> AsyncIterator[MakeDriver]:
-    drivers: list[OpenstackDriver] = []
-
-    def make(**extra: Any) -> OpenstackDriver:
-        driver = OpenstackDriver(PLATFORM, world.driver_options(**extra))
-        drivers.append(driver)
-        return driver
-
-    yield make
-    for d in drivers:
-        await d.close()
-
-
-@pytest.fixture
-def driver(make_driver: MakeDriver) -> OpenstackDriver:
-    return make_driver()
-
-
-def marker(tenant: TenantRef) -> str:
-    return f"{OWNER_MARKER} tenant={tenant.key}"
+    async with closing_drivers(
+        lambda **extra: OpenstackDriver(PLATFORM, world.driver_options(**extra))
+    ) as make:
+        yield make
 
 
 def test_import_does_not_load_openstacksdk() -> None:
-    code = (
-        "import sys, platforms.registry\n"
-        "platforms.registry.driver_class('openstack')\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('openstack', 'keystoneauth1'))\n"
-        "assert not loaded, loaded\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert_import_loads_no_sdk("platforms.registry", "openstack", ("openstack", "keystoneauth1"))
 
 
 def test_options_camel_case_strict_and_login_forms() -> None:
