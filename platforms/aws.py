@@ -70,8 +70,6 @@ from platforms.contract import (
     Change,
     Driver,
     ForeignObjectError,
-    GoneSinceScan,
-    GroupScan,
     ObservedGroup,
     ObservedTenant,
     OwnedGroup,
@@ -81,6 +79,10 @@ from platforms.contract import (
     PlatformUser,
     RetryableError,
     TenantRef,
+)
+from platforms.kit import (
+    GoneSinceScan,
+    GroupScan,
     is_marked,
     is_marked_for,
     observe_marked_groups,

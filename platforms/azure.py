@@ -105,11 +105,8 @@ from platforms.contract import (
     PlatformUser,
     RetryableError,
     TenantRef,
-    is_marked,
-    is_marked_for,
-    observe_marked_groups,
-    owner_marker,
 )
+from platforms.kit import is_marked, is_marked_for, observe_marked_groups, owner_marker
 from platforms.secrets import SecretRef
 
 T = TypeVar("T")

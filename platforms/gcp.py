@@ -88,8 +88,6 @@ from platforms.contract import (
     Change,
     Driver,
     ForeignObjectError,
-    GoneSinceScan,
-    GroupScan,
     ObservedGroup,
     ObservedTenant,
     OwnedGroup,
@@ -99,6 +97,10 @@ from platforms.contract import (
     PlatformUser,
     RetryableError,
     TenantRef,
+)
+from platforms.kit import (
+    GoneSinceScan,
+    GroupScan,
     is_marked,
     is_marked_for,
     observe_marked_groups,

@@ -8,9 +8,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from platforms.contract import PLATFORM_TYPES as PLATFORM_TYPES  # re-exported: defined with the contract
 from platforms.contract import Driver
-
-PLATFORM_TYPES = ("aws", "azure", "gcp", "openstack", "kubernetes", "openshift", "cloudfoundry")
 
 
 @dataclass(frozen=True)

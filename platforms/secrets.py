@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pydantic
 
-from platforms.contract import OPTIONS_CONFIG
+from platforms.options import OPTIONS_CONFIG
 
 
 class SecretRef(pydantic.BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from platforms.contract import OWNER_MARKER
+from platforms.kit import OWNER_MARKER
 from tests.e2e.conftest import ACCOUNTS, PLATFORM, Project, binding, standard_inventory, tenant, user
 
 LEDGER = f"finance/ledger/{PLATFORM}"

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from platforms.azure import AzureDriver
-from platforms.contract import OWNER_MARKER
+from platforms.kit import OWNER_MARKER
 from replicator.cli import main
 from state import Store
 from tests.e2e.conftest import Result, binding, project, tenant, user, workspace

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from platforms.contract import OWNER_MARKER
+from platforms.kit import OWNER_MARKER
 from replicator.cli import main
 from state import Store
 from tests.e2e.conftest import Result, binding, project, tenant, user, workspace

@@ -26,7 +26,6 @@ import pytest
 
 from platforms.aws import AwsDriver, AwsOptions, _translate
 from platforms.contract import (
-    OWNER_MARKER,
     Action,
     Change,
     ForeignObjectError,
@@ -38,6 +37,7 @@ from platforms.contract import (
     RetryableError,
     TenantRef,
 )
+from platforms.kit import OWNER_MARKER
 from tests.support.faults import FaultProxy
 from tests.support.moto_aws import MotoAws
 

@@ -25,7 +25,6 @@ from platforms.azure import (
     odata_string,
 )
 from platforms.contract import (
-    OWNER_MARKER,
     Action,
     Change,
     ForeignObjectError,
@@ -36,6 +35,7 @@ from platforms.contract import (
     RetryableError,
     TenantRef,
 )
+from platforms.kit import OWNER_MARKER
 from tests.support.azure_server import (
     CLIENT_ID,
     CLIENT_SECRET,

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from platforms.contract import (
-    OWNER_MARKER,
     Action,
     Change,
     ForeignObjectError,
@@ -33,6 +32,7 @@ from platforms.contract import (
     TenantRef,
 )
 from platforms.gcp import GcpDriver, GcpOptions, policy_with
+from platforms.kit import OWNER_MARKER
 from tests.support.gcp_server import DOMAIN, Fault, GcpServer
 
 pytestmark = pytest.mark.integration

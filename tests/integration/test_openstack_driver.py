@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from platforms.contract import (
-    OWNER_MARKER,
     Action,
     Change,
     ForeignObjectError,
@@ -30,6 +29,7 @@ from platforms.contract import (
     RetryableError,
     TenantRef,
 )
+from platforms.kit import OWNER_MARKER
 from platforms.openstack import OpenstackDriver, OpenstackOptions
 from tests.support.keystone import ADMIN_PASSWORD, PASSWORD_ENV, Keystone, World, shared
 
