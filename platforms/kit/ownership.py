@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from platforms.contract import ForeignObjectError, RetryableError, TenantRef
+from platforms.kit.errors import NotFoundError
 
 OWNER_MARKER = "managed-by: replicator"
 """Description/marker text that tells a platform object is owned by this replicator."""
@@ -58,14 +59,28 @@ def adoptable(group: G | None, tenant: TenantRef, refusal: Callable[[G], str]) -
 
 
 async def create_or_adopt(
-    existing: Callable[[], Awaitable[str | None]],
+    platform: str,
+    tenant: TenantRef,
+    name: str,
+    find: Callable[[], Awaitable[G | None]],
     create: Callable[[], Awaitable[str]],
-    conflicts: tuple[type[Exception], ...],
-    pending: str,
+    conflicts: tuple[type[Exception], ...] = (),
+    refusal: Callable[[G], str] | None = None,
 ) -> str:
-    """The id of the group ``existing`` finds (see :func:`adoptable`), else of the one ``create``
-    makes. A create refused as a conflict (someone created the name meanwhile) looks again; still
-    nothing there is :class:`RetryableError` with ``pending``."""
+    """``create_group`` on a directory of marked groups: the id of the group ``find`` finds by
+    ``name`` when it is ours for this tenant (see :func:`adoptable`; another one's is foreign),
+    else of the one ``create`` makes. A create refused with one of ``conflicts`` (someone created
+    the name meanwhile) looks again; still nothing there is :class:`RetryableError`."""
+
+    def foreign(group: G) -> str:
+        return (
+            f"{platform} create_group: a group named {name!r} already exists and is not ours "
+            f"(id {group.id}, for {tenant.key})"
+        )
+
+    async def existing() -> str | None:
+        return adoptable(await find(), tenant, refusal or foreign)
+
     found = await existing()
     if found is not None:
         return found
@@ -75,25 +90,38 @@ async def create_or_adopt(
         found = await existing()
         if found is not None:
             return found
-        raise RetryableError(pending) from exc
+        raise RetryableError(
+            f"{platform} create_group: conflict for {name!r}, but no such group yet"
+        ) from exc
 
 
-async def group_to_delete(
+async def delete_marked_group(
+    platform: str,
     tenant: TenantRef,
+    name: str,
     group_id: str | None,
     by_id: Callable[[str], Awaitable[G | None]],
     by_name: Callable[[], Awaitable[G | None]],
-    refusal: Callable[[G], str],
-) -> G | None:
-    """The group ``delete_group`` may delete: read by its recorded id (ours with any marker), or by
-    name when the store has no id (ours only with the marker naming this tenant); None when it is
-    gone; :class:`ForeignObjectError` with ``refusal(group)`` when it is not ours."""
+    delete: Callable[[G], Awaitable[object]],
+    label: Callable[[G], str] | None = None,
+) -> None:
+    """``delete_group`` on a directory of marked groups: the group is read by its recorded id (ours
+    with any marker), or by name when the store has no id (ours only with the marker naming this
+    tenant), and deleted; gone already (before or during the delete: :class:`NotFoundError`) is
+    success, not ours is :class:`ForeignObjectError` (naming the group by ``label(group)``, default
+    ``name``)."""
     if group_id is None:
         group = await by_name()
         ours = group is None or is_marked_for(group.description, tenant)
     else:
         group = await by_id(group_id)
         ours = group is None or is_marked(group.description)
-    if group is not None and not ours:
-        raise ForeignObjectError(refusal(group))
-    return group
+    if group is None:
+        return
+    if not ours:
+        shown = label(group) if label is not None else name
+        raise ForeignObjectError(f"{platform} delete_group: group {shown!r} ({group.id}) is not ours")
+    try:
+        await delete(group)
+    except NotFoundError:
+        return

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from platforms.aws import AwsDriver, AwsOptions, _translate
+from platforms.aws import AwsDriver, AwsOptions
+from platforms.aws.errors import translate
 from platforms.contract import (
     Action,
     Change,
@@ -840,7 +841,7 @@ def test_client_error_mapping(code: str, status: int, message: str, expected: ty
         "ResponseMetadata": {"HTTPStatusCode": status},
     }
     exc = ClientError(response, "DescribeGroup")
-    mapped = _translate("describe_group", exc)
+    mapped = translate("describe_group", exc)
     assert isinstance(mapped, expected)
     assert mapped.retryable is issubclass(expected, RetryableError)
     assert str(mapped).startswith(f"aws describe_group: {code}")
@@ -855,12 +856,12 @@ def test_transport_error_mapping() -> None:
         ReadTimeoutError,
     )
 
-    assert isinstance(_translate("op", EndpointConnectionError(endpoint_url="http://x")), RetryableError)
-    assert isinstance(_translate("op", ConnectionClosedError(endpoint_url="http://x")), RetryableError)
-    assert isinstance(_translate("op", ReadTimeoutError(endpoint_url="http://x")), RetryableError)
-    assert isinstance(_translate("op", NoCredentialsError()), PlatformConfigError)
-    assert isinstance(_translate("op", ParamValidationError(report="bad")), PermanentError)
-    assert _translate("op", ValueError("not botocore")) is None
+    assert isinstance(translate("op", EndpointConnectionError(endpoint_url="http://x")), RetryableError)
+    assert isinstance(translate("op", ConnectionClosedError(endpoint_url="http://x")), RetryableError)
+    assert isinstance(translate("op", ReadTimeoutError(endpoint_url="http://x")), RetryableError)
+    assert isinstance(translate("op", NoCredentialsError()), PlatformConfigError)
+    assert isinstance(translate("op", ParamValidationError(report="bad")), PermanentError)
+    assert translate("op", ValueError("not botocore")) is None
 
 
 # --- credentials ----------------------------------------------------------------------------------
