@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from platforms.kubernetes import GROUP_ANNOTATION, MANAGED_BY_LABEL, TENANT_ANNOTATION, _Base
+from platforms.kubernetes import GROUP_ANNOTATION, MANAGED_BY_LABEL, TENANT_ANNOTATION
+from platforms.kubernetes.base import RbacDriver
 from replicator.cli import main
 from replicator.engine import Engine, default_driver
 from replicator.loader import load
@@ -337,11 +338,11 @@ def test_validate_reports_names_kubernetes_refuses(kp: KubeProject) -> None:
 
 
 def _no_op_calls(kp: KubeProject) -> dict[str, int]:
-    drivers: list[_Base] = []
+    drivers: list[RbacDriver] = []
 
     def capture(platform):  # type: ignore[no-untyped-def]
         driver = default_driver(platform)
-        assert isinstance(driver, _Base)
+        assert isinstance(driver, RbacDriver)
         drivers.append(driver)
         return driver
 
