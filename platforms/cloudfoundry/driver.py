@@ -95,7 +95,7 @@ ORG_ROLE = "organization_user"
 
 def _is_duplicate(exc: UnprocessableError, role: str) -> bool:
     """CF's answer to a role the user holds already: "User 'x' already has 'T' role in space 'y'."
-    (cloud_controller_ng ``RoleCreate``, the same for organizations)."""
+    (the same for a role in an organization)."""
     return f"already has '{role}' role in " in exc.detail
 
 

@@ -103,7 +103,7 @@ _GROUP_PAGE = 500  # the most groups.list allows with view FULL (BASIC: 1000, bu
 _USER_PAGE = 500  # the most the Admin SDK allows
 
 # The email local part of a Google group: lowercase letters, digits, - _ ' and single periods,
-# not at either end (support.google.com/a/answer/9193374; 64 before the @, 63 keeps a margin).
+# not at either end; at most 64 characters before the @ (63 here keeps a margin).
 _GROUP_NAME = re.compile(r"(?!\.)(?!.*\.\.)[a-z0-9_'.-]+(?<!\.)")
 _ROLE = re.compile(
     r"roles/[A-Za-z0-9_.]+"
