@@ -12,29 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Mapping
-from typing import Any, ClassVar
-
-import pydantic
+from collections.abc import Awaitable
+from typing import Any
 
 from platforms.aws.errors import retry_attempts, translate
 from platforms.aws.options import AwsOptions
-from platforms.kit import BaseDriver, NotFoundError, Pages, PlatformError
+from platforms.kit.driver import BaseDriver
+from platforms.kit.errors import NotFoundError, PlatformError
+from platforms.kit.paging import Pages
 
 PAGE_SIZE = 100
 """Items a page of every list call."""
 _SESSION_NAME = "replicator"
 
 
-class AwsCalls(BaseDriver):
+class AwsCalls(BaseDriver[AwsOptions]):
     """The AWS plumbing of :class:`~platforms.aws.driver.AwsDriver`."""
 
     platform_name = "aws"
-    options_model: ClassVar[type[pydantic.BaseModel]] = AwsOptions
-    options: AwsOptions
+    options_model = AwsOptions
 
-    def __init__(self, identifier: str, options: AwsOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
 

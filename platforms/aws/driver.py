@@ -54,30 +54,17 @@ import asyncio
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from platforms.aws.calls import AwsCalls
 from platforms.aws.errors import CONFLICTS
-from platforms.aws.options import AwsOptions
-from platforms.contract import (
-    Capabilities,
-    ObservedGroup,
-    ObservedTenant,
-    OwnedGroup,
-    PlatformUser,
-    TenantRef,
-)
-from platforms.kit import (
-    GoneSinceScan,
-    GroupScan,
-    NotFoundError,
-    PermanentError,
-    RetryableError,
-    create_or_adopt,
-    delete_marked_group,
-    observe_marked_groups,
-    owner_marker,
-)
+from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
+from platforms.kit.errors import NotFoundError, PermanentError, RetryableError
+from platforms.kit.ownership import create_or_adopt, delete_marked_group, owner_marker
+from platforms.kit.scan import GoneSinceScan, GroupScan, observe_marked_groups
+
+if TYPE_CHECKING:
+    from platforms.contract import OwnedGroup, TenantRef
 
 # The identity store's DisplayName pattern is [\p{L}\p{M}\p{S}\p{N}\p{P}\t\n\r \xa0\u3000]+. Python's
 # `re` has no Unicode property classes, so this is its complement for assigned code points: it
@@ -118,8 +105,8 @@ class AwsDriver(AwsCalls):
     ensure_user_refusal = "not supported, IAM Identity Center users come from its identity source"
     role_noun = "permission set"
 
-    def __init__(self, identifier: str, options: AwsOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         self._scan_lock = asyncio.Lock()
         self._users_by_key: dict[str, list[PlatformUser]] | None = None
         self._users_by_id: dict[str, PlatformUser] = {}

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from platforms.kit import (
+from platforms.kit.errors import (
     ConflictError,
     NotFoundError,
     PermanentError,
     PlatformConfigError,
-    PlatformError,
     RetryableError,
 )
+
+if TYPE_CHECKING:
+    from platforms.kit.errors import PlatformError
 
 # Error codes botocore's standard retry mode also treats as throttling.
 _THROTTLING_CODES = frozenset(

@@ -3,20 +3,20 @@ on the scope."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from platforms.azure.calls import AzureCalls
 from platforms.azure.names import odata_string, role_guid
-from platforms.azure.options import AzureOptions
-from platforms.contract import TenantRef
+
+if TYPE_CHECKING:
+    from platforms.contract import TenantRef
 
 
 class AzureArm(AzureCalls):
     """The tenant's ARM scope and its role assignments."""
 
-    def __init__(self, identifier: str, options: AzureOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         """Casefolded lookup key -> users (empty: asked, nobody): the per-instance lookup cache."""
         self._spellings: dict[tuple[str, str], str] = {}
         """(tenant key, role GUID) -> the role string the inventory uses, so observe reports an

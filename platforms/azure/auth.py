@@ -12,7 +12,7 @@ from platforms.azure.options import (
     ClientSecretCredentials,
     WorkloadIdentityCredentials,
 )
-from platforms.kit import PlatformConfigError
+from platforms.kit.errors import PlatformConfigError
 
 
 class AsyncCredential:

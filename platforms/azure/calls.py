@@ -14,24 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlparse
-
-import pydantic
 
 from platforms.azure.auth import AsyncCredential, make_credential
 from platforms.azure.errors import ThrottledError, arm_error, graph_error
 from platforms.azure.names import DEFAULT_GRAPH
 from platforms.azure.options import AzureOptions
-from platforms.kit import (
-    BaseDriver,
-    NotFoundError,
-    Pages,
-    PlatformConfigError,
-    PlatformError,
-    RetryableError,
-)
+from platforms.kit.driver import BaseDriver
+from platforms.kit.errors import NotFoundError, PlatformConfigError, PlatformError, RetryableError
+from platforms.kit.paging import Pages
 
 T = TypeVar("T")
 
@@ -39,15 +32,14 @@ _DEFAULT_ARM = "https://management.azure.com"
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-class AzureCalls(BaseDriver):
+class AzureCalls(BaseDriver[AzureOptions]):
     """The Graph and ARM plumbing of :class:`~platforms.azure.driver.AzureDriver`."""
 
     platform_name = "azure"
-    options_model: ClassVar[type[pydantic.BaseModel]] = AzureOptions
-    options: AzureOptions
+    options_model = AzureOptions
 
-    def __init__(self, identifier: str, options: AzureOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         self._setup_lock = threading.Lock()
         self._credential: Any = None
         self._graph_client: Any = None

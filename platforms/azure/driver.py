@@ -74,7 +74,7 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from platforms.azure.arm import AzureArm
 from platforms.azure.errors import UnknownPrincipalError
@@ -89,23 +89,13 @@ from platforms.azure.names import (
     role_guid,
 )
 from platforms.azure.options import AzureOptions
-from platforms.contract import (
-    Capabilities,
-    ObservedGroup,
-    ObservedTenant,
-    OwnedGroup,
-    PlatformUser,
-    TenantRef,
-)
-from platforms.kit import (
-    ConflictError,
-    NotFoundError,
-    PermanentError,
-    create_or_adopt,
-    delete_marked_group,
-    observe_marked_groups,
-    owner_marker,
-)
+from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
+from platforms.kit.errors import ConflictError, NotFoundError, PermanentError
+from platforms.kit.ownership import create_or_adopt, delete_marked_group, owner_marker
+from platforms.kit.scan import observe_marked_groups
+
+if TYPE_CHECKING:
+    from platforms.contract import OwnedGroup, TenantRef
 
 # Entra ID refuses control characters in a group's displayName (up to 256 characters).
 _DISPLAY_NAME_PATTERN = re.compile(r"[^\x00-\x1f\x7f]+")
@@ -126,8 +116,8 @@ class AzureDriver(AzureGraph, AzureArm):
         role_example="acdd72a7-3385-48ef-bd42-f606fba81ae7 (a role definition id)",
     )
 
-    def __init__(self, identifier: str, options: AzureOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         self._arm_client: Any = None
         self._lookup_lock = asyncio.Lock()
         self._invite_lock = asyncio.Lock()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from platforms.kit import (
+from typing import TYPE_CHECKING
+
+from platforms.kit.errors import (
     ConflictError,
     NotFoundError,
     PermanentError,
     PlatformConfigError,
-    PlatformError,
     RetryableError,
-    retry_after,
+    error_for_status,
 )
+from platforms.kit.http import Headers, retry_after
+
+if TYPE_CHECKING:
+    from platforms.kit.errors import PlatformError
 
 
 class UnknownPrincipalError(NotFoundError):
@@ -37,17 +42,9 @@ def graph_error(operation: str, exc: Exception) -> PlatformError | None:
         text = text or str(exc.message or "")
         message = f"azure graph {operation}: HTTP {status}" + (f" {code}" if code else "")
         message += f": {text}" if text else ""
-        if status in (429, 503):
-            return ThrottledError(message, retry_after=retry_after(exc.response_headers))
-        if status == 404:
-            return NotFoundError(message)
-        if status == 409 or (status == 400 and "already exist" in text):
+        if status == 400 and "already exist" in text:
             return ConflictError(message)
-        if status >= 500 or status == 408:
-            return RetryableError(message, retry_after=retry_after(exc.response_headers))
-        if status == 401:
-            return PlatformConfigError(message)
-        return PermanentError(message)
+        return _by_status(status, message, exc.response_headers)
     if isinstance(exc, ClientAuthenticationError):
         return PlatformConfigError(f"azure {operation}: cannot sign in: {first_line(exc)}")
     if isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError):
@@ -74,25 +71,25 @@ def azure_core_error(api: str, operation: str, exc: Exception) -> PlatformError 
             code = str(exc.error.code or "")
         text = first_line(exc.error.message if exc.error is not None and exc.error.message else exc)
         message = f"azure {api} {operation}: HTTP {status}" + (f" {code}" if code else "") + f": {text}"
-        headers = getattr(exc.response, "headers", None)
-        if status in (429, 503):
-            return ThrottledError(message, retry_after=retry_after(headers))
-        if code == "PrincipalNotFound":
+        if code == "PrincipalNotFound" and status not in (429, 503):
             return UnknownPrincipalError(message)
-        if status == 404:
-            return NotFoundError(message)
-        if status == 409:
-            return ConflictError(message)
-        if status >= 500 or status == 408:
-            return RetryableError(message, retry_after=retry_after(headers))
-        if status == 401:
-            return PlatformConfigError(message)
-        return PermanentError(message)
+        return _by_status(status, message, getattr(exc.response, "headers", None))
     if isinstance(exc, ace.ServiceRequestError | ace.ServiceResponseError):
         return RetryableError(f"azure {api} {operation}: {first_line(exc)}")
     if isinstance(exc, ace.AzureError):
         return PermanentError(f"azure {api} {operation}: {first_line(exc)}")
     return None
+
+
+def _by_status(status: int, message: str, headers: Headers | None) -> PlatformError:
+    """Graph and ARM alike: 429 and 503 are throttling (waited out by ``_request`` when the wait is
+    short), 408 is retryable, the rest means what it means everywhere."""
+    wait = retry_after(headers)
+    if status in (429, 503):
+        return ThrottledError(message, retry_after=wait)
+    if status == 408:
+        return RetryableError(message, retry_after=wait)
+    return error_for_status(status, message, wait)
 
 
 def first_line(value: object) -> str:

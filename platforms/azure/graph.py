@@ -9,7 +9,8 @@ from typing import Any
 from platforms.azure.calls import AzureCalls
 from platforms.azure.names import batches, odata_string
 from platforms.contract import PlatformUser, TenantRef
-from platforms.kit import NotFoundError, is_marked_for
+from platforms.kit.errors import NotFoundError
+from platforms.kit.ownership import is_marked_for
 
 
 @dataclass(frozen=True)

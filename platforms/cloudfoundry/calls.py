@@ -13,21 +13,18 @@ import asyncio
 import time
 import urllib.parse
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import pydantic
+from typing import TYPE_CHECKING, Any
 
 from platforms.cloudfoundry.options import CloudFoundryOptions
-from platforms.kit import (
-    BaseDriver,
-    NotFoundError,
-    Pages,
+from platforms.kit.driver import BaseDriver
+from platforms.kit.errors import (
     PermanentError,
     PlatformConfigError,
     RetryableError,
-    retry_after,
-    tls_verify,
+    error_for_status,
 )
+from platforms.kit.http import retry_after, tls_verify
+from platforms.kit.paging import Pages
 
 if TYPE_CHECKING:
     import httpx
@@ -55,15 +52,14 @@ def error_detail(body: Any) -> str:
     return ""
 
 
-class CloudFoundryCalls(BaseDriver):
+class CloudFoundryCalls(BaseDriver[CloudFoundryOptions]):
     """The HTTP plumbing of :class:`~platforms.cloudfoundry.driver.CloudFoundryDriver`."""
 
     platform_name = "cloudfoundry"
-    options_model: ClassVar[type[pydantic.BaseModel]] = CloudFoundryOptions
-    options: CloudFoundryOptions
+    options_model = CloudFoundryOptions
 
-    def __init__(self, identifier: str, options: CloudFoundryOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         self._http: httpx.AsyncClient | None = None
         self._token: str | None = None
         self._token_expires = 0.0
@@ -210,11 +206,9 @@ class CloudFoundryCalls(BaseDriver):
         message = f"cloudfoundry {operation}: HTTP {status}" + (f": {detail}" if detail else "")
         if status == 401:
             raise PlatformConfigError(message + " (the token was refused twice)")
-        if status == 404:
-            raise NotFoundError(message)
         if status == 422:
             raise UnprocessableError(message, detail)
-        raise PermanentError(message)
+        raise error_for_status(status, message)
 
     async def _list(
         self, operation: str, path: str, params: Mapping[str, str]

@@ -72,20 +72,14 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from platforms.cloudfoundry.calls import CloudFoundryCalls, UnprocessableError, error_detail
-from platforms.cloudfoundry.options import CloudFoundryOptions
-from platforms.contract import (
-    Capabilities,
-    Change,
-    ObservedGroup,
-    ObservedTenant,
-    OwnedGroup,
-    PlatformUser,
-    TenantRef,
-)
-from platforms.kit import NotFoundError, PermanentError, PlatformConfigError, RetryableError
+from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
+from platforms.kit.errors import NotFoundError, PermanentError, PlatformConfigError, RetryableError
+
+if TYPE_CHECKING:
+    from platforms.contract import Change, OwnedGroup, TenantRef
 
 SPACE_ROLE_TYPES = ("space_developer", "space_manager", "space_auditor", "space_supporter")
 """The role types a group may grant (``platformRoles`` of a Cloud Foundry landing zone)."""
@@ -152,8 +146,8 @@ class CloudFoundryDriver(CloudFoundryCalls):
     ensure_user_refusal = "users are not created on Cloud Foundry"
     needs_group_id = False
 
-    def __init__(self, identifier: str, options: CloudFoundryOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         self._meta_lock = asyncio.Lock()
         self._orgs: dict[str, str] = {}
         """space guid -> org guid (memoised ``get_space``)."""

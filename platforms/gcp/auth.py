@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from platforms.gcp.options import GcpOptions
-from platforms.kit import PlatformConfigError
+from platforms.kit.errors import PlatformConfigError
 from platforms.secrets import SecretRef
+
+if TYPE_CHECKING:
+    from platforms.gcp.options import GcpOptions
 
 SCOPES: dict[str, tuple[str, ...]] = {
     "cloudidentity": ("https://www.googleapis.com/auth/cloud-identity.groups",),

@@ -13,28 +13,27 @@ sleeping thread. google-api-python-client is imported lazily.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
-
-import pydantic
+from collections.abc import Callable
+from typing import Any
 
 from platforms.gcp.auth import load_credentials
 from platforms.gcp.errors import http_error
 from platforms.gcp.options import GcpOptions
-from platforms.kit import BaseDriver, Pages, PlatformConfigError, PlatformError, RetryableError
+from platforms.kit.driver import BaseDriver
+from platforms.kit.errors import PlatformConfigError, PlatformError, RetryableError
+from platforms.kit.paging import Pages
 
 _VERSIONS = {"cloudidentity": "v1", "admin": "directory_v1", "cloudresourcemanager": "v3"}
 
 
-class GcpCalls(BaseDriver):
+class GcpCalls(BaseDriver[GcpOptions]):
     """The Google API plumbing of :class:`~platforms.gcp.driver.GcpDriver`."""
 
     platform_name = "gcp"
-    options_model: ClassVar[type[pydantic.BaseModel]] = GcpOptions
-    options: GcpOptions
+    options_model = GcpOptions
 
-    def __init__(self, identifier: str, options: GcpOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         self._build_lock = threading.Lock()
         self._local = threading.local()
         self._credentials: dict[str, Any] | None = None

@@ -67,33 +67,19 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from platforms.contract import (
-    Capabilities,
-    ObservedGroup,
-    ObservedTenant,
-    OwnedGroup,
-    PlatformUser,
-    TenantRef,
-)
+from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
 from platforms.gcp.calls import GcpCalls
 from platforms.gcp.errors import BadRequestError
 from platforms.gcp.options import GcpOptions
 from platforms.gcp.policy import bound_roles, policy_with
-from platforms.kit import (
-    ConflictError,
-    GoneSinceScan,
-    GroupScan,
-    NotFoundError,
-    PermanentError,
-    RetryableError,
-    adoptable,
-    create_or_adopt,
-    delete_marked_group,
-    observe_marked_groups,
-    owner_marker,
-)
+from platforms.kit.errors import ConflictError, NotFoundError, PermanentError, RetryableError
+from platforms.kit.ownership import adoptable, create_or_adopt, delete_marked_group, owner_marker
+from platforms.kit.scan import GoneSinceScan, GroupScan, observe_marked_groups
+
+if TYPE_CHECKING:
+    from platforms.contract import OwnedGroup, TenantRef
 
 DISCUSSION_FORUM_LABEL = "cloudidentity.googleapis.com/groups.discussion_forum"
 """The label of a plain Google Group (Cloud Identity requires one label)."""
@@ -151,8 +137,8 @@ class GcpDriver(GcpCalls):
 
     ensure_user_refusal = "users come from Cloud Identity, none are created"
 
-    def __init__(self, identifier: str, options: GcpOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         """Every worker thread's connections, closed by :meth:`close`."""
         self._users: dict[str, tuple[PlatformUser, ...]] = {}
         self._directory_listed = False

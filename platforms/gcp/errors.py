@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from platforms.kit import (
-    ConflictError,
-    NotFoundError,
-    PermanentError,
-    PlatformConfigError,
-    PlatformError,
-    RetryableError,
-    retry_after,
-)
+from platforms.kit.errors import PermanentError, RetryableError, error_for_status
+from platforms.kit.http import retry_after
+
+if TYPE_CHECKING:
+    from platforms.kit.errors import PlatformError
 
 
 class BadRequestError(PermanentError):
@@ -39,15 +35,9 @@ def http_error(operation: str, exc: Any) -> PlatformError:
     except (ValueError, TypeError):
         text = ""
     message = f"gcp {operation}: HTTP {status}" + (f": {text}" if text else "")
-    if status == 404:
-        return NotFoundError(message)
-    if status == 409:
-        return ConflictError(message)
-    # The Admin SDK answers some rate limits with 403 and a reason instead of 429.
-    if status in (408, 429) or status >= 500 or (status == 403 and reasons & _RATE_LIMIT_REASONS):
-        return RetryableError(message, retry_after=retry_after(exc.resp))
     if status == 400:
         return BadRequestError(message)
-    if status == 401:
-        return PlatformConfigError(message)
-    return PermanentError(message)
+    # The Admin SDK answers some rate limits with 403 and a reason instead of 429.
+    if status == 408 or (status == 403 and reasons & _RATE_LIMIT_REASONS):
+        return RetryableError(message, retry_after=retry_after(exc.resp))
+    return error_for_status(status, message, retry_after(exc.resp))

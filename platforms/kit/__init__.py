@@ -13,6 +13,7 @@ from platforms.kit.errors import (
     PlatformConfigError,
     PlatformError,
     RetryableError,
+    error_for_status,
 )
 from platforms.kit.http import Headers, parse_retry_after, retry_after, tls_verify
 from platforms.kit.ownership import (
@@ -46,6 +47,7 @@ __all__ = [
     "adoptable",
     "create_or_adopt",
     "delete_marked_group",
+    "error_for_status",
     "is_marked",
     "is_marked_for",
     "observe_marked_groups",

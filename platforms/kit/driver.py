@@ -8,7 +8,7 @@ import threading
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
 import pydantic
 
@@ -20,20 +20,24 @@ from platforms.contract import (
     PlatformConfigError,
     PlatformUser,
     RetryableError,
-    TenantRef,
 )
+
+if TYPE_CHECKING:
+    from platforms.contract import TenantRef
 
 P = ParamSpec("P")
 T = TypeVar("T")
+OptionsT = TypeVar("OptionsT", bound=pydantic.BaseModel)
 
 
-class BaseDriver(Driver):
+class BaseDriver(Driver, Generic[OptionsT]):
     """A driver whose ``apply`` turns each change kind into one hook call.
 
     A subclass sets ``platform_name`` (the first word of every error message) and
-    ``options_model``, and implements the hooks ``_create_group``, ``_delete_group``,
-    ``_add_member``, ``_remove_member``, ``_grant``, ``_revoke`` (and ``_ensure_user`` when it
-    creates users)."""
+    ``options_model`` (the model of ``OptionsT``), sets up its own state in ``_setup`` (called by
+    ``__init__`` once the options are validated), and implements the hooks ``_create_group``,
+    ``_delete_group``, ``_add_member``, ``_remove_member``, ``_grant``, ``_revoke`` (and
+    ``_ensure_user`` when it creates users)."""
 
     platform_name: ClassVar[str]
     """The platform type, as error messages name it (``aws``, ``openshift``, ...)."""
@@ -45,17 +49,26 @@ class BaseDriver(Driver):
     ensure_user_refusal: ClassVar[str | None] = None
     """Why ``ensure_user`` is refused on this platform (None: the driver creates users)."""
 
-    def __init__(self, identifier: str, options: pydantic.BaseModel | Mapping[str, Any]) -> None:
+    options: OptionsT
+
+    def __init__(self, identifier: str, options: OptionsT | Mapping[str, Any]) -> None:
         model = self.options_model
-        if not isinstance(options, model):
+        validated: pydantic.BaseModel
+        if isinstance(options, model):
+            validated = options
+        else:
             try:
-                options = model.model_validate(options)
+                validated = model.model_validate(options)
             except pydantic.ValidationError as exc:
                 raise PlatformConfigError(f"{identifier}: invalid {self.platform_name} block: {exc}") from exc
-        super().__init__(identifier, options)
+        super().__init__(identifier, validated)
         self.api_calls: Counter[str] = Counter()
         """Requests made by this driver, by operation name (one per request or page)."""
         self._count_lock = threading.Lock()
+        self._setup()
+
+    def _setup(self) -> None:
+        """Set up the driver's own state (``self.options`` is validated by now); nothing by default."""
 
     def _count(self, operation: str) -> None:
         """Count one request (from any thread)."""

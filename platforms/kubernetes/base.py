@@ -12,20 +12,19 @@ from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-import pydantic
-
 from platforms.contract import PlatformUser, TenantRef
-from platforms.kit import (
-    BaseDriver,
+from platforms.kit.driver import BaseDriver
+from platforms.kit.errors import (
     ConflictError,
     ForeignObjectError,
     NotFoundError,
-    PermanentError,
     PlatformConfigError,
     PlatformError,
     RetryableError,
-    retry_after,
+    error_for_status,
 )
+from platforms.kit.http import retry_after
+from platforms.kubernetes.errors import translate
 from platforms.kubernetes.objects import (
     FIELD_MANAGER,
     RBAC,
@@ -44,31 +43,10 @@ from platforms.kubernetes.objects import (
 from platforms.kubernetes.options import KubernetesOptions
 
 
-def _translate(what: str, exc: Exception) -> PlatformError | None:
-    """The contract error for an exception of the kubernetes client / urllib3, or None."""
-    import urllib3
-    from kubernetes.client.exceptions import ApiException
-
-    if isinstance(exc, ApiException):
-        if exc.status == 0:  # TLS failures come back as status 0
-            return PlatformConfigError(f"kubernetes {what}: {exc.reason}")
-        return PermanentError(f"kubernetes {what}: HTTP {exc.status} {exc.reason}")
-    if isinstance(exc, urllib3.exceptions.MaxRetryError) and isinstance(
-        exc.reason, urllib3.exceptions.SSLError
-    ):
-        exc = exc.reason
-    if isinstance(exc, urllib3.exceptions.SSLError):
-        return PlatformConfigError(f"kubernetes {what}: {exc}")
-    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
-        return RetryableError(f"kubernetes {what}: {exc}")
-    return None
-
-
-class RbacDriver(BaseDriver):
+class RbacDriver(BaseDriver[KubernetesOptions]):
     """The HTTP plumbing and the RoleBindings both drivers share."""
 
-    options_model: ClassVar[type[pydantic.BaseModel]] = KubernetesOptions
-    options: KubernetesOptions
+    options_model = KubernetesOptions
     platform_name: ClassVar[str] = "kubernetes"
     role_noun = "ClusterRole"
     needs_group_id = False
@@ -76,8 +54,8 @@ class RbacDriver(BaseDriver):
     """Revoke also takes the group out of foreign bindings that grant the role (OpenShift, where
     roles granted to the Group by anyone count as the group's roles)."""
 
-    def __init__(self, identifier: str, options: KubernetesOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         self._api: Any = None
         self._api_lock = threading.Lock()
         self._namespaces: set[str] = set()
@@ -150,7 +128,7 @@ class RbacDriver(BaseDriver):
         except PlatformError:
             raise
         except Exception as exc:
-            mapped = _translate(f"{method} {path}", exc)
+            mapped = translate(f"{method} {path}", exc)
             if mapped is None:
                 raise
             raise mapped from exc
@@ -162,17 +140,9 @@ class RbacDriver(BaseDriver):
         except (ValueError, AttributeError):
             message = (data or b"")[:300].decode(errors="replace")
         text = f"kubernetes {method} {path}: HTTP {status}" + (f": {message}" if message else "")
-        if status == 404:
-            raise NotFoundError(text)
-        if status == 409:
-            if method == "POST":
-                raise ConflictError(text)
+        if status == 409 and method != "POST":
             raise RetryableError(text)  # the object changed since we read it: read again
-        if status == 429 or status >= 500:
-            raise RetryableError(text, retry_after=retry_after(resp.headers))
-        if status == 401:
-            raise PlatformConfigError(text)
-        raise PermanentError(text)
+        raise error_for_status(status, text, retry_after(resp.headers))
 
     async def _request(
         self,

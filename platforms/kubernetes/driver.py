@@ -67,16 +67,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from platforms.contract import (
-    Capabilities,
-    ObservedGroup,
-    ObservedTenant,
-    OwnedGroup,
-    PlatformUser,
-    TenantRef,
-)
+from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
 from platforms.kubernetes.base import RbacDriver
 from platforms.kubernetes.objects import (
     MANAGED_BY,
@@ -92,6 +85,9 @@ from platforms.kubernetes.objects import (
     user_subject,
     users_on,
 )
+
+if TYPE_CHECKING:
+    from platforms.contract import OwnedGroup, TenantRef
 
 # DNS-1123 subdomain (ConfigMap, Group and RoleBinding names): lowercase alphanumerics, '-' and '.',
 # starting and ending with an alphanumeric, at most 253 characters. Nine of them are kept for the

@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from platforms.contract import (
-    Capabilities,
-    ObservedGroup,
-    ObservedTenant,
-    OwnedGroup,
-    PlatformUser,
-    TenantRef,
-)
+from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
 from platforms.kubernetes.base import RbacDriver
 from platforms.kubernetes.driver import KubernetesDriver
 from platforms.kubernetes.objects import (
@@ -32,6 +25,9 @@ from platforms.kubernetes.objects import (
     role_id,
     tenant_hash,
 )
+
+if TYPE_CHECKING:
+    from platforms.contract import OwnedGroup, TenantRef
 
 
 class OpenShiftDriver(RbacDriver):

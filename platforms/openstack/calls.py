@@ -11,12 +11,12 @@ it); ``links.next`` is followed where a server sends it. openstacksdk is importe
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
-import pydantic
-
-from platforms.kit import BaseDriver, Pages, PermanentError, PlatformConfigError, PlatformError, retry_after
+from platforms.kit.driver import BaseDriver
+from platforms.kit.errors import PermanentError, PlatformConfigError, PlatformError
+from platforms.kit.http import retry_after
+from platforms.kit.paging import Pages
 from platforms.openstack.errors import http_error, translate
 from platforms.openstack.options import (
     ApplicationCredentials,
@@ -26,15 +26,14 @@ from platforms.openstack.options import (
 )
 
 
-class OpenstackCalls(BaseDriver):
+class OpenstackCalls(BaseDriver[OpenstackOptions]):
     """The Keystone plumbing of :class:`~platforms.openstack.driver.OpenstackDriver`."""
 
     platform_name = "openstack"
-    options_model: ClassVar[type[pydantic.BaseModel]] = OpenstackOptions
-    options: OpenstackOptions
+    options_model = OpenstackOptions
 
-    def __init__(self, identifier: str, options: OpenstackOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         self._conn: Any = None
         self._conn_lock = threading.Lock()
 

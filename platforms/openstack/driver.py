@@ -64,32 +64,23 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from platforms.contract import (
-    Action,
-    Capabilities,
-    ObservedGroup,
-    ObservedTenant,
-    OwnedGroup,
-    PlatformUser,
-    TenantRef,
-)
-from platforms.kit import (
+from platforms.contract import Action, Capabilities, ObservedGroup, ObservedTenant, PlatformUser
+from platforms.kit.errors import (
     ConflictError,
-    GoneSinceScan,
-    GroupScan,
     NotFoundError,
     PermanentError,
     PlatformConfigError,
     RetryableError,
-    create_or_adopt,
-    delete_marked_group,
-    observe_marked_groups,
-    owner_marker,
 )
+from platforms.kit.ownership import create_or_adopt, delete_marked_group, owner_marker
+from platforms.kit.scan import GoneSinceScan, GroupScan, observe_marked_groups
 from platforms.openstack.calls import OpenstackCalls
 from platforms.openstack.options import OpenstackOptions
+
+if TYPE_CHECKING:
+    from platforms.contract import OwnedGroup, TenantRef
 
 
 @dataclass(frozen=True)
@@ -118,8 +109,8 @@ class OpenstackDriver(OpenstackCalls):
         role_example="member",
     )
 
-    def __init__(self, identifier: str, options: OpenstackOptions | Mapping[str, Any]) -> None:
-        super().__init__(identifier, options)
+    def _setup(self) -> None:
+        super()._setup()
         self._scan_lock = asyncio.Lock()
         self._meta_lock = asyncio.Lock()
         self._domains: dict[str, str] = {}

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from platforms.kit import (
-    ConflictError,
-    NotFoundError,
-    PermanentError,
-    PlatformConfigError,
-    PlatformError,
-    RetryableError,
-    parse_retry_after,
-)
+from platforms.kit.errors import PermanentError, PlatformConfigError, RetryableError, error_for_status
+from platforms.kit.http import parse_retry_after
+
+if TYPE_CHECKING:
+    from platforms.kit.errors import PlatformError
 
 
 def http_error(operation: str, status: int, body: Any, wait: float | None) -> PlatformError:
@@ -23,15 +19,7 @@ def http_error(operation: str, status: int, body: Any, wait: float | None) -> Pl
         if isinstance(err, dict):
             text = str(err.get("message") or "")
     message = f"openstack {operation}: HTTP {status}" + (f": {text}" if text else "")
-    if status == 404:
-        return NotFoundError(message)
-    if status == 409:
-        return ConflictError(message)
-    if status == 429 or status >= 500:
-        return RetryableError(message, retry_after=wait)
-    if status == 401:
-        return PlatformConfigError(message)
-    return PermanentError(message)
+    return error_for_status(status, message, wait)
 
 
 def translate(operation: str, exc: Exception) -> PlatformError | None:
