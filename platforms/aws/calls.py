@@ -17,8 +17,9 @@ from typing import Any
 
 from platforms.aws.errors import retry_attempts, translate
 from platforms.aws.options import AwsOptions
+from platforms.contract import PlatformError
 from platforms.kit.driver import BaseDriver
-from platforms.kit.errors import NotFoundError, PlatformError
+from platforms.kit.errors import NotFoundError
 from platforms.kit.paging import Pages
 
 PAGE_SIZE = 100

@@ -54,14 +54,16 @@ import asyncio
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from platforms import contract
 from platforms.aws.calls import AwsCalls
 from platforms.aws.errors import CONFLICTS
-from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
-from platforms.kit.errors import NotFoundError, PermanentError, RetryableError
+from platforms.contract import ObservedGroup, ObservedTenant, PermanentError, PlatformUser, RetryableError
+from platforms.kit.errors import NotFoundError
 from platforms.kit.ownership import create_or_adopt, delete_marked_group, owner_marker
 from platforms.kit.scan import GoneSinceScan, GroupScan, observe_marked_groups
+from platforms.kit.users import UserIndex
 
 if TYPE_CHECKING:
     from platforms.contract import OwnedGroup, TenantRef
@@ -88,10 +90,9 @@ class _Group:
 class AwsDriver(AwsCalls):
     """IAM Identity Center: groups in the identity store, permission sets assigned on accounts."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities = contract.Capabilities(
         external_grants_default="keep",
         lookup_attribute="userName",
-        has_groups=True,
         group_name_prefix="mst-",
         max_group_name_length=1024,
         group_name_pattern=_DISPLAY_NAME_PATTERN,
@@ -107,34 +108,24 @@ class AwsDriver(AwsCalls):
 
     def _setup(self) -> None:
         super()._setup()
-        self._scan_lock = asyncio.Lock()
-        self._users_by_key: dict[str, list[PlatformUser]] | None = None
+        self._users = UserIndex(self._all_users)
         self._users_by_id: dict[str, PlatformUser] = {}
         self._scan: GroupScan[_Group] | None = None
 
     # --- lookup_users ---------------------------------------------------------------------------
 
     async def lookup_users(self, euids: Sequence[str]) -> dict[str, tuple[PlatformUser, ...]]:
-        if not euids:
-            return {}
-        index = await self._user_index()
-        return {euid: tuple(sorted(index.get(euid.casefold(), ()))) for euid in euids}
+        return await self._users.lookup(euids)
 
-    async def _user_index(self) -> dict[str, list[PlatformUser]]:
-        """userName casefolded -> users; built by one scan of the identity store per driver."""
-        async with self._scan_lock:
-            if self._users_by_key is None:
-                raw = await self._pages(
-                    "identitystore", "list_users", "Users", IdentityStoreId=self.options.identity_store_id
-                )
-                index: dict[str, list[PlatformUser]] = {}
-                for item in raw:
-                    user = PlatformUser(id=item["UserId"], name=item.get("UserName") or "")
-                    self._users_by_id[user.id] = user
-                    if user.name:
-                        index.setdefault(user.name.casefold(), []).append(user)
-                self._users_by_key = index
-            return self._users_by_key
+    async def _all_users(self) -> list[PlatformUser]:
+        """Every user of the identity store (one scan per driver, by :class:`UserIndex`); each is
+        remembered by id, so observe need not describe it."""
+        raw = await self._pages(
+            "identitystore", "list_users", "Users", IdentityStoreId=self.options.identity_store_id
+        )
+        users = [PlatformUser(id=item["UserId"], name=item.get("UserName") or "") for item in raw]
+        self._users_by_id.update((user.id, user) for user in users)
+        return users
 
     def remember_users(self, users: Iterable[PlatformUser]) -> None:
         for user in users:
@@ -289,45 +280,32 @@ class AwsDriver(AwsCalls):
         await self._store_read("delete_group_membership", MembershipId=membership_id)
 
     async def _grant(self, tenant: TenantRef, group: str, group_id: str, role: str) -> None:
-        # Checked first because moto stores a duplicate assignment as a second row.
-        if await self._has_assignment(tenant, role, group_id):
-            return
-        try:
-            resp = await self._call(
-                "sso-admin", "create_account_assignment", **self._assignment(tenant, role, group_id)
-            )
-        except CONFLICTS as exc:
-            if await self._has_assignment(tenant, role, group_id):
-                return
-            raise RetryableError(
-                f"aws create_account_assignment: conflict for {role}, not assigned yet"
-            ) from exc
-        await self._wait(
-            "describe_account_assignment_creation_status",
-            resp.get("AccountAssignmentCreationStatus") or {},
-            f"create_account_assignment of {role} on {tenant.local_id}",
-        )
+        await self._set_assignment(tenant, role, group_id, assigned=True)
 
     async def _revoke(self, tenant: TenantRef, group: str, group_id: str, role: str) -> None:
-        if not await self._has_assignment(tenant, role, group_id):
+        await self._set_assignment(tenant, role, group_id, assigned=False)
+
+    async def _set_assignment(self, tenant: TenantRef, role: str, group_id: str, assigned: bool) -> None:
+        """Create (``assigned``) or delete the assignment of ``role`` to the group on the account,
+        and wait until AWS has done it. Checked first, because moto stores a duplicate assignment
+        as a second row; a conflict is success when the assignment is as wanted by then; a delete
+        that finds nothing is success."""
+        if await self._has_assignment(tenant, role, group_id) == assigned:
             return
+        verb = "create" if assigned else "delete"
+        operation = f"{verb}_account_assignment"
         try:
-            resp = await self._call(
-                "sso-admin", "delete_account_assignment", **self._assignment(tenant, role, group_id)
-            )
+            resp = await self._call("sso-admin", operation, **self._assignment(tenant, role, group_id))
         except NotFoundError:
+            if assigned:
+                raise
             return
         except CONFLICTS as exc:
-            if not await self._has_assignment(tenant, role, group_id):
+            if await self._has_assignment(tenant, role, group_id) == assigned:
                 return
-            raise RetryableError(
-                f"aws delete_account_assignment: conflict for {role}, still assigned"
-            ) from exc
-        await self._wait(
-            "describe_account_assignment_deletion_status",
-            resp.get("AccountAssignmentDeletionStatus") or {},
-            f"delete_account_assignment of {role} on {tenant.local_id}",
-        )
+            state = "not assigned yet" if assigned else "still assigned"
+            raise RetryableError(f"aws {operation}: conflict for {role}, {state}") from exc
+        await self._wait(assigned, resp, f"{operation} of {role} on {tenant.local_id}")
 
     async def _membership_id(self, group_id: str, user_id: str) -> str | None:
         resp = await self._store_read(
@@ -348,13 +326,13 @@ class AwsDriver(AwsCalls):
         )
         return any(r.get("PrincipalType") == "GROUP" and r.get("PrincipalId") == group_id for r in rows)
 
-    async def _wait(self, operation: str, status: dict[str, Any], what: str) -> None:
-        """Poll an account assignment request until it is done."""
-        creating = operation == "describe_account_assignment_creation_status"
-        request_key = (
-            "AccountAssignmentCreationRequestId" if creating else "AccountAssignmentDeletionRequestId"
-        )
-        status_key = "AccountAssignmentCreationStatus" if creating else "AccountAssignmentDeletionStatus"
+    async def _wait(self, creating: bool, answer: dict[str, Any], what: str) -> None:
+        """Poll an account assignment request (``answer``: the create's or delete's) until it is done."""
+        kind = "Creation" if creating else "Deletion"
+        operation = f"describe_account_assignment_{kind.lower()}_status"
+        request_key = f"AccountAssignment{kind}RequestId"
+        status_key = f"AccountAssignment{kind}Status"
+        status = answer.get(status_key) or {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.poll_timeout
         while True:

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from platforms.kit.errors import (
-    ConflictError,
-    NotFoundError,
-    PermanentError,
-    PlatformConfigError,
-    RetryableError,
-)
+from platforms.contract import PermanentError, PlatformConfigError, RetryableError
+from platforms.kit.errors import ConflictError, NotFoundError
 
 if TYPE_CHECKING:
-    from platforms.kit.errors import PlatformError
+    from platforms.contract import PlatformError
 
 # Error codes botocore's standard retry mode also treats as throttling.
 _THROTTLING_CODES = frozenset(

@@ -12,7 +12,7 @@ from platforms.azure.options import (
     ClientSecretCredentials,
     WorkloadIdentityCredentials,
 )
-from platforms.kit.errors import PlatformConfigError
+from platforms.contract import PlatformConfigError
 
 
 class AsyncCredential:

@@ -22,8 +22,9 @@ from platforms.azure.auth import AsyncCredential, make_credential
 from platforms.azure.errors import ThrottledError, arm_error, graph_error
 from platforms.azure.names import DEFAULT_GRAPH
 from platforms.azure.options import AzureOptions
+from platforms.contract import PlatformConfigError, PlatformError, RetryableError
 from platforms.kit.driver import BaseDriver
-from platforms.kit.errors import NotFoundError, PlatformConfigError, PlatformError, RetryableError
+from platforms.kit.errors import NotFoundError
 from platforms.kit.paging import Pages
 
 T = TypeVar("T")

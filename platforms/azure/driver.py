@@ -74,8 +74,9 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from platforms import contract
 from platforms.azure.arm import AzureArm
 from platforms.azure.errors import UnknownPrincipalError
 from platforms.azure.graph import AzureGraph, EntraGroup
@@ -89,8 +90,8 @@ from platforms.azure.names import (
     role_guid,
 )
 from platforms.azure.options import AzureOptions
-from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
-from platforms.kit.errors import ConflictError, NotFoundError, PermanentError
+from platforms.contract import ObservedGroup, ObservedTenant, PermanentError, PlatformUser
+from platforms.kit.errors import ConflictError, NotFoundError
 from platforms.kit.ownership import create_or_adopt, delete_marked_group, owner_marker
 from platforms.kit.scan import observe_marked_groups
 
@@ -104,15 +105,11 @@ _DISPLAY_NAME_PATTERN = re.compile(r"[^\x00-\x1f\x7f]+")
 class AzureDriver(AzureGraph, AzureArm):
     """Entra ID security groups via Microsoft Graph, RBAC role assignments via ARM."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities = contract.Capabilities(
         external_grants_default="remove",
         lookup_attribute="mail",  # userPrincipalName with UserByUsernameLookupStrategy (capabilities_for)
-        has_groups=True,
-        group_name_prefix="",
-        max_group_name_length=256,  # a group's displayName
-        group_name_pattern=_DISPLAY_NAME_PATTERN,
-        ensures_users=False,  # True with b2bGuestInvitation.enabled (capabilities_for)
-        role_pattern=ROLE_PATTERN,
+        group_name_pattern=_DISPLAY_NAME_PATTERN,  # a displayName: at most 256 characters
+        role_pattern=ROLE_PATTERN,  # users are invited (ensures_users) with b2bGuestInvitation
         role_example="acdd72a7-3385-48ef-bd42-f606fba81ae7 (a role definition id)",
     )
 
@@ -353,7 +350,7 @@ class AzureDriver(AzureGraph, AzureArm):
     # --- capabilities ---------------------------------------------------------------------------
 
     @classmethod
-    def capabilities_for(cls, options: Any) -> Capabilities:
+    def capabilities_for(cls, options: Any) -> contract.Capabilities:
         """The lookup attribute follows the lookup strategy; users are invited only with B2B guests."""
         if not isinstance(options, AzureOptions):
             return cls.capabilities

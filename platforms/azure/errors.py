@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from platforms.kit.errors import (
-    ConflictError,
-    NotFoundError,
-    PermanentError,
-    PlatformConfigError,
-    RetryableError,
-    error_for_status,
-)
+from platforms.contract import PermanentError, PlatformConfigError, RetryableError
+from platforms.kit.errors import ConflictError, NotFoundError, error_for_status
 from platforms.kit.http import Headers, retry_after
 
 if TYPE_CHECKING:
-    from platforms.kit.errors import PlatformError
+    from platforms.contract import PlatformError
 
 
 class UnknownPrincipalError(NotFoundError):

@@ -16,13 +16,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from platforms.cloudfoundry.options import CloudFoundryOptions
+from platforms.contract import PermanentError, PlatformConfigError, RetryableError
 from platforms.kit.driver import BaseDriver
-from platforms.kit.errors import (
-    PermanentError,
-    PlatformConfigError,
-    RetryableError,
-    error_for_status,
-)
+from platforms.kit.errors import error_for_status
 from platforms.kit.http import retry_after, tls_verify
 from platforms.kit.paging import Pages
 

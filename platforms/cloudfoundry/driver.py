@@ -72,11 +72,12 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from platforms import contract
 from platforms.cloudfoundry.calls import CloudFoundryCalls, UnprocessableError, error_detail
-from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
-from platforms.kit.errors import NotFoundError, PermanentError, PlatformConfigError, RetryableError
+from platforms.contract import ObservedGroup, ObservedTenant, PermanentError, PlatformUser, RetryableError
+from platforms.kit.errors import NotFoundError
 
 if TYPE_CHECKING:
     from platforms.contract import Change, OwnedGroup, TenantRef
@@ -131,14 +132,10 @@ class _View:
 class CloudFoundryDriver(CloudFoundryCalls):
     """Cloud Foundry: space roles per user, grouped virtually by alias; ownership in the store."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities = contract.Capabilities(
         external_grants_default="keep",
         lookup_attribute="username",
-        has_groups=False,
-        group_name_prefix="",
-        max_group_name_length=256,  # never sent to CF
-        group_name_pattern=None,
-        ensures_users=False,
+        has_groups=False,  # a group is virtual: its name is never sent to CF
         role_pattern=re.compile("|".join(SPACE_ROLE_TYPES)),
         role_example="space_developer",
     )
@@ -329,7 +326,7 @@ class CloudFoundryDriver(CloudFoundryCalls):
                 try:
                     resp = await self._call("get_space", "GET", f"/v3/spaces/{space}")
                 except NotFoundError:
-                    raise PlatformConfigError(
+                    raise contract.PlatformConfigError(
                         f"cloudfoundry: space {space} does not exist or the client cannot see it"
                     ) from None
                 body = self._json(resp) or {}
@@ -339,7 +336,7 @@ class CloudFoundryDriver(CloudFoundryCalls):
                 if not org:
                     raise PermanentError(f"cloudfoundry get_space: space {space} names no organization")
                 if self.options.org_guid and org != self.options.org_guid:
-                    raise PlatformConfigError(
+                    raise contract.PlatformConfigError(
                         f"cloudfoundry: space {space} belongs to org {org}, not to the configured "
                         f"orgGuid {self.options.org_guid}"
                     )

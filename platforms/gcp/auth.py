@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from platforms.kit.errors import PlatformConfigError
+from platforms.contract import PlatformConfigError
 from platforms.secrets import SecretRef
 
 if TYPE_CHECKING:

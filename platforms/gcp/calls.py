@@ -16,11 +16,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from platforms.contract import PlatformConfigError, PlatformError, RetryableError
 from platforms.gcp.auth import load_credentials
 from platforms.gcp.errors import http_error
 from platforms.gcp.options import GcpOptions
 from platforms.kit.driver import BaseDriver
-from platforms.kit.errors import PlatformConfigError, PlatformError, RetryableError
 from platforms.kit.paging import Pages
 
 _VERSIONS = {"cloudidentity": "v1", "admin": "directory_v1", "cloudresourcemanager": "v3"}

@@ -67,14 +67,15 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
+from platforms import contract
+from platforms.contract import ObservedGroup, ObservedTenant, PermanentError, PlatformUser, RetryableError
 from platforms.gcp.calls import GcpCalls
 from platforms.gcp.errors import BadRequestError
 from platforms.gcp.options import GcpOptions
 from platforms.gcp.policy import bound_roles, policy_with
-from platforms.kit.errors import ConflictError, NotFoundError, PermanentError, RetryableError
+from platforms.kit.errors import ConflictError, NotFoundError
 from platforms.kit.ownership import adoptable, create_or_adopt, delete_marked_group, owner_marker
 from platforms.kit.scan import GoneSinceScan, GroupScan, observe_marked_groups
 
@@ -123,14 +124,11 @@ def _user(item: Mapping[str, Any]) -> PlatformUser:
 class GcpDriver(GcpCalls):
     """Cloud Identity groups of one customer, IAM policy bindings on projects."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities = contract.Capabilities(
         external_grants_default="keep",
-        lookup_attribute="primaryEmail",
-        has_groups=True,
-        group_name_prefix="",
+        lookup_attribute="primaryEmail",  # externalIds with userLookupStrategy externalId
         max_group_name_length=63,
         group_name_pattern=_GROUP_NAME,
-        ensures_users=False,
         role_pattern=_ROLE,
         role_example="roles/editor",
     )
@@ -496,7 +494,7 @@ class GcpDriver(GcpCalls):
     # --- capabilities ---------------------------------------------------------------------------
 
     @classmethod
-    def capabilities_for(cls, options: Any) -> Capabilities:
+    def capabilities_for(cls, options: Any) -> contract.Capabilities:
         """The lookup attribute follows ``userLookupStrategy``."""
         if isinstance(options, GcpOptions) and options.user_lookup_strategy == "externalId":
             return dataclasses.replace(cls.capabilities, lookup_attribute="externalIds")

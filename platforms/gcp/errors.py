@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from platforms.kit.errors import PermanentError, RetryableError, error_for_status
+from platforms.contract import PermanentError, RetryableError
+from platforms.kit.errors import error_for_status
 from platforms.kit.http import retry_after
 
 if TYPE_CHECKING:
-    from platforms.kit.errors import PlatformError
+    from platforms.contract import PlatformError
 
 
 class BadRequestError(PermanentError):

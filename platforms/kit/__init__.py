@@ -28,6 +28,7 @@ from platforms.kit.ownership import (
 )
 from platforms.kit.paging import Pages
 from platforms.kit.scan import GoneSinceScan, GroupScan, observe_marked_groups
+from platforms.kit.users import UserIndex
 
 __all__ = [
     "OWNER_MARKER",
@@ -44,6 +45,7 @@ __all__ = [
     "PlatformConfigError",
     "PlatformError",
     "RetryableError",
+    "UserIndex",
     "adoptable",
     "create_or_adopt",
     "delete_marked_group",

@@ -12,17 +12,16 @@ from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from platforms.contract import PlatformUser, TenantRef
-from platforms.kit.driver import BaseDriver
-from platforms.kit.errors import (
-    ConflictError,
+from platforms.contract import (
     ForeignObjectError,
-    NotFoundError,
     PlatformConfigError,
     PlatformError,
+    PlatformUser,
     RetryableError,
-    error_for_status,
+    TenantRef,
 )
+from platforms.kit.driver import BaseDriver
+from platforms.kit.errors import ConflictError, NotFoundError, error_for_status
 from platforms.kit.http import retry_after
 from platforms.kubernetes.errors import translate
 from platforms.kubernetes.objects import (

@@ -67,9 +67,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
+from platforms import contract
+from platforms.contract import ObservedGroup, ObservedTenant, PlatformUser
 from platforms.kubernetes.base import RbacDriver
 from platforms.kubernetes.objects import (
     MANAGED_BY,
@@ -101,7 +102,7 @@ _ROLE_NAME = re.compile(r"(?!\.\.?$)[^/%]+")
 class KubernetesDriver(RbacDriver):
     """Kubernetes RBAC: per group an anchor ConfigMap plus one RoleBinding per ClusterRole."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities = contract.Capabilities(
         external_grants_default="remove",
         lookup_attribute="User.metadata.name",
         has_groups=True,

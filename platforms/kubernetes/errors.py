@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from platforms.kit.errors import PermanentError, PlatformConfigError, RetryableError
+from platforms.contract import PermanentError, PlatformConfigError, RetryableError
 
 if TYPE_CHECKING:
-    from platforms.kit.errors import PlatformError
+    from platforms.contract import PlatformError
 
 
 def translate(what: str, exc: Exception) -> PlatformError | None:

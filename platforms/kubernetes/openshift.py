@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from platforms.contract import Capabilities, ObservedGroup, ObservedTenant, PlatformUser
+from platforms.contract import ObservedGroup, ObservedTenant, PlatformUser
 from platforms.kubernetes.base import RbacDriver
 from platforms.kubernetes.driver import KubernetesDriver
 from platforms.kubernetes.objects import (
@@ -34,9 +34,7 @@ class OpenShiftDriver(RbacDriver):
     """OpenShift: ``user.openshift.io/v1`` Groups plus RoleBindings of the Group in the project."""
 
     platform_name: ClassVar[str] = "openshift"
-    capabilities: ClassVar[Capabilities] = dataclasses.replace(
-        KubernetesDriver.capabilities, external_grants_default="keep"
-    )
+    capabilities = dataclasses.replace(KubernetesDriver.capabilities, external_grants_default="keep")
     strips_foreign_bindings: ClassVar[bool] = True
     ensure_user_refusal = "not supported"
 

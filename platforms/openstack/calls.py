@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from platforms.contract import PermanentError, PlatformConfigError, PlatformError
 from platforms.kit.driver import BaseDriver
-from platforms.kit.errors import PermanentError, PlatformConfigError, PlatformError
 from platforms.kit.http import retry_after
 from platforms.kit.paging import Pages
 from platforms.openstack.errors import http_error, translate

@@ -64,18 +64,14 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from platforms.contract import Action, Capabilities, ObservedGroup, ObservedTenant, PlatformUser
-from platforms.kit.errors import (
-    ConflictError,
-    NotFoundError,
-    PermanentError,
-    PlatformConfigError,
-    RetryableError,
-)
+from platforms import contract
+from platforms.contract import ObservedGroup, ObservedTenant, PermanentError, PlatformUser, RetryableError
+from platforms.kit.errors import ConflictError, NotFoundError
 from platforms.kit.ownership import create_or_adopt, delete_marked_group, owner_marker
 from platforms.kit.scan import GoneSinceScan, GroupScan, observe_marked_groups
+from platforms.kit.users import UserIndex
 from platforms.openstack.calls import OpenstackCalls
 from platforms.openstack.options import OpenstackOptions
 
@@ -97,53 +93,40 @@ def _group(item: Mapping[str, Any]) -> _Group:
 class OpenstackDriver(OpenstackCalls):
     """Keystone: groups in a domain, group role assignments on projects, optional federated users."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities = contract.Capabilities(
         external_grants_default="keep",
         lookup_attribute="name",
-        has_groups=True,
-        group_name_prefix="",
         max_group_name_length=64,  # Keystone's group.name column
-        group_name_pattern=None,
         ensures_users=True,  # with federatedIdp.enabled (see capabilities_for)
-        role_pattern=None,
         role_example="member",
     )
 
     def _setup(self) -> None:
         super()._setup()
-        self._scan_lock = asyncio.Lock()
         self._meta_lock = asyncio.Lock()
         self._domains: dict[str, str] = {}
         self._roles: dict[str, str] | None = None
-        self._users_by_key: dict[str, list[PlatformUser]] | None = None
+        self._users = UserIndex(self._all_users)
         self._scan: GroupScan[_Group] | None = None
 
     # --- lookup_users ---------------------------------------------------------------------------
 
     async def lookup_users(self, euids: Sequence[str]) -> dict[str, tuple[PlatformUser, ...]]:
-        if not euids:
-            return {}
-        index = await self._user_index()
-        return {euid: tuple(sorted(index.get(euid.casefold(), ()))) for euid in euids}
+        return await self._users.lookup(euids)
 
-    async def _user_index(self) -> dict[str, list[PlatformUser]]:
-        """User name casefolded -> users; one list per user domain, once per driver."""
-        async with self._scan_lock:
-            if self._users_by_key is None:
-                domains = [self.options.user_domain]
-                fed = self.options.federated_idp
-                if fed.enabled and fed.user_domain not in domains:
-                    domains.append(fed.user_domain)
-                index: dict[str, list[PlatformUser]] = {}
-                for domain in domains:
-                    domain_id = await self._domain_id(domain)
-                    rows = await self._list("list_users", "/users", "users", {"domain_id": domain_id})
-                    for row in rows:
-                        user = PlatformUser(id=str(row["id"]), name=str(row.get("name") or ""))
-                        if user.name:
-                            index.setdefault(user.name.casefold(), []).append(user)
-                self._users_by_key = index
-            return self._users_by_key
+    async def _all_users(self) -> list[PlatformUser]:
+        """Every user of ``userDomain`` (and of the federated user domain when it differs): one
+        list per domain, once per driver (by :class:`UserIndex`)."""
+        domains = [self.options.user_domain]
+        fed = self.options.federated_idp
+        if fed.enabled and fed.user_domain not in domains:
+            domains.append(fed.user_domain)
+        users: list[PlatformUser] = []
+        for domain in domains:
+            domain_id = await self._domain_id(domain)
+            rows = await self._list("list_users", "/users", "users", {"domain_id": domain_id})
+            users += [PlatformUser(id=str(row["id"]), name=str(row.get("name") or "")) for row in rows]
+        return users
 
     async def _domain_id(self, name: str) -> str:
         """A configured domain (name, or id) -> its id; memoised."""
@@ -154,7 +137,7 @@ class OpenstackDriver(OpenstackCalls):
                     try:
                         row = (await self._call("find_domain", "GET", f"/domains/{name}"))["domain"]
                     except NotFoundError:
-                        raise PlatformConfigError(
+                        raise contract.PlatformConfigError(
                             f"openstack: domain {name!r} does not exist in Keystone"
                         ) from None
                     rows = [row]
@@ -297,28 +280,28 @@ class OpenstackDriver(OpenstackCalls):
             return
 
     async def _grant(self, tenant: TenantRef, group: str, group_id: str, role: str) -> None:
-        await self._assignment(Action.GRANT, tenant, role, group_id)
+        roles = await self._role_ids()
+        if role not in roles:
+            raise PermanentError(f"openstack grant: role {role!r} does not exist in Keystone")
+        try:
+            await self._call("assign_group_role", "PUT", self._assignment(tenant, group_id, roles[role]))
+        except NotFoundError as exc:
+            raise PermanentError(
+                f"openstack grant {role}: project {tenant.local_id} or group {group_id} not found"
+            ) from exc
 
     async def _revoke(self, tenant: TenantRef, group: str, group_id: str, role: str) -> None:
-        await self._assignment(Action.REVOKE, tenant, role, group_id)
-
-    async def _assignment(self, action: Action, tenant: TenantRef, role: str, group_id: str) -> None:
-        role_id = await self._role_id(role, action)
-        if role_id is None:  # a revoke of a role Keystone no longer has: nothing is assigned
-            return
-        path = f"/projects/{tenant.local_id}/groups/{group_id}/roles/{role_id}"
-        if action is Action.GRANT:
-            try:
-                await self._call("assign_group_role", "PUT", path)
-            except NotFoundError as exc:
-                raise PermanentError(
-                    f"openstack grant {role}: project {tenant.local_id} or group {group_id} not found"
-                ) from exc
+        role_id = (await self._role_ids()).get(role)
+        if role_id is None:  # a role Keystone no longer has: nothing is assigned
             return
         try:
-            await self._call("unassign_group_role", "DELETE", path)
+            await self._call("unassign_group_role", "DELETE", self._assignment(tenant, group_id, role_id))
         except NotFoundError:
             return
+
+    @staticmethod
+    def _assignment(tenant: TenantRef, group_id: str, role_id: str) -> str:
+        return f"/projects/{tenant.local_id}/groups/{group_id}/roles/{role_id}"
 
     async def _role_ids(self) -> dict[str, str]:
         """Role name -> id (global roles); memoised per driver instance."""
@@ -327,13 +310,6 @@ class OpenstackDriver(OpenstackCalls):
                 rows = await self._list("list_roles", "/roles", "roles", {})
                 self._roles = {str(r["name"]): str(r["id"]) for r in rows if not r.get("domain_id")}
             return self._roles
-
-    async def _role_id(self, role: str, action: Action) -> str | None:
-        roles = await self._role_ids()
-        role_id = roles.get(role)
-        if role_id is None and action is Action.GRANT:
-            raise PermanentError(f"openstack grant: role {role!r} does not exist in Keystone")
-        return role_id
 
     async def _ensure_user(self, euid: str) -> str:
         """The federated user for ``euid``: found by (idp, unique id), else by name in the federated
@@ -372,14 +348,13 @@ class OpenstackDriver(OpenstackCalls):
                 f"openstack create_user: conflict for {euid!r}, but no such user yet"
             ) from exc
         user_id = str(resp["user"]["id"])
-        if self._users_by_key is not None:
-            self._users_by_key.setdefault(euid.casefold(), []).append(PlatformUser(user_id, euid))
+        self._users.add(PlatformUser(user_id, euid))
         return user_id
 
     # --- capabilities ---------------------------------------------------------------------------
 
     @classmethod
-    def capabilities_for(cls, options: Any) -> Capabilities:
+    def capabilities_for(cls, options: Any) -> contract.Capabilities:
         """Users are created only with ``federatedIdp.enabled``."""
         enabled = isinstance(options, OpenstackOptions) and options.federated_idp.enabled
         return dataclasses.replace(cls.capabilities, ensures_users=enabled)

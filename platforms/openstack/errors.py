@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from platforms.kit.errors import PermanentError, PlatformConfigError, RetryableError, error_for_status
+from platforms.contract import PermanentError, PlatformConfigError, RetryableError
+from platforms.kit.errors import error_for_status
 from platforms.kit.http import parse_retry_after
 
 if TYPE_CHECKING:
-    from platforms.kit.errors import PlatformError
+    from platforms.contract import PlatformError
 
 
 def http_error(operation: str, status: int, body: Any, wait: float | None) -> PlatformError:
