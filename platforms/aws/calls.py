@@ -11,7 +11,6 @@ items a page) so every page is one counted call. boto3/botocore are imported laz
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable
 from typing import Any
 
@@ -21,28 +20,26 @@ from platforms.contract import PlatformError
 from platforms.kit.driver import BaseDriver
 from platforms.kit.errors import NotFoundError
 from platforms.kit.paging import Pages
+from platforms.kit.session import SharedClient
 
 PAGE_SIZE = 100
 """Items a page of every list call."""
 _SESSION_NAME = "replicator"
 
 
-class AwsCalls(BaseDriver[AwsOptions]):
+class AwsCalls(BaseDriver[AwsOptions], platform_name="aws"):
     """The AWS plumbing of :class:`~platforms.aws.driver.AwsDriver`."""
-
-    platform_name = "aws"
-    options_model = AwsOptions
 
     def _setup(self) -> None:
         super()._setup()
-        self._clients: dict[str, Any] = {}
-        self._clients_lock = threading.Lock()
+        self._clients = SharedClient(self._make_clients)
 
     def _client(self, service: str) -> Any:
-        with self._clients_lock:
-            if not self._clients:
-                self._clients = self._make_clients()
-            return self._clients[service]
+        return self._clients.get()[service]
+
+    async def close(self) -> None:
+        for client in (self._clients.take() or {}).values():
+            client.close()
 
     def _make_clients(self) -> dict[str, Any]:
         import boto3
@@ -157,6 +154,18 @@ class AwsCalls(BaseDriver[AwsOptions]):
 
         repeated = f"aws {operation}: the service repeated a pagination token"
         return Pages(page, lambda p: p.get("NextToken"), repeated, limit)
+
+    async def _store_pages(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of an identity store list."""
+        return await self._pages(
+            "identitystore", operation, key, IdentityStoreId=self.options.identity_store_id, **params
+        )
+
+    async def _assignments(self, operation: str, **params: Any) -> list[dict[str, Any]]:
+        """Every account assignment a sso-admin list answers."""
+        return await self._pages(
+            "sso-admin", operation, "AccountAssignments", InstanceArn=self.options.instance_arn, **params
+        )
 
     async def _pages(self, service: str, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of a paged list call (each page is one counted call)."""

@@ -120,9 +120,7 @@ class AwsDriver(AwsCalls):
     async def _all_users(self) -> list[PlatformUser]:
         """Every user of the identity store (one scan per driver, by :class:`UserIndex`); each is
         remembered by id, so observe need not describe it."""
-        raw = await self._pages(
-            "identitystore", "list_users", "Users", IdentityStoreId=self.options.identity_store_id
-        )
+        raw = await self._store_pages("list_users", "Users")
         users = [PlatformUser(id=item["UserId"], name=item.get("UserName") or "") for item in raw]
         self._users_by_id.update((user.id, user) for user in users)
         return users
@@ -207,12 +205,8 @@ class AwsDriver(AwsCalls):
 
     async def _observe_group(self, tenant: TenantRef, group: _Group, alias: str) -> ObservedGroup:
         try:
-            memberships = await self._pages(
-                "identitystore",
-                "list_group_memberships",
-                "GroupMemberships",
-                IdentityStoreId=self.options.identity_store_id,
-                GroupId=group.id,
+            memberships = await self._store_pages(
+                "list_group_memberships", "GroupMemberships", GroupId=group.id
             )
         except NotFoundError:
             # Only a group this observe took from the scan: one it described itself and that is
@@ -225,11 +219,8 @@ class AwsDriver(AwsCalls):
             user_id = (membership.get("MemberId") or {}).get("UserId")
             if user_id:
                 members.add(await self._user(user_id))
-        assignments = await self._pages(
-            "sso-admin",
+        assignments = await self._assignments(
             "list_account_assignments_for_principal",
-            "AccountAssignments",
-            InstanceArn=self.options.instance_arn,
             PrincipalId=group.id,
             PrincipalType="GROUP",
             Filter={"AccountId": tenant.local_id},
@@ -316,13 +307,8 @@ class AwsDriver(AwsCalls):
     # --- sso-admin assignments ------------------------------------------------------------------
 
     async def _has_assignment(self, tenant: TenantRef, role: str, group_id: str) -> bool:
-        rows = await self._pages(
-            "sso-admin",
-            "list_account_assignments",
-            "AccountAssignments",
-            InstanceArn=self.options.instance_arn,
-            AccountId=tenant.local_id,
-            PermissionSetArn=role,
+        rows = await self._assignments(
+            "list_account_assignments", AccountId=tenant.local_id, PermissionSetArn=role
         )
         return any(r.get("PrincipalType") == "GROUP" and r.get("PrincipalId") == group_id for r in rows)
 
@@ -364,9 +350,3 @@ class AwsDriver(AwsCalls):
             "PrincipalType": "GROUP",
             "PrincipalId": group_id,
         }
-
-    async def close(self) -> None:
-        with self._clients_lock:
-            clients, self._clients = self._clients, {}
-        for client in clients.values():
-            client.close()

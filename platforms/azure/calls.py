@@ -33,11 +33,8 @@ _DEFAULT_ARM = "https://management.azure.com"
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-class AzureCalls(BaseDriver[AzureOptions]):
+class AzureCalls(BaseDriver[AzureOptions], platform_name="azure"):
     """The Graph and ARM plumbing of :class:`~platforms.azure.driver.AzureDriver`."""
-
-    platform_name = "azure"
-    options_model = AzureOptions
 
     def _setup(self) -> None:
         super()._setup()

@@ -48,11 +48,8 @@ def error_detail(body: Any) -> str:
     return ""
 
 
-class CloudFoundryCalls(BaseDriver[CloudFoundryOptions]):
+class CloudFoundryCalls(BaseDriver[CloudFoundryOptions], platform_name="cloudfoundry"):
     """The HTTP plumbing of :class:`~platforms.cloudfoundry.driver.CloudFoundryDriver`."""
-
-    platform_name = "cloudfoundry"
-    options_model = CloudFoundryOptions
 
     def _setup(self) -> None:
         super()._setup()

@@ -26,11 +26,8 @@ from platforms.kit.paging import Pages
 _VERSIONS = {"cloudidentity": "v1", "admin": "directory_v1", "cloudresourcemanager": "v3"}
 
 
-class GcpCalls(BaseDriver[GcpOptions]):
+class GcpCalls(BaseDriver[GcpOptions], platform_name="gcp"):
     """The Google API plumbing of :class:`~platforms.gcp.driver.GcpDriver`."""
-
-    platform_name = "gcp"
-    options_model = GcpOptions
 
     def _setup(self) -> None:
         super()._setup()

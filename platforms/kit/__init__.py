@@ -28,6 +28,7 @@ from platforms.kit.ownership import (
 )
 from platforms.kit.paging import Pages
 from platforms.kit.scan import GoneSinceScan, GroupScan, observe_marked_groups
+from platforms.kit.session import SharedClient
 from platforms.kit.users import UserIndex
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "PlatformConfigError",
     "PlatformError",
     "RetryableError",
+    "SharedClient",
     "UserIndex",
     "adoptable",
     "create_or_adopt",

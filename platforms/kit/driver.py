@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import typing
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -33,8 +34,9 @@ OptionsT = TypeVar("OptionsT", bound=pydantic.BaseModel)
 class BaseDriver(Driver, Generic[OptionsT]):
     """A driver whose ``apply`` turns each change kind into one hook call.
 
-    A subclass sets ``platform_name`` (the first word of every error message) and
-    ``options_model`` (the model of ``OptionsT``), sets up its own state in ``_setup`` (called by
+    A subclass names its options model as the type parameter (``BaseDriver[AwsOptions]``: that is
+    its ``options_model``) and its ``platform_name`` (the first word of every error message) as a
+    class argument or attribute, sets up its own state in ``_setup`` (called by
     ``__init__`` once the options are validated), and implements the hooks ``_create_group``,
     ``_delete_group``, ``_add_member``, ``_remove_member``, ``_grant``, ``_revoke`` (and
     ``_ensure_user`` when it creates users)."""
@@ -50,6 +52,16 @@ class BaseDriver(Driver, Generic[OptionsT]):
     """Why ``ensure_user`` is refused on this platform (None: the driver creates users)."""
 
     options: OptionsT
+
+    def __init_subclass__(cls, platform_name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if platform_name is not None:
+            cls.platform_name = platform_name
+        for base in getattr(cls, "__orig_bases__", ()):
+            if typing.get_origin(base) is BaseDriver:
+                (model,) = typing.get_args(base)
+                if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+                    cls.options_model = model
 
     def __init__(self, identifier: str, options: OptionsT | Mapping[str, Any]) -> None:
         model = self.options_model

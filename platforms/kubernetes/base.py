@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from platforms.contract import (
     ForeignObjectError,
+    ObservedGroup,
     PlatformConfigError,
     PlatformError,
     PlatformUser,
@@ -23,6 +23,7 @@ from platforms.contract import (
 from platforms.kit.driver import BaseDriver
 from platforms.kit.errors import ConflictError, NotFoundError, error_for_status
 from platforms.kit.http import retry_after
+from platforms.kit.session import SharedClient
 from platforms.kubernetes.errors import translate
 from platforms.kubernetes.objects import (
     FIELD_MANAGER,
@@ -30,6 +31,7 @@ from platforms.kubernetes.objects import (
     RBAC_PATH,
     group_of,
     is_ours,
+    is_ours_as,
     is_ours_for,
     meta,
     names_group,
@@ -45,7 +47,6 @@ from platforms.kubernetes.options import KubernetesOptions
 class RbacDriver(BaseDriver[KubernetesOptions]):
     """The HTTP plumbing and the RoleBindings both drivers share."""
 
-    options_model = KubernetesOptions
     platform_name: ClassVar[str] = "kubernetes"
     role_noun = "ClusterRole"
     needs_group_id = False
@@ -55,18 +56,14 @@ class RbacDriver(BaseDriver[KubernetesOptions]):
 
     def _setup(self) -> None:
         super()._setup()
-        self._api: Any = None
-        self._api_lock = threading.Lock()
+        self._api = SharedClient(self._make_client)
         self._namespaces: set[str] = set()
 
     async def lookup_users(self, euids: Sequence[str]) -> dict[str, tuple[PlatformUser, ...]]:
         return {euid: (PlatformUser(id=euid, name=euid),) for euid in euids}
 
     def _client(self) -> Any:
-        with self._api_lock:
-            if self._api is None:
-                self._api = self._make_client()
-            return self._api
+        return self._api.get()
 
     def _make_client(self) -> Any:
         from kubernetes import client, config
@@ -303,19 +300,24 @@ class RbacDriver(BaseDriver[KubernetesOptions]):
     async def _create_object(
         self,
         tenant: TenantRef,
-        what: str,
+        name: str,
+        kind: tuple[str, str],
         path: str,
-        body: dict[str, Any],
+        content: dict[str, Any],
         read: Callable[[], Awaitable[dict[str, Any] | None]],
         gone: str,
         foreign: str,
     ) -> str:
-        """POST the group's object (``what``: its resource) and return its uid; on a conflict the
-        existing object is taken when it is ours for this tenant (``foreign`` otherwise, ``gone``
-        when it disappeared meanwhile)."""
+        """POST the group's object (``kind``: its apiVersion and kind, ``content``: what it holds
+        besides our metadata) and return its uid; on a conflict the existing object is taken when
+        it is ours for this tenant (``foreign`` otherwise, ``gone`` when it disappeared meanwhile)."""
         await self._ensure_namespace(tenant.local_id)
+        api_version, kind_name = kind
+        body = {"apiVersion": api_version, "kind": kind_name, "metadata": owner_metadata(name, tenant, name)}
         try:
-            created = await self._request(f"POST {what}", "POST", path, body, self._write_query())
+            created = await self._request(
+                f"POST {kind_name.lower()}s", "POST", path, {**body, **content}, self._write_query()
+            )
         except ConflictError:
             existing = await read()
             if existing is None:
@@ -347,14 +349,26 @@ class RbacDriver(BaseDriver[KubernetesOptions]):
     ) -> None:
         """Delete the group's bindings and then its object (``obj``, read by the caller), when the
         object is ours (by the label when the store has its id, else by the tenant annotation)."""
-        if obj is not None and not (is_ours(obj) if group_id else is_ours_for(obj, tenant)):
+        if obj is not None and not is_ours_as(obj, tenant, recorded=group_id is not None):
             raise ForeignObjectError(foreign)
         await self._revoke_bindings(tenant, name, None)
         if obj is not None:
             await self._delete(what, path)
 
+    @staticmethod
+    def _observed(
+        obj: Mapping[str, Any], alias: str, members: Iterable[str], roles: Iterable[str]
+    ) -> ObservedGroup:
+        """The observation of a group whose object (anchor or Group) is ``obj``."""
+        return ObservedGroup(
+            id=str(meta(obj)["uid"]),
+            name=str(meta(obj)["name"]),
+            alias=alias,
+            members=frozenset(PlatformUser(m, m) for m in members),
+            roles=frozenset(roles),
+        )
+
     async def close(self) -> None:
-        with self._api_lock:
-            api, self._api = self._api, None
+        api = self._api.take()
         if api is not None:
             api.close()

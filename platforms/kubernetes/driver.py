@@ -70,17 +70,16 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from platforms import contract
-from platforms.contract import ObservedGroup, ObservedTenant, PlatformUser
+from platforms.contract import ObservedGroup, ObservedTenant
 from platforms.kubernetes.base import RbacDriver
 from platforms.kubernetes.objects import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    binds,
     group_of,
     group_subject,
-    is_ours,
     is_ours_for,
     meta,
-    owner_metadata,
     role_id,
     subject_keys,
     user_subject,
@@ -148,13 +147,7 @@ class KubernetesDriver(RbacDriver):
             members.update(users_on(b))
             if expected <= subject_keys(b.get("subjects") or []):
                 roles.add(role_id(b))
-        return ObservedGroup(
-            id=str(meta(anchor)["uid"]),
-            name=name,
-            alias=alias,
-            members=frozenset(PlatformUser(m, m) for m in members),
-            roles=frozenset(roles),
-        )
+        return self._observed(anchor, alias, members, roles)
 
     async def observe(
         self, tenant: TenantRef, owned: Sequence[OwnedGroup], desired_names: Mapping[str, str]
@@ -201,17 +194,12 @@ class KubernetesDriver(RbacDriver):
         return ObservedTenant(groups=tuple(groups), vanished=tuple(vanished), foreign=foreign)
 
     async def _create_group(self, tenant: TenantRef, name: str) -> str:
-        body = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": owner_metadata(name, tenant, name),
-            "data": {"members": "[]"},
-        }
         return await self._create_object(
             tenant,
-            "configmaps",
+            name,
+            ("v1", "ConfigMap"),
             self._anchors_path(tenant),
-            body,
+            {"data": {"members": "[]"}},
             lambda: self._anchor(tenant, name),
             f"kubernetes: conflict creating {name!r}, but it does not exist",
             f"kubernetes: a ConfigMap {name!r} already exists in {tenant.local_id} and is not ours",
@@ -254,7 +242,7 @@ class KubernetesDriver(RbacDriver):
         subjects = self._subjects(name, self._members(anchor))
         bindings = await self._list_bindings(tenant, None)
         for b in bindings:
-            if is_ours(b) and group_of(b) == name and role_id(b) == role:
+            if binds(b, name, role):
                 # Repair: add what is missing, keep extra users (removing them is remove_member's job,
                 # which the deletion guard counts).
                 current = [dict(s) for s in b.get("subjects") or []]

@@ -41,6 +41,17 @@ def is_ours_for(obj: Mapping[str, Any], tenant: TenantRef) -> bool:
     return is_ours(obj) and (meta(obj).get("annotations") or {}).get(TENANT_ANNOTATION) == tenant.key
 
 
+def is_ours_as(obj: Mapping[str, Any], tenant: TenantRef, recorded: bool) -> bool:
+    """Ours by the label when the state store recorded the group, else (found only by name) only
+    with the annotation naming this tenant."""
+    return is_ours(obj) if recorded else is_ours_for(obj, tenant)
+
+
+def binds(binding: Mapping[str, Any], group: str, role: str) -> bool:
+    """``binding`` is our binding of ``role`` for ``group``."""
+    return is_ours(binding) and group_of(binding) == group and role_id(binding) == role
+
+
 def group_of(obj: Mapping[str, Any]) -> str | None:
     name: str | None = (meta(obj).get("annotations") or {}).get(GROUP_ANNOTATION)
     return name

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from platforms.contract import ObservedGroup, ObservedTenant, PlatformUser
+from platforms.contract import ObservedGroup, ObservedTenant
 from platforms.kubernetes.base import RbacDriver
 from platforms.kubernetes.driver import KubernetesDriver
 from platforms.kubernetes.objects import (
@@ -15,13 +15,11 @@ from platforms.kubernetes.objects import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     TENANT_LABEL,
-    group_of,
+    binds,
     group_subject,
-    is_ours,
-    is_ours_for,
+    is_ours_as,
     meta,
     names_group,
-    owner_metadata,
     role_id,
     tenant_hash,
 )
@@ -47,15 +45,8 @@ class OpenShiftDriver(RbacDriver):
         group: Mapping[str, Any], alias: str, bindings: Sequence[Mapping[str, Any]]
     ) -> ObservedGroup:
         name = str(meta(group)["name"])
-        users = [str(u) for u in group.get("users") or []]
         roles = {role_id(b) for b in bindings if names_group(b, name)}
-        return ObservedGroup(
-            id=str(meta(group)["uid"]),
-            name=name,
-            alias=alias,
-            members=frozenset(PlatformUser(u, u) for u in users),
-            roles=frozenset(roles),
-        )
+        return RbacDriver._observed(group, alias, [str(u) for u in group.get("users") or []], roles)
 
     async def observe(
         self, tenant: TenantRef, owned: Sequence[OwnedGroup], desired_names: Mapping[str, str]
@@ -81,24 +72,19 @@ class OpenShiftDriver(RbacDriver):
                     if confirmed or any(r.name == name for r in owned):
                         vanished.append(name)
                     continue
-            if (confirmed and is_ours(group)) or is_ours_for(group, tenant):
+            if is_ours_as(group, tenant, recorded=confirmed):
                 groups.append(self._observe_group(group, alias, bindings))
             else:
                 foreign[name] = str(meta(group).get("uid", ""))
         return ObservedTenant(groups=tuple(groups), vanished=tuple(vanished), foreign=foreign)
 
     async def _create_group(self, tenant: TenantRef, name: str) -> str:
-        body = {
-            "apiVersion": "user.openshift.io/v1",
-            "kind": "Group",
-            "metadata": owner_metadata(name, tenant, name),
-            "users": [],
-        }
         return await self._create_object(
             tenant,
-            "groups",
+            name,
+            ("user.openshift.io/v1", "Group"),
             GROUPS_PATH,
-            body,
+            {"users": []},
             lambda: self._group(name),
             f"openshift: conflict creating group {name!r}, but it does not exist",
             f"openshift: a group {name!r} already exists and is not ours",
@@ -127,7 +113,7 @@ class OpenShiftDriver(RbacDriver):
         if any(role_id(b) == role and names_group(b, name) for b in bindings):
             return
         for b in bindings:
-            if is_ours(b) and group_of(b) == name and role_id(b) == role:
+            if binds(b, name, role):
                 await self._put_subjects(tenant, b, [group_subject(name)])
                 return
         taken = {str(meta(b).get("name")) for b in bindings}

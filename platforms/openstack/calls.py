@@ -10,13 +10,13 @@ it); ``links.next`` is followed where a server sends it. openstacksdk is importe
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from platforms.contract import PermanentError, PlatformConfigError, PlatformError
 from platforms.kit.driver import BaseDriver
 from platforms.kit.http import retry_after
 from platforms.kit.paging import Pages
+from platforms.kit.session import SharedClient
 from platforms.openstack.errors import http_error, translate
 from platforms.openstack.options import (
     ApplicationCredentials,
@@ -26,22 +26,17 @@ from platforms.openstack.options import (
 )
 
 
-class OpenstackCalls(BaseDriver[OpenstackOptions]):
+class OpenstackCalls(BaseDriver[OpenstackOptions], platform_name="openstack"):
     """The Keystone plumbing of :class:`~platforms.openstack.driver.OpenstackDriver`."""
-
-    platform_name = "openstack"
-    options_model = OpenstackOptions
 
     def _setup(self) -> None:
         super()._setup()
-        self._conn: Any = None
-        self._conn_lock = threading.Lock()
+        self._conn = SharedClient(self._connect)
 
-    def _connection(self) -> Any:
-        with self._conn_lock:
-            if self._conn is None:
-                self._conn = self._connect()
-            return self._conn
+    async def close(self) -> None:
+        conn = self._conn.take()
+        if conn is not None:
+            conn.close()
 
     def _connect(self) -> Any:
         import openstack.connection
@@ -98,7 +93,7 @@ class OpenstackCalls(BaseDriver[OpenstackOptions]):
     ) -> Any:
         self._count(operation)
         try:
-            identity = self._connection().identity
+            identity = self._conn.get().identity
             kwargs: dict[str, Any] = {"raise_exc": False}
             if params:
                 kwargs["params"] = params

@@ -358,9 +358,3 @@ class OpenstackDriver(OpenstackCalls):
         """Users are created only with ``federatedIdp.enabled``."""
         enabled = isinstance(options, OpenstackOptions) and options.federated_idp.enabled
         return dataclasses.replace(cls.capabilities, ensures_users=enabled)
-
-    async def close(self) -> None:
-        with self._conn_lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
