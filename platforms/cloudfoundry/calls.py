@@ -25,6 +25,9 @@ from platforms.kit.paging import Pages
 if TYPE_CHECKING:
     import httpx
 
+Query = Mapping[str, str]
+"""Query parameters of a Cloud Controller request."""
+
 TOKEN_MARGIN = 60.0
 """Seconds before ``expires_in`` at which a cached token is fetched again (at most half its life)."""
 
@@ -178,12 +181,7 @@ class CloudFoundryCalls(BaseDriver[CloudFoundryOptions], platform_name="cloudfou
             return self._token
 
     async def _call(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
+        self, operation: str, method: str, path: str, params: Query | None = None, body: Any = None
     ) -> httpx.Response:
         """One Cloud Controller request with a token (fetched again once on a 401); 4xx mapped,
         except that callers see 404 and 422 as their own types."""

@@ -122,12 +122,7 @@ class OpenstackCalls(BaseDriver[OpenstackOptions], platform_name="openstack"):
             raise PermanentError(f"openstack {operation}: the answer is not JSON") from exc
 
     async def _call(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        params: dict[str, Any] | None = None,
-        body: Any = None,
+        self, operation: str, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None
     ) -> Any:
         """One Keystone request in a worker thread, within the platform's budget: counted, errors
         mapped to the contract's types."""

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from platforms.contract import PermanentError
-from platforms.kit import Pages, parse_retry_after, retry_after
+from platforms.contract import PermanentError, PlatformConfigError, PlatformUser, RetryableError
+from platforms.kit import (
+    ConflictError,
+    NotFoundError,
+    Pages,
+    SharedClient,
+    UserIndex,
+    error_for_status,
+    parse_retry_after,
+    retry_after,
+)
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
@@ -51,3 +60,49 @@ async def test_pages_follow_the_cursor_and_refuse_a_repeated_one() -> None:
     looping = Pages(fetch, lambda p: p[1], "repeated", limit=10)
     assert [p[0] async for p in looping] == ["a", "b", "c"]
     assert not looping.complete
+
+
+def test_error_for_status_maps_the_common_statuses() -> None:
+    assert type(error_for_status(404, "m")) is NotFoundError
+    assert type(error_for_status(409, "m")) is ConflictError
+    throttled = error_for_status(429, "m", 2.5)
+    assert isinstance(throttled, RetryableError)
+    assert throttled.retry_after == 2.5
+    assert isinstance(error_for_status(503, "m"), RetryableError)
+    assert type(error_for_status(401, "m")) is PlatformConfigError
+    assert type(error_for_status(403, "m")) is PermanentError
+    assert str(error_for_status(400, "the message")) == "the message"
+
+
+async def test_user_index_reads_once_and_matches_case_insensitively() -> None:
+    loads = 0
+
+    async def load() -> list[PlatformUser]:
+        nonlocal loads
+        loads += 1
+        return [PlatformUser("2", "Bob@x"), PlatformUser("1", "bob@X"), PlatformUser("3", "")]
+
+    index = UserIndex(load)
+    assert await index.lookup([]) == {}
+    assert loads == 0
+    found = await index.lookup(["BOB@x", "carol"])
+    assert found == {"BOB@x": (PlatformUser("1", "bob@X"), PlatformUser("2", "Bob@x")), "carol": ()}
+    index.add(PlatformUser("4", "Carol"))
+    assert await index.lookup(["carol"]) == {"carol": (PlatformUser("4", "Carol"),)}
+    assert loads == 1
+
+
+def test_shared_client_is_made_once_and_taken_back() -> None:
+    made: list[object] = []
+
+    def make() -> object:
+        made.append(object())
+        return made[-1]
+
+    shared = SharedClient(make)
+    assert shared.take() is None
+    first = shared.get()
+    assert shared.get() is first
+    assert shared.take() is first
+    assert shared.get() is not first
+    assert len(made) == 2
