@@ -25,6 +25,7 @@ from platforms.azure.options import AzureOptions
 from platforms.contract import PlatformConfigError, PlatformError, RetryableError
 from platforms.kit.driver import BaseDriver
 from platforms.kit.errors import NotFoundError
+from platforms.kit.http import tls_verify
 from platforms.kit.paging import Pages
 
 T = TypeVar("T")
@@ -56,8 +57,6 @@ class AzureCalls(BaseDriver[AzureOptions], platform_name="azure"):
         loop = asyncio.get_running_loop()
         if self._graph_client is not None and self._graph_loop is loop:
             return self._graph_client
-        import ssl
-
         import httpx
         from kiota_authentication_azure.azure_identity_authentication_provider import (
             AzureIdentityAuthenticationProvider,
@@ -70,8 +69,7 @@ class AzureCalls(BaseDriver[AzureOptions], platform_name="azure"):
         opts = self.options
         root = (opts.graph_url or DEFAULT_GRAPH).rstrip("/")
         host = urlparse(root).hostname or ""
-        verify: Any = ssl.create_default_context(cafile=opts.ca_file) if opts.ca_file else True
-        http = httpx.AsyncClient(timeout=httpx.Timeout(opts.timeout), verify=verify)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(opts.timeout), verify=tls_verify(True, opts.ca_file))
         # Our own retry layer handles throttling (the SDK's gives up on long waits, and does not
         # pause the platform's budget); Graph does not redirect the calls made here.
         middleware_options: dict[str, Any] = {
