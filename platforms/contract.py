@@ -1,102 +1,30 @@
 """The driver contract: the neutral IAM vocabulary between the engine and every platform driver.
 
 A driver never sees meshObjects and the engine never sees an SDK type: everything that crosses
-the seam is one of the frozen dataclasses below. Every driver module offers the same operations
-in the same order (``lookup_users``, ``observe``, ``apply``, ``capabilities``), imports its SDK
-lazily, and raises only the error types defined here.
+the seam is one of the frozen dataclasses below. Every driver offers the same operations in the
+same order (``lookup_users``, ``observe``, ``apply``, ``capabilities``), imports its SDK lazily,
+and raises only the error types defined here (or subclasses of them).
+
+What drivers share beyond this protocol (a base class, the error mapping helpers, the ownership
+marker, the group scan) is in :mod:`platforms.kit`.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
-import inspect
-import itertools
 import re
-import textwrap
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel
 
+from platforms.options import OPTIONS_CONFIG as OPTIONS_CONFIG  # re-exported: config models use it
+from platforms.options import SecretRef as SecretRef  # re-exported: config models use it
 
-def attribute_docs(cls: type) -> dict[str, str]:
-    """Field name -> the docstring written under it, for ``cls`` and its bases (the nearest wins).
-    Read from the source only when a schema is generated, not when the class is built: pydantic's
-    ``use_attribute_docstrings`` parses the source of every config class at import, about 0.2 s of
-    every CLI start."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if klass.__module__ in ("builtins", "pydantic.main"):
-            continue
-        docs.update(_own_attribute_docs(klass))
-    return docs
-
-
-@functools.cache
-def _own_attribute_docs(klass: type) -> dict[str, str]:
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-    except (OSError, TypeError, SyntaxError):  # no source (frozen, interactive): no descriptions
-        return {}
-    body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef)), [])
-    docs: dict[str, str] = {}
-    for node, following in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = inspect.cleandoc(following.value.value)
-    return docs
-
-
-def _describe_fields(schema: dict[str, Any], cls: type) -> None:
-    """``json_schema_extra`` of every config block: each property without a description gets the
-    docstring of its field."""
-    fields: Mapping[str, Any] = getattr(cls, "model_fields", {})
-    properties = schema.get("properties") or {}
-    for name, doc in attribute_docs(cls).items():
-        info = fields.get(name)
-        key = (info.alias or name) if info is not None else name
-        prop = properties.get(key)
-        if isinstance(prop, dict) and not prop.get("description"):
-            prop["description"] = doc
-
-
-OPTIONS_CONFIG = ConfigDict(
-    alias_generator=to_camel,
-    populate_by_name=True,
-    extra="forbid",
-    json_schema_extra=_describe_fields,
-    frozen=True,
-)
-"""How every config block reads: camelCase keys, unknown keys are errors, immutable, and each
-field's docstring is its description in ``replicator schema``."""
-
-# Description/marker text that tells a platform object is owned by this replicator.
-OWNER_MARKER = "managed-by: replicator"
-
-
-def owner_marker(tenant: TenantRef) -> str:
-    """The description a driver gives every group it creates: ours, and for which tenant."""
-    return f"{OWNER_MARKER} tenant={tenant.key}"
-
-
-def is_marked(description: str) -> bool:
-    """The object carries our marker (for some tenant)."""
-    return description.startswith(OWNER_MARKER)
-
-
-def is_marked_for(description: str, tenant: TenantRef) -> bool:
-    """The object carries our marker naming this tenant (needed to adopt a group found by name)."""
-    return is_marked(description) and f"tenant={tenant.key}" in description[len(OWNER_MARKER) :].split()
+PLATFORM_TYPES = ("aws", "azure", "gcp", "openstack", "kubernetes", "openshift", "cloudfoundry")
+"""Every platform type a config may name (``platforms.registry`` says which have a driver)."""
 
 
 class Action(StrEnum):
@@ -358,105 +286,3 @@ class Driver(ABC):
 
 
 DriverFactory = Callable[[str, Any], Driver]
-
-
-class MarkedGroup(Protocol):
-    """What :func:`observe_marked_groups` needs of a driver's own group record."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def description(self) -> str: ...
-
-
-G = TypeVar("G", bound=MarkedGroup)
-
-
-class GroupScan(Generic[G]):
-    """One run's listing of every group of a directory (``Driver.prepare``), by id and by ``key``
-    (the group's name; GCP: its email). What it holds is as old as the run: a group found gone
-    later in the run is forgotten, so that observe reads it again (vanished) or takes its name as
-    free."""
-
-    def __init__(self, groups: Iterable[G], key: Callable[[G], str]) -> None:
-        found = list(groups)
-        self._key = key
-        self.by_id: dict[str, G] = {g.id: g for g in found}
-        self.by_key: dict[str, G] = {key(g): g for g in found}
-
-    def forget(self, group: G) -> bool:
-        """Drop ``group``; False when it is not this scan's (it was read since, not scanned)."""
-        if self.by_id.get(group.id) is not group:
-            return False
-        del self.by_id[group.id]
-        if self.by_key.get(self._key(group)) is group:
-            del self.by_key[self._key(group)]
-        return True
-
-
-class GoneSinceScan(Exception):
-    """Raised by the ``observe_group`` of :func:`observe_marked_groups` when a group taken from
-    this run's :class:`GroupScan` turns out deleted since (its member list answered not found) and
-    the driver has forgotten it: the tenant is observed again, the group now read by id (vanished)
-    or its name free."""
-
-
-async def observe_marked_groups(
-    tenant: TenantRef,
-    owned: Sequence[OwnedGroup],
-    desired_names: Mapping[str, str],
-    by_id: Callable[[str], Awaitable[G | None]],
-    by_name: Callable[[str], Awaitable[G | None]],
-    observe_group: Callable[[G, str], Awaitable[ObservedGroup]],
-) -> ObservedTenant:
-    """The ownership rules of ``Driver.observe`` for platforms whose groups carry a description
-    marker: a recorded group is ours while it carries the marker; a group found only by name (a
-    create that was never confirmed, or a leftover of a crash) is ours only when the marker names
-    this tenant; everything else with our names is foreign; a recorded group that is gone vanished.
-    A :class:`GoneSinceScan` from ``observe_group`` starts the observation again: the driver forgot
-    that group first, so each restart has one scanned group fewer and this ends."""
-    while True:
-        try:
-            return await _observe_marked_once(tenant, owned, desired_names, by_id, by_name, observe_group)
-        except GoneSinceScan:
-            continue
-
-
-async def _observe_marked_once(
-    tenant: TenantRef,
-    owned: Sequence[OwnedGroup],
-    desired_names: Mapping[str, str],
-    by_id: Callable[[str], Awaitable[G | None]],
-    by_name: Callable[[str], Awaitable[G | None]],
-    observe_group: Callable[[G, str], Awaitable[ObservedGroup]],
-) -> ObservedTenant:
-    groups: list[ObservedGroup] = []
-    vanished: list[str] = []
-    foreign: dict[str, str] = {}
-    for record in owned:
-        if record.platform_id is not None:
-            group = await by_id(record.platform_id)
-            ours = group is not None and is_marked(group.description)
-        else:
-            group = await by_name(record.name)
-            ours = group is not None and is_marked_for(group.description, tenant)
-        if group is None:
-            vanished.append(record.name)
-        elif not ours:
-            foreign[record.name] = group.id
-        else:
-            groups.append(await observe_group(group, record.alias))
-    checked = {record.name for record in owned}
-    for alias, name in desired_names.items():
-        if name in checked:
-            continue
-        checked.add(name)
-        group = await by_name(name)
-        if group is None:
-            continue
-        if is_marked_for(group.description, tenant):
-            groups.append(await observe_group(group, alias))
-        else:
-            foreign[name] = group.id
-    return ObservedTenant(groups=tuple(groups), vanished=tuple(vanished), foreign=foreign)

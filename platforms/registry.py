@@ -1,6 +1,7 @@
-"""Which driver serves which platform type. Adding a platform is one entry here plus its module.
+"""Which driver serves which platform type: the only place that loads a driver. Adding a platform
+is one entry here plus its package.
 
-Driver modules import their SDK lazily, so importing one here is cheap.
+Drivers import their SDK lazily, so importing one here is cheap.
 """
 
 from __future__ import annotations
@@ -8,9 +9,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from platforms.contract import PLATFORM_TYPES as PLATFORM_TYPES  # re-exported: defined with the contract
 from platforms.contract import Driver
-
-PLATFORM_TYPES = ("aws", "azure", "gcp", "openstack", "kubernetes", "openshift", "cloudfoundry")
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,13 @@ class DriverSpec:
 
 
 DRIVERS: dict[str, DriverSpec] = {
-    "aws": DriverSpec("aws", "platforms.aws", "AwsDriver"),
-    "azure": DriverSpec("azure", "platforms.azure", "AzureDriver"),
-    "cloudfoundry": DriverSpec("cloudfoundry", "platforms.cloudfoundry", "CloudFoundryDriver"),
-    "gcp": DriverSpec("gcp", "platforms.gcp", "GcpDriver"),
-    "kubernetes": DriverSpec("kubernetes", "platforms.kubernetes", "KubernetesDriver"),
-    "openshift": DriverSpec("openshift", "platforms.kubernetes", "OpenShiftDriver"),
-    "openstack": DriverSpec("openstack", "platforms.openstack", "OpenstackDriver"),
+    "aws": DriverSpec("aws", "platforms.aws.driver", "AwsDriver"),
+    "azure": DriverSpec("azure", "platforms.azure.driver", "AzureDriver"),
+    "cloudfoundry": DriverSpec("cloudfoundry", "platforms.cloudfoundry.driver", "CloudFoundryDriver"),
+    "gcp": DriverSpec("gcp", "platforms.gcp.driver", "GcpDriver"),
+    "kubernetes": DriverSpec("kubernetes", "platforms.kubernetes.driver", "KubernetesDriver"),
+    "openshift": DriverSpec("openshift", "platforms.kubernetes.openshift", "OpenShiftDriver"),
+    "openstack": DriverSpec("openstack", "platforms.openstack.driver", "OpenstackDriver"),
 }
 
 

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from platforms.contract import OPTIONS_CONFIG
-from platforms.secrets import SecretRef as SecretRef  # re-exported: driver option models use it
+from platforms.contract import SecretRef as SecretRef  # re-exported: other config models use it
 
 DEFAULT_GROUP_NAME_PATTERN = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
 

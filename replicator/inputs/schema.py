@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from platforms.registry import DRIVERS, PLATFORM_TYPES
+from platforms.contract import PLATFORM_TYPES
+from platforms.registry import DRIVERS
 from replicator.core.config import Config
 
 

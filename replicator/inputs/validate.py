@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from platforms.contract import Capabilities
-from platforms.registry import PLATFORM_TYPES, driver_class
+from platforms.contract import PLATFORM_TYPES, Capabilities
+from platforms.registry import driver_class
 from replicator.core.compile import effective_role_mappings, group_name
 from replicator.core.config import Config, PlatformConfig
 from replicator.core.euid import EuidPatternError, check_euid_pattern

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from platforms.contract import OWNER_MARKER, is_marked
+from platforms.kit import OWNER_MARKER, is_marked
 from state import Store
 from tests.e2e.conftest import (
     ACCOUNTS,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from platforms.aws import AwsDriver
-from platforms.contract import OWNER_MARKER
+from platforms.kit import OWNER_MARKER
 from tests.e2e.conftest import ACCOUNTS, PLATFORM, Project, binding, standard_inventory, tenant, user
 from tests.e2e.harness import no_op_driver
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from platforms.azure import AzureDriver
-from platforms.contract import OWNER_MARKER
+from platforms.kit import OWNER_MARKER
 from tests.e2e.harness import PEOPLE, E2EProject, Example, PlatformSpec, binding, no_op_driver, user
 from tests.support.azure_server import CLIENT_SECRET, AzureServer
 

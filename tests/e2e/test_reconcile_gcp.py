@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from platforms.contract import OWNER_MARKER
 from platforms.gcp import GcpDriver
+from platforms.kit import OWNER_MARKER
 from tests.e2e.harness import PEOPLE, E2EProject, Example, PlatformSpec, binding, no_op_driver, user
 from tests.support.gcp_server import DOMAIN, GcpServer
 

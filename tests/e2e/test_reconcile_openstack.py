@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from platforms.contract import OWNER_MARKER
+from platforms.kit import OWNER_MARKER
 from platforms.openstack import OpenstackDriver
 from tests.e2e.harness import PEOPLE, E2EProject, PlatformSpec, binding, no_op_driver, user
 from tests.support.keystone import ADMIN_PASSWORD, PASSWORD_ENV, World, shared

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from platforms.contract import OWNER_MARKER, Driver, TenantRef
+from platforms.contract import Driver, TenantRef
+from platforms.kit import OWNER_MARKER
 from tests.support.moto_aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoAws
 
 ROOT = Path(__file__).resolve().parents[2]

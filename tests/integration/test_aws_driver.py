@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from platforms.aws import AwsDriver, AwsOptions, _translate
+from platforms.aws import AwsDriver, AwsOptions
+from platforms.aws.errors import translate
 from platforms.contract import (
-    OWNER_MARKER,
     Action,
     Change,
     ForeignObjectError,
@@ -34,6 +34,7 @@ from platforms.contract import (
     RetryableError,
     TenantRef,
 )
+from platforms.kit import OWNER_MARKER
 from tests.integration.conftest import RecordingBudget, assert_import_loads_no_sdk, closing_drivers
 from tests.support.faults import FaultProxy
 from tests.support.moto_aws import MotoAws
@@ -802,7 +803,7 @@ def test_client_error_mapping(code: str, status: int, message: str, expected: ty
         "ResponseMetadata": {"HTTPStatusCode": status},
     }
     exc = ClientError(response, "DescribeGroup")
-    mapped = _translate("describe_group", exc)
+    mapped = translate("describe_group", exc)
     assert isinstance(mapped, expected)
     assert mapped.retryable is issubclass(expected, RetryableError)
     assert str(mapped).startswith(f"aws describe_group: {code}")
@@ -817,12 +818,12 @@ def test_transport_error_mapping() -> None:
         ReadTimeoutError,
     )
 
-    assert isinstance(_translate("op", EndpointConnectionError(endpoint_url="http://x")), RetryableError)
-    assert isinstance(_translate("op", ConnectionClosedError(endpoint_url="http://x")), RetryableError)
-    assert isinstance(_translate("op", ReadTimeoutError(endpoint_url="http://x")), RetryableError)
-    assert isinstance(_translate("op", NoCredentialsError()), PlatformConfigError)
-    assert isinstance(_translate("op", ParamValidationError(report="bad")), PermanentError)
-    assert _translate("op", ValueError("not botocore")) is None
+    assert isinstance(translate("op", EndpointConnectionError(endpoint_url="http://x")), RetryableError)
+    assert isinstance(translate("op", ConnectionClosedError(endpoint_url="http://x")), RetryableError)
+    assert isinstance(translate("op", ReadTimeoutError(endpoint_url="http://x")), RetryableError)
+    assert isinstance(translate("op", NoCredentialsError()), PlatformConfigError)
+    assert isinstance(translate("op", ParamValidationError(report="bad")), PermanentError)
+    assert translate("op", ValueError("not botocore")) is None
 
 
 # --- credentials ----------------------------------------------------------------------------------

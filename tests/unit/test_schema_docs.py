@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pydantic
 
-from platforms.contract import OPTIONS_CONFIG, attribute_docs
+from platforms.options import OPTIONS_CONFIG, attribute_docs
 
 
 class _Base(pydantic.BaseModel):

@@ -1,0 +1,36 @@
+"""The ``aws:`` block of a platform in the config file."""
+
+from __future__ import annotations
+
+import pydantic
+
+from platforms.options import OPTIONS_CONFIG
+
+
+class AwsOptions(pydantic.BaseModel):
+    """The ``aws:`` block of a platform in the config file."""
+
+    model_config = OPTIONS_CONFIG
+
+    region: str = pydantic.Field(min_length=1)
+    """The region of the IAM Identity Center instance, e.g. ``eu-central-1``."""
+    identity_store_id: str = pydantic.Field(min_length=1)
+    """The identity store of the instance, e.g. ``d-1234567890``."""
+    instance_arn: str = pydantic.Field(min_length=1)
+    """The Identity Center instance, e.g. ``arn:aws:sso:::instance/ssoins-1234567890abcdef``."""
+    assume_role_arn: str | None = None
+    """A role to assume (with the credentials of the standard AWS chain) before every call; null
+    uses the chain's credentials directly."""
+    endpoint_url: str | None = None
+    """Send every call to this endpoint instead of AWS (an emulator such as moto)."""
+    max_attempts: int = pydantic.Field(default=5, ge=1)
+    """Attempts per call in botocore's standard retry mode (1 = no retry)."""
+    poll_interval: float = pydantic.Field(default=1.0, gt=0)
+    """Seconds between two reads of an account assignment's creation or deletion status."""
+    poll_timeout: float = pydantic.Field(default=120.0, gt=0)
+    """Seconds to wait for an account assignment to finish before giving up (retryable)."""
+    group_scan_threshold: int = pydantic.Field(default=20, ge=0)
+    """A run whose observations name at least this many groups reads every group of the identity
+    store first (``ListGroups``, 100 a page) instead of one ``DescribeGroup``/``GetGroupId`` per
+    group; the scan stops (and observe reads group by group) once it has cost half as many calls as
+    it would save. 0 = never scan."""
