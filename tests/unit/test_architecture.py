@@ -115,3 +115,39 @@ def test_no_product_module_is_over_the_size_limit() -> None:
             if lines > MAX_LINES:
                 long.append(f"{path.relative_to(ROOT)}: {lines}")
     assert not long, f"split these by concern (at most {MAX_LINES} lines): {long}"
+
+
+@pytest.mark.parametrize(
+    ("root", "depth"), [("replicator", 2), ("platforms", 2), ("state", 2), ("replicator.sources", 3)]
+)
+def test_no_import_cycle_among_sub_packages(root: str, depth: int) -> None:
+    """The sub-packages (or modules) directly under ``root`` import each other in one direction
+    only, counting imports under TYPE_CHECKING and inside functions."""
+    import grimp
+
+    graph = grimp.build_graph("replicator", "platforms", "state", exclude_type_checking_imports=False)
+
+    def unit(module: str) -> str:
+        return ".".join(module.split(".")[:depth])
+
+    edges: dict[str, set[str]] = {}
+    for module in graph.modules:
+        if not module.startswith(root + "."):
+            continue
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported.startswith(root + ".") and unit(imported) != unit(module):
+                edges.setdefault(unit(module), set()).add(unit(imported))
+    cycles = sorted(
+        f"{a} -> {b} -> ... -> {a}" for a, bs in edges.items() for b in bs if a in _reachable(edges, b)
+    )
+    assert not cycles, cycles
+
+
+def _reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), set()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
