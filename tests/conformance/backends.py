@@ -14,10 +14,10 @@ import json
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import pytest
 
@@ -39,6 +39,7 @@ from tests.support.keystone import ADMIN_PASSWORD, PASSWORD_ENV, World, shared
 from tests.support.kube import KubeCluster, shared_cluster, unique
 from tests.support.moto_aws import MotoAws
 
+T = TypeVar("T")
 RETRY_AFTER = 1
 """Seconds every adapter's throttled answer asks the driver to wait (``Retry-After: 1``)."""
 
@@ -145,6 +146,13 @@ class ProxiedBackend:
         self.proxy.match = None
 
 
+def distinct(items: Iterable[T], what: str) -> set[T]:
+    """``items`` as a set, failing the test when one is there twice (a duplicate the backend kept)."""
+    listed = list(items)
+    assert len(listed) == len(set(listed)), f"a {what} is there twice: {sorted(map(str, listed))}"
+    return set(listed)
+
+
 def _tag() -> str:
     return "p" + secrets.token_hex(3)
 
@@ -187,10 +195,11 @@ class AwsBackend(ProxiedBackend):
         return f"mst-conf.{self.project}-{alias}"
 
     def members(self, name: str, group_id: str) -> set[str]:
-        return set(self.moto.members(group_id))
+        return distinct(self.moto.members(group_id), "membership")
 
     def roles(self, name: str, group_id: str) -> set[str]:
-        return {self.role} if ("GROUP", group_id) in self.moto.assignments(self.ACCOUNT, self.role) else set()
+        rows = [p for p in self.moto.assignments(self.ACCOUNT, self.role) if p == ("GROUP", group_id)]
+        return {self.role for _ in distinct(rows, "account assignment")}
 
     def group_exists(self, name: str, group_id: str) -> bool:
         return self.moto.groups().get(name) == group_id
@@ -245,10 +254,10 @@ class OpenstackBackend(ProxiedBackend):
         return f"conf.{self.project}-{alias}"
 
     def members(self, name: str, group_id: str) -> set[str]:
-        return {str(u.id) for u in self.world.conn.identity.group_users(group_id)}
+        return distinct([str(u.id) for u in self.world.conn.identity.group_users(group_id)], "membership")
 
     def roles(self, name: str, group_id: str) -> set[str]:
-        return set(self.world.assignments(self.tenant.local_id, group_id))
+        return distinct(self.world.assignments(self.tenant.local_id, group_id), "role assignment")
 
     def group_exists(self, name: str, group_id: str) -> bool:
         group = self.world.groups().get(name)
@@ -323,13 +332,13 @@ class KubernetesBackend(ProxiedBackend):
 
     def members(self, name: str, group_id: str) -> set[str]:
         anchor = self._anchor(name)
-        listed = set(json.loads((anchor or {}).get("data", {}).get("members") or "[]"))
+        listed = distinct(json.loads((anchor or {}).get("data", {}).get("members") or "[]"), "member")
         for b in self._bindings(name):  # every binding of the group names exactly the members
             assert {s["name"] for s in b.get("subjects") or []} == listed, b
         return listed
 
     def roles(self, name: str, group_id: str) -> set[str]:
-        return {b["roleRef"]["name"] for b in self._bindings(name)}
+        return distinct([b["roleRef"]["name"] for b in self._bindings(name)], "RoleBinding")
 
     def group_exists(self, name: str, group_id: str) -> bool:
         anchor = self._anchor(name)
@@ -377,7 +386,7 @@ class OpenShiftBackend(KubernetesBackend):
         ]
 
     def members(self, name: str, group_id: str) -> set[str]:
-        return set((self._group(name) or {}).get("users") or [])
+        return distinct((self._group(name) or {}).get("users") or [], "group user")
 
     def group_exists(self, name: str, group_id: str) -> bool:
         group = self._group(name)
@@ -431,10 +440,10 @@ class AzureBackend:
         return f"conf.{self.project}-{alias}"
 
     def members(self, name: str, group_id: str) -> set[str]:
-        return set(self.azure.members(group_id))
+        return distinct(self.azure.members(group_id), "member")
 
     def roles(self, name: str, group_id: str) -> set[str]:
-        return set(self.azure.roles(group_id, self.scope))
+        return distinct(self.azure.roles(group_id, self.scope), "role assignment")
 
     def group_exists(self, name: str, group_id: str) -> bool:
         return group_id in self.azure.groups().get(name, [])
@@ -495,10 +504,10 @@ class GcpBackend:
         return f"{name}@{GCP_DOMAIN}"
 
     def members(self, name: str, group_id: str) -> set[str]:
-        return set(self.gcp.members(self.email(name)))  # the driver's user ids are the emails
+        return distinct(self.gcp.members(self.email(name)), "membership")  # user ids are the emails
 
     def roles(self, name: str, group_id: str) -> set[str]:
-        return set(self.gcp.roles_of(self.tenant.local_id, f"group:{self.email(name)}"))
+        return distinct(self.gcp.roles_of(self.tenant.local_id, f"group:{self.email(name)}"), "binding")
 
     def group_exists(self, name: str, group_id: str) -> bool:
         group = self.gcp.groups().get(self.email(name))
@@ -557,8 +566,8 @@ class CloudFoundryBackend:
     def group_name(self, alias: str) -> str:
         return f"conf.{self.project}-{alias}"
 
-    def _roles(self) -> list[tuple[str, str]]:
-        return self.cf.space_roles(self.tenant.local_id)
+    def _roles(self) -> set[tuple[str, str]]:
+        return distinct(self.cf.space_roles(self.tenant.local_id), "space role")
 
     def members(self, name: str, group_id: str) -> set[str]:
         return {self.user_ids[user] for user, _ in self._roles() if user in self.user_ids}
