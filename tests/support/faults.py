@@ -6,6 +6,9 @@
         proxy.rate = 0.0                  # fault-free from now on (changeable at any time)
         assert proxy.counts["drop_after"] > 0
 
+The proxy itself speaks plain HTTP; ``upstream`` may be ``https://`` (a local test server such as
+the kube-apiserver: its certificate is not verified).
+
 Every request is forwarded to ``upstream`` (same method, path, headers and body) unless the seeded
 RNG decides to inject a fault, with probability ``rate``. The faults (``FAULTS``) are
 
@@ -34,6 +37,7 @@ import contextlib
 import http.client
 import json
 import random
+import ssl
 import threading
 import time
 import urllib.parse
@@ -95,8 +99,9 @@ class FaultProxy:
         aws_conflicts: bool = False,
     ) -> None:
         parsed = urllib.parse.urlsplit(upstream)
-        if parsed.scheme != "http" or not parsed.hostname:
-            raise ValueError(f"upstream must be an http:// URL, not {upstream!r}")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"upstream must be an http:// or https:// URL, not {upstream!r}")
+        self.upstream_tls = parsed.scheme == "https"
         self.upstream_host = parsed.hostname
         self.upstream_port = parsed.port or 80
         self.upstream_prefix = parsed.path.rstrip("/")
@@ -245,7 +250,16 @@ class FaultProxy:
             self.counts[key] += 1
 
     def _forward(self, request: Request) -> tuple[int, str, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
+        conn: http.client.HTTPConnection
+        if self.upstream_tls:  # a local test server's self-signed certificate: not verified
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection(
+                self.upstream_host, self.upstream_port, timeout=60, context=context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
         try:
             headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
             headers["host"] = f"{self.upstream_host}:{self.upstream_port}"
