@@ -515,8 +515,12 @@ class AzureServer:
             self.state.tokens.add(token)
             self.token_requests.append({"managed_identity": query["resource"]})
         expires = int(datetime.datetime.now(datetime.UTC).timestamp()) + 3600
-        answer = {"access_token": token, "expires_on": str(expires), "resource": query["resource"],
-                  "token_type": "Bearer"}
+        answer = {
+            "access_token": token,
+            "expires_on": str(expires),
+            "resource": query["resource"],
+            "token_type": "Bearer",
+        }
         return 200, answer, {}
 
     def _token(self, method: str, path: str, raw: bytes) -> tuple[int, Any, dict[str, str]]:
@@ -553,8 +557,11 @@ class AzureServer:
             if not (certificate or federated):
                 raise _Error(
                     401,
-                    {"error": "invalid_client", "error_description": "AADSTS70021: No matching federated "
-                     "identity record found for presented assertion."},
+                    {
+                        "error": "invalid_client",
+                        "error_description": "AADSTS70021: No matching federated "
+                        "identity record found for presented assertion.",
+                    },
                 )
         elif form.get("client_secret") != CLIENT_SECRET:
             raise _Error(
@@ -629,8 +636,10 @@ class AzureServer:
             group = st.groups.get(m.group(1))
             if group is None:
                 raise _graph_error(
-                    404, "Request_ResourceNotFound", f"Resource '{m.group(1)}' does not exist or one of its "
-                    "queried reference-property objects are not present."
+                    404,
+                    "Request_ResourceNotFound",
+                    f"Resource '{m.group(1)}' does not exist or one of its "
+                    "queried reference-property objects are not present.",
                 )
             if method == "GET":
                 return 200, self._select(group, query), {}
@@ -663,13 +672,17 @@ class AzureServer:
             for oid in (gid, mid):
                 if (oid not in st.groups and oid not in st.users) or self._lagging(oid):
                     raise _graph_error(
-                        404, "Request_ResourceNotFound", f"Resource '{oid}' does not exist or one of its "
-                        "queried reference-property objects are not present."
+                        404,
+                        "Request_ResourceNotFound",
+                        f"Resource '{oid}' does not exist or one of its "
+                        "queried reference-property objects are not present.",
                     )
             if mid in st.members[gid]:
                 raise _graph_error(
-                    400, "Request_BadRequest", "One or more added object references already exist for the "
-                    "following modified properties: 'members'."
+                    400,
+                    "Request_BadRequest",
+                    "One or more added object references already exist for the "
+                    "following modified properties: 'members'.",
                 )
             st.members[gid].append(mid)
             return 204, None, {}
@@ -764,8 +777,10 @@ class AzureServer:
                 known = principal in self.state.groups or principal in self.state.users
                 if not known or self._lagging(principal):
                     raise _arm_error(
-                        400, "PrincipalNotFound", f"Principal {principal.replace('-', '')} does not exist in "
-                        f"the directory {TENANT_ID}. Check that you have the correct principal ID."
+                        400,
+                        "PrincipalNotFound",
+                        f"Principal {principal.replace('-', '')} does not exist in "
+                        f"the directory {TENANT_ID}. Check that you have the correct principal ID.",
                     )
                 existing = self.state.assignments.get(key)
                 if existing is not None:
