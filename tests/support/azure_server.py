@@ -47,8 +47,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+from tests.support.local_server import LocalHttpServer
 
 TENANT_ID = "8f3c2a4e-1b7d-4c5e-9a6f-0d2e4b6c8a10"
 TENANT_DOMAIN = "workload.onmicrosoft.com"
@@ -211,8 +214,12 @@ def parse_filter(expression: str) -> tuple[str, list[str]]:
     raise _graph_error(400, "Request_UnsupportedQuery", f"Unsupported query: {expression!r}")
 
 
-class AzureServer:
+class AzureServer(LocalHttpServer):
     """Graph + ARM + token endpoint on 127.0.0.1 over HTTPS, in a thread. Use as a context manager."""
+
+    thread_name = "azure-local"
+    scheme = "https"
+    address_outlives_server = True
 
     def __init__(self, *, page_size: int = 100, arm_page_size: int = 50, replication_lag: int = 0) -> None:
         self.page_size = page_size
@@ -229,26 +236,24 @@ class AzureServer:
         self.directory = Path(self._dir.name)
         self.cert_file, key_file = _cert_files(self.directory)
         self.ca_file = str(self.cert_file)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_file, key_file)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        server.daemon_threads = True
-        self._server = server
-        self.port = server.server_address[1]
-        self.url = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=server.serve_forever, name="azure-local", daemon=True)
+        self._key_file = key_file
+        self._bind()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def __enter__(self) -> AzureServer:
-        self._thread.start()
-        return self
+    def _make_server(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]
+    ) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(address, handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self._key_file)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        return server
 
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        super().__exit__(exc_type, exc, tb)
         self._dir.cleanup()
 
     def reset(self) -> None:

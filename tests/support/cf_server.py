@@ -37,9 +37,10 @@ import threading
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.local_server import LocalHttpServer
 
 CLIENT_ID = "replicator"
 CLIENT_SECRET = "s3cret-for-tests"
@@ -332,14 +333,18 @@ def route(
     world: World, method: str, path: str, query: dict[str, str], body: Any
 ) -> tuple[int, Any, dict[str, str]]:
     if method == "GET" and path in ("", "/"):
-        return 200, {
-            "links": {
-                "self": {"href": world.base.rstrip("/")},
-                "cloud_controller_v3": {"href": f"{world.base}v3", "meta": {"version": "3.180.0"}},
-                "login": {"href": f"{world.base}uaa"},
-                "uaa": {"href": f"{world.base}uaa"},
-            }
-        }, {}
+        return (
+            200,
+            {
+                "links": {
+                    "self": {"href": world.base.rstrip("/")},
+                    "cloud_controller_v3": {"href": f"{world.base}v3", "meta": {"version": "3.180.0"}},
+                    "login": {"href": f"{world.base}uaa"},
+                    "uaa": {"href": f"{world.base}uaa"},
+                }
+            },
+            {},
+        )
     if method == "GET" and path == "/v3/users":
         return 200, _list_users(world, path, query), {}
     if method == "GET" and path == "/v3/roles":
@@ -466,51 +471,29 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = _serve
 
 
-class CfServer:
+class CfServer(LocalHttpServer):
     """One server on 127.0.0.1 (a free port) serving the Cloud Controller and UAA at ``url``."""
+
+    thread_name = "cf-server"
+    url_suffix = "/"
 
     def __init__(self) -> None:
         self.world = World()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> CfServer:
-        world = self.world
-
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         class Handler(_Handler):
             pass
 
-        Handler.world = world
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.world.base = self.url
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="cf-server", daemon=True)
-        self._thread.start()
-        return self
+        Handler.world = self.world
+        return Handler
 
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> CfServer:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/"
+    def start(self) -> CfServer:
+        if self._thread is None:
+            self._bind()
+            self.world.base = self.url
+        return super().start()
 
     def reset(self) -> None:
         with self.world.lock:

@@ -37,9 +37,10 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.local_server import LocalHttpServer
 
 CUSTOMER = "C0test123"
 DOMAIN = "example.com"
@@ -124,50 +125,23 @@ def _etag(n: int) -> str:
     return base64.b64encode(f"etag-{n}".encode()).decode()
 
 
-class GcpServer:
+class GcpServer(LocalHttpServer):
     """One server on 127.0.0.1 (a free port) serving all three APIs at ``url``."""
+
+    thread_name = "gcp-server"
+    url_suffix = "/"
 
     def __init__(self) -> None:
         self.world = World()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> GcpServer:
-        world = self.world
-
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         class Handler(_Handler):
             pass
 
-        Handler.world = world
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="gcp-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> GcpServer:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/"
+        Handler.world = self.world
+        return Handler
 
     def reset(self) -> None:
         with self.world.lock:

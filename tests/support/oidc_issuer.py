@@ -12,10 +12,12 @@ import hmac
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from joserfc import jwk, jwt
+
+from tests.support.local_server import LocalHttpServer
 
 AUDIENCE = "replicator-portal"
 
@@ -31,8 +33,12 @@ def hand_built(header: dict[str, Any], claims: dict[str, Any], signature: bytes 
     )
 
 
-class OidcIssuer:
+class OidcIssuer(LocalHttpServer):
     """``with OidcIssuer() as issuer:``; ``issuer.url`` is the ``iss``."""
+
+    thread_name = "oidc-issuer"
+    poll_interval = 0.05
+    address_outlives_server = True  # a stopped issuer's url is that of an unreachable provider
 
     def __init__(self, *, audience: str = AUDIENCE, port: int = 0) -> None:
         self.audience = audience
@@ -44,6 +50,9 @@ class OidcIssuer:
         self._counter = 0
         self._lock = threading.Lock()
         self.rotate()
+        self._bind(port)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,19 +85,7 @@ class OidcIssuer:
                 self.end_headers()
                 self.wfile.write(raw)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self) -> OidcIssuer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        return Handler
 
     def discovery(self) -> dict[str, Any]:
         return {

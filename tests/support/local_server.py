@@ -1,0 +1,98 @@
+"""The lifecycle the in-process test servers share: a ``ThreadingHTTPServer`` on 127.0.0.1 in a thread.
+
+A server subclasses ``LocalHttpServer``, gives its handler class (``_handler``) and thread name, and
+gets ``start``/``stop``, the context manager, ``port`` and ``url``. ``start`` binds a free port
+(``_bind`` may be called earlier, e.g. in ``__init__`` when the port must be known before the
+server runs) and serves in a daemon thread; ``stop`` shuts the server down, closes its socket and
+joins the thread; both are idempotent. A restart binds a new free port. ``url`` and ``port`` raise
+``RuntimeError`` while no server is bound, unless ``address_outlives_server`` keeps those of the
+last one after ``stop``.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import ClassVar, Self
+
+
+class LocalHttpServer:
+    thread_name: ClassVar[str] = "local-http"
+    scheme: ClassVar[str] = "http"
+    url_suffix: ClassVar[str] = ""
+    """Appended to ``scheme://host:port`` in ``url`` (``"/"`` for a server whose url ends with one)."""
+    join_timeout: ClassVar[float] = 5.0
+    poll_interval: ClassVar[float] = 0.5
+    """How often ``serve_forever`` checks for a shutdown request."""
+    address_outlives_server: ClassVar[bool] = False
+    """True: ``url`` and ``port`` still answer after ``stop`` (e.g. to test an unreachable server)."""
+
+    _httpd: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _address: tuple[str, int] | None = None
+
+    # --- for subclasses -------------------------------------------------------------------------
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def _make_server(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]
+    ) -> ThreadingHTTPServer:
+        return ThreadingHTTPServer(address, handler)
+
+    def _bind(self, port: int = 0) -> ThreadingHTTPServer:
+        """Create the server on 127.0.0.1:``port`` (0: a free one) without serving yet."""
+        server = self._make_server(("127.0.0.1", port), self._handler())
+        server.daemon_threads = True
+        host, bound = server.server_address[:2]
+        self._httpd, self._address = server, (str(host), int(bound))
+        return server
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        if self._thread is not None:
+            return self
+        server = self._httpd or self._bind()
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(self.poll_interval,), name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._httpd = self._httpd, None
+        thread, self._thread = self._thread, None
+        if not self.address_outlives_server:
+            self._address = None
+        if server is not None:
+            if thread is not None:  # shutdown() waits for a serve_forever that never ran
+                server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=self.join_timeout)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- where --------------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._address is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._address[1]
+
+    @property
+    def url(self) -> str:
+        if self._address is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        host, port = self._address
+        return f"{self.scheme}://{host}:{port}{self.url_suffix}"
