@@ -11,11 +11,10 @@ import asyncio
 import http.client
 import json
 import socket
-import threading
 import traceback
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -37,6 +36,7 @@ from platforms.contract import (
 from platforms.kit import OWNER_MARKER
 from tests.integration.conftest import RecordingBudget, assert_import_loads_no_sdk, closing_drivers
 from tests.support.faults import FaultProxy
+from tests.support.local_server import LocalHttpServer
 from tests.support.moto_aws import MotoAws
 
 pytestmark = pytest.mark.integration
@@ -483,13 +483,17 @@ async def test_the_scan_is_skipped_or_abandoned_when_it_would_not_pay(
     assert abandoned.api_calls["describe_group"] == 1, "an abandoned scan falls back to reads per group"
 
 
-class AwsLikeGroups:
+class AwsLikeGroups(LocalHttpServer):
     """An HTTP proxy in front of moto (real sockets on 127.0.0.1) that answers like AWS where moto
     does not: ``ListGroupMemberships`` of a group the identity store no longer has is refused with
     ResourceNotFoundException, the answer ``DescribeGroup`` gives for it (moto 5.2 keeps a deleted
     group's memberships and lists them). Every other request is forwarded untouched.
     ``delete_after_describe``: group ids deleted in moto as soon as a ``DescribeGroup`` of them is
     answered (someone deletes the group between the driver's two reads)."""
+
+    thread_name = "aws-like-groups"
+    join_timeout = 10.0
+    address_outlives_server = True
 
     def __init__(self, moto: MotoAws) -> None:
         self.moto = moto
@@ -550,9 +554,11 @@ class AwsLikeGroups:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._handler_class = Handler
+        self._bind()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return self._handler_class
 
     def _exists(self, group_id: str) -> bool:
         from botocore.exceptions import ClientError
@@ -566,20 +572,6 @@ class AwsLikeGroups:
                 return False
             raise
         return True
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> AwsLikeGroups:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
 
 
 def delete_group(moto: MotoAws, group_id: str) -> None:

@@ -44,8 +44,9 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from tests.support.local_server import LocalHttpServer
 
 FAULTS: tuple[str, ...] = ("429", "500", "503", "slow", "drop_before", "drop_after")
 _HOP_BY_HOP = frozenset(
@@ -83,8 +84,11 @@ class Request:
         return self.headers.get("x-amz-target") or f"{self.method} {self.path}"
 
 
-class FaultProxy:
+class FaultProxy(LocalHttpServer):
     """A threaded HTTP proxy to ``upstream`` that injects faults at ``rate`` with a seeded RNG."""
+
+    thread_name = "fault-proxy"
+    join_timeout = 10.0
 
     def __init__(
         self,
@@ -123,8 +127,6 @@ class FaultProxy:
         """Injected faults by kind, plus ``forwarded`` (requests the upstream received)."""
         self.log: list[tuple[str, str]] = []
         """(operation, fault or "ok") per request, in arrival order."""
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- control --------------------------------------------------------------------------------
 
@@ -159,20 +161,18 @@ class FaultProxy:
         with self._lock:
             return dict(self.counts)
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FaultProxy is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> FaultProxy:
-        if self._server is not None:
-            return self
-        proxy = self
-
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         class Handler(_Handler):
-            owner = proxy
+            owner = self
+
+        return Handler
+
+    def _make_server(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]
+    ) -> ThreadingHTTPServer:
+        proxy = self
 
         class Server(ThreadingHTTPServer):
             def handle_error(self, request: Any, client_address: Any) -> None:
@@ -184,31 +184,16 @@ class FaultProxy:
                     return
                 proxy.errors.append(traceback.format_exc())
 
-        server = Server(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        self._stopping.clear()
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="fault-proxy", daemon=True)
-        self._thread.start()
-        return self
+        return Server(address, handler)
+
+    def start(self) -> FaultProxy:
+        if self._thread is None:
+            self._stopping.clear()
+        return super().start()
 
     def stop(self) -> None:
-        server, self._server = self._server, None
         self._stopping.set()  # wakes up handlers holding a slow answer
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        super().stop()
 
     # --- decisions ------------------------------------------------------------------------------
 
