@@ -6,7 +6,8 @@ gets ``start``/``stop``, the context manager, ``port`` and ``url``. ``start`` bi
 server runs) and serves in a daemon thread; ``stop`` shuts the server down, closes its socket and
 joins the thread; both are idempotent. A restart binds a new free port. ``url`` and ``port`` raise
 ``RuntimeError`` while no server is bound, unless ``address_outlives_server`` keeps those of the
-last one after ``stop``.
+last one after ``stop``. ``StartStop`` alone is the context manager over ``start``/``stop``, for a
+server that is not an ``http.server`` (moto's).
 """
 
 from __future__ import annotations
@@ -17,7 +18,27 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 
-class LocalHttpServer:
+class StartStop:
+    """``with server:`` starts it and stops it, over the subclass's ``start`` and ``stop``."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class LocalHttpServer(StartStop):
+    """A ``ThreadingHTTPServer`` on 127.0.0.1 serving the subclass's ``_handler()`` in a thread."""
+
     thread_name: ClassVar[str] = "local-http"
     scheme: ClassVar[str] = "http"
     url_suffix: ClassVar[str] = ""
@@ -74,15 +95,7 @@ class LocalHttpServer:
         if thread is not None:
             thread.join(timeout=self.join_timeout)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    # --- where --------------------------------------------------------------------------------------
+    # --- where ----------------------------------------------------------------------------------
 
     @property
     def port(self) -> int:

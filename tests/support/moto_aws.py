@@ -16,15 +16,16 @@ from __future__ import annotations
 import logging
 import threading
 import urllib.request
-from types import TracebackType
 from typing import Any, cast
+
+from tests.support.local_server import StartStop
 
 REGION = "eu-central-1"
 ACCESS_KEY_ID = "testing"
 SECRET_ACCESS_KEY = "testing"
 
 
-class MotoAws:
+class MotoAws(StartStop):
     """One moto server on 127.0.0.1 (a free port), reachable at ``url``."""
 
     region = REGION
@@ -69,14 +70,6 @@ class MotoAws:
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
         self._discover()
-
-    def __enter__(self) -> MotoAws:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- connection facts -----------------------------------------------------------------------
 
