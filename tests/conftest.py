@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.sessions import azure_server, gcp_session, moto_server  # noqa: F401 - one per session
+
 SECRETS: dict[str, str] = {
     "keystone admin password (tests/support/keystone.py ADMIN_PASSWORD)": "replicator-test-admin",
     "daemon API read key (tests/e2e/test_daemon.py READ)": "read-key-value",

@@ -1,11 +1,11 @@
-"""The backends' fixtures, reused from the drivers' integration tests (one server per session where
-they have a session fixture): the conformance adapters ask for them by name."""
+"""The backends' fixtures, reused from the drivers' integration tests: the conformance adapters ask
+for them by name. The session-wide servers they build on (moto, Azure, GCP) are registered once
+for the whole suite in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
-from tests.integration.conftest import moto, moto_server
-from tests.integration.test_azure_driver import azure, azure_server
+from tests.integration.conftest import moto
+from tests.integration.test_azure_driver import azure
 from tests.integration.test_cloudfoundry_driver import cf_server
-from tests.integration.test_gcp_driver import gcp_session
 
-__all__ = ["azure", "azure_server", "cf_server", "gcp_session", "moto", "moto_server"]
+__all__ = ["azure", "cf_server", "moto"]

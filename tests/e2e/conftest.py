@@ -18,7 +18,7 @@ from tests.e2e.harness import binding as binding
 from tests.e2e.harness import project as project
 from tests.e2e.harness import user as user
 from tests.e2e.harness import workspace as workspace
-from tests.integration.conftest import moto, moto_server  # noqa: F401 - fixtures shared with integration
+from tests.integration.conftest import moto  # noqa: F401 - the fixture integration uses too
 from tests.support.moto_aws import MotoAws
 
 PLATFORM = "aws.eu-central-1"

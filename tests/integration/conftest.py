@@ -1,4 +1,5 @@
-"""Fixtures for tests against a real moto server over HTTP, and the helpers the driver tests share:
+"""The moto fixture (the session's moto server from tests/support/sessions.py, reset), and the
+helpers the driver tests share:
 ``ROOT``, ``marker``, ``RecordingBudget``, ``closing_drivers`` (the drivers a test made, closed
 after it; a module's ``make_driver`` fixture uses it, and ``driver`` is one with the default
 options) and ``assert_import_loads_no_sdk``."""
@@ -8,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,13 +22,6 @@ from tests.support.moto_aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoAws
 
 ROOT = Path(__file__).resolve().parents[2]
 DriverT = TypeVar("DriverT", bound=Driver)
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoAws]:
-    """One moto server for the whole session (state is shared: prefer ``moto``)."""
-    with MotoAws() as server:
-        yield server
 
 
 @pytest.fixture

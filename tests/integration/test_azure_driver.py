@@ -8,7 +8,7 @@ ARM. Every result is read back from the server's state, never through the driver
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -53,12 +53,6 @@ ADMIN = "acme.web-admin"
 SECRET_ENV = "AZURE_TEST_SECRET"
 
 MakeDriver = Callable[..., AzureDriver]
-
-
-@pytest.fixture(scope="session")
-def azure_server() -> Iterator[AzureServer]:
-    with AzureServer() as server:
-        yield server
 
 
 @pytest.fixture

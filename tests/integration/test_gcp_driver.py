@@ -11,7 +11,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,6 @@ ADMIN_EMAIL = f"{ADMIN}@{DOMAIN}"
 READER_EMAIL = f"{READER}@{DOMAIN}"
 
 MakeDriver = Callable[..., GcpDriver]
-
-
-@pytest.fixture(scope="session")
-def gcp_session() -> Iterator[GcpServer]:
-    with GcpServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from replicator.cli import main
 from replicator.inputs import loader as loader_module
-from tests.integration.conftest import moto_server  # noqa: F401 - the session's moto server
 from tests.support.moto_aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoAws
 
 RUN_TIMEOUT = 20  # seconds one validate or plan may take before it counts as a hang
@@ -269,7 +268,7 @@ def dump(docs: Any) -> str:
 
 
 @pytest.fixture
-def ws(tmp_path: Path, moto_server: MotoAws, monkeypatch: pytest.MonkeyPatch) -> Workspace:  # noqa: F811
+def ws(tmp_path: Path, moto_server: MotoAws, monkeypatch: pytest.MonkeyPatch) -> Workspace:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
     return Workspace(tmp_path, moto_server)
