@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from replicator.core.config import ApiKey
     from state import Store
 
-log = get_logger("replicator.service.daemon")
+log = get_logger("replicator.sources.apiauth")
 
 SCOPES = ("read", "write", "admin")
 KEY_PREFIX = "rpk_"
