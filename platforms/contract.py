@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel
 
 from platforms.options import OPTIONS_CONFIG as OPTIONS_CONFIG  # re-exported: config models use it
+from platforms.options import Options as Options
 from platforms.options import SecretRef as SecretRef  # re-exported: config models use it
 
 PLATFORM_TYPES = ("aws", "azure", "gcp", "openstack", "kubernetes", "openshift", "cloudfoundry")

@@ -79,10 +79,15 @@ OPTIONS_CONFIG = ConfigDict(
 field's docstring is its description in ``replicator schema``."""
 
 
-class SecretRef(BaseModel):
-    """A secret named by an environment variable or a file, exactly one of the two."""
+class Options(BaseModel):
+    """Base of every config block (a driver's options, the config file's sections): reads as
+    :data:`OPTIONS_CONFIG` says."""
 
     model_config = OPTIONS_CONFIG
+
+
+class SecretRef(Options):
+    """A secret named by an environment variable or a file, exactly one of the two."""
 
     env: str | None = None
     """Name of the environment variable holding the secret."""

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pydantic
 
-from platforms.options import OPTIONS_CONFIG
+from platforms.options import Options
 
 
-class AwsOptions(pydantic.BaseModel):
+class AwsOptions(Options):
     """The ``aws:`` block of a platform in the config file."""
-
-    model_config = OPTIONS_CONFIG
 
     region: str = pydantic.Field(min_length=1)
     """The region of the IAM Identity Center instance, e.g. ``eu-central-1``."""

@@ -7,7 +7,7 @@ from typing import Literal
 
 import pydantic
 
-from platforms.options import OPTIONS_CONFIG, SecretRef
+from platforms.options import Options, SecretRef
 
 LookupStrategy = Literal["UserByMailLookupStrategy", "UserByUsernameLookupStrategy"]
 LOOKUP_ATTRIBUTES: dict[str, str] = {
@@ -16,10 +16,8 @@ LOOKUP_ATTRIBUTES: dict[str, str] = {
 }
 
 
-class ClientSecretCredentials(pydantic.BaseModel):
+class ClientSecretCredentials(Options):
     """An app registration (service principal) with a client secret."""
-
-    model_config = OPTIONS_CONFIG
 
     client_id: str = pydantic.Field(min_length=1)
     """The application (client) id."""
@@ -27,10 +25,8 @@ class ClientSecretCredentials(pydantic.BaseModel):
     """The client secret: ``{env: NAME}`` or ``{file: PATH}``."""
 
 
-class CertificateCredentials(pydantic.BaseModel):
+class CertificateCredentials(Options):
     """An app registration with a certificate (PEM or PKCS12 file holding the private key)."""
-
-    model_config = OPTIONS_CONFIG
 
     client_id: str = pydantic.Field(min_length=1)
     """The application (client) id."""
@@ -50,10 +46,8 @@ class CertificateCredentials(pydantic.BaseModel):
         return self
 
 
-class WorkloadIdentitySettings(pydantic.BaseModel):
+class WorkloadIdentitySettings(Options):
     """Settings of the workload identity federation (AKS, GitHub Actions, ...)."""
-
-    model_config = OPTIONS_CONFIG
 
     client_id: str | None = None
     """The application (client) id; null: ``$AZURE_CLIENT_ID``."""
@@ -61,37 +55,29 @@ class WorkloadIdentitySettings(pydantic.BaseModel):
     """The projected service-account token; null: ``$AZURE_FEDERATED_TOKEN_FILE``."""
 
 
-class WorkloadIdentityCredentials(pydantic.BaseModel):
+class WorkloadIdentityCredentials(Options):
     """Federated workload identity: a projected token exchanged for an Entra ID token."""
-
-    model_config = OPTIONS_CONFIG
 
     workload_identity: WorkloadIdentitySettings
     """``{clientId, tokenFile}``, both optional (the environment the webhook sets is used)."""
 
 
-class ManagedIdentitySettings(pydantic.BaseModel):
+class ManagedIdentitySettings(Options):
     """Which managed identity."""
-
-    model_config = OPTIONS_CONFIG
 
     client_id: str | None = None
     """A user-assigned identity's client id; null: the system-assigned identity."""
 
 
-class ManagedIdentityCredentials(pydantic.BaseModel):
+class ManagedIdentityCredentials(Options):
     """The managed identity of the VM, App Service or container the replicator runs in."""
-
-    model_config = OPTIONS_CONFIG
 
     managed_identity: ManagedIdentitySettings
     """``{clientId}`` of a user-assigned identity, or ``{}`` for the system-assigned one."""
 
 
-class B2bGuestInvitation(pydantic.BaseModel):
+class B2bGuestInvitation(Options):
     """Invite bound users missing in the directory as B2B guests."""
-
-    model_config = OPTIONS_CONFIG
 
     enabled: bool = False
     """Invite a bound user the lookup did not find (off: a missing user is a USER_NOT_FOUND warning)."""
@@ -101,10 +87,8 @@ class B2bGuestInvitation(pydantic.BaseModel):
     """Where a guest lands after redeeming the invitation."""
 
 
-class AzureOptions(pydantic.BaseModel):
+class AzureOptions(Options):
     """The ``azure:`` block of a platform in the config file."""
-
-    model_config = OPTIONS_CONFIG
 
     tenant_id: str = pydantic.Field(min_length=1)
     """The Entra ID tenant (directory) id or its primary domain: where groups and users live."""

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pydantic
 
-from platforms.options import OPTIONS_CONFIG, SecretRef
+from platforms.options import Options, SecretRef
 
 
-class CloudFoundryOptions(pydantic.BaseModel):
+class CloudFoundryOptions(Options):
     """The ``cloudfoundry:`` block of a platform in the config file."""
-
-    model_config = OPTIONS_CONFIG
 
     api_url: str = pydantic.Field(min_length=1)
     """The Cloud Controller's URL, e.g. ``https://api.sys.example.com`` (any endpoint: a test

@@ -6,14 +6,12 @@ from typing import Literal
 
 import pydantic
 
-from platforms.options import OPTIONS_CONFIG, SecretRef
+from platforms.options import Options, SecretRef
 
 
-class GcpEndpoints(pydantic.BaseModel):
+class GcpEndpoints(Options):
     """Where each API is called (null: Google's public endpoint); for emulators, private service
     connect or sovereign clouds."""
-
-    model_config = OPTIONS_CONFIG
 
     cloudidentity: str | None = None
     """Base URL of the Cloud Identity API (default ``https://cloudidentity.googleapis.com/``)."""
@@ -26,10 +24,8 @@ class GcpEndpoints(pydantic.BaseModel):
         return None not in (self.cloudidentity, self.admin, self.cloudresourcemanager)
 
 
-class GcpOptions(pydantic.BaseModel):
+class GcpOptions(Options):
     """The ``gcp:`` block of a platform in the config file."""
-
-    model_config = OPTIONS_CONFIG
 
     customer_id: str = pydantic.Field(pattern=r"^[A-Za-z0-9_]+$")
     """The Cloud Identity / Workspace customer id (``C01abc23d``; Admin console, Account settings);

@@ -6,14 +6,12 @@ from typing import Literal
 
 import pydantic
 
-from platforms.options import OPTIONS_CONFIG, SecretRef
+from platforms.options import Options, SecretRef
 
 
-class KubernetesOptions(pydantic.BaseModel):
+class KubernetesOptions(Options):
     """The ``kubernetes:`` (or ``openshift:``) block of a platform in the config file. With neither
     ``kubeconfig`` nor ``server`` the driver uses the in-cluster service account."""
-
-    model_config = OPTIONS_CONFIG
 
     kubeconfig: str | None = None
     """Path of a kubeconfig file to connect with."""

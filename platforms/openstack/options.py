@@ -6,13 +6,11 @@ from typing import Literal
 
 import pydantic
 
-from platforms.options import OPTIONS_CONFIG, SecretRef
+from platforms.options import Options, SecretRef
 
 
-class PasswordCredentials(pydantic.BaseModel):
+class PasswordCredentials(Options):
     """Log in as a Keystone user (password authentication, project-scoped token)."""
-
-    model_config = OPTIONS_CONFIG
 
     username: str = pydantic.Field(min_length=1)
     """The Keystone user the replicator acts as (it needs the admin role, or a policy that allows
@@ -27,10 +25,8 @@ class PasswordCredentials(pydantic.BaseModel):
     """Domain (name) of that project."""
 
 
-class ApplicationCredentials(pydantic.BaseModel):
+class ApplicationCredentials(Options):
     """Log in with a Keystone application credential."""
-
-    model_config = OPTIONS_CONFIG
 
     application_credential_id: str = pydantic.Field(min_length=1)
     """The application credential's id."""
@@ -38,19 +34,15 @@ class ApplicationCredentials(pydantic.BaseModel):
     """Its secret: ``{env: NAME}`` or ``{file: PATH}``."""
 
 
-class CloudCredentials(pydantic.BaseModel):
+class CloudCredentials(Options):
     """Take authentication from a ``clouds.yaml`` entry (openstacksdk's usual search path)."""
-
-    model_config = OPTIONS_CONFIG
 
     cloud: str = pydantic.Field(min_length=1)
     """Name of the cloud in ``clouds.yaml``."""
 
 
-class FederatedIdp(pydantic.BaseModel):
+class FederatedIdp(Options):
     """Create bound users missing in Keystone as federated users of an identity provider."""
-
-    model_config = OPTIONS_CONFIG
 
     enabled: bool = False
     """Create a bound user missing in Keystone (off: a missing user is a USER_NOT_FOUND warning)."""
@@ -71,10 +63,8 @@ class FederatedIdp(pydantic.BaseModel):
         return self
 
 
-class OpenstackOptions(pydantic.BaseModel):
+class OpenstackOptions(Options):
     """The ``openstack:`` block of a platform in the config file."""
-
-    model_config = OPTIONS_CONFIG
 
     auth_url: str | None = None
     """Keystone's v3 URL, e.g. ``https://keystone.example.com/v3`` (any endpoint: an emulator, a

@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -19,16 +18,14 @@ from pydantic import (
     model_validator,
 )
 
-from platforms.contract import OPTIONS_CONFIG
+from platforms.contract import Options
 from platforms.contract import SecretRef as SecretRef  # re-exported: other config models use it
 
 DEFAULT_GROUP_NAME_PATTERN = "#{workspaceIdentifier}.#{projectIdentifier}-#{platformGroupAlias}"
 
 
-class Model(BaseModel):
-    """Base of every config model: camelCase keys, unknown keys are errors, docstrings documented."""
-
-    model_config = OPTIONS_CONFIG
+Model = Options
+"""Base of every config model: camelCase keys, unknown keys are errors, docstrings documented."""
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")

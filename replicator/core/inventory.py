@@ -8,13 +8,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from platforms.contract import OPTIONS_CONFIG
+from platforms.contract import Options
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
 
 
-class Obj(BaseModel):
-    model_config = OPTIONS_CONFIG
+Obj = Options
+"""Base of every meshObject model: camelCase keys, unknown keys are errors, immutable."""
+
+
+class Envelope(Obj):
+    """What every meshObject has before its ``kind``, ``metadata`` and ``spec``."""
+
+    api_version: Literal["v1"] = "v1"
 
 
 class Named(Obj):
@@ -44,10 +50,9 @@ class UserSpec(Obj):
     family_name: str | None = None
 
 
-class MeshUser(Obj):
+class MeshUser(Envelope):
     """A person (stable id = the OIDC subject)."""
 
-    api_version: Literal["v1"] = "v1"
     kind: Literal["meshUser"]
     metadata: Named
     spec: UserSpec = UserSpec()
@@ -59,10 +64,9 @@ class UserGroupSpec(Obj):
     display_name: str | None = None
 
 
-class MeshUserGroup(Obj):
+class MeshUserGroup(Envelope):
     """A set of users bound together."""
 
-    api_version: Literal["v1"] = "v1"
     kind: Literal["meshUserGroup"]
     metadata: Named
     spec: UserGroupSpec = UserGroupSpec()
@@ -73,8 +77,7 @@ class WorkspaceSpec(Obj):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
-class MeshWorkspace(Obj):
-    api_version: Literal["v1"] = "v1"
+class MeshWorkspace(Envelope):
     kind: Literal["meshWorkspace"]
     metadata: Named
     spec: WorkspaceSpec = WorkspaceSpec()
@@ -98,8 +101,7 @@ class ProjectSpec(Obj):
         return data
 
 
-class MeshProject(Obj):
-    api_version: Literal["v1"] = "v1"
+class MeshProject(Envelope):
     kind: Literal["meshProject"]
     metadata: InWorkspace
     spec: ProjectSpec = ProjectSpec()
@@ -137,10 +139,9 @@ class BindingSpec(Obj):
     """Optional: the access ends by itself at the first run after this time."""
 
 
-class MeshProjectBinding(Obj):
+class MeshProjectBinding(Envelope):
     """Gives users and user groups a role on a project."""
 
-    api_version: Literal["v1"] = "v1"
     kind: Literal["meshProjectBinding"]
     metadata: InProject
     spec: BindingSpec
@@ -168,10 +169,9 @@ class TenantSpec(Obj):
         return data
 
 
-class MeshTenant(Obj):
+class MeshTenant(Envelope):
     """A project's presence on one platform."""
 
-    api_version: Literal["v1"] = "v1"
     kind: Literal["meshTenant"]
     metadata: TenantMeta
     spec: TenantSpec
