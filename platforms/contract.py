@@ -192,6 +192,15 @@ class RetryableError(PlatformError):
         """Seconds the platform asked us to wait (Retry-After), when it said."""
 
 
+class PendingError(RetryableError):
+    """The platform has not caught up with our own write yet: it is eventually consistent and a
+    replica it read from does not know the object this run just created (a new group unknown to
+    the role API, a new principal not yet replicated to the authorization service). Retried
+    within the run like any :class:`RetryableError`; when it outlasts the run the tenant is not
+    failed but requeued after ``retry_after`` seconds (a default when None), with the warning
+    PLATFORM_PENDING until it converges."""
+
+
 class PermanentError(PlatformError):
     """Refused for a reason that repeating will not fix (permissions, bad ids, validation)."""
 

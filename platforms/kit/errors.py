@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from platforms.contract import (
     ForeignObjectError,
+    PendingError,
     PermanentError,
     PlatformConfigError,
     PlatformError,
@@ -19,6 +20,7 @@ __all__ = [
     "ConflictError",
     "ForeignObjectError",
     "NotFoundError",
+    "PendingError",
     "PermanentError",
     "PlatformConfigError",
     "PlatformError",

@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.progress import Progress, TaskID
 
+    from replicator.core.model import DesiredTenant
     from replicator.engine.results import RunReport, TenantResult
+    from replicator.engine.runner import Engine
     from replicator.inputs.loader import Loaded
     from replicator.inputs.validate import Validated
     from state import Store
@@ -40,8 +44,16 @@ def open_store(v: Validated | Loaded, config_path: Path | None) -> Store:
 
 
 def run_engine(
-    args: argparse.Namespace, apply: bool, v: Validated | None = None, **engine_options: Any
+    args: argparse.Namespace,
+    apply: bool,
+    v: Validated | None = None,
+    *,
+    wait_pending: float = 0.0,
+    **engine_options: Any,
 ) -> tuple[Validated, RunReport]:
+    """One engine run of the tenants ``args`` chose. With ``wait_pending`` seconds, tenants the
+    platform had not caught up with (requeued) run again after their delay, as the daemon would
+    run them, until they are done or the time is up."""
     from replicator.engine.runner import Engine
 
     v = v or validated(args)
@@ -56,23 +68,59 @@ def run_engine(
         tenants = engine.select(now, args.tenant, args.platform)
         with ProgressBar(len(tenants), "reconcile" if apply else "plan") as tick:
             report = asyncio.run(engine.run(tenants, apply=apply, now=now, on_done=tick))
+        if apply and wait_pending > 0 and report.requeued:
+            report = asyncio.run(requeue_pending(engine, tenants, report, wait_pending))
         report.held = engine.held_removed
     finally:
         store.close()
     return v, report
 
 
+async def requeue_pending(
+    engine: Engine, tenants: Sequence[DesiredTenant], report: RunReport, budget: float
+) -> RunReport:
+    """Run the requeued tenants again after their delay while ``budget`` seconds last; each result
+    replaces the earlier one, with the changes applied before counted in."""
+    import time
+
+    by_key = {d.ref.key: d for d in tenants}
+    deadline = time.monotonic() + budget
+    results = {r.key: r for r in report.results}
+    while pending := [r for r in results.values() if r.ok and r.pending is not None]:
+        delay = min(r.requeue_after for r in pending)
+        if time.monotonic() + delay > deadline:
+            break
+        print(
+            f"waiting {delay:g} s for the platform to catch up with {len(pending)} tenants", file=sys.stderr
+        )
+        await asyncio.sleep(delay)
+        again = await engine.run([by_key[r.key] for r in pending], apply=True, now=datetime.now(UTC))
+        for r in again.results:
+            r.applied += results[r.key].applied
+            results[r.key] = r
+    report.results = sorted(results.values(), key=lambda r: r.key)
+    return report
+
+
 def plan_errors(report: RunReport) -> list[tuple[str, str]]:
-    return [
+    """Tenants a plan could not be computed for (a guard's refusal is part of the plan)."""
+    errors = [
         (r.key, r.error) for r in report.results if r.error and (r.plan is None or r.error_kind != "guard")
     ]
+    errors += [(r.key, f"pending on the platform: {r.pending}") for r in report.requeued]
+    return sorted(errors)
 
 
 def reconcile_summary(args: argparse.Namespace, report: RunReport) -> int:
     for key, why in sorted(report.held.items()):
         print(f"{key}: not reconciled: {why}")
     for r in report.results:
-        if r.ok:
+        if r.ok and r.pending is not None:
+            print(
+                f"{r.key}: PENDING (platform): {r.applied} changes applied; the platform has not caught "
+                f"up yet: {r.pending} (the next run goes on after {r.requeue_after:g} s)"
+            )
+        elif r.ok:
             w = len(r.plan.warnings) if r.plan else 0
             print(f"{r.key}: converged, {r.applied} changes applied, {w} warnings")
         else:
@@ -83,14 +131,15 @@ def reconcile_summary(args: argparse.Namespace, report: RunReport) -> int:
                     "rerun with --allow-deletions to confirm them"
                 )
     for r in report.results:
-        for warning in r.plan.warnings if r.plan else ():
+        for warning in r.warnings:
             print(f"  {r.key}: {warning.code.value}: {warning.message}")
-    ok = len(report.results) - len(report.failed)
+    ok = len(report.results) - len(report.failed) - len(report.requeued)
+    pending = f", {len(report.requeued)} pending on the platform" if report.requeued else ""
     print(
-        f"Reconciled {ok} of {len(report.results)} tenants, {sum(r.applied for r in report.results)} changes "
-        f"applied, {report.warnings} warnings."
+        f"Reconciled {ok} of {len(report.results)} tenants{pending}, "
+        f"{sum(r.applied for r in report.results)} changes applied, {report.warnings} warnings."
     )
-    if report.failed:
+    if report.failed or report.requeued:
         return EXIT_ERROR
     if args.fail_on_warnings and report.warnings:
         return EXIT_WARNINGS

@@ -16,6 +16,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more (argparse turns the ValueError into a usage error)."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
 def add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
     d: Any = argparse.SUPPRESS if suppress else None
     p.add_argument(
@@ -89,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="confirm removals the deletion guard withheld (maxDeletions, empty desired state)",
     )
     p.add_argument("--fail-on-warnings", action="store_true", help="exit 3 when converged with warnings")
+    p.add_argument(
+        "--wait-pending",
+        type=seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="when a platform has not caught up with this run's own writes, run those tenants again "
+        "after the delay it needs, for at most this long (0: do not wait; they exit 1 as PENDING)",
+    )
 
     p = cmd("explain", "why a user has (or lacks) each membership on a tenant, binding by binding")
     p.add_argument("--tenant", required=True, metavar="WS/PROJECT/PLATFORM")
@@ -106,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--store-outage",
-        type=float,
+        type=seconds,
         default=300.0,
         metavar="SECONDS",
         help="exit 1 when the state store stays unreachable this long (default 300)",

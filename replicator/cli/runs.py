@@ -23,7 +23,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if args.tenant and args.all:
         print("error: --tenant and --all exclude each other", file=sys.stderr)
         return EXIT_ERROR
-    _, report = run_engine(args, apply=not args.dry_run)
+    _, report = run_engine(args, apply=not args.dry_run, wait_pending=args.wait_pending)
     plans = [r.plan for r in report.results if r.plan is not None]
     if args.dry_run:
         sys.stdout.write(plans_text(plans))

@@ -20,6 +20,9 @@ class WarningCode(StrEnum):
     FOREIGN_GROUP_NAME_TAKEN = "FOREIGN_GROUP_NAME_TAKEN"
     BINDING_EXPIRED = "BINDING_EXPIRED"
     UNMAPPED_ROLE = "UNMAPPED_ROLE"
+    PLATFORM_PENDING = "PLATFORM_PENDING"
+    """The platform has not caught up with this run's own writes yet (eventual consistency): the
+    tenant is requeued and the warning clears once it converges."""
 
 
 @dataclass(frozen=True, order=True)

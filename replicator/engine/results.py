@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from platforms.contract import ObservedTenant, OwnedGroup
+from replicator.core.model import ReplicationWarning, WarningCode
 from replicator.core.plan import Plan
 
 
@@ -85,16 +86,34 @@ class TenantResult:
     error: str | None = None
     error_kind: FailureKind | None = None
     """Why the run failed (None: it did not)."""
+    pending: str | None = None
+    """The platform had not caught up with this run's own writes when the run stopped (not a
+    failure): what it did not know yet. The tenant is to run again after ``requeue_after``."""
+    pending_subject: str = ""
+    """The object the platform did not know yet (a group name, a user)."""
+    requeue_after: float = 0.0
 
     @property
     def ok(self) -> bool:
+        """Not failed (a pending tenant is not a failure)."""
         return self.error is None
+
+    @property
+    def warnings(self) -> tuple[ReplicationWarning, ...]:
+        """The plan's warnings, and PLATFORM_PENDING while the platform catches up."""
+        found = self.plan.warnings if self.plan is not None else ()
+        if self.pending is None:
+            return tuple(found)
+        pending = ReplicationWarning(WarningCode.PLATFORM_PENDING, self.pending_subject, self.pending)
+        return (*found, pending)
 
     @property
     def outcome(self) -> Outcome:
         """The run as one typed value: what a caller decides on (retry, hold, requeue, done)."""
         if self.error is not None:
             return Failed(self.error_kind or FailureKind.INTERNAL, self.error)
+        if self.pending is not None:
+            return Requeue(self.requeue_after, self.pending)
         pending = len(self.plan.changes) if self.plan is not None else 0
         if self.applied or pending:
             return Changed(self.applied, pending - self.applied)
@@ -112,8 +131,13 @@ class RunReport:
         return [r for r in self.results if not r.ok]
 
     @property
+    def requeued(self) -> list[TenantResult]:
+        """Tenants the platform had not caught up with (to run again after a delay)."""
+        return [r for r in self.results if r.ok and r.pending is not None]
+
+    @property
     def warnings(self) -> int:
-        return sum(len(r.plan.warnings) for r in self.results if r.plan)
+        return sum(len(r.warnings) for r in self.results)
 
     @property
     def pending(self) -> int:

@@ -9,7 +9,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from platforms.contract import (
     Action,
@@ -17,9 +16,9 @@ from platforms.contract import (
     Driver,
     ObservedTenant,
     OwnedGroup,
+    PendingError,
     PlatformError,
     PlatformUser,
-    RetryableError,
     TenantRef,
 )
 from platforms.registry import driver_class
@@ -27,13 +26,12 @@ from replicator.core.compile import compile_all
 from replicator.core.config import KeepMatching, PlatformConfig
 from replicator.core.model import DesiredTenant
 from replicator.core.plan import GrantPolicy, Guard, Plan, plan_tenant
+from replicator.engine.records import adopt, record
 from replicator.engine.results import FailureKind, LeaseLostError, RunReport, TenantResult, UnknownTenantError
+from replicator.engine.retries import apply_with_retries
 from replicator.inputs.validate import Validated
 from replicator.logs import get_logger
 from state import Store, StoreError
-
-if TYPE_CHECKING:
-    from tenacity import RetryCallState
 
 log = get_logger("replicator.engine")
 audit_log = get_logger("replicator.audit")
@@ -43,8 +41,18 @@ Fence = Callable[[TenantRef], Awaitable[bool]]
 """Asked before every change: True while this process may still change the tenant."""
 PlanCheck = Callable[["TenantResult"], str | None]
 """Called with a computed plan before anything is applied: a reason to refuse the tenant, or None."""
-MAX_RETRY_AFTER = 300.0
-"""Seconds: a longer Retry-After fails the tenant for this run rather than holding it."""
+PENDING_REQUEUE = 30.0
+"""Seconds before a tenant the platform had not caught up with runs again, when the platform did
+not say how long to wait."""
+
+
+class PendingChange(PendingError):
+    """A change the platform could not apply yet because it has not caught up with an earlier
+    write of this run: the change's description and the object it waited for."""
+
+    def __init__(self, message: str, subject: str, retry_after: float | None) -> None:
+        super().__init__(message, retry_after)
+        self.subject = subject
 
 
 def default_driver(platform: PlatformConfig) -> Driver:
@@ -75,8 +83,10 @@ class Engine:
         retry_wait: float = 1.0,
         check: PlanCheck | None = None,
         fence: Fence | None = None,
+        pending_requeue: float = PENDING_REQUEUE,
     ) -> None:
         self.v = validated
+        self.pending_requeue = pending_requeue
         self.check = check
         self.fence = fence
         self.store = store
@@ -283,15 +293,24 @@ class Engine:
             if refused:
                 result.error, result.error_kind = refused, FailureKind.STALE
             elif apply:
-                self._adopt(desired, observed, owned)
+                adopt(self.store, desired, observed, owned)
                 if desired.deleted and any(c.action is not Action.DELETE_GROUP for c in plan.changes):
                     self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "Revoking")
-                await self._apply(driver, plan, observed, run_id, result)
+                try:
+                    await self._apply(driver, plan, observed, run_id, result)
+                except PendingError as e:
+                    self._pending(result, e)
                 self.store.sync_warnings(
-                    ref.key, ref.platform, [(w.code.value, w.subject, w.message) for w in plan.warnings], now
+                    ref.key,
+                    ref.platform,
+                    [(w.code.value, w.subject, w.message) for w in result.warnings],
+                    now,
                 )
-                status = "Deleted" if desired.deleted and not plan.blocked else "Active"
-                self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, status)
+                if result.pending is None:
+                    status = "Deleted" if desired.deleted and not plan.blocked else "Active"
+                    self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, status)
+        except PendingError as e:  # while observing: nothing was applied
+            self._pending(result, e)
         except PlatformError as e:
             result.error, result.error_kind = str(e), FailureKind.PLATFORM
             # A stale cached user may be the cause: ask the platform again next time.
@@ -314,54 +333,33 @@ class Engine:
                 kind=result.error_kind,
                 error=result.error,
             )
+        elif result.pending is not None:
+            log.warning(
+                "tenant pending on the platform",
+                tenant=ref.key,
+                platform=ref.platform,
+                kind="pending",
+                requeue_after=result.requeue_after,
+                error=result.pending,
+            )
         if run_id is not None:
-            pending = len(result.plan.withheld) if result.plan else 0
+            left = len(result.plan.withheld) if result.plan else 0
+            if result.pending is not None and result.plan is not None:
+                left += len(result.plan.changes) - result.applied
+            outcome = "failed" if result.error else "pending" if result.pending is not None else "converged"
             try:
                 self.store.finish_run(
-                    run_id,
-                    "failed" if result.error else "converged",
-                    result.applied,
-                    pending,
-                    result.error,
-                    now=None,
+                    run_id, outcome, result.applied, left, result.error or result.pending, now=None
                 )
             except StoreError as e:
                 log.error("cannot record run", tenant=ref.key, error=str(e))
         return result
 
-    def _adopt(
-        self,
-        desired: DesiredTenant,
-        observed: ObservedTenant,
-        owned: Sequence[OwnedGroup],
-    ) -> None:
-        """Bring the store's records in line with what the platform shows, before anything is
-        applied. A change whose answer was lost (a dropped connection, a timeout after the platform
-        acted, a crash between the call and the record) left the record behind the platform:
-
-        - groups the driver found by name with our marker are confirmed; vanished ones forgotten;
-        - a role that is on an owned group and desired for it is recorded as ours (its grant may
-          have happened without the answer reaching us), so that it is revoked when unmapped;
-        - a recorded role or member the group no longer has is forgotten (its revoke or removal
-          happened), so that nobody's later access is mistaken for ours."""
-        ref = desired.ref
-        platform, tenant = ref.platform, ref.key
-        known = {o.name: o for o in owned}
-        wanted_roles = {g.name: g.roles for g in desired.groups}
-        for g in observed.groups:
-            rec = known.get(g.name)
-            if rec is None or rec.platform_id != g.id:
-                self.store.confirm_group(platform, tenant, g.name, g.id, g.alias)
-            recorded_roles = rec.roles if rec is not None else frozenset()
-            for role in sorted((g.roles & wanted_roles.get(g.name, frozenset())) - recorded_roles):
-                self.store.add_group_role(platform, tenant, g.name, role)
-            for role in sorted(recorded_roles - g.roles):
-                self.store.remove_group_role(platform, tenant, g.name, role)
-            present = {u.id for u in g.members}
-            for user_id in sorted((rec.members if rec is not None else frozenset()) - present):
-                self.store.remove_group_member(platform, tenant, g.name, user_id)
-        for name in observed.vanished:
-            self.store.forget_group(platform, tenant, name)
+    def _pending(self, result: TenantResult, error: PendingError) -> None:
+        """The run stops where the platform has not caught up: not a failure, a requeue."""
+        result.pending = str(error)
+        result.pending_subject = error.subject if isinstance(error, PendingChange) else result.key
+        result.requeue_after = error.retry_after if error.retry_after is not None else self.pending_requeue
 
     async def _apply(
         self, driver: Driver, plan: Plan, observed: ObservedTenant, run_id: int | None, result: TenantResult
@@ -387,67 +385,25 @@ class Engine:
             if change.action is Action.CREATE_GROUP:
                 self.store.record_group_intent(ref.platform, ref.key, change.alias, change.group)
             try:
-                new_id = await self._apply_one(driver, change, ids.get(change.group), ref)
+                new_id = await apply_with_retries(
+                    driver,
+                    change,
+                    ids.get(change.group),
+                    ref,
+                    attempts=self.change_attempts,
+                    retry_wait=self.retry_wait,
+                )
             except PlatformError as e:
                 self._audit(run_id, ref.key, ref.platform, change, "failed", str(e))
-                raise PlatformError(
-                    f"{change.action.value} {change.group} {change.subject}: {e}".replace("  ", " ")
-                ) from e
+                what = f"{change.action.value} {change.group} {change.subject}".rstrip()
+                if isinstance(e, PendingError):
+                    raise PendingChange(f"{what}: {e}", change.group, e.retry_after) from e
+                raise PlatformError(f"{what}: {e}") from e
             if change.action is Action.ENSURE_USER and new_id and change.euid:
                 ensured[change.euid] = PlatformUser(new_id, change.euid)
-            self._record(ref.platform, ref.key, change, new_id, ids)
+            record(self.store, ref.platform, ref.key, change, new_id, ids)
             self._audit(run_id, ref.key, ref.platform, change, "applied")
             result.applied += 1
-
-    async def _apply_one(
-        self, driver: Driver, change: Change, group_id: str | None, ref: TenantRef
-    ) -> str | None:
-        """One change, retried with exponential backoff while the platform says "try again"; a
-        Retry-After the platform gave wins when it is longer, and one over MAX_RETRY_AFTER fails the
-        tenant at once (the next run tries again) instead of stalling the run."""
-        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-        backoff = wait_exponential(multiplier=self.retry_wait, max=60)
-
-        def wait(state: RetryCallState) -> float:
-            error = state.outcome.exception() if state.outcome else None
-            asked = error.retry_after if isinstance(error, RetryableError) and error.retry_after else 0.0
-            return max(backoff(state), asked)
-
-        def retryable(error: BaseException) -> bool:
-            return isinstance(error, RetryableError) and (error.retry_after or 0) <= MAX_RETRY_AFTER
-
-        def note(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            log.warning("retrying change", action=change.action.value, group=change.group, error=str(error))
-
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(retryable),
-            stop=stop_after_attempt(self.change_attempts),
-            wait=wait,
-            before_sleep=note,
-            reraise=True,
-        ):
-            with attempt:
-                return await driver.apply(ref, change, group_id)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
-
-    def _record(
-        self, platform: str, tenant: str, change: Change, new_id: str | None, ids: dict[str, str]
-    ) -> None:
-        if change.action is Action.CREATE_GROUP and new_id:
-            ids[change.group] = new_id
-            self.store.confirm_group(platform, tenant, change.group, new_id, change.alias)
-        elif change.action is Action.GRANT and change.role:
-            self.store.add_group_role(platform, tenant, change.group, change.role)
-        elif change.action is Action.REVOKE and change.role:
-            self.store.remove_group_role(platform, tenant, change.group, change.role)
-        elif change.action is Action.ADD_MEMBER and change.user is not None:
-            self.store.add_group_member(platform, tenant, change.group, change.user.id)
-        elif change.action is Action.REMOVE_MEMBER and change.user is not None:
-            self.store.remove_group_member(platform, tenant, change.group, change.user.id)
-        elif change.action is Action.DELETE_GROUP:
-            self.store.forget_group(platform, tenant, change.group)
 
     def _audit(
         self,

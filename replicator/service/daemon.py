@@ -333,7 +333,7 @@ class Daemon:
         if result.plan is not None:
             for change in result.plan.changes[: result.applied]:
                 self.metrics.changes.labels(platform, change.action.value).inc()
-            self._warnings[key] = Tally(w.code.value for w in result.plan.warnings)
+            self._warnings[key] = Tally(w.code.value for w in result.warnings)
             totals: Tally[str] = Tally()
             for per_tenant in self._warnings.values():
                 totals.update(per_tenant)
@@ -344,6 +344,7 @@ class Daemon:
                 state.failures, state.last_success = 0, state.last_finished
                 self.metrics.last_success.labels(key).set(state.last_finished.timestamp())
             case Requeue(after=after):
+                self.metrics.requeues.labels(platform).inc()
                 if not self.stopping.is_set():
                     self.queue.put_later(key, after)
             case Failed(kind=kind, error=error):

@@ -28,6 +28,13 @@ class Metrics:
         self.errors = Counter(
             "replicator_errors_total", "Failed tenant reconciles", ["platform", "kind"], registry=r
         )
+        self.requeues = Counter(
+            "replicator_requeues_total",
+            "Tenant reconciles that ended pending on the platform (it had not caught up with our own "
+            "writes): requeued after a delay, not failed",
+            ["platform"],
+            registry=r,
+        )
         self.queue_depth = Gauge("replicator_queue_depth", "Tenants waiting to be reconciled", registry=r)
         self.last_success = Gauge(
             "replicator_last_success_timestamp_seconds",

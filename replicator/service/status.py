@@ -11,10 +11,18 @@ from state import StoreError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from replicator.engine.results import TenantResult
     from replicator.service.workqueue import TenantState
     from state import Store
 
 log = get_logger("replicator.service.daemon")
+
+
+def outcome_name(result: TenantResult) -> str:
+    """converged, pending (requeued: the platform is catching up) or failed."""
+    if not result.ok:
+        return "failed"
+    return "pending" if result.pending is not None else "converged"
 
 
 def status_doc(
@@ -32,14 +40,14 @@ def status_doc(
                 "tenant": key,
                 "lastFinished": s.last_finished.isoformat() if s.last_finished else None,
                 "lastSuccess": s.last_success.isoformat() if s.last_success else None,
-                "outcome": None if last is None else "converged" if last.ok else "failed",
+                "outcome": None if last is None else outcome_name(last),
                 "changesApplied": last.applied if last else 0,
                 "error": last.error if last else None,
                 "held": s.held,
                 "failures": s.failures,
                 "warnings": [
                     {"code": w.code.value, "subject": w.subject, "message": w.message}
-                    for w in (last.plan.warnings if last and last.plan else ())
+                    for w in (last.warnings if last else ())
                 ],
             }
         )

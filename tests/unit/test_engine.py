@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from platforms.contract import PlatformError, RetryableError
+from platforms.contract import PendingError, PlatformError, RetryableError
 from replicator.core.config import Config
 from replicator.core.inventory import (
     Inventory,
@@ -21,7 +21,7 @@ from replicator.core.inventory import (
     MeshUser,
     MeshWorkspace,
 )
-from replicator.engine.results import Changed, Converged, Failed, FailureKind, RunReport
+from replicator.engine.results import Changed, Converged, Failed, FailureKind, Requeue, RunReport
 from replicator.engine.runner import Engine
 from replicator.inputs.validate import Validated
 from state import Store
@@ -303,3 +303,42 @@ def test_retry_after_is_honoured_and_a_long_one_fails_fast(world: World) -> None
     assert failed.key == f"ws/b/{P}"
     assert "come back tomorrow" in str(failed.error)
     assert world.platform.calls["add_member"] == 3, "a: 2 attempts; b: 1 attempt, no retry"
+
+
+def test_a_platform_catching_up_requeues_the_tenant_instead_of_failing_it(world: World) -> None:
+    """A change the platform cannot take yet because it has not caught up with this run's own
+    create (eventual consistency) is retried within the run; past the run the tenant ends pending:
+    Requeue(after), a PLATFORM_PENDING warning, a "pending" run record, no failure. The next run
+    finishes it and the warning clears."""
+    lag = [PendingError("group not replicated yet")] * 3  # every attempt of this run
+    world.platform.fail("grant", *lag, group="mem-ws.a-admin")
+    report = world.run({"a": {"admin": ["alice"]}, "b": {"admin": ["carol"]}})
+    assert report.failed == []
+    outcomes = {r.key: r.outcome for r in report.results}
+    assert outcomes[f"ws/b/{P}"] == Changed(applied=5)  # two groups, one member, two roles
+    pending = outcomes[f"ws/a/{P}"]
+    assert isinstance(pending, Requeue)
+    assert pending.after == 30.0, "the default delay when the platform did not say"
+    assert "grant mem-ws.a-admin r-admin: group not replicated yet" in pending.reason
+    assert world.platform.calls["grant"] == 3 + 2, "a: retried within the run; b: its two roles once"
+    runs = {r.tenant: (r.outcome, r.changes_applied, r.changes_pending) for r in world.store.last_runs()}
+    assert runs[f"ws/a/{P}"] == ("pending", 3, 2), "groups created, member added; both grants to do"
+    (warning,) = world.store.open_warnings(f"ws/a/{P}")
+    assert (warning.code, warning.subject) == ("PLATFORM_PENDING", "mem-ws.a-admin")
+
+    again = world.run({"a": {"admin": ["alice"]}, "b": {"admin": ["carol"]}})
+    assert {r.key: r.outcome for r in again.results} == {
+        f"ws/a/{P}": Changed(applied=2),
+        f"ws/b/{P}": Converged(),
+    }
+    assert world.store.open_warnings(f"ws/a/{P}") == []
+    assert world.platform.by_name("mem-ws.a-admin").roles == {"acct-a": {"r-admin"}}
+
+
+def test_a_pending_platform_asking_for_a_long_wait_is_requeued_at_once(world: World) -> None:
+    world.platform.fail("add_member", PendingError("principal not found yet", retry_after=90))
+    started = time.monotonic()
+    (result,) = world.run({"a": {"admin": ["alice"]}}).results
+    assert time.monotonic() - started < 5, "not waited out within the run"
+    assert result.outcome == Requeue(90, result.pending or "")
+    assert world.platform.calls["add_member"] == 1
