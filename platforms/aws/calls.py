@@ -16,15 +16,30 @@ from typing import Any
 
 from platforms.aws.errors import retry_attempts, translate
 from platforms.aws.options import AwsOptions
-from platforms.contract import PlatformError
+from platforms.contract import PlatformError, RetryableError
 from platforms.kit.driver import BaseDriver
 from platforms.kit.errors import NotFoundError
+from platforms.kit.http import retry_after
 from platforms.kit.paging import Pages
 from platforms.kit.session import SharedClient
 
 PAGE_SIZE = 100
 """Items a page of every list call."""
 _SESSION_NAME = "replicator"
+
+
+def _no_retry_when_told_how_long(response: Any = None, **_: Any) -> bool | None:
+    """botocore's ``needs-retry`` hook: a throttled answer (429, 503) that says how long to wait
+    (``Retry-After``) is not repeated by botocore, whose standard mode would repeat it after its
+    own short backoff and past the platform's budget. It reaches the driver as a RetryableError
+    with that wait instead, which pauses the budget for every caller. False stops botocore's
+    retries for this answer; None leaves the decision to the standard retry handler."""
+    if not isinstance(response, tuple) or not response:
+        return None
+    http = response[0]
+    if getattr(http, "status_code", None) in (429, 503) and retry_after(getattr(http, "headers", None)):
+        return False
+    return None
 
 
 class AwsCalls(BaseDriver[AwsOptions], platform_name="aws"):
@@ -53,7 +68,7 @@ class AwsCalls(BaseDriver[AwsOptions], platform_name="aws"):
         session = boto3.Session(region_name=opts.region)
         if opts.assume_role_arn:
             session = self._assumed_session(session, config, opts.assume_role_arn)
-        return {
+        clients = {
             service: session.client(
                 service,
                 region_name=opts.region,
@@ -62,6 +77,10 @@ class AwsCalls(BaseDriver[AwsOptions], platform_name="aws"):
             )
             for service in ("identitystore", "sso-admin")
         }
+        for client in clients.values():
+            # First, so that its answer wins over the standard retry handler's.
+            client.meta.events.register_first("needs-retry", _no_retry_when_told_how_long)
+        return clients
 
     def _assumed_session(self, base: Any, config: Any, role_arn: str) -> Any:
         """A session whose credentials come from ``sts:AssumeRole`` and refresh before they expire."""
@@ -124,7 +143,12 @@ class AwsCalls(BaseDriver[AwsOptions], platform_name="aws"):
         retried = [0]
         try:
             async with self.budget:
-                return await asyncio.to_thread(self._call_sync, service, operation, params, retried)
+                try:
+                    return await asyncio.to_thread(self._call_sync, service, operation, params, retried)
+                except RetryableError as exc:
+                    if exc.retry_after:  # every caller waits, not only this one
+                        self.budget.pause(exc.retry_after)
+                    raise
         finally:
             for _ in range(retried[0]):
                 async with self.budget:

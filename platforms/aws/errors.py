@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from platforms.contract import PermanentError, PlatformConfigError, RetryableError
 from platforms.kit.errors import ConflictError, NotFoundError
+from platforms.kit.http import retry_after
 
 if TYPE_CHECKING:
     from platforms.contract import PlatformError
@@ -84,7 +85,8 @@ def translate(operation: str, exc: Exception) -> PlatformError | None:
                 return ConflictError(message)
             return TransientConflictError(message)
         if code in _THROTTLING_CODES or code in _TRANSIENT_CODES or status == 429 or status >= 500:
-            return RetryableError(message)
+            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders")
+            return RetryableError(message, retry_after=retry_after(headers))
         if code == "ServiceQuotaExceededException":
             if any(word in text.lower() for word in _QUOTA_THROTTLE_WORDS):
                 return RetryableError(message)

@@ -93,10 +93,17 @@ class RbacDriver(BaseDriver[KubernetesOptions]):
             ) from exc
         if opts.ca_file is not None:
             cfg.ssl_ca_cert = os.path.expanduser(opts.ca_file)
+        import urllib3
+
+        # urllib3's default Retry repeats a 429/503 that carries Retry-After by itself, sleeping in
+        # the worker thread: the driver would never see the throttling, and the shared budget
+        # would never pause for the other workers. Connection failures are still retried (the
+        # request was not sent); a throttled answer reaches the driver as a RetryableError.
+        cfg.retries = urllib3.Retry(
+            total=3, status=0, respect_retry_after_header=False, raise_on_status=False
+        )
         if opts.insecure_skip_tls_verify:
             cfg.verify_ssl = False
-            import urllib3
-
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         return client.ApiClient(cfg)
 

@@ -164,12 +164,7 @@ class AwsBackend(ProxiedBackend):
     name = "aws"
     platform_type = "aws"
     foreign_unsupported: str | None = None
-    known_defects = dict.fromkeys(
-        ("test_retry_after_pauses_the_budget_and_the_change_succeeds", "test_retry_after_through_the_engine"),
-        "AWS driver ignores Retry-After: platforms/aws/errors.py maps a ThrottlingException (HTTP 429) "
-        "to RetryableError without retry_after (botocore does not expose the header to it), so the "
-        "budget is never paused and the engine retries after its own backoff",
-    )
+    known_defects: dict[str, str] = {}
     ACCOUNT = "111111111111"
 
     def __init__(self, request: pytest.FixtureRequest) -> None:
@@ -286,13 +281,7 @@ class OpenstackBackend(ProxiedBackend):
 class KubernetesBackend(ProxiedBackend):
     name = "kubernetes"
     platform_type = "kubernetes"
-    known_defects = dict.fromkeys(
-        ("test_retry_after_pauses_the_budget_and_the_change_succeeds", "test_retry_after_through_the_engine"),
-        "Kubernetes/OpenShift driver hides throttling: the kubernetes client's urllib3 pool keeps "
-        "urllib3's default Retry, which repeats a 429 carrying Retry-After by itself after sleeping "
-        "in the worker thread (platforms/kubernetes/base.py sets no retries on the Configuration); "
-        "the driver never sees the 429, so the shared budget is never paused",
-    )
+    known_defects: dict[str, str] = {}
     driver_class: ClassVar[type[KubernetesDriver] | type[OpenShiftDriver]] = KubernetesDriver
     role = "view"
 
