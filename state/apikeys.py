@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
-from state.db import Database, StoreError, aware, maybe_aware, utcnow
+from state.db import Database, StoreError, record_of, utcnow
 from state.tables import ApiKeyRow
 
 
@@ -58,4 +58,4 @@ class ApiKeyStore(Database):
 
 
 def _api_key(r: ApiKeyRow) -> ApiKeyRecord:
-    return ApiKeyRecord(r.name, tuple(r.scopes), aware(r.created_at), maybe_aware(r.last_used_at))
+    return record_of(ApiKeyRecord, r, scopes=tuple(r.scopes))

@@ -7,16 +7,20 @@ created and upgraded by Alembic migrations when the store opens. Every write is 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATE_LOCK_ID = 7210551
@@ -43,6 +47,23 @@ def aware(dt: datetime) -> datetime:
 
 def maybe_aware(dt: datetime | None) -> datetime | None:
     return aware(dt) if dt is not None else None
+
+
+R = TypeVar("R", bound="DataclassInstance")
+
+
+def record_of(cls: type[R], row: object, **given: object) -> R:
+    """The frozen record ``cls`` (a dataclass) of a table row: each field read from the row's
+    column of the same name, a datetime made aware (SQLite hands back naive ones); ``given``
+    fields are taken as they are (a converted column)."""
+    values: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in given:
+            values[f.name] = given[f.name]
+            continue
+        value = getattr(row, f.name)
+        values[f.name] = aware(value) if isinstance(value, datetime) else value
+    return cls(**values)
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from state.db import Database, StoreError, chunks, file_lock, maybe_aware, utcnow
+from state.db import Database, StoreError, chunks, file_lock, record_of, utcnow
 from state.tables import CounterRow, MeshObjectRow
 
 _MEMORY_LOCK = threading.Lock()
@@ -201,14 +201,4 @@ class ObjectStore(Database):
 
 
 def _stored(r: MeshObjectRow) -> StoredObject:
-    return StoredObject(
-        kind=r.kind,
-        key=r.key,
-        source=r.source,
-        document=r.document,
-        external_id=r.external_id,
-        deprovisioned_at=maybe_aware(r.deprovisioned_at),
-        revision=r.revision,
-        created_at=maybe_aware(r.created_at),
-        updated_at=maybe_aware(r.updated_at),
-    )
+    return record_of(StoredObject, r)

@@ -11,7 +11,7 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from state.db import Database, utcnow
+from state.db import Database, record_of, utcnow
 from state.tables import OwnedGroupRow
 
 
@@ -132,13 +132,4 @@ def _pending(platform: str, tenant: str, alias: str, name: str, now: datetime) -
 
 
 def _owned(r: OwnedGroupRow) -> OwnedGroupRecord:
-    return OwnedGroupRecord(
-        r.platform,
-        r.tenant,
-        r.alias,
-        r.name,
-        r.platform_id,
-        frozenset(r.roles or ()),
-        r.state,
-        frozenset(r.members or ()),
-    )
+    return record_of(OwnedGroupRecord, r, roles=frozenset(r.roles or ()), members=frozenset(r.members or ()))

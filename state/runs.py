@@ -3,13 +3,14 @@ applied or attempted, and the tenant's replication warnings (open until their ca
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
 
-from state.db import Database, StoreError, aware, maybe_aware, utcnow
+from state.db import Database, StoreError, record_of, utcnow
 from state.tables import AuditRow, RunRow, WarningRow
 
 
@@ -121,20 +122,9 @@ class RunStore(Database):
         outcome: str,
         error: str | None = None,
     ) -> None:
+        record = AuditRecord(run_id, utcnow(), tenant, platform, action, group_name, subject, outcome, error)
         with self._tx() as s:
-            s.add(
-                AuditRow(
-                    run_id=run_id,
-                    at=utcnow(),
-                    tenant=tenant,
-                    platform=platform,
-                    action=action,
-                    group_name=group_name,
-                    subject=subject,
-                    outcome=outcome,
-                    error=error,
-                )
-            )
+            s.add(AuditRow(**dataclasses.asdict(record)))
 
     def audit_trail(self, tenant: str | None = None) -> list[AuditRecord]:
         q = select(AuditRow).order_by(AuditRow.id)
@@ -163,17 +153,8 @@ class RunStore(Database):
                 else:
                     row.cleared_at = now
             for (code, subject), msg in wanted.items():
-                s.add(
-                    WarningRow(
-                        tenant=tenant,
-                        platform=platform,
-                        code=code,
-                        subject=subject,
-                        message=msg,
-                        first_seen=now,
-                        last_seen=now,
-                    )
-                )
+                opened = WarningRecord(tenant, platform, code, subject, msg, now, now, None)
+                s.add(WarningRow(**dataclasses.asdict(opened)))
 
     def open_warnings(self, tenant: str | None = None) -> list[WarningRecord]:
         q = (
@@ -193,34 +174,12 @@ class RunStore(Database):
 
 
 def _run(r: RunRow) -> RunRecord:
-    return RunRecord(
-        r.id,
-        r.tenant,
-        r.platform,
-        r.dry_run,
-        aware(r.started_at),
-        maybe_aware(r.finished_at),
-        r.outcome,
-        r.changes_applied,
-        r.changes_pending,
-        r.error,
-    )
+    return record_of(RunRecord, r)
 
 
 def _audit(r: AuditRow) -> AuditRecord:
-    return AuditRecord(
-        r.run_id, aware(r.at), r.tenant, r.platform, r.action, r.group_name, r.subject, r.outcome, r.error
-    )
+    return record_of(AuditRecord, r)
 
 
 def _warning(r: WarningRow) -> WarningRecord:
-    return WarningRecord(
-        r.tenant,
-        r.platform,
-        r.code,
-        r.subject,
-        r.message,
-        aware(r.first_seen),
-        aware(r.last_seen),
-        maybe_aware(r.cleared_at),
-    )
+    return record_of(WarningRecord, r)

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from state.db import Database, aware, utcnow
+from state.db import Database, record_of, utcnow
 from state.tables import ScimResourceRow
 
 
@@ -74,6 +74,4 @@ class ScimStore(Database):
 
 
 def _scim(r: ScimResourceRow) -> ScimResource:
-    return ScimResource(
-        r.resource_type, r.id, r.document, r.revision, aware(r.created_at), aware(r.updated_at)
-    )
+    return record_of(ScimResource, r)

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from state.db import Database, aware, maybe_aware, utcnow
+from state.db import Database, record_of, utcnow
 from state.tables import SourceSyncRow
 
 
@@ -82,14 +82,4 @@ class SyncStore(Database):
 
 
 def _sync(r: SourceSyncRow) -> SourceSyncRecord:
-    return SourceSyncRecord(
-        r.source,
-        aware(r.started_at),
-        maybe_aware(r.finished_at),
-        r.outcome,
-        r.users,
-        r.groups,
-        r.deprovisioned,
-        r.error,
-        maybe_aware(r.last_complete_at),
-    )
+    return record_of(SourceSyncRecord, r)
