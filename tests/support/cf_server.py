@@ -511,28 +511,17 @@ class CfServer(WorldServer[World]):
             return guid
 
     def add_user(self, username: str, origin: str = "uaa") -> str:
-        with self.world.lock:
-            guid = str(uuid.uuid4())
-            self.world.users[guid] = {
-                "guid": guid,
-                "username": username,
-                "origin": origin,
-                "seq": next(self.world.counter),
-            }
-            return guid
+        return self._add("users", username=username, origin=origin)
 
     def add_role(self, role_type: str, user: str, *, space: str | None = None, org: str | None = None) -> str:
         """A role given by someone else (no checks)."""
+        return self._add("roles", type=role_type, user=user, space=space, organization=org)
+
+    def _add(self, table: str, **fields: Any) -> str:
+        """A new entry in the world's ``table`` under a new guid, numbered (``seq``) in creation order."""
         with self.world.lock:
             guid = str(uuid.uuid4())
-            self.world.roles[guid] = {
-                "guid": guid,
-                "type": role_type,
-                "user": user,
-                "space": space,
-                "organization": org,
-                "seq": next(self.world.counter),
-            }
+            getattr(self.world, table)[guid] = {"guid": guid, **fields, "seq": next(self.world.counter)}
             return guid
 
     def delete_role(self, role_type: str, username: str, space: str) -> None:
