@@ -42,6 +42,8 @@ PEOPLE = ("alice", "bob", "carol", "dave", "erin")
 # role -> the users bound to it in a project
 Bindings = Mapping[str, tuple[str, ...]]
 STANDARD: Bindings = {"admin": ("alice",), "user": ("bob", "carol"), "reader": ("dave",)}
+DASHED = "#{workspaceIdentifier}-#{projectIdentifier}-#{platformGroupAlias}"
+"""The group name pattern ``rename_dashed`` changes to."""
 
 DriverT = TypeVar("DriverT", bound=Driver)
 
@@ -281,6 +283,30 @@ class E2EProject:
         r = self.cli("reconcile", "--all", *args)
         assert r.code == 0, r.out + r.err
         return r
+
+    def plan_exit(self, code: int) -> Result:
+        """``plan --detailed-exitcode``, which must exit with ``code`` (0: nothing to do, 2: changes)."""
+        r = self.cli("plan", "--detailed-exitcode")
+        assert r.code == code, r.out + r.err
+        return r
+
+    def assert_converged(self) -> None:
+        """A plan now finds nothing to do."""
+        assert "Plan: 0 to add, 0 to remove, 0 warnings." in self.plan_exit(0).out
+
+    def replan(self, **roles: tuple[str, ...]) -> Result:
+        """Converge, then write the inventory with ledger's ``STANDARD`` bindings but ``roles`` (role ->
+        users) instead: the plan that follows."""
+        self.converge()
+        self.write_inventory(self.inventory({**STANDARD, **roles}))
+        return self.cli("plan")
+
+    def rename_dashed(self) -> list[str]:
+        """The group name pattern becomes ``DASHED`` (in the config on disk); the names, sorted, that
+        the groups of ``inventory()`` get from it."""
+        self.pattern = DASHED
+        self.write_config()
+        return sorted(f"{self.ws}-{p}-{a}" for p in ("ledger", "payroll") for a in STANDARD)
 
     def store(self) -> Store:
         return Store(f"sqlite:///{self.root / 'state.db'}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import yaml
 
 from replicator.service.daemon import Budget, Daemon
 from tests.e2e.conftest import PLATFORM, Project, standard_inventory
+from tests.support.local_server import free_port
 
 LEDGER = f"finance/ledger/{PLATFORM}"
 READ, WRITE = "read-key-value", "write-key-value"
@@ -129,12 +129,6 @@ async def test_a_paused_budget_holds_every_caller() -> None:
     started = time.monotonic()
     await asyncio.gather(*(budget.__aenter__() for _ in range(3)))
     assert time.monotonic() - started >= 0.3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(proc: subprocess.Popen[str], port: int, seconds: float, log: Callable[[], str]) -> None:

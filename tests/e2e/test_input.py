@@ -81,6 +81,11 @@ spec: {localId: "123456789012", landingZoneIdentifier: lz}
 """
 
 
+def inventory_with(site: Path, documents: str) -> Path:
+    """The inventory next to ``site`` (org.yaml): GOOD_INVENTORY, then ``documents``."""
+    return write(site.parent / "org.yaml", GOOD_INVENTORY + documents)
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     write(tmp_path / "replicator.yaml", yaml.safe_dump(good_config()))
@@ -107,11 +112,9 @@ def test_config_from_environment_variable(
 
 
 def test_every_inventory_problem_at_once(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    org = site.parent / "org.yaml"
-    write(
-        org,
-        GOOD_INVENTORY
-        + """\
+    org = inventory_with(
+        site,
+        """\
 ---
 apiVersion: v1
 kind: meshUser
@@ -238,11 +241,9 @@ def test_group_name_problems_are_found_per_tenant(site: Path, capsys: pytest.Cap
     assert "#{tagOwner}: the project has no tag 'owner'" in err
 
     write(site, yaml.safe_dump(good_config(userGroupNamePattern="team-#{platformGroupAlias}")))
-    org = site.parent / "org.yaml"
-    write(
-        org,
-        GOOD_INVENTORY
-        + """\
+    inventory_with(
+        site,
+        """\
 ---
 apiVersion: v1
 kind: meshProject

@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ from joserfc import jwk
 
 from replicator.service.daemon import Daemon
 from tests.integration.test_oidc_login import write_config, write_inventory
+from tests.support.local_server import free_port
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "support" / "oidc_node"
 CLIENT_ID = "replicator-portal"
@@ -74,12 +74,6 @@ def install() -> Path:
             work.rename(target)
     shutil.copy(NODE_DIR / "server.mjs", target / "server.mjs")
     return target
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

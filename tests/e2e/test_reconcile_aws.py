@@ -15,8 +15,7 @@ ADMIN, USER, READER = "mst-finance.ledger-admin", "mst-finance.ledger-user", "ms
 
 
 def test_plan_then_reconcile_then_nothing_left(proj: Project) -> None:
-    before = proj.cli("plan", "--detailed-exitcode")
-    assert before.code == 2, before.err
+    before = proj.plan_exit(2)
     assert "+ create group mst-finance.ledger-admin" in before.out
     assert "+ add member alice@example.com to mst-finance.ledger-admin" in before.out
     assert before.out.rstrip().endswith("Plan: 10 to add, 0 to remove, 0 warnings.")
@@ -32,9 +31,7 @@ def test_plan_then_reconcile_then_nothing_left(proj: Project) -> None:
     assert proj.aws.assignments(acct, proj.ps["reader"]) == [("GROUP", proj.group(READER))]
     assert all(d and d.startswith(OWNER_MARKER) for d in proj.aws.group_descriptions().values())
 
-    after = proj.cli("plan", "--detailed-exitcode")
-    assert after.code == 0, after.out + after.err
-    assert "Plan: 0 to add, 0 to remove, 0 warnings." in after.out
+    proj.assert_converged()
 
 
 def test_repeated_runs_create_no_duplicates(proj: Project) -> None:
@@ -107,8 +104,7 @@ def test_foreign_group_with_our_name_is_left_alone(proj: Project) -> None:
 def test_pattern_change_renames_make_before_break(proj: Project) -> None:
     proj.converge()
     old_ids = {n: proj.group(n) for n in (ADMIN, USER, READER)}
-    proj.pattern = "#{workspaceIdentifier}-#{projectIdentifier}-#{platformGroupAlias}"
-    proj.write_config()
+    proj.rename_dashed()
 
     plan = proj.cli("plan", "-o", "json").json()["tenants"][0]["changes"]
     assert [c["action"] for c in plan] == (

@@ -6,7 +6,6 @@ back from the server's state, never through the driver."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,12 +56,6 @@ class AzProject(E2EProject):
         return self.azure.roles(self.group(name), f"/subscriptions/{SUBS[prj]}")
 
 
-@pytest.fixture(scope="module")
-def azure_server() -> Iterator[AzureServer]:
-    with AzureServer() as server:
-        yield server
-
-
 @pytest.fixture
 def az(
     tmp_path: Path,
@@ -71,7 +64,8 @@ def az(
     azure_server: AzureServer,
 ) -> AzProject:
     monkeypatch.setenv("AZURE_TEST_SECRET", CLIENT_SECRET)
-    azure_server.reset()
+    azure_server.reset()  # the session's server (tests/support/sessions.py), with a new one's page sizes
+    azure_server.page_size, azure_server.arm_page_size = 100, 50
     p = AzProject(root=tmp_path, capsys=capsys, azure=azure_server)
     p.users = {n: azure_server.add_user(f"{n}@example.com") for n in PEOPLE}
     p.write_config()
@@ -80,8 +74,7 @@ def az(
 
 
 def test_full_reconcile_of_two_subscriptions_then_nothing_left(az: AzProject) -> None:
-    before = az.cli("plan", "--detailed-exitcode")
-    assert before.code == 2, before.err
+    before = az.plan_exit(2)
     assert f"+ create group {ADMIN}" in before.out
     assert f"+ grant {OWNER} to {ADMIN}" in before.out
     assert az.azure.groups() == {}, "plan must not write to the platform"
@@ -105,9 +98,7 @@ def test_full_reconcile_of_two_subscriptions_then_nothing_left(az: AzProject) ->
     assert az.roles("finance.payroll-admin", "payroll") == [OWNER]
     assert az.roles(ADMIN, "payroll") == []
 
-    after = az.cli("plan", "--detailed-exitcode")
-    assert after.code == 0, after.out + after.err
-    assert "Plan: 0 to add, 0 to remove, 0 warnings." in after.out
+    az.assert_converged()
 
 
 def test_lookup_by_user_principal_name_with_case_and_ambiguity(az: AzProject) -> None:
@@ -184,13 +175,10 @@ def test_unmanaged_members_and_role_assignments_are_removed(az: AzProject) -> No
 def test_pattern_change_renames_make_before_break(az: AzProject) -> None:
     az.converge()
     old = {n: az.group(n) for n in (ADMIN, USER, READERS)}
-    az.pattern = "#{workspaceIdentifier}-#{projectIdentifier}-#{platformGroupAlias}"
-    az.write_config()
+    renamed = az.rename_dashed()
     az.converge()
     groups = az.azure.groups()
-    assert sorted(groups) == sorted(
-        f"finance-{p}-{a}" for p in ("ledger", "payroll") for a in ("admin", "user", "reader")
-    )
+    assert sorted(groups) == renamed
     assert not set(old.values()) & {i for ids in groups.values() for i in ids}
     assert az.members("finance-ledger-user") == ["bob", "carol"]
     assert az.roles("finance-ledger-admin") == [OWNER]

@@ -89,8 +89,7 @@ def foreign_binding_intact(gp: GcpProject) -> None:
 
 
 def test_full_reconcile_from_empty_then_nothing_left(gp: GcpProject) -> None:
-    before = gp.cli("plan", "--detailed-exitcode")
-    assert before.code == 2, before.err
+    before = gp.plan_exit(2)
     assert f"+ create group {ADMIN}" in before.out
     assert f"+ grant roles/iam.securityReviewer to {ADMIN}" in before.out
     assert gp.gcp.groups() == {}, "plan must not write to the platform"
@@ -112,9 +111,7 @@ def test_full_reconcile_from_empty_then_nothing_left(gp: GcpProject) -> None:
     assert gp.roles(ADMIN, "payroll") == [], "a tenant's groups are bound on its own project only"
     foreign_binding_intact(gp)
 
-    after = gp.cli("plan", "--detailed-exitcode")
-    assert after.code == 0, after.out + after.err
-    assert "Plan: 0 to add, 0 to remove, 0 warnings." in after.out
+    gp.assert_converged()
 
 
 def test_no_op_reconcile_makes_seven_calls_per_tenant(gp: GcpProject) -> None:
@@ -191,13 +188,10 @@ def test_pattern_change_renames_make_before_break(gp: GcpProject) -> None:
 
     gp.gcp.watch(snapshot)
     gp.gcp.world.requests.clear()
-    gp.pattern = "#{workspaceIdentifier}-#{projectIdentifier}-#{platformGroupAlias}"
-    gp.write_config()
+    renamed = gp.rename_dashed()
     gp.converge()
     groups = gp.gcp.groups()
-    assert sorted(groups) == sorted(
-        email(f"finance-{p}-{a}") for p in ("ledger", "payroll") for a in ("admin", "user", "reader")
-    )
+    assert sorted(groups) == sorted(email(n) for n in renamed)
     assert not set(old.values()) & {g["name"] for g in groups.values()}
     assert gp.members("finance-ledger-user") == ["bob", "carol"]
     assert gp.roles("finance-ledger-admin") == ["roles/editor", "roles/iam.securityReviewer"]
@@ -281,9 +275,7 @@ def test_empty_desired_state_trips_the_deletion_guard(gp: GcpProject) -> None:
 
 
 def test_removed_binding_removes_the_member(gp: GcpProject) -> None:
-    gp.converge()
-    gp.write_inventory(gp.inventory({"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
-    r = gp.cli("plan")
+    r = gp.replan(user=("bob",))
     assert f"- remove member carol@example.com from {USER}" in r.out
     gp.converge()
     assert gp.members(USER) == ["bob"]

@@ -88,8 +88,7 @@ def users(*names: str) -> list[str]:
 
 
 def test_full_reconcile_of_several_namespaces(kp: KubeProject) -> None:
-    before = kp.cli("plan", "--detailed-exitcode")
-    assert before.code == 2, before.err
+    kp.plan_exit(2)
     assert not kp.admin.namespace_exists(kp.namespaces["ledger"]), "plan must not write"
 
     kp.converge()
@@ -120,9 +119,7 @@ def test_full_reconcile_of_several_namespaces(kp: KubeProject) -> None:
     assert not kp.can("erin", "get", "pods", "ledger")
     assert kp.can("erin", "get", "pods", "payroll")
 
-    after = kp.cli("plan", "--detailed-exitcode")
-    assert after.code == 0, after.out + after.err
-    assert "Plan: 0 to add, 0 to remove, 0 warnings." in after.out
+    kp.assert_converged()
 
 
 def test_removed_binding_takes_the_subject_away(kp: KubeProject) -> None:

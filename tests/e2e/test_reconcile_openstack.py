@@ -75,8 +75,7 @@ def os_proj(
 
 
 def test_full_reconcile_of_several_tenants_then_nothing_left(os_proj: OsProject) -> None:
-    before = os_proj.cli("plan", "--detailed-exitcode")
-    assert before.code == 2, before.err
+    before = os_proj.plan_exit(2)
     assert "+ create group finance.ledger-admin" in before.out
     assert f"+ grant {CUSTOM_ROLE} to finance.ledger-admin" in before.out
     assert os_proj.world.groups() == {}, "plan must not write to the platform"
@@ -96,9 +95,7 @@ def test_full_reconcile_of_several_tenants_then_nothing_left(os_proj: OsProject)
     assert os_proj.roles("finance.payroll-admin", "payroll") == sorted(["member", CUSTOM_ROLE])
     assert os_proj.world.assignments(os_proj.projects["payroll"], os_proj.group(ADMIN)) == []
 
-    after = os_proj.cli("plan", "--detailed-exitcode")
-    assert after.code == 0, after.out + after.err
-    assert "Plan: 0 to add, 0 to remove, 0 warnings." in after.out
+    os_proj.assert_converged()
 
 
 def test_role_mapping_change_revokes_old_and_grants_new(os_proj: OsProject) -> None:
@@ -122,9 +119,7 @@ def test_missing_role_in_keystone_fails_the_tenant_naming_it(os_proj: OsProject)
 
 
 def test_removed_binding_removes_the_member(os_proj: OsProject) -> None:
-    os_proj.converge()
-    os_proj.write_inventory(os_proj.inventory({"admin": ("alice",), "user": ("bob",), "reader": ("dave",)}))
-    r = os_proj.cli("plan")
+    r = os_proj.replan(user=("bob",))
     assert f"- remove member carol@example.com from {USER}" in r.out
     os_proj.converge()
     assert os_proj.members(USER) == ["bob"]
@@ -133,13 +128,10 @@ def test_removed_binding_removes_the_member(os_proj: OsProject) -> None:
 def test_pattern_change_renames_make_before_break(os_proj: OsProject) -> None:
     os_proj.converge()
     old = {n: os_proj.group(n) for n in (ADMIN, USER, READER)}
-    os_proj.pattern = "#{workspaceIdentifier}-#{projectIdentifier}-#{platformGroupAlias}"
-    os_proj.write_config()
+    renamed = os_proj.rename_dashed()
     os_proj.converge()
     groups = os_proj.world.groups()
-    assert sorted(groups) == sorted(
-        f"finance-{p}-{a}" for p in ("ledger", "payroll") for a in ("admin", "user", "reader")
-    )
+    assert sorted(groups) == renamed
     assert not set(old.values()) & {g.id for g in groups.values()}
     assert os_proj.members("finance-ledger-user") == ["bob", "carol"]
     assert os_proj.roles("finance-ledger-admin") == sorted(["member", CUSTOM_ROLE])

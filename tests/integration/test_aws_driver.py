@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
 import traceback
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -36,7 +35,7 @@ from platforms.contract import (
 from platforms.kit import OWNER_MARKER
 from tests.integration.conftest import RecordingBudget, assert_import_loads_no_sdk, closing_drivers
 from tests.support.faults import FaultProxy
-from tests.support.local_server import LocalHttpServer
+from tests.support.local_server import LocalHttpServer, free_port
 from tests.support.moto_aws import MotoAws
 
 pytestmark = pytest.mark.integration
@@ -734,18 +733,11 @@ async def test_delete_group_owned_and_foreign(moto: MotoAws, driver: AwsDriver) 
 # --- errors ---------------------------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_unreachable_endpoint_is_retryable_and_names_the_operation(
     make_driver: MakeDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "Sup3rS3cretValue")
-    driver = make_driver(endpointUrl=f"http://127.0.0.1:{_closed_port()}", maxAttempts=1)
+    driver = make_driver(endpointUrl=f"http://127.0.0.1:{free_port()}", maxAttempts=1)
     with pytest.raises(RetryableError, match="list_users") as caught:
         await driver.lookup_users(["alice"])
     assert "Sup3rS3cretValue" not in str(caught.value)

@@ -40,6 +40,7 @@ from tests.support.azure_server import (
     client_certificate,
     federated_token,
 )
+from tests.support.local_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -592,12 +593,7 @@ async def test_ensure_user_without_b2b_is_permanent(driver: AzureDriver, tenant:
 
 
 async def test_closed_port_is_retryable(azure: AzureServer, tenant: TenantRef) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    driver = AzureDriver(PLATFORM, azure.driver_options(graphUrl=f"https://127.0.0.1:{port}"))
+    driver = AzureDriver(PLATFORM, azure.driver_options(graphUrl=f"https://127.0.0.1:{free_port()}"))
     try:
         with pytest.raises(RetryableError):
             await driver.lookup_users(["x@example.com"])

@@ -4,7 +4,7 @@ driver."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +23,15 @@ from platforms.contract import (
     TenantRef,
 )
 from platforms.registry import driver_class
-from tests.integration.conftest import RecordingBudget
+from tests.integration.conftest import RecordingBudget, closing_drivers
 from tests.support.cf_server import CLIENT_SECRET, SECRET_ENV, CfServer
+from tests.support.local_server import free_port
 
 pytestmark = pytest.mark.integration
 
 DEV, MGR, AUD = "space_developer", "space_manager", "space_auditor"
+
+MakeDriver = Callable[..., CloudFoundryDriver]
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +71,11 @@ def world(cf_server: CfServer, monkeypatch: pytest.MonkeyPatch) -> World:
 
 
 @pytest.fixture
-async def driver(world: World) -> AsyncIterator[CloudFoundryDriver]:
-    drv = CloudFoundryDriver("cf.test", world.server.driver_options())
-    yield drv
-    await drv.close()
+async def make_driver(world: World) -> AsyncIterator[MakeDriver]:
+    async with closing_drivers(
+        lambda **extra: CloudFoundryDriver("cf.test", world.server.driver_options(**extra))
+    ) as make:
+        yield make
 
 
 def group(
@@ -101,55 +105,50 @@ def members(observed: ObservedTenant, name: str) -> list[str]:
 # --- lookup ---------------------------------------------------------------------------------------
 
 
-async def test_lookup_is_case_insensitive_within_the_origin(world: World) -> None:
+async def test_lookup_is_case_insensitive_within_the_origin(world: World, make_driver: MakeDriver) -> None:
     world.server.add_user("Erin@Example.com")
     world.server.add_user("alice", origin="corp-idp")  # same name in another user store
-    drv = CloudFoundryDriver("cf.test", world.server.driver_options(lookupBatchSize=2))
-    try:
-        found = await drv.lookup_users(["ALICE", "erin@example.com", "nobody"])
-        assert found["ALICE"] == (world.user("alice"),)
-        assert [u.name for u in found["erin@example.com"]] == ["Erin@Example.com"]
-        assert found["nobody"] == ()
-        # ALICE, alice, erin@example.com, nobody (as given and lower-cased, deduplicated) by 2
-        assert drv.api_calls["list_users"] == 2
-        again = await drv.lookup_users(["alice", "nobody"])
-        assert again["alice"] == (world.user("alice"),)
-        assert drv.api_calls["list_users"] == 2, "lookups are memoised per driver"
-    finally:
-        await drv.close()
+    drv = make_driver(lookupBatchSize=2)
+    found = await drv.lookup_users(["ALICE", "erin@example.com", "nobody"])
+    assert found["ALICE"] == (world.user("alice"),)
+    assert [u.name for u in found["erin@example.com"]] == ["Erin@Example.com"]
+    assert found["nobody"] == ()
+    # ALICE, alice, erin@example.com, nobody (as given and lower-cased, deduplicated) by 2
+    assert drv.api_calls["list_users"] == 2
+    again = await drv.lookup_users(["alice", "nobody"])
+    assert again["alice"] == (world.user("alice"),)
+    assert drv.api_calls["list_users"] == 2, "lookups are memoised per driver"
 
 
-async def test_lookup_of_another_origin_and_a_case_sensitive_server(world: World) -> None:
+async def test_lookup_of_another_origin_and_a_case_sensitive_server(
+    world: World, make_driver: MakeDriver
+) -> None:
     world.server.world.case_sensitive_usernames = True
     idp_alice = world.server.add_user("alice", origin="corp-idp")
-    drv = CloudFoundryDriver("cf.test", world.server.driver_options(origin="corp-idp"))
-    try:
-        found = await drv.lookup_users(["Alice", "bob"])
-        assert found == {"Alice": (PlatformUser(idp_alice, "alice"),), "bob": ()}
-    finally:
-        await drv.close()
+    drv = make_driver(origin="corp-idp")
+    found = await drv.lookup_users(["Alice", "bob"])
+    assert found == {"Alice": (PlatformUser(idp_alice, "alice"),), "bob": ()}
 
 
-async def test_lookup_follows_pages_and_scans_when_many_are_asked(world: World) -> None:
-    drv = CloudFoundryDriver("cf.test", world.server.driver_options(pageSize=1, scanAbove=2))
-    try:
-        found = await drv.lookup_users(["alice", "BOB", "carol"])
-        assert {e: [u.id for u in us] for e, us in found.items()} == {
-            "alice": [world.users["alice"]],
-            "BOB": [world.users["bob"]],
-            "carol": [world.users["carol"]],
-        }
-        # a scan of all 4 users, one per page
-        assert drv.api_calls["list_users"] == 4
-    finally:
-        await drv.close()
+async def test_lookup_follows_pages_and_scans_when_many_are_asked(
+    world: World, make_driver: MakeDriver
+) -> None:
+    drv = make_driver(pageSize=1, scanAbove=2)
+    found = await drv.lookup_users(["alice", "BOB", "carol"])
+    assert {e: [u.id for u in us] for e, us in found.items()} == {
+        "alice": [world.users["alice"]],
+        "BOB": [world.users["bob"]],
+        "carol": [world.users["carol"]],
+    }
+    # a scan of all 4 users, one per page
+    assert drv.api_calls["list_users"] == 4
 
 
 # --- reconcile ------------------------------------------------------------------------------------
 
 
 async def test_first_reconcile_gives_org_user_and_space_roles(
-    world: World, driver: CloudFoundryDriver
+    world: World, driver: CloudFoundryDriver, make_driver: MakeDriver
 ) -> None:
     t = world.tenant()
     observed = await driver.observe(t, [], {"admin": "ledger-admin"})
@@ -167,15 +166,12 @@ async def test_first_reconcile_gives_org_user_and_space_roles(
     assert world.roles(world.other_space) == []
 
     owned = [group("ledger-admin", (DEV, MGR), (world.users["alice"],))]
-    drv2 = CloudFoundryDriver("cf.test", world.server.driver_options())
-    try:
-        again = await drv2.observe(t, owned, {"admin": "ledger-admin"})
-        assert members(again, "ledger-admin") == ["alice"]
-        assert again.groups[0].roles == {DEV, MGR}
-        assert again.groups[0].id == "x/ledger-admin"
-        assert dict(drv2.api_calls) == {"uaa_token": 1, "list_roles": 1}
-    finally:
-        await drv2.close()
+    drv2 = make_driver()
+    again = await drv2.observe(t, owned, {"admin": "ledger-admin"})
+    assert members(again, "ledger-admin") == ["alice"]
+    assert again.groups[0].roles == {DEV, MGR}
+    assert again.groups[0].id == "x/ledger-admin"
+    assert dict(drv2.api_calls) == {"uaa_token": 1, "list_roles": 1}
 
 
 async def test_a_member_who_lost_a_role_is_missing_and_add_recreates_it(
@@ -327,24 +323,23 @@ async def test_deletion_jobs_are_followed(world: World, driver: CloudFoundryDriv
     assert world.roles() == [("bob", DEV)]
 
 
-async def test_observe_reads_every_page(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_observe_reads_every_page(
+    world: World, monkeypatch: pytest.MonkeyPatch, make_driver: MakeDriver
+) -> None:
     # The server names its external host in links (as behind a proxy): only their paths are used.
     monkeypatch.setattr(world.server.world, "base", "http://cf.example.invalid/")
     for user in world.users.values():
         world.server.add_role("organization_user", user, org=world.org)
         world.server.add_role(DEV, user, space=world.space)
         world.server.add_role(MGR, user, space=world.other_space)  # not this tenant's
-    drv = CloudFoundryDriver("cf.test", world.server.driver_options(pageSize=3))
-    try:
-        owned = [group("ledger-user", (DEV,), tuple(world.users.values()))]
-        observed = await drv.observe(world.tenant(), owned, {})
-        assert members(observed, "ledger-user") == ["alice", "bob", "carol", "dave"]
-        assert drv.api_calls["list_roles"] == 2
-        await change(drv, world.tenant(), Action.REMOVE_MEMBER, "ledger-user", user=world.user("bob"))
-        assert ("bob", DEV) not in world.roles()
-        assert drv.api_calls["get_job"] == 1
-    finally:
-        await drv.close()
+    drv = make_driver(pageSize=3)
+    owned = [group("ledger-user", (DEV,), tuple(world.users.values()))]
+    observed = await drv.observe(world.tenant(), owned, {})
+    assert members(observed, "ledger-user") == ["alice", "bob", "carol", "dave"]
+    assert drv.api_calls["list_roles"] == 2
+    await change(drv, world.tenant(), Action.REMOVE_MEMBER, "ledger-user", user=world.user("bob"))
+    assert ("bob", DEV) not in world.roles()
+    assert drv.api_calls["get_job"] == 1
 
 
 # --- errors and auth -------------------------------------------------------------------------------
@@ -367,27 +362,17 @@ async def test_throttling_pauses_the_budget_and_is_retryable(
     assert len(observed.groups) == 1
 
 
-async def test_an_unreachable_server_is_retryable_and_tls_trouble_is_not(world: World) -> None:
-    import socket
-
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    closed = f"http://127.0.0.1:{port}"
-    options = world.server.driver_options(apiUrl=closed, uaaUrl=closed)
-    drv = CloudFoundryDriver("cf.test", options)
-    try:
-        with pytest.raises(RetryableError, match="cannot reach the server"):
-            await drv.lookup_users(["alice"])
-    finally:
-        await drv.close()
+async def test_an_unreachable_server_is_retryable_and_tls_trouble_is_not(
+    world: World, make_driver: MakeDriver
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    drv = make_driver(apiUrl=closed, uaaUrl=closed)
+    with pytest.raises(RetryableError, match="cannot reach the server"):
+        await drv.lookup_users(["alice"])
     tls = world.server.url.replace("http://", "https://")
-    drv = CloudFoundryDriver("cf.test", world.server.driver_options(apiUrl=tls, uaaUrl=tls))
-    try:
-        with pytest.raises(PlatformConfigError, match="TLS"):
-            await drv.lookup_users(["alice"])
-    finally:
-        await drv.close()
+    drv = make_driver(apiUrl=tls, uaaUrl=tls)
+    with pytest.raises(PlatformConfigError, match="TLS"):
+        await drv.lookup_users(["alice"])
 
 
 async def test_an_expired_token_is_fetched_again_once(world: World, driver: CloudFoundryDriver) -> None:
@@ -398,46 +383,39 @@ async def test_an_expired_token_is_fetched_again_once(world: World, driver: Clou
     assert driver.api_calls["list_roles"] == 3  # one refused with 401, then again
 
 
-async def test_refused_credentials_name_no_secret(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_refused_credentials_name_no_secret(
+    world: World, monkeypatch: pytest.MonkeyPatch, make_driver: MakeDriver
+) -> None:
     monkeypatch.setenv(SECRET_ENV, "wrong-secret-value")
-    drv = CloudFoundryDriver("cf.test", world.server.driver_options(uaaUrl=None))
-    try:
-        with pytest.raises(PlatformConfigError) as caught:
-            await drv.lookup_users(["alice"])
-        assert "wrong-secret-value" not in str(caught.value)
-        assert "refused the client credentials" in str(caught.value)
-        assert drv.api_calls["get_root"] == 1, "UAA's URL read from the root links"
-    finally:
-        await drv.close()
+    drv = make_driver(uaaUrl=None)
+    with pytest.raises(PlatformConfigError) as caught:
+        await drv.lookup_users(["alice"])
+    assert "wrong-secret-value" not in str(caught.value)
+    assert "refused the client credentials" in str(caught.value)
+    assert drv.api_calls["get_root"] == 1, "UAA's URL read from the root links"
     monkeypatch.delenv(SECRET_ENV)
-    drv = CloudFoundryDriver("cf.test", world.server.driver_options())
-    try:
-        with pytest.raises(PlatformConfigError, match=f"{SECRET_ENV} is not set"):
-            await drv.lookup_users(["alice"])
-    finally:
-        await drv.close()
+    drv = make_driver()
+    with pytest.raises(PlatformConfigError, match=f"{SECRET_ENV} is not set"):
+        await drv.lookup_users(["alice"])
 
 
-async def test_unknown_space_and_foreign_org_are_config_errors(world: World) -> None:
+async def test_unknown_space_and_foreign_org_are_config_errors(world: World, make_driver: MakeDriver) -> None:
     other_org = world.server.add_org("elsewhere")
     foreign_space = world.server.add_space(other_org, "x")
-    drv = CloudFoundryDriver("cf.test", world.server.driver_options(orgGuid=world.org))
-    try:
-        missing = world.tenant("00000000-0000-0000-0000-000000000000")
-        await drv.observe(missing, [], {"user": "g-user"})
-        with pytest.raises(PlatformConfigError, match="does not exist"):
-            await change(drv, missing, Action.CREATE_GROUP, "g-user")
-        foreign = world.tenant(foreign_space)
-        await drv.observe(foreign, [], {"user": "g-user"})
-        with pytest.raises(PlatformConfigError, match="not to the configured orgGuid"):
-            await change(drv, foreign, Action.CREATE_GROUP, "g-user")
-        with pytest.raises(PermanentError, match="not observed first"):
-            await change(drv, world.tenant(), Action.GRANT, "g-user", role=DEV)
-        await drv.observe(world.tenant(), [], {})
-        with pytest.raises(PermanentError, match="not a space role type"):
-            await change(drv, world.tenant(), Action.GRANT, "g-user", role="organization_manager")
-    finally:
-        await drv.close()
+    drv = make_driver(orgGuid=world.org)
+    missing = world.tenant("00000000-0000-0000-0000-000000000000")
+    await drv.observe(missing, [], {"user": "g-user"})
+    with pytest.raises(PlatformConfigError, match="does not exist"):
+        await change(drv, missing, Action.CREATE_GROUP, "g-user")
+    foreign = world.tenant(foreign_space)
+    await drv.observe(foreign, [], {"user": "g-user"})
+    with pytest.raises(PlatformConfigError, match="not to the configured orgGuid"):
+        await change(drv, foreign, Action.CREATE_GROUP, "g-user")
+    with pytest.raises(PermanentError, match="not observed first"):
+        await change(drv, world.tenant(), Action.GRANT, "g-user", role=DEV)
+    await drv.observe(world.tenant(), [], {})
+    with pytest.raises(PermanentError, match="not a space role type"):
+        await change(drv, world.tenant(), Action.GRANT, "g-user", role="organization_manager")
 
 
 def test_registered_capabilities_and_options() -> None:

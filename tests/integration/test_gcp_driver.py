@@ -667,13 +667,19 @@ async def test_a_group_made_after_the_scan_under_our_name_is_never_taken_over(
     assert gcp.calls("POST", r"^/v1/groups$") == 1  # only the admin group, before the scan
 
 
+async def among_bystanders(gcp: GcpServer, driver: GcpDriver, tenant: TenantRef, others: int) -> str:
+    """Our admin group (its id), then ``others`` groups of someone else; a groups page holds 2."""
+    admin = await create(driver, tenant)
+    for i in range(others):
+        gcp.add_group(f"bystander-{i}@{DOMAIN}")
+    gcp.world.group_page_max = 2
+    return admin
+
+
 async def test_the_scan_is_skipped_abandoned_or_reset_when_it_would_not_pay(
     gcp: GcpServer, driver: GcpDriver, make_driver: MakeDriver, tenant: TenantRef
 ) -> None:
-    admin = await create(driver, tenant)
-    for i in range(4):
-        gcp.add_group(f"bystander-{i}@{DOMAIN}")
-    gcp.world.group_page_max = 2  # 5 groups: 3 pages
+    admin = await among_bystanders(gcp, driver, tenant, 4)  # 5 groups: 3 pages
     owned = [OwnedGroup("admin", ADMIN, admin)]
 
     default = make_driver()  # threshold 20
@@ -708,10 +714,7 @@ async def test_the_scan_is_skipped_abandoned_or_reset_when_it_would_not_pay(
 async def test_a_failed_scan_leaves_no_scan(
     gcp: GcpServer, driver: GcpDriver, make_driver: MakeDriver, tenant: TenantRef
 ) -> None:
-    admin = await create(driver, tenant)
-    for i in range(3):
-        gcp.add_group(f"bystander-{i}@{DOMAIN}")
-    gcp.world.group_page_max = 2
+    admin = await among_bystanders(gcp, driver, tenant, 3)
     pages = 0
 
     def fail_the_second_page(method: str, path: str) -> None:

@@ -7,7 +7,6 @@ domain, projects and identity provider, so tests need no reset.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -27,6 +26,7 @@ from platforms.contract import (
 from platforms.openstack import OpenstackDriver, OpenstackOptions
 from tests.integration.conftest import assert_import_loads_no_sdk, closing_drivers, marker
 from tests.support.keystone import ADMIN_PASSWORD, PASSWORD_ENV, Keystone, World, shared
+from tests.support.local_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -329,10 +329,7 @@ async def test_missing_domain_is_a_config_error(make_driver: MakeDriver) -> None
 
 
 async def test_closed_port_is_retryable(world: World, tenant: TenantRef) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    driver = OpenstackDriver(PLATFORM, world.driver_options(authUrl=f"http://127.0.0.1:{port}/v3"))
+    driver = OpenstackDriver(PLATFORM, world.driver_options(authUrl=f"http://127.0.0.1:{free_port()}/v3"))
     try:
         with pytest.raises(RetryableError):
             await driver.lookup_users(["a"])

@@ -543,28 +543,26 @@ def test_config_problems_are_located(
     assert any(expected in str(p) for p in e.value.problems), [str(p) for p in e.value.problems]
 
 
+def write_binding(served: Served, ws: str, prj: str, name: str, role: str, subject: dict[str, str]) -> None:
+    """inventory/bindings.yaml: workspace ``ws``, its project ``prj`` and the binding ``name`` of
+    ``role`` to ``subject`` (a user or group the SCIM client made)."""
+    org = [
+        {"apiVersion": "v1", "kind": "meshWorkspace", "metadata": {"name": ws}},
+        {"apiVersion": "v1", "kind": "meshProject", "metadata": {"name": prj, "ownedByWorkspace": ws}},
+        {
+            "apiVersion": "v1",
+            "kind": "meshProjectBinding",
+            "metadata": {"ownedByWorkspace": ws, "ownedByProject": prj, "name": name},
+            "spec": {"role": role, "subjects": [subject]},
+        },
+    ]
+    (served.root / "inventory" / "bindings.yaml").write_text(yaml.safe_dump_all(org))
+
+
 def test_a_deleted_user_stays_valid_for_the_bindings_that_name_it(served: Served) -> None:
     with served.http() as http:
         uid = http.post("/Users", json=entra_user("hanna@example.com")).json()["id"]
-        org = [
-            {"apiVersion": "v1", "kind": "meshWorkspace", "metadata": {"name": "finance"}},
-            {
-                "apiVersion": "v1",
-                "kind": "meshProject",
-                "metadata": {"name": "ledger", "ownedByWorkspace": "finance"},
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "meshProjectBinding",
-                "metadata": {
-                    "ownedByWorkspace": "finance",
-                    "ownedByProject": "ledger",
-                    "name": "hanna-admin",
-                },
-                "spec": {"role": "admin", "subjects": [{"user": uid}]},
-            },
-        ]
-        (served.root / "inventory" / "bindings.yaml").write_text(yaml.safe_dump_all(org))
+        write_binding(served, "finance", "ledger", "hanna-admin", "admin", {"user": uid})
         served.reload()  # now (the file watcher would within its interval)
         assert served.daemon.config_error is None
         assert served.daemon.validated is not None
@@ -610,21 +608,7 @@ def test_a_group_a_file_binding_names_is_not_deleted(served: Served) -> None:
         gid = http.post(
             "/Groups", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Ops"}
         ).json()["id"]
-        org = [
-            {"apiVersion": "v1", "kind": "meshWorkspace", "metadata": {"name": "ops"}},
-            {
-                "apiVersion": "v1",
-                "kind": "meshProject",
-                "metadata": {"name": "infra", "ownedByWorkspace": "ops"},
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "meshProjectBinding",
-                "metadata": {"ownedByWorkspace": "ops", "ownedByProject": "infra", "name": "ops-reader"},
-                "spec": {"role": "reader", "subjects": [{"group": gid}]},
-            },
-        ]
-        (served.root / "inventory" / "bindings.yaml").write_text(yaml.safe_dump_all(org))
+        write_binding(served, "ops", "infra", "ops-reader", "reader", {"group": gid})
         served.reload()
         assert served.daemon.config_error is None
         r = http.delete(f"/Groups/{gid}")

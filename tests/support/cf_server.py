@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.support.local_server import LocalHttpServer
+from tests.support.local_server import WorldServer
 
 CLIENT_ID = "replicator"
 CLIENT_SECRET = "s3cret-for-tests"
@@ -104,66 +104,65 @@ class World:
     base: str = ""
 
 
+def _resource(guid: str, **fields: Any) -> dict[str, Any]:
+    """A v3 resource: its ``guid`` and timestamps, then ``fields`` in their order."""
+    return {"guid": guid, "created_at": TIMESTAMP, "updated_at": TIMESTAMP, **fields}
+
+
+def _link(world: World, path: str) -> dict[str, str]:
+    """A link to ``/v3/<path>`` on this server."""
+    return {"href": f"{world.base}v3/{path}"}
+
+
 def _role_json(world: World, role: dict[str, Any]) -> dict[str, Any]:
     def rel(guid: str | None) -> dict[str, Any]:
         return {"data": {"guid": guid} if guid else None}
 
-    return {
-        "guid": role["guid"],
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-        "type": role["type"],
-        "relationships": {
+    return _resource(
+        role["guid"],
+        type=role["type"],
+        relationships={
             "user": rel(role["user"]),
             "space": rel(role.get("space")),
             "organization": rel(role.get("organization")),
         },
-        "links": {
-            "self": {"href": f"{world.base}v3/roles/{role['guid']}"},
-            "user": {"href": f"{world.base}v3/users/{role['user']}"},
-        },
-    }
+        links={"self": _link(world, f"roles/{role['guid']}"), "user": _link(world, f"users/{role['user']}")},
+    )
 
 
 def _user_json(world: World, user: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "guid": user["guid"],
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-        "username": user["username"],
-        "presentation_name": user["username"],
-        "origin": user["origin"],
-        "metadata": {"labels": {}, "annotations": {}},
-        "links": {"self": {"href": f"{world.base}v3/users/{user['guid']}"}},
-    }
+    return _resource(
+        user["guid"],
+        username=user["username"],
+        presentation_name=user["username"],
+        origin=user["origin"],
+        metadata={"labels": {}, "annotations": {}},
+        links={"self": _link(world, f"users/{user['guid']}")},
+    )
 
 
 def _space_json(world: World, space: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "guid": space["guid"],
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-        "name": space["name"],
-        "relationships": {"organization": {"data": {"guid": space["org"]}}, "quota": {"data": None}},
-        "metadata": {"labels": {}, "annotations": {}},
-        "links": {
-            "self": {"href": f"{world.base}v3/spaces/{space['guid']}"},
-            "organization": {"href": f"{world.base}v3/organizations/{space['org']}"},
+    return _resource(
+        space["guid"],
+        name=space["name"],
+        relationships={"organization": {"data": {"guid": space["org"]}}, "quota": {"data": None}},
+        metadata={"labels": {}, "annotations": {}},
+        links={
+            "self": _link(world, f"spaces/{space['guid']}"),
+            "organization": _link(world, f"organizations/{space['org']}"),
         },
-    }
+    )
 
 
 def _org_json(world: World, org: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "guid": org["guid"],
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-        "name": org["name"],
-        "suspended": False,
-        "relationships": {"quota": {"data": None}},
-        "metadata": {"labels": {}, "annotations": {}},
-        "links": {"self": {"href": f"{world.base}v3/organizations/{org['guid']}"}},
-    }
+    return _resource(
+        org["guid"],
+        name=org["name"],
+        suspended=False,
+        relationships={"quota": {"data": None}},
+        metadata={"labels": {}, "annotations": {}},
+        links={"self": _link(world, f"organizations/{org['guid']}")},
+    )
 
 
 def _csv(query: dict[str, str], name: str) -> list[str] | None:
@@ -317,16 +316,14 @@ def _job(world: World, guid: str) -> dict[str, Any]:
                 "code": 10001,
             }
         ]
-    return {
-        "guid": guid,
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-        "operation": "role.delete",
-        "state": job["state"],
-        "errors": errors,
-        "warnings": [],
-        "links": {"self": {"href": f"{world.base}v3/jobs/{guid}"}},
-    }
+    return _resource(
+        guid,
+        operation="role.delete",
+        state=job["state"],
+        errors=errors,
+        warnings=[],
+        links={"self": _link(world, f"jobs/{guid}")},
+    )
 
 
 def route(
@@ -368,18 +365,16 @@ def route(
     m = re.fullmatch(r"/v3/jobs/([^/]+)", path)
     if m and method == "GET":
         return 200, _job(world, m.group(1)), {}
-    m = re.fullmatch(r"/v3/spaces/([^/]+)", path)
-    if m and method == "GET":
-        space = world.spaces.get(m.group(1))
-        if space is None:
-            raise _not_found("Space")
-        return 200, _space_json(world, space), {}
-    m = re.fullmatch(r"/v3/organizations/([^/]+)", path)
-    if m and method == "GET":
-        org = world.orgs.get(m.group(1))
-        if org is None:
-            raise _not_found("Organization")
-        return 200, _org_json(world, org), {}
+    for collection, table, kind, render in (
+        ("spaces", world.spaces, "Space", _space_json),
+        ("organizations", world.orgs, "Organization", _org_json),
+    ):
+        m = re.fullmatch(rf"/v3/{collection}/([^/]+)", path)
+        if m and method == "GET":
+            found = table.get(m.group(1))
+            if found is None:
+                raise _not_found(kind)
+            return 200, render(world, found), {}
     raise ApiError(404, "CF-NotFound", "Unknown request", 10000)
 
 
@@ -471,36 +466,23 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = _serve
 
 
-class CfServer(LocalHttpServer):
+class CfServer(WorldServer[World]):
     """One server on 127.0.0.1 (a free port) serving the Cloud Controller and UAA at ``url``."""
 
     thread_name = "cf-server"
     url_suffix = "/"
+    reset_keeps = ("lock", "base")
 
     def __init__(self) -> None:
-        self.world = World()
+        super().__init__(World, _Handler)
 
     # --- lifecycle ------------------------------------------------------------------------------
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        class Handler(_Handler):
-            pass
-
-        Handler.world = self.world
-        return Handler
 
     def start(self) -> CfServer:
         if self._thread is None:
             self._bind()
             self.world.base = self.url
         return super().start()
-
-    def reset(self) -> None:
-        with self.world.lock:
-            fresh = World()
-            for name in fresh.__dataclass_fields__:
-                if name not in ("lock", "base"):
-                    setattr(self.world, name, getattr(fresh, name))
 
     def driver_options(self, **extra: Any) -> dict[str, Any]:
         """The ``cloudfoundry:`` block pointing the driver at this server (secret in SECRET_ENV)."""
@@ -529,28 +511,17 @@ class CfServer(LocalHttpServer):
             return guid
 
     def add_user(self, username: str, origin: str = "uaa") -> str:
-        with self.world.lock:
-            guid = str(uuid.uuid4())
-            self.world.users[guid] = {
-                "guid": guid,
-                "username": username,
-                "origin": origin,
-                "seq": next(self.world.counter),
-            }
-            return guid
+        return self._add("users", username=username, origin=origin)
 
     def add_role(self, role_type: str, user: str, *, space: str | None = None, org: str | None = None) -> str:
         """A role given by someone else (no checks)."""
+        return self._add("roles", type=role_type, user=user, space=space, organization=org)
+
+    def _add(self, table: str, **fields: Any) -> str:
+        """A new entry in the world's ``table`` under a new guid, numbered (``seq``) in creation order."""
         with self.world.lock:
             guid = str(uuid.uuid4())
-            self.world.roles[guid] = {
-                "guid": guid,
-                "type": role_type,
-                "user": user,
-                "space": space,
-                "organization": org,
-                "seq": next(self.world.counter),
-            }
+            getattr(self.world, table)[guid] = {"guid": guid, **fields, "seq": next(self.world.counter)}
             return guid
 
     def delete_role(self, role_type: str, username: str, space: str) -> None:
@@ -565,19 +536,17 @@ class CfServer(LocalHttpServer):
 
     def space_roles(self, space: str) -> list[tuple[str, str]]:
         """(username, role type) of every role in the space, sorted."""
-        with self.world.lock:
-            return sorted(
-                (self.world.users[r["user"]]["username"], r["type"])
-                for r in self.world.roles.values()
-                if r.get("space") == space
-            )
+        return self._roles("space", space)
 
     def org_roles(self, org: str) -> list[tuple[str, str]]:
+        return self._roles("organization", org)
+
+    def _roles(self, scope: str, guid: str) -> list[tuple[str, str]]:
         with self.world.lock:
             return sorted(
                 (self.world.users[r["user"]]["username"], r["type"])
                 for r in self.world.roles.values()
-                if r.get("organization") == org
+                if r.get(scope) == guid
             )
 
     def fail_next(self, method: str, path_pattern: str, code: int, retry_after: str | None = None) -> None:

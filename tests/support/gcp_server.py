@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.support.local_server import LocalHttpServer
+from tests.support.local_server import WorldServer
 
 CUSTOMER = "C0test123"
 DOMAIN = "example.com"
@@ -125,30 +125,14 @@ def _etag(n: int) -> str:
     return base64.b64encode(f"etag-{n}".encode()).decode()
 
 
-class GcpServer(LocalHttpServer):
+class GcpServer(WorldServer[World]):
     """One server on 127.0.0.1 (a free port) serving all three APIs at ``url``."""
 
     thread_name = "gcp-server"
     url_suffix = "/"
 
     def __init__(self) -> None:
-        self.world = World()
-
-    # --- lifecycle ------------------------------------------------------------------------------
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        class Handler(_Handler):
-            pass
-
-        Handler.world = self.world
-        return Handler
-
-    def reset(self) -> None:
-        with self.world.lock:
-            fresh = World()
-            for name in fresh.__dataclass_fields__:
-                if name != "lock":
-                    setattr(self.world, name, getattr(fresh, name))
+        super().__init__(World, _Handler)
 
     def driver_options(self, **extra: Any) -> dict[str, Any]:
         """The ``gcp:`` block pointing the driver at this server (anonymous credentials)."""

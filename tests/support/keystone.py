@@ -14,7 +14,6 @@ import grp
 import hashlib
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.support.local_server import free_port
 
 ADMIN_PASSWORD = "replicator-test-admin"  # a throwaway local server's bootstrap password
 REGION = "RegionOne"
@@ -87,12 +88,6 @@ def cache_root() -> Path:
     return Path(base)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _write_config(directory: Path) -> None:
     (directory / "keystone.conf").write_text(_CONF.format(dir=directory))
     (directory / "keystone_app.py").write_text(_APP)
@@ -147,7 +142,7 @@ class Keystone:
     connection as the bootstrap admin (project ``admin``)."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v3"
         self._tmp = Path(tempfile.mkdtemp(prefix="keystone-"))
         self.dir = self._tmp / "keystone"

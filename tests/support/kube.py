@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -20,6 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests.support.local_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "kube-backend.sh"
@@ -64,13 +65,6 @@ def obtain_binaries() -> tuple[str, Path]:
     return values["ETCD"], Path(values["KUBE_BIN"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class KubeCluster:
     """Start with ``with KubeCluster() as kube:``; everything is stopped and removed on exit."""
 
@@ -78,7 +72,7 @@ class KubeCluster:
         self.etcd, self.bin = obtain_binaries()
         self.dir = Path(tempfile.mkdtemp(prefix="replicator-kube-"))
         self.token = secrets.token_hex(16)
-        self.port = _free_port()
+        self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         self.ca_file = self.dir / "certs" / "apiserver.crt"
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -100,7 +94,7 @@ class KubeCluster:
 
     def _start(self) -> None:
         d = self.dir
-        etcd_port, peer_port = _free_port(), _free_port()
+        etcd_port, peer_port = free_port(), free_port()
         self._spawn(
             "etcd",
             [

@@ -6,16 +6,28 @@ gets ``start``/``stop``, the context manager, ``port`` and ``url``. ``start`` bi
 server runs) and serves in a daemon thread; ``stop`` shuts the server down, closes its socket and
 joins the thread; both are idempotent. A restart binds a new free port. ``url`` and ``port`` raise
 ``RuntimeError`` while no server is bound, unless ``address_outlives_server`` keeps those of the
-last one after ``stop``. ``StartStop`` alone is the context manager over ``start``/``stop``, for a
-server that is not an ``http.server`` (moto's).
+last one after ``stop``. ``WorldServer`` adds what the fake API servers (CF, GCP) share: their
+state is one dataclass (``world``) that the handler reads and ``reset`` renews. ``StartStop`` alone
+is the context manager over ``start``/``stop``, for a server that is not an ``http.server``
+(moto's). ``free_port`` is a port on 127.0.0.1 that nobody listens on (for a server to bind next, or
+to test an unreachable one).
 """
 
 from __future__ import annotations
 
+import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago: nothing listens on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class StartStop:
@@ -109,3 +121,38 @@ class LocalHttpServer(StartStop):
             raise RuntimeError(f"{type(self).__name__} is not started")
         host, port = self._address
         return f"{self.scheme}://{host}:{port}{self.url_suffix}"
+
+
+class _World(Protocol):
+    """A dataclass holding a server's state, every access under ``lock``."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    lock: threading.RLock
+
+
+WorldT = TypeVar("WorldT", bound=_World)
+
+
+class WorldServer(LocalHttpServer, Generic[WorldT]):
+    """A ``LocalHttpServer`` whose state is one dataclass, ``world`` (made by ``new_world``), that its
+    handler class (a subclass of ``handler`` per server) reads as its class attribute ``world``."""
+
+    reset_keeps: ClassVar[tuple[str, ...]] = ("lock",)
+    """The fields of ``world`` that ``reset`` keeps."""
+
+    def __init__(self, new_world: Callable[[], WorldT], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._new_world = new_world
+        self._handler_base = handler
+        self.world = new_world()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("Handler", (self._handler_base,), {"world": self.world})
+
+    def reset(self) -> None:
+        """Every field of ``world`` but those in ``reset_keeps`` as a new world has it (in place:
+        the running handler keeps the same ``world``)."""
+        with self.world.lock:
+            fresh = self._new_world()
+            for name in fresh.__dataclass_fields__:
+                if name not in self.reset_keeps:
+                    setattr(self.world, name, getattr(fresh, name))

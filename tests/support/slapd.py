@@ -11,12 +11,13 @@ binds as ``READER_DN``, an ordinary entry allowed to read everything.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from tests.support.local_server import free_port
 
 SUFFIX = "dc=example,dc=org"
 ROOT_DN = f"cn=admin,{SUFFIX}"
@@ -43,12 +44,6 @@ def slapd_binary() -> str | None:
 
 def _sbin(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ldif(entries: Iterable[tuple[str, Mapping[str, str | Sequence[str]]]]) -> str:
@@ -114,9 +109,9 @@ class Slapd:
         self, root: Path, entries: Sequence[tuple[str, Mapping[str, Any]]] = (), *, tls: bool = False
     ) -> None:
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
-        self.tls_port = _free_port() if tls else None
+        self.tls_port = free_port() if tls else None
         self.ldaps_url = f"ldaps://127.0.0.1:{self.tls_port}" if tls else None
         self.ca_file = root / "ca.pem" if tls else None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -175,10 +170,10 @@ class Slapd:
                 self._new_ports()
 
     def _new_ports(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
         if self.tls_port is not None:
-            self.tls_port = _free_port()
+            self.tls_port = free_port()
             self.ldaps_url = f"ldaps://127.0.0.1:{self.tls_port}"
 
     def _start(self, timeout: float) -> None:

@@ -331,21 +331,21 @@ def test_yaml_like_noise(ws: Workspace, capsys: pytest.CaptureFixture[str], text
     ws.check(capsys)
 
 
+def hostile(name: str) -> str:
+    """The attack ``name`` (one that expands an alias ``*j`` gets the billion laughs before it)."""
+    text = TEXT_ATTACKS[name]
+    return BILLION_LAUGHS + text if "*j" in text else text
+
+
 @pytest.mark.parametrize("name", sorted(TEXT_ATTACKS))
 def test_hostile_inventory_text(ws: Workspace, capsys: pytest.CaptureFixture[str], name: str) -> None:
-    text = TEXT_ATTACKS[name]
-    if "*j" in text:
-        text = BILLION_LAUGHS + text
-    ws.write(dump(config(ws.aws)), text)
+    ws.write(dump(config(ws.aws)), hostile(name))
     ws.check(capsys)
 
 
 @pytest.mark.parametrize("name", sorted(TEXT_ATTACKS))
 def test_hostile_config_text(ws: Workspace, capsys: pytest.CaptureFixture[str], name: str) -> None:
-    text = TEXT_ATTACKS[name]
-    if "*j" in text:
-        text = BILLION_LAUGHS + text
-    ws.write(text, "")
+    ws.write(hostile(name), "")
     ws.check(capsys)
 
 
