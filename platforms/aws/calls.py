@@ -78,8 +78,10 @@ class AwsCalls(BaseDriver[AwsOptions], platform_name="aws"):
             for service in ("identitystore", "sso-admin")
         }
         for client in clients.values():
-            # First, so that its answer wins over the standard retry handler's.
-            client.meta.events.register_first("needs-retry", _no_retry_when_told_how_long)
+            # First, so that its answer wins over the standard retry handler's. The stubs type
+            # handlers as returning None; botocore reads a needs-retry handler's answer.
+            hook: Any = _no_retry_when_told_how_long
+            client.meta.events.register_first("needs-retry", hook)
         return clients
 
     def _assumed_session(self, base: Any, config: Any, role_arn: str) -> Any:
