@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from platforms.cloudfoundry.options import CloudFoundryOptions
-from platforms.contract import PermanentError, PlatformConfigError, RetryableError
+from platforms.contract import PendingError, PermanentError, PlatformConfigError, RetryableError
 from platforms.kit.driver import BaseDriver
-from platforms.kit.errors import error_for_status
-from platforms.kit.http import retry_after, tls_verify
+from platforms.kit.errors import NotFoundError, error_for_status
+from platforms.kit.http import Headers, retry_after, tls_verify
 from platforms.kit.paging import Pages
 
 if TYPE_CHECKING:
@@ -30,6 +30,35 @@ Query = Mapping[str, str]
 
 TOKEN_MARGIN = 60.0
 """Seconds before ``expires_in`` at which a cached token is fetched again (at most half its life)."""
+EPOCH_FLOOR = 1e9
+"""A Retry-After of this many seconds or more (2001 as an epoch) is an epoch second, not a delay."""
+RUNNING_JOB_STATES = ("PROCESSING", "POLLING")
+"""A job's states before ``COMPLETE`` or ``FAILED`` (v3 docs "The job object"; POLLING: waiting
+on an external resource)."""
+
+
+def throttle_wait(headers: Headers) -> float | None:
+    """Seconds until Cloud Foundry's rate limiter lets us in again. Its 429 carries
+    ``X-RateLimit-Reset``, the end of the window in UTC epoch seconds, *truncated*
+    (cloud_controller_ng middleware/rate_limiter.rb: ``valid_until.utc.to_i``), and a
+    ``Retry-After`` set to that same epoch value rather than to a delay; some answers carry only
+    X-RateLimit-Reset. So an epoch-sized Retry-After, or one equal to X-RateLimit-Reset, is read as
+    the reset time, and one second is added to a reset time for the truncation. Anything else is
+    an ordinary Retry-After (seconds or HTTP-date: a UAA rate limit answers ``rand(5..20)``)."""
+    delay, reset = _number(headers.get("retry-after")), _number(headers.get("x-ratelimit-reset"))
+    if delay is not None and delay < EPOCH_FLOOR and delay != reset:
+        return max(0.0, delay)  # an ordinary Retry-After in seconds
+    if delay is None and headers.get("retry-after"):
+        return retry_after(headers)  # an HTTP-date (None when unreadable)
+    epoch = delay if delay is not None else reset
+    return None if epoch is None else max(0.0, epoch + 1.0 - time.time())
+
+
+def _number(value: object) -> float | None:
+    try:
+        return float(str(value).strip()) if value else None
+    except ValueError:
+        return None
 
 
 class UnprocessableError(PermanentError):
@@ -114,7 +143,7 @@ class CloudFoundryCalls(BaseDriver[CloudFoundryOptions], platform_name="cloudfou
             except httpx.TransportError as exc:
                 raise RetryableError(f"cloudfoundry {operation}: cannot reach the server: {exc}") from None
             if resp.status_code == 429 or resp.status_code >= 500:
-                wait = retry_after(resp.headers, rate_limit_reset=True)
+                wait = throttle_wait(resp.headers)
                 if wait:
                     self.budget.pause(wait)
                 detail = error_detail(self._json(resp))
@@ -229,6 +258,37 @@ class CloudFoundryCalls(BaseDriver[CloudFoundryOptions], platform_name="cloudfou
             if isinstance(included, dict):
                 users.extend(included.get("users") or [])
         return resources, users
+
+    async def _wait_job(self, operation: str, location: str | None) -> None:
+        """Poll a job until it ends: ``COMPLETE`` returns, ``FAILED`` is a PermanentError, a job
+        still ``PROCESSING`` or ``POLLING`` after ``jobTimeout`` is a PendingError (CF has not
+        finished our own write; the caller remembers the job and polls it again on the retry
+        rather than asking twice). Another state is a PermanentError: we do not guess."""
+        if not location:
+            return  # no job to follow: CF deleted synchronously
+        deadline = time.monotonic() + self.options.job_timeout
+        interval = self.options.job_poll_interval
+        while True:
+            try:
+                job = self._json(await self._call("get_job", "GET", location)) or {}
+            except NotFoundError:
+                return  # finished jobs are eventually pruned
+            state = str(job.get("state") or "")
+            if state == "COMPLETE":
+                return
+            if state == "FAILED":
+                why = error_detail(job) or "no detail"
+                raise PermanentError(f"cloudfoundry {operation}: job {job.get('guid')} failed: {why}")
+            if state not in RUNNING_JOB_STATES:
+                raise PermanentError(f"cloudfoundry {operation}: job {job.get('guid')} is in state {state!r}")
+            if time.monotonic() + interval > deadline:
+                raise PendingError(
+                    f"cloudfoundry {operation}: job {job.get('guid')} still {state} after "
+                    f"{self.options.job_timeout:g} s",
+                    retry_after=max(interval, 1.0),
+                )
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, 5.0)
 
     async def close(self) -> None:
         http, self._http = self._http, None

@@ -8,7 +8,13 @@ is created or deleted for it. The group's "roles" are CF space role types (``spa
 ``space_manager``, ``space_auditor``, ``space_supporter``); a member of the group holds each of
 them in the space, plus ``organization_user`` in the space's org (CF refuses space roles
 without it). Users are matched by ``username`` within one configured ``origin`` (``uaa`` or an
-identity provider's origin), case-insensitively; they are never created.
+identity provider's origin), case-insensitively. ``GET /v3/users`` lists only users the Cloud
+Controller already knows and the client may read (an SSO user who never logged in is not
+there); with ``ensureUsers`` (the default) such a user is *ensured*: ``ensure_user`` gives them
+``organization_user`` in the space's org by ``username`` + ``origin``, which makes the Cloud
+Controller user, and returns its guid, so the space roles and the store's record use the real
+guid from the first run on, and the next run's lookup finds the same guid (no marker ids, no
+second identity for one user, no duplicate role).
 
 Ownership comes from the state store, not from CF: ``OwnedGroup.members`` holds the user guids
 this replicator added to the group and has not removed since, ``OwnedGroup.roles`` the role types
@@ -54,29 +60,33 @@ API calls per operation (names as counted; R roles in the space, P = ``pageSize`
                    per poll (+ ``find_role`` 1 when the role's guid is unknown, after a 422)
     remove_member: the same, per role type of the group
     delete_group:  no call
-    ensure_user:   not supported (PermanentError, no call)
+    ensure_user:   ``get_space`` (memoised) + ``create_role`` 1 (``organization_user`` by username +
+                   origin; + ``list_users`` 1 when CF answers "already has"); without
+                   ``ensureUsers`` refused (PermanentError, no call)
 ``uaa_token``
     1 per token lifetime (+ ``get_root`` 1 per driver when ``uaaUrl`` is not configured).
 
 Role deletion: CF answers ``DELETE /v3/roles/{guid}`` with 202 and a job (``Location``). The
-driver polls the job until ``COMPLETE`` (``jobTimeout`` seconds at most, then RetryableError: the
-engine retries the change, a second DELETE of a deleted role is a 404 = success); a ``FAILED``
-job is a PermanentError. Treating 202 as done would let the store forget a role CF failed to
-delete, after which nobody would ever remove it.
+driver polls the job through ``PROCESSING`` and ``POLLING`` until ``COMPLETE`` (``jobTimeout``
+seconds at most, then PendingError: the engine retries the change, which polls the same job
+again instead of deleting twice, and past the run requeues the tenant); a ``FAILED`` job, or a
+state CF does not document, is a PermanentError. Treating 202 as done would let the store
+forget a role CF failed to delete, after which nobody would ever remove it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from platforms import contract
-from platforms.cloudfoundry.calls import CloudFoundryCalls, UnprocessableError, error_detail
-from platforms.contract import ObservedGroup, ObservedTenant, PermanentError, PlatformUser, RetryableError
+from platforms.cloudfoundry.calls import CloudFoundryCalls, UnprocessableError
+from platforms.cloudfoundry.options import CloudFoundryOptions
+from platforms.contract import Action, ObservedGroup, ObservedTenant, PermanentError, PlatformUser
 from platforms.kit.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -136,12 +146,19 @@ class CloudFoundryDriver(CloudFoundryCalls):
         external_grants_default="keep",
         lookup_attribute="username",
         has_groups=False,  # a group is virtual: its name is never sent to CF
+        ensures_users=True,  # with ensureUsers (the default; see capabilities_for)
         role_pattern=re.compile("|".join(SPACE_ROLE_TYPES)),
         role_example="space_developer",
     )
 
-    ensure_user_refusal = "users are not created on Cloud Foundry"
+    ensure_user_refusal = "ensureUsers is off: users the Cloud Controller does not list are not added"
     needs_group_id = False
+
+    @classmethod
+    def capabilities_for(cls, options: Any) -> contract.Capabilities:
+        """Users the lookup does not find are ensured (by username + origin) with ``ensureUsers``."""
+        ensure = not isinstance(options, CloudFoundryOptions) or options.ensure_users
+        return dataclasses.replace(cls.capabilities, ensures_users=ensure)
 
     def _setup(self) -> None:
         super()._setup()
@@ -157,6 +174,8 @@ class CloudFoundryDriver(CloudFoundryCalls):
         self._views: dict[str, _View] = {}
         self._bound: set[str] | None = None
         """Ids of every user the run's lookups matched (``remember_users``), None when not told."""
+        self._jobs: dict[str, str] = {}
+        """role guid -> the ``Location`` of its deletion job, while the job outlasted our wait."""
 
     # --- lookup_users ---------------------------------------------------------------------------
 
@@ -264,6 +283,46 @@ class CloudFoundryDriver(CloudFoundryCalls):
 
     # --- apply ----------------------------------------------------------------------------------
 
+    async def apply(self, tenant: TenantRef, change: Change, group_id: str | None) -> str | None:
+        """As every driver, except that ``ensure_user`` needs the tenant (its org)."""
+        if change.action is Action.ENSURE_USER and self.options.ensure_users and change.euid:
+            return await self._ensure_user_in(tenant, change.euid)
+        return await super().apply(tenant, change, group_id)
+
+    async def _ensure_user_in(self, tenant: TenantRef, euid: str) -> str:
+        """Give ``euid`` of ``origin`` the role ``organization_user`` in the space's org by username
+        and origin: the Cloud Controller finds the user in UAA and creates its own user
+        (cloud_controller_ng app/controllers/v3/roles_controller.rb ``create_org_role``). Its guid
+        comes back in the role, so the space roles that follow go by guid (a space role needs that
+        org role). Asked again (a later run whose lookup still missed them) CF answers "already
+        has": the user is then looked up once more, and found, since they now hold a role in the org.
+        UAA knowing nobody by that name is a PermanentError: only that user's login (or CAPI's
+        ``allow_user_creation_by_org_manager``) can make them."""
+        org = await self._org_of(tenant.local_id)
+        origin = self.options.origin
+        ref = {"username": euid, "origin": origin}
+        try:
+            _, guid = await self._create_role(ORG_ROLE, ref, "organization", org)
+        except UnprocessableError as exc:
+            if "No user exists with the username" in exc.detail:
+                raise PermanentError(
+                    f"cloudfoundry ensure_user: UAA has no user {euid!r} in origin {origin!r} "
+                    f"({exc.detail}): they must log in once, or exist in UAA, before they can be given roles"
+                ) from None
+            raise
+        if guid is None:  # "already has": the user exists, find them
+            index = self._index(await self._find_users([euid, euid.lower()]))
+            users = sorted(index.get(euid.casefold(), ()))
+            if len(users) != 1:
+                raise PermanentError(
+                    f"cloudfoundry ensure_user: {euid!r} holds {ORG_ROLE} in org {org} but "
+                    f"GET /v3/users finds {len(users)} users of that name in origin {origin!r}"
+                )
+            guid = users[0].id
+        self._org_users.add((org, guid))
+        self._names.setdefault(guid, euid)
+        return guid
+
     def _check_change(self, tenant: TenantRef, change: Change) -> None:
         self._view(tenant, change.action.value)
 
@@ -343,27 +402,32 @@ class CloudFoundryDriver(CloudFoundryCalls):
                 self._orgs[space] = str(org)
             return self._orgs[space]
 
-    async def _create_role(self, role: str, user: str, scope: str, guid: str) -> str | None:
-        """Create a role (``scope`` = ``space`` or ``organization``); the role's guid, or None
-        when CF says the user already has it."""
-        body = {
-            "type": role,
-            "relationships": {"user": {"data": {"guid": user}}, scope: {"data": {"guid": guid}}},
-        }
+    async def _create_role(
+        self, role: str, user: str | dict[str, str], scope: str, guid: str
+    ) -> tuple[str | None, str | None]:
+        """Create a role (``scope`` = ``space`` or ``organization``) for a user guid or a
+        ``{username, origin}``; the role's guid and its user's guid, (None, None) when CF says the
+        user already has it."""
+        data = {"guid": user} if isinstance(user, str) else user
+        body = {"type": role, "relationships": {"user": {"data": data}, scope: {"data": {"guid": guid}}}}
         try:
             resp = await self._call("create_role", "POST", "/v3/roles", body=body)
         except UnprocessableError as exc:
             if _is_duplicate(exc, role):
-                return None
+                return None, None
             raise
         created = self._json(resp) or {}
-        return str(created["guid"]) if created.get("guid") else None
+        holder = (((created.get("relationships") or {}).get("user") or {}).get("data") or {}).get("guid")
+        return (
+            str(created["guid"]) if created.get("guid") else None,
+            str(holder) if holder else None,
+        )
 
     async def _ensure_space_role(self, view: _View, user: str, role: str) -> None:
         key = (user, role)
         if key in view.roles:
             return
-        view.roles[key] = await self._create_role(role, user, "space", view.space)
+        view.roles[key], _ = await self._create_role(role, user, "space", view.space)
 
     async def _ensure_org_user(self, space: str, user: str) -> None:
         org = await self._org_of(space)
@@ -383,35 +447,16 @@ class CloudFoundryDriver(CloudFoundryCalls):
             )
             guid = str(rows[0]["guid"]) if rows else None
         if guid is not None:
-            try:
-                resp = await self._call("delete_role", "DELETE", f"/v3/roles/{guid}")
-            except NotFoundError:
-                resp = None
-            if resp is not None and resp.status_code == 202:
-                await self._wait_job(resp.headers.get("location"))
+            location = self._jobs.get(guid)
+            if location is None:  # not asked before (or the job we followed ended)
+                try:
+                    resp = await self._call("delete_role", "DELETE", f"/v3/roles/{guid}")
+                except NotFoundError:
+                    resp = None
+                if resp is not None and resp.status_code == 202:
+                    location = resp.headers.get("location")
+            if location:
+                self._jobs[guid] = location
+                await self._wait_job("delete_role", location)  # PendingError: the job stays remembered
+                self._jobs.pop(guid, None)
         view.roles.pop(key, None)
-
-    async def _wait_job(self, location: str | None) -> None:
-        """Poll a job until COMPLETE; FAILED is a PermanentError, too slow is retryable."""
-        if not location:
-            return  # no job to follow: CF deleted synchronously
-        deadline = time.monotonic() + self.options.job_timeout
-        interval = self.options.job_poll_interval
-        while True:
-            try:
-                job = self._json(await self._call("get_job", "GET", location)) or {}
-            except NotFoundError:
-                return  # finished jobs are eventually pruned
-            state = str(job.get("state") or "")
-            if state == "COMPLETE":
-                return
-            if state == "FAILED":
-                why = error_detail(job) or "no detail"
-                raise PermanentError(f"cloudfoundry delete_role: job {job.get('guid')} failed: {why}")
-            if time.monotonic() + interval > deadline:
-                raise RetryableError(
-                    f"cloudfoundry delete_role: job still {state or 'running'} after "
-                    f"{self.options.job_timeout:g} s"
-                )
-            await asyncio.sleep(interval)
-            interval = min(interval * 2, 5.0)

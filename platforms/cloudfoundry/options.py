@@ -22,6 +22,11 @@ class CloudFoundryOptions(Options):
     """The client's secret: ``{env: NAME}`` or ``{file: PATH}``."""
     origin: str = pydantic.Field(default="uaa", min_length=1)
     """The user store users are looked up in: ``uaa`` or an identity provider's origin."""
+    ensure_users: bool = True
+    """A bound user ``GET /v3/users`` does not list (the Cloud Controller does not know them yet,
+    e.g. an SSO user who never logged in, or the client may not see them) gets the space's org's
+    ``organization_user`` role by ``username`` + ``origin``, which makes the Cloud Controller user
+    (plan: ``+ ensure user``). False: such a user is ``USER_NOT_FOUND``."""
     org_guid: str | None = None
     """When set, a space (tenant) of another org is refused (a check, not needed otherwise)."""
     verify_tls: bool = True
@@ -37,6 +42,7 @@ class CloudFoundryOptions(Options):
     scan_above: int = pydantic.Field(default=1000, ge=1)
     """Above this many euids in one lookup, scan every user of the origin instead of filtering."""
     job_timeout: float = pydantic.Field(default=60.0, gt=0)
-    """Seconds to wait for a role deletion job before the change is retried."""
+    """Seconds to wait for a role deletion job within a change; past it the change is pending
+    (retried, the tenant requeued), and the same job is polled again."""
     job_poll_interval: float = pydantic.Field(default=0.5, gt=0)
     """Seconds between two polls of a role deletion job (doubling, at most 5)."""

@@ -65,6 +65,11 @@ def cf(
     cf_server.reset()
     p = CfProject(root=tmp_path, capsys=capsys, server=cf_server)
     p.org = cf_server.add_org("finance")
+    # As the real service behaves: the client is org manager of its org only (it reads users with
+    # a role there; the users below have none yet, so GET /v3/users lists none of them and the
+    # first reconcile ensures them), and role deletion jobs take half a second.
+    cf_server.world.caller_orgs = {p.org}
+    cf_server.world.job_lag = 0.5
     p.local_ids = {prj: cf_server.add_space(p.org, prj) for prj in ("ledger", "payroll")}
     p.users = {n: cf_server.add_user(f"{n}@example.com") for n in PEOPLE}
     p.write_config()
@@ -115,6 +120,9 @@ def test_unmanaged_roles_are_kept(cf: CfProject) -> None:
 
 
 def test_a_user_not_found_is_a_warning_and_the_rest_is_applied(cf: CfProject) -> None:
+    cf.driver_extra["ensureUsers"] = False
+    cf.server.world.caller_orgs = None  # an admin reads every user: nobody else is missing
+    cf.write_config()
     zoe = [user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")]
     cf.write_inventory(cf.inventory(extra=zoe))
     r = cf.converge()
@@ -183,11 +191,49 @@ def test_role_mapping_change_and_pattern_rename(cf: CfProject) -> None:
 
 
 def test_throttled_role_creation_is_retried(cf: CfProject) -> None:
-    cf.server.fail_next("POST", "/v3/roles", 429, retry_after="1")
+    # CF's rate limiter: Retry-After holds the reset time in epoch seconds, as X-RateLimit-Reset does
+    cf.server.throttle_next("POST", "/v3/roles", reset_in=0.5)
+    cf.server.throttle_next("POST", "/v3/roles", reset_in=0.5, retry_after=False)
     cf.server.fail_next("GET", "/v3/spaces/.*", 503)
     cf.converge()
-    assert cf.server.world.faults == [], "both errors were answered"
+    assert cf.server.world.faults == [], "every error was answered"
     assert cf.roles() == LEDGER_ROLES
+
+
+def test_a_new_landing_zone_whose_users_never_logged_in_converges(cf: CfProject) -> None:
+    """SSO users UAA knows but the Cloud Controller does not (never logged in): invisible to
+    GET /v3/users, they get the org role by username + origin, then their space roles, in one
+    run; the next run finds them under the same guid and has nothing to do."""
+    cf.server.reset()
+    cf.org = cf.server.add_org("finance")
+    cf.server.world.caller_orgs = {cf.org}
+    cf.server.world.job_lag = 0.5
+    cf.local_ids = {prj: cf.server.add_space(cf.org, prj) for prj in ("ledger", "payroll")}
+    cf.users = {n: cf.server.add_uaa_user(f"{n}@example.com", origin="corp-idp") for n in PEOPLE}
+    cf.driver_extra["origin"] = "corp-idp"
+    cf.write_config()
+    cf.write_inventory(cf.inventory())
+    plan = cf.plan_exit(2)
+    assert "+ ensure user alice@example.com" in plan.out
+    assert "USER_NOT_FOUND" not in plan.out + plan.err
+    r = cf.converge()
+    assert "USER_NOT_FOUND" not in r.out + r.err
+    assert cf.roles() == LEDGER_ROLES
+    assert cf.org_users() == ["alice", "bob", "carol", "dave", "erin"]
+    members = {m for g in cf.store().owned_groups(PLATFORM, LEDGER) for m in g.members}
+    assert members == {cf.users[n] for n in ("alice", "bob", "carol", "dave")}, "UAA's guids"
+    cf.assert_converged()
+    cf.converge()
+    assert cf.roles() == LEDGER_ROLES, "no role twice"
+
+
+def test_a_user_uaa_does_not_know_fails_the_tenant_naming_them(cf: CfProject) -> None:
+    zoe = [user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")]
+    cf.write_inventory(cf.inventory(extra=zoe))
+    r = cf.cli("reconcile", "--all")
+    assert r.code != 0
+    assert "UAA has no user 'zoe@example.com' in origin 'uaa'" in r.out + r.err
+    assert "must log in once" in r.out + r.err
 
 
 def test_a_saved_plan_is_refused_when_cloud_foundry_changed(cf: CfProject) -> None:
@@ -220,6 +266,9 @@ def test_tenant_deletion_removes_every_role_it_gave(cf: CfProject) -> None:
 
 def test_no_op_reconcile_makes_one_call_per_tenant(cf: CfProject) -> None:
     """With the lookup cache warm, a converged tenant costs one list of its space's roles."""
+    cf.converge()
+    # The first run ensured the users GET /v3/users did not list (not-found is never cached); the
+    # second run's lookup finds them and caches them.
     cf.converge()
     driver = no_op_driver(cf, CloudFoundryDriver)
     # two tenants: one list_roles each, plus the one token of the run

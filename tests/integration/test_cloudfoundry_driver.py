@@ -4,6 +4,8 @@ driver."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,7 @@ from platforms.contract import (
     Change,
     ObservedTenant,
     OwnedGroup,
+    PendingError,
     PermanentError,
     PlatformConfigError,
     PlatformUser,
@@ -24,7 +27,7 @@ from platforms.contract import (
 )
 from platforms.registry import driver_class
 from tests.integration.conftest import RecordingBudget, closing_drivers
-from tests.support.cf_server import CLIENT_SECRET, SECRET_ENV, CfServer
+from tests.support.cf_server import CLIENT_SECRET, SECRET_ENV, SPACE_USER_REFUSED, CfServer
 from tests.support.local_server import free_port
 
 pytestmark = pytest.mark.integration
@@ -306,21 +309,156 @@ async def test_a_role_someone_gave_before_is_adopted_and_its_guid_found(
     assert driver.api_calls["find_role"] == 1
 
 
-async def test_deletion_jobs_are_followed(world: World, driver: CloudFoundryDriver) -> None:
+async def test_deletion_jobs_are_followed_through_processing_and_polling(
+    world: World, driver: CloudFoundryDriver
+) -> None:
+    """A deletion job is PROCESSING, then POLLING, then ends: the role is gone only then, and the
+    change returns only then (treating POLLING as an end would leave the role in place)."""
     alice, bob = world.users["alice"], world.users["bob"]
     for user in (alice, bob):
         world.server.add_role("organization_user", user, org=world.org)
         world.server.add_role(DEV, user, space=world.space)
     t = world.tenant()
     await driver.observe(t, [group("ledger-user", (DEV,), (alice, bob))], {})
-    world.server.world.job_mode = "processing"
+    world.server.world.job_lag = 0.3
     await change(driver, t, Action.REMOVE_MEMBER, "ledger-user", user=world.user("alice"))
     assert world.roles() == [("bob", DEV)]
-    assert driver.api_calls["get_job"] == 2, "PROCESSING, then COMPLETE"
+    (seen,) = world.server.job_states_seen()
+    assert seen[0] == "PROCESSING", seen
+    assert "POLLING" in seen, seen
+    assert seen[-1] == "COMPLETE", seen
     world.server.world.job_mode = "fail"
     with pytest.raises(PermanentError, match="failed: Deletion of role failed"):
         await change(driver, t, Action.REMOVE_MEMBER, "ledger-user", user=world.user("bob"))
     assert world.roles() == [("bob", DEV)]
+
+
+async def test_a_job_outlasting_the_wait_is_pending_and_the_same_job_is_polled_again(
+    world: World, make_driver: MakeDriver
+) -> None:
+    alice = world.users["alice"]
+    world.server.add_role("organization_user", alice, org=world.org)
+    world.server.add_role(DEV, alice, space=world.space)
+    drv = make_driver(jobTimeout=0.05)
+    t = world.tenant()
+    await drv.observe(t, [group("ledger-user", (DEV,), (alice,))], {})
+    world.server.world.job_lag = 0.6
+    with pytest.raises(PendingError, match=r"still (PROCESSING|POLLING)") as caught:
+        await change(drv, t, Action.REVOKE, "ledger-user", role=DEV)
+    assert caught.value.retry_after is not None
+    assert world.roles() == [("alice", DEV)], "the job has not run yet"
+    # The engine retries the change: the driver follows the job it started, it does not delete twice.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            await change(drv, t, Action.REVOKE, "ledger-user", role=DEV)
+            break
+        except PendingError:
+            assert time.monotonic() < deadline, "the job never ended"
+            await asyncio.sleep(0.05)
+    assert world.roles() == []
+    assert world.server.calls("DELETE", r"/v3/roles/.*") == 1
+    assert len(world.server.job_states_seen()) == 1
+
+
+# --- who the Cloud Controller lists, and users it does not know yet --------------------------------
+
+
+async def test_lookup_lists_only_users_the_cloud_controller_knows_and_the_caller_reads(
+    world: World, make_driver: MakeDriver
+) -> None:
+    world.server.add_uaa_user("zoe")  # in UAA, never logged in to Cloud Foundry
+    elsewhere = world.server.add_org("elsewhere")
+    frank = world.server.add_user("frank")
+    world.server.add_role("organization_user", frank, org=elsewhere)
+    world.server.add_role("organization_user", world.users["alice"], org=world.org)
+    found = await make_driver().lookup_users(["zoe", "frank", "alice", "bob"])
+    assert {e: [u.name for u in us] for e, us in found.items()} == {
+        "zoe": [],
+        "frank": ["frank"],
+        "alice": ["alice"],
+        "bob": ["bob"],
+    }, "an admin reads every Cloud Controller user, but not zoe"
+    world.server.world.caller_orgs = {world.org}  # an org manager of finance only
+    found = await make_driver().lookup_users(["zoe", "frank", "alice", "bob"])
+    assert {e: [u.name for u in us] for e, us in found.items()} == {
+        "zoe": [],
+        "frank": [],
+        "alice": ["alice"],
+        "bob": [],
+    }, "an org manager reads users with a role in its orgs only"
+
+
+async def test_a_user_the_cloud_controller_does_not_know_is_ensured_by_username_and_origin(
+    world: World, make_driver: MakeDriver
+) -> None:
+    world.server.world.caller_orgs = {world.org}
+    zoe = world.server.add_uaa_user("Zoe@Example.com", origin="corp-idp")
+    drv = make_driver(origin="corp-idp")
+    assert drv.ensures_users
+    assert await drv.lookup_users(["zoe@example.com"]) == {"zoe@example.com": ()}
+    t = world.tenant()
+    await drv.observe(t, [], {"user": "ledger-user"})
+    await change(drv, t, Action.CREATE_GROUP, "ledger-user")
+    ensured = await change(drv, t, Action.ENSURE_USER, "ledger-user", euid="zoe@example.com")
+    assert ensured == zoe, "the Cloud Controller user has UAA's guid"
+    assert world.server.org_roles(world.org) == [("Zoe@Example.com", "organization_user")]
+    await change(drv, t, Action.ADD_MEMBER, "ledger-user", user=PlatformUser(zoe, "zoe@example.com"))
+    await change(drv, t, Action.GRANT, "ledger-user", role=DEV)
+    assert world.roles() == [("Zoe@Example.com", DEV)]
+    assert drv.api_calls["create_role"] == 2, "the org role once (by username), the space role by guid"
+
+    # The next run's lookup finds the same user; ensuring again changes nothing.
+    again = make_driver(origin="corp-idp")
+    assert await again.lookup_users(["zoe@example.com"]) == {
+        "zoe@example.com": (PlatformUser(zoe, "Zoe@Example.com"),)
+    }
+    assert await change(again, t, Action.ENSURE_USER, "ledger-user", euid="zoe@example.com") == zoe
+    assert world.server.org_roles(world.org) == [("Zoe@Example.com", "organization_user")]
+
+
+async def test_ensuring_a_user_uaa_does_not_know(world: World, make_driver: MakeDriver) -> None:
+    drv = make_driver(origin="corp-idp")
+    t = world.tenant()
+    await drv.observe(t, [], {})
+    with pytest.raises(PermanentError, match="UAA has no user 'ghost' in origin 'corp-idp'"):
+        await change(drv, t, Action.ENSURE_USER, "ledger-user", euid="ghost")
+    assert world.server.org_roles(world.org) == []
+    # With CAPI's allow_user_creation_by_org_manager the Cloud Controller makes the UAA shadow user.
+    world.server.world.allow_user_creation_by_org_manager = True
+    guid = await change(drv, t, Action.ENSURE_USER, "ledger-user", euid="ghost")
+    assert guid == world.server.cc_user("ghost", "corp-idp")
+    assert world.server.org_roles(world.org) == [("ghost", "organization_user")]
+    off = make_driver(ensureUsers=False)
+    assert not off.ensures_users
+    with pytest.raises(PermanentError, match="ensureUsers is off"):
+        await change(off, t, Action.ENSURE_USER, "ledger-user", euid="ghost")
+
+
+def test_the_server_refuses_a_space_role_by_username_before_the_org_role(world: World) -> None:
+    """The fake as roles_controller.rb: a space role for a user the Cloud Controller does not know
+    (or who has no org role) is 422; the org role by username + origin makes the user."""
+    import httpx
+
+    world.server.add_uaa_user("zoe", origin="corp-idp")
+    token = httpx.post(
+        f"{world.server.url}uaa/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=("replicator", CLIENT_SECRET),
+    ).json()["access_token"]
+    headers = {"Authorization": f"bearer {token}"}
+    zoe = {"data": {"username": "zoe", "origin": "corp-idp"}}
+
+    def post(scope: str, guid: str, role: str) -> httpx.Response:
+        body = {"type": role, "relationships": {"user": zoe, scope: {"data": {"guid": guid}}}}
+        return httpx.post(f"{world.server.url}v3/roles", json=body, headers=headers)
+
+    refused = post("space", world.space, DEV)
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["detail"] == SPACE_USER_REFUSED
+    assert post("organization", world.org, "organization_user").status_code == 201
+    assert post("space", world.space, DEV).status_code == 201
+    assert world.roles() == [("zoe", DEV)]
 
 
 async def test_observe_reads_every_page(
@@ -360,6 +498,41 @@ async def test_throttling_pauses_the_budget_and_is_retryable(
         await driver.observe(world.tenant(), [group("ledger-user", (DEV,))], {})
     observed = await driver.observe(world.tenant(), [group("ledger-user", (DEV,))], {})
     assert len(observed.groups) == 1
+
+
+@pytest.mark.parametrize("retry_after", [True, False], ids=["retry-after-is-the-epoch", "reset-only"])
+async def test_the_rate_limiters_epoch_seconds_are_read_as_a_time(
+    world: World, driver: CloudFoundryDriver, retry_after: bool
+) -> None:
+    """CF's rate limiter sends X-RateLimit-Reset (epoch seconds) and a Retry-After with the same
+    epoch value, or (issue 20) X-RateLimit-Reset alone: either way the wait is until the reset,
+    plus the second ``to_i`` truncated, not 1.7 billion seconds and not nothing."""
+    budget = RecordingBudget()
+    driver.budget = budget
+    world.server.throttle_next("GET", "/v3/roles", reset_in=2, retry_after=retry_after)
+    with pytest.raises(RetryableError, match="HTTP 429: Rate Limit Exceeded") as caught:
+        await driver.observe(world.tenant(), [group("ledger-user", (DEV,))], {})
+    wait = caught.value.retry_after
+    assert wait is not None
+    assert 1.0 <= wait <= 3.5, wait
+    assert budget.pauses == [wait]
+
+
+async def test_the_rate_limiter_throttles_an_org_manager_not_an_admin(
+    world: World, make_driver: MakeDriver
+) -> None:
+    world.server.world.rate_limit = (2, 30.0)
+    admin = make_driver()
+    for _ in range(3):
+        await admin.observe(world.tenant(), [group("ledger-user", (DEV,))], {})
+    world.server.world.caller_orgs = {world.org}
+    manager = make_driver()
+    await manager.observe(world.tenant(), [group("ledger-user", (DEV,))], {})
+    await manager.observe(world.tenant(), [group("ledger-user", (DEV,))], {})
+    with pytest.raises(RetryableError) as caught:
+        await manager.observe(world.tenant(), [group("ledger-user", (DEV,))], {})
+    assert caught.value.retry_after is not None
+    assert 29 <= caught.value.retry_after <= 32
 
 
 async def test_an_unreachable_server_is_retryable_and_tls_trouble_is_not(
