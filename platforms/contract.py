@@ -205,6 +205,13 @@ class PermanentError(PlatformError):
     """Refused for a reason that repeating will not fix (permissions, bad ids, validation)."""
 
 
+class UnknownUserError(PermanentError):
+    """``ensure_user``: nobody behind the platform knows this user (the identity provider has no
+    such account: a typo, a person who left), so the platform can neither find nor create them.
+    Not a failure of the tenant: the user is reported ``USER_NOT_FOUND`` and the changes that
+    waited for them are left out; everyone else's access is applied."""
+
+
 class ForeignObjectError(PermanentError):
     """The object we would create exists and is not ours."""
 

@@ -46,7 +46,7 @@ def test_every_searched_value_is_distinctive() -> None:
     assert hygiene.find_secrets("nothing to see here, testing 1 2 3") == []
 
 
-INNER = '''
+INNER = """
 import pytest
 
 CF = "s3cret" + "-for-tests"
@@ -63,7 +63,7 @@ def test_writes_a_secret_to_a_log_file(tmp_path):
 
 def test_clean(capsys):
     print("nothing secret")
-'''
+"""
 
 
 def run_inner(tmp_path: Path, *select: str) -> subprocess.CompletedProcess[str]:
@@ -73,8 +73,19 @@ def run_inner(tmp_path: Path, *select: str) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
             [
-                sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
-                "-c", os.devnull, "--rootdir", str(tmp_path / "inner"), f"--basetemp={basetemp}", "-q",
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "tests.conftest",
+                "-p",
+                "no:cacheprovider",
+                "-c",
+                os.devnull,
+                "--rootdir",
+                str(tmp_path / "inner"),
+                f"--basetemp={basetemp}",
+                "-q",
                 *[f"{tmp_path / 'inner' / 'test_inner.py'}::{s}" for s in select],
             ],
             cwd=REPO,

@@ -86,7 +86,14 @@ from typing import TYPE_CHECKING, Any
 from platforms import contract
 from platforms.cloudfoundry.calls import CloudFoundryCalls, UnprocessableError
 from platforms.cloudfoundry.options import CloudFoundryOptions
-from platforms.contract import Action, ObservedGroup, ObservedTenant, PermanentError, PlatformUser
+from platforms.contract import (
+    Action,
+    ObservedGroup,
+    ObservedTenant,
+    PermanentError,
+    PlatformUser,
+    UnknownUserError,
+)
 from platforms.kit.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -296,7 +303,8 @@ class CloudFoundryDriver(CloudFoundryCalls):
         comes back in the role, so the space roles that follow go by guid (a space role needs that
         org role). Asked again (a later run whose lookup still missed them) CF answers "already
         has": the user is then looked up once more, and found, since they now hold a role in the org.
-        UAA knowing nobody by that name is a PermanentError: only that user's login (or CAPI's
+        UAA knowing nobody by that name is an UnknownUserError (the user is USER_NOT_FOUND, the
+        tenant's other changes go on): only that user's login (or CAPI's
         ``allow_user_creation_by_org_manager``) can make them."""
         org = await self._org_of(tenant.local_id)
         origin = self.options.origin
@@ -305,7 +313,7 @@ class CloudFoundryDriver(CloudFoundryCalls):
             _, guid = await self._create_role(ORG_ROLE, ref, "organization", org)
         except UnprocessableError as exc:
             if "No user exists with the username" in exc.detail:
-                raise PermanentError(
+                raise UnknownUserError(
                     f"cloudfoundry ensure_user: UAA has no user {euid!r} in origin {origin!r} "
                     f"({exc.detail}): they must log in once, or exist in UAA, before they can be given roles"
                 ) from None

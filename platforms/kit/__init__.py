@@ -14,6 +14,7 @@ from platforms.kit.errors import (
     PlatformConfigError,
     PlatformError,
     RetryableError,
+    UnknownUserError,
     error_for_status,
 )
 from platforms.kit.http import Headers, parse_retry_after, retry_after, tls_verify
@@ -49,6 +50,7 @@ __all__ = [
     "PlatformError",
     "RetryableError",
     "SharedClient",
+    "UnknownUserError",
     "UserIndex",
     "adoptable",
     "create_or_adopt",

@@ -14,6 +14,7 @@ from platforms.contract import (
     PlatformConfigError,
     PlatformError,
     RetryableError,
+    UnknownUserError,
 )
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "PlatformConfigError",
     "PlatformError",
     "RetryableError",
+    "UnknownUserError",
     "error_for_status",
 ]
 

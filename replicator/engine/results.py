@@ -92,6 +92,8 @@ class TenantResult:
     pending_subject: str = ""
     """The object the platform did not know yet (a group name, a user)."""
     requeue_after: float = 0.0
+    found_while_applying: list[ReplicationWarning] = field(default_factory=list)
+    """Warnings the apply learnt of (a user the platform could not ensure)."""
 
     @property
     def ok(self) -> bool:
@@ -101,9 +103,9 @@ class TenantResult:
     @property
     def warnings(self) -> tuple[ReplicationWarning, ...]:
         """The plan's warnings, and PLATFORM_PENDING while the platform catches up."""
-        found = self.plan.warnings if self.plan is not None else ()
+        found = (*(self.plan.warnings if self.plan is not None else ()), *self.found_while_applying)
         if self.pending is None:
-            return tuple(found)
+            return found
         pending = ReplicationWarning(WarningCode.PLATFORM_PENDING, self.pending_subject, self.pending)
         return (*found, pending)
 

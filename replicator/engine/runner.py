@@ -20,11 +20,12 @@ from platforms.contract import (
     PlatformError,
     PlatformUser,
     TenantRef,
+    UnknownUserError,
 )
 from platforms.registry import driver_class
 from replicator.core.compile import compile_all
 from replicator.core.config import KeepMatching, PlatformConfig
-from replicator.core.model import DesiredTenant
+from replicator.core.model import DesiredTenant, ReplicationWarning, WarningCode
 from replicator.core.plan import GrantPolicy, Guard, Plan, plan_tenant
 from replicator.engine.records import adopt, record
 from replicator.engine.results import FailureKind, LeaseLostError, RunReport, TenantResult, UnknownTenantError
@@ -53,6 +54,22 @@ class PendingChange(PendingError):
     def __init__(self, message: str, subject: str, retry_after: float | None) -> None:
         super().__init__(message, retry_after)
         self.subject = subject
+
+
+def unknown_user(plan: Plan, platform_euid: str, why: str) -> ReplicationWarning:
+    """USER_NOT_FOUND for a user an ENSURE_USER change could not make, named as the plan names
+    users (the meshUser behind the transformed euid)."""
+    member = next(
+        (m for g in plan.tenant.groups for m in g.members if m.platform_euid == platform_euid), None
+    )
+    user, euid = (member.user, member.euid) if member is not None else (platform_euid, platform_euid)
+    return ReplicationWarning(
+        WarningCode.USER_NOT_FOUND,
+        user,
+        f"user {user}: {platform_euid!r} (euid {euid!r}) cannot be ensured on the platform: {why}",
+        user=user,
+        euid=euid,
+    )
 
 
 def default_driver(platform: PlatformConfig) -> Driver:
@@ -370,7 +387,10 @@ class Engine:
         ids = {g.name: g.id for g in observed.groups}
         ensured: dict[str, PlatformUser] = {}
         # transformed euid -> the user an ENSURE_USER change of this run made or found
+        unknown: set[str] = set()  # transformed euids the platform could not ensure
         for change in plan.changes:
+            if change.action is Action.ADD_MEMBER and change.user is None and change.euid in unknown:
+                continue  # waited for a user nobody knows: warned about, not applied
             if change.action is Action.ADD_MEMBER and change.user is None and change.euid in ensured:
                 change = replace(change, user=ensured[change.euid])
             if change.action is Action.DELETE_GROUP and plan.tenant.deleted:
@@ -393,6 +413,13 @@ class Engine:
                     attempts=self.change_attempts,
                     retry_wait=self.retry_wait,
                 )
+            except UnknownUserError as e:
+                self._audit(run_id, ref.key, ref.platform, change, "failed", str(e))
+                if change.action is not Action.ENSURE_USER or not change.euid:
+                    raise PlatformError(f"{change.action.value} {change.group}: {e}") from e
+                unknown.add(change.euid)
+                result.found_while_applying.append(unknown_user(plan, change.euid, str(e)))
+                continue
             except PlatformError as e:
                 self._audit(run_id, ref.key, ref.platform, change, "failed", str(e))
                 what = f"{change.action.value} {change.group} {change.subject}".rstrip()

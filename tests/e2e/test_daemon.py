@@ -223,9 +223,12 @@ async def test_a_tenant_removed_from_the_inventory_is_deleted_with_delete_remove
     try:
         await eventually(lambda: len(proj.aws.groups()) == 6)
         proj.write_inventory(standard_inventory())
-        await eventually(lambda: sorted(proj.aws.groups()) == [
-            "mst-finance.ledger-admin", "mst-finance.ledger-reader", "mst-finance.ledger-user"
-        ])
+        await eventually(
+            lambda: (
+                sorted(proj.aws.groups())
+                == ["mst-finance.ledger-admin", "mst-finance.ledger-reader", "mst-finance.ledger-user"]
+            )
+        )
         assert proj.aws.assignments(ACCOUNTS["payroll"], proj.ps["admin"]) == []
         with proj.store() as store:
             await eventually(lambda: store.tenant_statuses().get(f"finance/payroll/{PLATFORM}") == "Deleted")

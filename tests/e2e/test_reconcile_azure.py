@@ -136,9 +136,10 @@ def test_more_than_a_page_of_members(az: AzProject) -> None:
     crowd = [f"p{i:03d}" for i in range(130)]
     for name in crowd:
         az.users[name] = az.azure.add_user(f"{name}@example.com")
-    az.write_inventory(az.inventory({"admin": ("alice",), "user": tuple(crowd), "reader": ("dave",)}) + [
-        user(n, n) for n in crowd
-    ])
+    az.write_inventory(
+        az.inventory({"admin": ("alice",), "user": tuple(crowd), "reader": ("dave",)})
+        + [user(n, n) for n in crowd]
+    )
     az.converge()
     assert az.members(USER) == crowd
     again = az.cli("plan", "--detailed-exitcode")
@@ -299,8 +300,12 @@ def test_the_example_reconciles_against_the_server(
     example = Example.copy("azure", tmp_path, capsys)
     for platform in example.config["platforms"]:
         local = azure_server.driver_options()
-        platform["azure"].update({k: local[k] for k in ("tenantId", "credentials", "graphUrl", "armUrl",
-                                                         "authorityHost", "caFile")})
+        platform["azure"].update(
+            {
+                k: local[k]
+                for k in ("tenantId", "credentials", "graphUrl", "armUrl", "authorityHost", "caFile")
+            }
+        )
     example.save()
     alice = azure_server.add_user("alice@example.com")  # bob is invited as a guest
 

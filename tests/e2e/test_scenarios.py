@@ -149,7 +149,8 @@ class Scenario:
         for gid, name, desc in world.groups:
             if desc and desc.endswith(marker) and name in world.ours():
                 roles = frozenset(
-                    ps for (acct, ps), rows in world.assignments.items()
+                    ps
+                    for (acct, ps), rows in world.assignments.items()
                     if acct == ACCOUNT[prj] and ("GROUP", gid) in rows
                 )
                 out[name] = (gid, tuple(sorted(world.members[gid])), roles)
@@ -270,8 +271,17 @@ class Scenario:
         n = len(list(root.glob("killed-*.log")))
         with open(root / f"killed-{n}.log", "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "replicator", "-c", str(self.proj.config_path), "--log-format", "json",
-                 "reconcile", "--all"],
+                [
+                    sys.executable,
+                    "-m",
+                    "replicator",
+                    "-c",
+                    str(self.proj.config_path),
+                    "--log-format",
+                    "json",
+                    "reconcile",
+                    "--all",
+                ],
                 cwd=root,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -332,10 +342,7 @@ def check_converged(s: Scenario, world: World, held: dict[str, Any]) -> None:
                 name = group_name(m.pattern, prj, role)
                 want = {u for (t, r, u) in desired if t == key(prj) and r == role}
                 via_ours = {
-                    u
-                    for g, (gid, members, roles) in ours.items()
-                    if s.ps[role] in roles
-                    for u in members
+                    u for g, (gid, members, roles) in ours.items() if s.ps[role] in roles for u in members
                 }
                 if name in foreign_names:  # blocked: an old group of ours may keep serving, in sync
                     assert via_ours in (want, set()), f"{prj}/{role}: {via_ours} != {want}"
@@ -396,9 +403,7 @@ def test_randomized_scenario(proj: Project, moto: MotoAws, monkeypatch: pytest.M
             proj.write_inventory(s.model.docs())
             held = {p: s.ours_of(world, p) for p in PROJECTS if s.model.status[p] == "removed"}
             keep = (
-                before_model.desired(s.uids.__getitem__)
-                & s.model.desired(s.uids.__getitem__)
-                & start_access
+                before_model.desired(s.uids.__getitem__) & s.model.desired(s.uids.__getitem__) & start_access
             )
             sampler = Sampler(s, keep)
             sampler.start()

@@ -24,6 +24,7 @@ from platforms.contract import (
     PlatformUser,
     RetryableError,
     TenantRef,
+    UnknownUserError,
 )
 from platforms.registry import driver_class
 from tests.integration.conftest import RecordingBudget, closing_drivers
@@ -421,7 +422,7 @@ async def test_ensuring_a_user_uaa_does_not_know(world: World, make_driver: Make
     drv = make_driver(origin="corp-idp")
     t = world.tenant()
     await drv.observe(t, [], {})
-    with pytest.raises(PermanentError, match="UAA has no user 'ghost' in origin 'corp-idp'"):
+    with pytest.raises(UnknownUserError, match="UAA has no user 'ghost' in origin 'corp-idp'"):
         await change(drv, t, Action.ENSURE_USER, "ledger-user", euid="ghost")
     assert world.server.org_roles(world.org) == []
     # With CAPI's allow_user_creation_by_org_manager the Cloud Controller makes the UAA shadow user.
