@@ -71,8 +71,11 @@ class KubeProject(E2EProject):
     def role_of(self, prj: str, name: str) -> str:
         return str(self.bindings(prj)[name]["roleRef"]["name"])
 
-    def can(self, who: str, verb: str, resource: str, prj: str, groups: tuple[str, ...] = ()) -> bool:
-        return self.admin.can(f"{who}@example.com", verb, resource, self.namespaces[prj], groups)
+    def allows(self, who: str, verb: str, resource: str, prj: str, groups: tuple[str, ...] = ()) -> bool:
+        return self.admin.allows(f"{who}@example.com", verb, resource, self.namespaces[prj], groups)
+
+    def denies(self, who: str, verb: str, resource: str, prj: str, groups: tuple[str, ...] = ()) -> bool:
+        return self.admin.denies(f"{who}@example.com", verb, resource, self.namespaces[prj], groups)
 
 
 @pytest.fixture
@@ -113,25 +116,25 @@ def test_full_reconcile_of_several_namespaces(kp: KubeProject) -> None:
     )
 
     # The cluster really authorizes: dave may read pods, not delete them; erin has nothing in ledger.
-    assert kp.can("dave", "get", "pods", "ledger")
-    assert not kp.can("dave", "delete", "pods", "ledger")
-    assert kp.can("bob", "delete", "pods", "ledger")
-    assert not kp.can("erin", "get", "pods", "ledger")
-    assert kp.can("erin", "get", "pods", "payroll")
+    assert kp.allows("dave", "get", "pods", "ledger")
+    assert kp.denies("dave", "delete", "pods", "ledger")
+    assert kp.allows("bob", "delete", "pods", "ledger")
+    assert kp.denies("erin", "get", "pods", "ledger")
+    assert kp.allows("erin", "get", "pods", "payroll")
 
     kp.assert_converged()
 
 
 def test_removed_binding_takes_the_subject_away(kp: KubeProject) -> None:
     kp.converge()
-    assert kp.can("carol", "delete", "pods", "ledger")
+    assert kp.allows("carol", "delete", "pods", "ledger")
     kp.write_inventory(kp.tenants(ledger={**STANDARD, "user": ("bob",)}, payroll={"admin": ("erin",)}))
     kp.converge()
     assert kp.subjects("ledger", kp.group("ledger", "user")) == users("bob")
-    assert not kp.can("carol", "get", "pods", "ledger")
-    assert kp.can("bob", "get", "pods", "ledger")
+    assert kp.denies("carol", "get", "pods", "ledger")
+    assert kp.allows("bob", "get", "pods", "ledger")
     assert kp.subjects("payroll", kp.group("payroll", "reader")) == []
-    assert not kp.can("alice", "get", "pods", "payroll")
+    assert kp.denies("alice", "get", "pods", "payroll")
     assert kp.cli("plan", "--detailed-exitcode").code == 0
 
 
@@ -159,7 +162,7 @@ def test_changed_cluster_role_replaces_the_binding(kp: KubeProject) -> None:
     assert mine[name]["roleRef"]["name"] == "edit"
     assert mine[name]["metadata"]["uid"] != old_uid
     assert kp.subjects("ledger", name) == users("dave")
-    assert kp.can("dave", "delete", "pods", "ledger")
+    assert kp.allows("dave", "delete", "pods", "ledger")
     assert kp.cli("plan", "--detailed-exitcode").code == 0
 
 
@@ -184,7 +187,7 @@ def test_pattern_change_renames(kp: KubeProject) -> None:
     ours = sorted(n for n, c in anchors.items() if (c["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL))
     assert ours == ["ledger-admin", "ledger-reader", "ledger-user"]
     assert kp.subjects("ledger", "ledger-user") == users("bob", "carol")
-    assert kp.can("carol", "get", "pods", "ledger")
+    assert kp.allows("carol", "get", "pods", "ledger")
     assert kp.cli("plan", "--detailed-exitcode").code == 0
 
 
@@ -201,7 +204,7 @@ def test_foreign_rolebinding_with_our_name_is_left_alone(kp: KubeProject) -> Non
     assert foreign["roleRef"]["name"] == "view"
     assert admin not in kp.admin.configmaps(ns)
     assert kp.subjects("ledger", kp.group("ledger", "user")) == users("bob", "carol")
-    assert not kp.can("alice", "get", "pods", "ledger")
+    assert kp.denies("alice", "get", "pods", "ledger")
 
 
 def test_drift_is_repaired(kp: KubeProject) -> None:
@@ -211,15 +214,15 @@ def test_drift_is_repaired(kp: KubeProject) -> None:
     user_binding["subjects"] = [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "mallory"}]
     kp.admin.request("PUT", f"{RB}/{ns}/rolebindings/{kp.group('ledger', 'user')}", user_binding)
     kp.admin.delete(f"{RB}/{ns}/rolebindings/{kp.group('ledger', 'reader')}")
-    assert not kp.can("dave", "get", "pods", "ledger")
+    assert kp.denies("dave", "get", "pods", "ledger")
 
     plan = kp.cli("plan", "--detailed-exitcode")
     assert plan.code == 2
     kp.converge()
     assert kp.subjects("ledger", kp.group("ledger", "user")) == users("bob", "carol")
     assert kp.subjects("ledger", kp.group("ledger", "reader")) == users("dave")
-    assert kp.admin.can("mallory", "get", "pods", ns) is False
-    assert kp.can("dave", "get", "pods", "ledger")
+    assert kp.admin.denies("mallory", "get", "pods", ns)
+    assert kp.allows("dave", "get", "pods", "ledger")
     assert kp.cli("plan", "--detailed-exitcode").code == 0
 
 
@@ -242,8 +245,8 @@ def test_group_subject_mode(kp: KubeProject) -> None:
     anchors = kp.admin.configmaps(kp.namespaces["ledger"])
     assert anchors[user_group]["data"]["members"] == '["bob@example.com", "carol@example.com"]'
     # The authenticator (OIDC) puts bob in the group: then he may; without the group he may not.
-    assert kp.can("bob", "delete", "pods", "ledger", groups=(user_group,))
-    assert not kp.can("bob", "get", "pods", "ledger")
+    assert kp.allows("bob", "delete", "pods", "ledger", groups=(user_group,))
+    assert kp.denies("bob", "get", "pods", "ledger")
     assert kp.cli("plan", "--detailed-exitcode").code == 0
 
     kp.write_inventory(
@@ -297,8 +300,8 @@ def test_openshift_groups_filled_and_bound(kp: KubeProject) -> None:
     assert sorted(groups[kp.group("ledger", "admin")]["users"]) == ["alice@example.com"]
     assert kp.subjects("ledger", user_group) == [f"Group:{user_group}"]
     assert kp.role_of("ledger", user_group) == "edit"
-    assert kp.can("carol", "delete", "pods", "ledger", groups=(user_group,))
-    assert not kp.can("carol", "get", "pods", "ledger")
+    assert kp.allows("carol", "delete", "pods", "ledger", groups=(user_group,))
+    assert kp.denies("carol", "get", "pods", "ledger")
     assert kp.cli("plan", "--detailed-exitcode").code == 0
     assert _no_op_calls(kp) == {"LIST groups": 2, "LIST rolebindings": 2}
 

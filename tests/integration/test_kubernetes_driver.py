@@ -129,8 +129,8 @@ async def test_create_fill_grant_observe_and_idempotence(kube: KubeCluster, tmp_
         ]
         assert b["metadata"]["labels"][MANAGED_BY_LABEL] == "replicator"
         assert b["metadata"]["annotations"][TENANT_ANNOTATION] == t.key
-        assert kube.admin.can(alice().id, "get", "pods", ns)
-        assert not kube.admin.can("bob@example.com", "get", "pods", ns)
+        assert kube.admin.allows(alice().id, "get", "pods", ns)
+        assert kube.admin.denies("bob@example.com", "get", "pods", ns)
 
         drv.api_calls.clear()
         owned = [OwnedGroup("reader", "ws.ledger-reader", gid, frozenset({"view"}))]
@@ -258,7 +258,7 @@ async def test_openshift_group_and_binding(kube: KubeCluster, tmp_path: Path) ->
     assert group["metadata"]["labels"][MANAGED_BY_LABEL] == "replicator"
     b = kube.admin.binding(ns, name)
     assert b["subjects"] == [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": name}]
-    assert kube.admin.can(alice().id, "get", "pods", ns, groups=(name,))
+    assert kube.admin.allows(alice().id, "get", "pods", ns, groups=(name,))
 
     drv.api_calls.clear()
     seen = await drv.observe(t, [OwnedGroup("reader", name, gid, frozenset({"view"}))], {"reader": name})

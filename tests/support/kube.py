@@ -50,6 +50,9 @@ GROUP_CRD: dict[str, Any] = {
 }
 
 
+Groups = tuple[str, ...]
+
+
 class BackendUnavailableError(RuntimeError):
     """etcd or the kube binaries cannot be obtained on this machine."""
 
@@ -304,8 +307,33 @@ class KubeAdmin:
         doc = self.request("GET", "/apis/user.openshift.io/v1/groups")
         return {g["metadata"]["name"]: g for g in doc["items"]}
 
+    def allows(
+        self, user: str, verb: str, resource: str, namespace: str, groups: tuple[str, ...] = ()
+    ) -> bool:
+        """``user`` may do this, as the authorizer answers within a few seconds: the RBAC
+        authorizer reads RoleBindings from an informer cache that trails the API's writes, so a
+        SubjectAccessReview right after a write can still answer from before it."""
+        return self._settles(True, user, verb, resource, namespace, groups)
+
+    def denies(
+        self, user: str, verb: str, resource: str, namespace: str, groups: tuple[str, ...] = ()
+    ) -> bool:
+        """``user`` may not do this, as the authorizer answers within a few seconds (see allows)."""
+        return not self._settles(False, user, verb, resource, namespace, groups)
+
+    def _settles(
+        self, expected: bool, user: str, verb: str, resource: str, namespace: str, groups: tuple[str, ...]
+    ) -> bool:
+        """The authorizer's answer once it is ``expected``, or its last answer after 10 s."""
+        deadline = time.monotonic() + 10.0
+        while (answer := self.can(user, verb, resource, namespace, groups)) != expected:
+            if time.monotonic() > deadline:
+                return answer
+            time.sleep(0.1)
+        return answer
+
     def can(self, user: str, verb: str, resource: str, namespace: str, groups: tuple[str, ...] = ()) -> bool:
-        """A SubjectAccessReview made with the admin token: may ``user`` do this?"""
+        """A SubjectAccessReview made with the admin token: may ``user`` do this (answered now)?"""
         review = self.request(
             "POST",
             "/apis/authorization.k8s.io/v1/subjectaccessreviews",
