@@ -1,22 +1,15 @@
 """What every driver shares: the base driver, the error types, the ownership marker, the group scan
 of marked directories, paging, and the HTTP helpers (Retry-After, TLS).
 
+The contract's error types (what the engine decides on) are re-exported by
+:mod:`platforms.kit.errors` with the kit's own (``NotFoundError``, ``ConflictError``); this
+package names only the kit's.
+
 Stdlib, pydantic and the contract only: no SDK is imported here.
 """
 
 from platforms.kit.driver import BaseDriver
-from platforms.kit.errors import (
-    ConflictError,
-    ForeignObjectError,
-    NotFoundError,
-    PendingError,
-    PermanentError,
-    PlatformConfigError,
-    PlatformError,
-    RetryableError,
-    UnknownUserError,
-    error_for_status,
-)
+from platforms.kit.errors import ConflictError, NotFoundError, error_for_status
 from platforms.kit.http import Headers, parse_retry_after, retry_after, tls_verify
 from platforms.kit.ownership import (
     OWNER_MARKER,
@@ -37,20 +30,13 @@ __all__ = [
     "OWNER_MARKER",
     "BaseDriver",
     "ConflictError",
-    "ForeignObjectError",
     "GoneSinceScan",
     "GroupScan",
     "Headers",
     "MarkedGroup",
     "NotFoundError",
     "Pages",
-    "PendingError",
-    "PermanentError",
-    "PlatformConfigError",
-    "PlatformError",
-    "RetryableError",
     "SharedClient",
-    "UnknownUserError",
     "UserIndex",
     "adoptable",
     "create_or_adopt",
