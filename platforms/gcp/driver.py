@@ -18,7 +18,9 @@ API calls per operation (names as counted; M members of a group, U users of the 
 ``lookup_users`` (email)
     ``users.get`` 1 per euid not seen before on this driver instance; when more than
     ``userListThreshold`` euids are unknown, ``users.list`` x ceil(U/500) once instead (the whole
-    directory is indexed and every later lookup on the instance makes no call).
+    directory is indexed and every later lookup on the instance makes no call). A 403 answer
+    (outside the customer's domains, or no permission): + ``users.list`` with
+    ``query=email:'<euid>'`` 1 (see :mod:`platforms.gcp.users`).
 ``lookup_users`` (externalId)
     ``users.list`` with ``query=externalId:'<euid>'`` 1 (x pages) per euid not seen before.
 ``observe`` (per tenant, once, when it has an owned group)
@@ -39,13 +41,17 @@ API calls per operation (names as counted; M members of a group, U users of the 
     (vanished) for a recorded id, nothing for a name (free).
 ``apply``
     create_group:  ``groups.lookup`` 1 (+ ``groups.get`` 1 if it exists), else ``groups.create`` 1
+                   (an Operation with done:false: + ``groups.lookup`` 1; not there yet is pending,
+                   and the email is never created again by this instance)
     add_member:    ``groups.memberships.create`` 1 (409 ALREADY_EXISTS: success)
     remove_member: ``groups.memberships.lookup`` 1 unless observe saw the membership, then
                    ``groups.memberships.delete`` 1 (404: success)
     grant/revoke:  ``projects.getIamPolicy`` 1, + ``projects.setIamPolicy`` 1 unless the binding is
                    already as wanted; a 409 (the policy changed since it was read: stale etag)
                    repeats both, at most ``policyAttempts`` times; + ``groups.get`` 1 when the
-                   group's email is not known from observe or create
+                   group's email is not known from observe or create; a 400 "Group <our email>
+                   does not exist." + ``groups.get`` 1: Cloud Identity has the group, so IAM has
+                   not caught up with its creation yet (pending), else permanent
     delete_group:  ``groups.get`` 1 (id unknown: ``groups.lookup`` 1 + ``groups.get`` 1)
                    + ``groups.delete`` 1
 

@@ -654,6 +654,12 @@ def route(world: World, method: str, path: str, q: dict[str, str], body: Any) ->
             change(policy)
             policy["etag"] = _etag(next(world.ids))
         new = dict((body or {}).get("policy") or {})
+        # Optimistic concurrency: "systems are expected to put that etag in the request to
+        # setIamPolicy to ensure that their change will be applied to the same version of the
+        # policy" (Resource Manager v3, Policy.etag); a stale one fails "with a 409 error code and
+        # ABORTED status" (IAM, UpdatePolicyRequest.policy). Without an etag the write wins blindly,
+        # as Google allows. The message below is the one Google gives as far as we know (not
+        # checked against a live project).
         if new.get("etag") and new["etag"] != policy["etag"]:
             raise ApiError(
                 409,
