@@ -71,6 +71,7 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,8 @@ _GROUP_PAGE = 500  # the most groups.list allows with view FULL (BASIC: 1000, bu
 # The email local part of a Google group: lowercase letters, digits, - _ ' and single periods,
 # not at either end; at most 64 characters before the @ (63 here keeps a margin).
 _GROUP_NAME = re.compile(r"(?!\.)(?!.*\.\.)[a-z0-9_'.-]+(?<!\.)")
+_CREATE_PATIENCE = 900.0
+"""Seconds a create that answered done:false counts as still running."""
 _UNKNOWN_GROUP = re.compile(r"\bGroup (\S+@\S+?) does not exist\.")
 """setIamPolicy's 400 for a group IAM does not know (yet): "Group <email> does not exist."."""
 _ROLE = re.compile(
@@ -135,8 +138,10 @@ class GcpDriver(GcpUsers):
         """(group resource name, member email lowercase) -> membership resource name."""
         self._scan: GroupScan[Group] | None = None
         """This run's ``groups.list`` scan, by resource name and email (None: read group by group)."""
-        self._creating: set[str] = set()
-        """Emails whose ``groups.create`` answered done:false: being created, never created again."""
+        self._creating: dict[str, float] = {}
+        """Email -> when its ``groups.create`` answered done:false: being created, not created again
+        for ``_CREATE_PATIENCE`` seconds (then a create that Google dropped is sent again; one that
+        is still running answers 409)."""
 
     # --- observe --------------------------------------------------------------------------------
 
@@ -311,7 +316,9 @@ class GcpDriver(GcpUsers):
                 "description": owner_marker(tenant),
                 "labels": {DISCUSSION_FORUM_LABEL: ""},
             }
-            if email in self._creating:  # accepted earlier, not visible yet: never a second create
+            started = self._creating.get(email)
+            if started is not None and time.monotonic() - started < _CREATE_PATIENCE:
+                # accepted earlier, not visible yet: no second create
                 raise PendingError(f"gcp create_group: {email!r} is still being created", self._pending_after)
             # EMPTY: no initial owner ("can only be used by admins of the domain", which the
             # identity is); WITH_INITIAL_OWNER would make the caller an OWNER member of every group.
@@ -327,7 +334,7 @@ class GcpDriver(GcpUsers):
                 self._emails[str(created)] = email
                 return str(created)
             # done:false (Cloud Identity v1 has no operations.get): the group is there once lookup finds it
-            self._creating.add(email)
+            self._creating[email] = time.monotonic()
             found = adoptable(await self._group_by_name(name), tenant, foreign)
             if found is None:
                 raise PendingError(f"gcp create_group: {email!r} is still being created", self._pending_after)

@@ -162,6 +162,30 @@ def test_a_lag_longer_than_the_run_is_pending_then_converges_on_the_next_run(gp:
     gp.assert_converged()
 
 
+def test_creates_still_running_are_pending_then_converge_without_a_duplicate(gp: GcpProject) -> None:
+    """The first groups.create of each tenant answers an Operation with done:false, and the group
+    stays invisible past the run: the tenants are pending (not failed), each create was sent once;
+    once the creates have finished the next run finds the groups by lookup and converges."""
+    gp.gcp.world.slow_creates, gp.gcp.world.create_delay = 2, 3600.0
+    r = gp.cli("reconcile", "--all", "--wait-pending", "0")
+    assert r.code == 1, r.out + r.err
+    assert f"{LEDGER}: PENDING (platform)" in r.out
+    assert "still being created" in r.out
+    assert "FAILED" not in r.out
+    assert gp.gcp.calls("POST", r"/v1/groups$") == 2, "one create per tenant: the first group pends"
+    assert len(gp.gcp.being_created()) == 2
+    assert [w["code"] for w in tenant_status(gp, LEDGER)["warnings"]] == ["PLATFORM_PENDING"]
+
+    gp.gcp.catch_up()
+    gp.converge("--wait-pending", "0")
+    assert len(gp.gcp.groups()) == 6
+    assert gp.gcp.calls("POST", r"/v1/groups$") == 6, "one create per group, none sent twice"
+    assert gp.members(USER) == ["bob", "carol"]
+    assert gp.roles(ADMIN) == ["roles/editor", "roles/iam.securityReviewer"]
+    assert tenant_status(gp, LEDGER)["warnings"] == []
+    gp.assert_converged()
+
+
 def test_reconcile_waits_for_a_pending_tenant_and_exits_0(gp: GcpProject) -> None:
     """The lag outlasts the first run (its three attempts at the first grant); reconcile runs the
     tenant again after pendingRetryAfter and it converges: exit 0."""
