@@ -18,7 +18,9 @@ API calls per operation (names as counted; M members of a group, U users of the 
 ``lookup_users`` (email)
     ``users.get`` 1 per euid not seen before on this driver instance; when more than
     ``userListThreshold`` euids are unknown, ``users.list`` x ceil(U/500) once instead (the whole
-    directory is indexed and every later lookup on the instance makes no call).
+    directory is indexed and every later lookup on the instance makes no call). A 403 answer
+    (outside the customer's domains, or no permission): + ``users.list`` with
+    ``query=email:'<euid>'`` 1 (see :mod:`platforms.gcp.users`).
 ``lookup_users`` (externalId)
     ``users.list`` with ``query=externalId:'<euid>'`` 1 (x pages) per euid not seen before.
 ``observe`` (per tenant, once, when it has an owned group)
@@ -39,13 +41,17 @@ API calls per operation (names as counted; M members of a group, U users of the 
     (vanished) for a recorded id, nothing for a name (free).
 ``apply``
     create_group:  ``groups.lookup`` 1 (+ ``groups.get`` 1 if it exists), else ``groups.create`` 1
+                   (an Operation with done:false: + ``groups.lookup`` 1; not there yet is pending,
+                   and the email is never created again by this instance)
     add_member:    ``groups.memberships.create`` 1 (409 ALREADY_EXISTS: success)
     remove_member: ``groups.memberships.lookup`` 1 unless observe saw the membership, then
                    ``groups.memberships.delete`` 1 (404: success)
     grant/revoke:  ``projects.getIamPolicy`` 1, + ``projects.setIamPolicy`` 1 unless the binding is
                    already as wanted; a 409 (the policy changed since it was read: stale etag)
                    repeats both, at most ``policyAttempts`` times; + ``groups.get`` 1 when the
-                   group's email is not known from observe or create
+                   group's email is not known from observe or create; a 400 "Group <our email>
+                   does not exist." + ``groups.get`` 1: Cloud Identity has the group, so IAM has
+                   not caught up with its creation yet (pending), else permanent
     delete_group:  ``groups.get`` 1 (id unknown: ``groups.lookup`` 1 + ``groups.get`` 1)
                    + ``groups.delete`` 1
 
@@ -65,16 +71,24 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from platforms import contract
-from platforms.contract import ObservedGroup, ObservedTenant, PermanentError, PlatformUser, RetryableError
-from platforms.gcp.calls import GcpCalls
+from platforms.contract import (
+    ObservedGroup,
+    ObservedTenant,
+    PendingError,
+    PermanentError,
+    PlatformUser,
+    RetryableError,
+)
 from platforms.gcp.errors import BadRequestError
 from platforms.gcp.options import GcpOptions
 from platforms.gcp.policy import bound_roles, policy_with
-from platforms.gcp.records import Group, group_record, user_record
+from platforms.gcp.records import Group, group_record
+from platforms.gcp.users import GcpUsers
 from platforms.kit.errors import ConflictError, NotFoundError
 from platforms.kit.ownership import adoptable, create_or_adopt, delete_marked_group, owner_marker
 from platforms.kit.scan import GoneSinceScan, GroupScan, observe_marked_groups
@@ -87,11 +101,14 @@ DISCUSSION_FORUM_LABEL = "cloudidentity.googleapis.com/groups.discussion_forum"
 
 _MEMBERSHIP_PAGE = 1000  # the most Cloud Identity allows with view BASIC
 _GROUP_PAGE = 500  # the most groups.list allows with view FULL (BASIC: 1000, but need not carry the marker)
-_USER_PAGE = 500  # the most the Admin SDK allows
 
 # The email local part of a Google group: lowercase letters, digits, - _ ' and single periods,
 # not at either end; at most 64 characters before the @ (63 here keeps a margin).
 _GROUP_NAME = re.compile(r"(?!\.)(?!.*\.\.)[a-z0-9_'.-]+(?<!\.)")
+_CREATE_PATIENCE = 900.0
+"""Seconds a create that answered done:false counts as still running."""
+_UNKNOWN_GROUP = re.compile(r"\bGroup (\S+@\S+?) does not exist\.")
+"""setIamPolicy's 400 for a group IAM does not know (yet): "Group <email> does not exist."."""
 _ROLE = re.compile(
     r"roles/[A-Za-z0-9_.]+"
     r"|projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/roles/[A-Za-z0-9_.]{1,64}"
@@ -99,7 +116,7 @@ _ROLE = re.compile(
 )
 
 
-class GcpDriver(GcpCalls):
+class GcpDriver(GcpUsers):
     """Cloud Identity groups of one customer, IAM policy bindings on projects."""
 
     capabilities = contract.Capabilities(
@@ -115,83 +132,16 @@ class GcpDriver(GcpCalls):
 
     def _setup(self) -> None:
         super()._setup()
-        """Every worker thread's connections, closed by :meth:`close`."""
-        self._users: dict[str, tuple[PlatformUser, ...]] = {}
-        self._directory_listed = False
-        self._lookup_lock = asyncio.Lock()
         self._emails: dict[str, str] = {}
         """Group resource name -> email, from every group this instance read or created."""
         self._memberships: dict[tuple[str, str], str] = {}
         """(group resource name, member email lowercase) -> membership resource name."""
         self._scan: GroupScan[Group] | None = None
         """This run's ``groups.list`` scan, by resource name and email (None: read group by group)."""
-
-    # --- lookup_users ---------------------------------------------------------------------------
-
-    async def lookup_users(self, euids: Sequence[str]) -> dict[str, tuple[PlatformUser, ...]]:
-        if not euids:
-            return {}
-        async with self._lookup_lock:
-            unknown = sorted({e.casefold() for e in euids} - set(self._users))
-            if self.options.user_lookup_strategy == "externalId":
-                for key in unknown:
-                    self._users[key] = await self._lookup_external_id(key)
-            elif unknown and not self._directory_listed:
-                if len(unknown) > self.options.user_list_threshold:
-                    await self._directory()
-                else:
-                    found = await asyncio.gather(*(self._lookup_email(key) for key in unknown))
-                    self._users.update(zip(unknown, found, strict=True))
-            return {euid: self._users.get(euid.casefold(), ()) for euid in euids}
-
-    async def _lookup_email(self, euid: str) -> tuple[PlatformUser, ...]:
-        try:
-            item = await self._call("admin", "users.get", lambda s: s.users().get(userKey=euid))
-        except (NotFoundError, BadRequestError):  # 400 "Invalid Input": the key is no email at all
-            return ()
-        user = user_record(item)
-        # users.get also answers for an alias: only the primary email matches.
-        return (user,) if user.id == euid.lower() else ()
-
-    async def _directory(self) -> None:
-        rows = await self._pages(
-            "admin",
-            "users.list",
-            "users",
-            lambda s, t: s.users().list(
-                customer=self.options.customer_id, maxResults=_USER_PAGE, projection="basic", pageToken=t
-            ),
-        )
-        index: dict[str, list[PlatformUser]] = {}
-        for row in rows:
-            user = user_record(row)
-            index.setdefault(user.id, []).append(user)
-        self._users = {key: tuple(sorted(users)) for key, users in index.items()}
-        self._directory_listed = True
-
-    async def _lookup_external_id(self, euid: str) -> tuple[PlatformUser, ...]:
-        value = euid.replace("\\", "\\\\").replace("'", "\\'")
-        rows = await self._pages(
-            "admin",
-            "users.list",
-            "users",
-            lambda s, t: s.users().list(
-                customer=self.options.customer_id,
-                query=f"externalId:'{value}'",
-                maxResults=_USER_PAGE,
-                projection="basic",
-                pageToken=t,
-            ),
-        )
-        found: dict[str, PlatformUser] = {}
-        for row in rows:
-            for ext in row.get("externalIds") or []:
-                spelled = str(ext.get("value") or "")
-                if spelled.casefold() == euid.casefold():
-                    found[str(row["primaryEmail"]).lower()] = PlatformUser(
-                        id=str(row["primaryEmail"]).lower(), name=spelled
-                    )
-        return tuple(sorted(found.values()))
+        self._creating: dict[str, float] = {}
+        """Email -> when its ``groups.create`` answered done:false: being created, not created again
+        for ``_CREATE_PATIENCE`` seconds (then a create that Google dropped is sent again; one that
+        is still running answers 409)."""
 
     # --- observe --------------------------------------------------------------------------------
 
@@ -366,6 +316,12 @@ class GcpDriver(GcpCalls):
                 "description": owner_marker(tenant),
                 "labels": {DISCUSSION_FORUM_LABEL: ""},
             }
+            started = self._creating.get(email)
+            if started is not None and time.monotonic() - started < _CREATE_PATIENCE:
+                # accepted earlier, not visible yet: no second create
+                raise PendingError(f"gcp create_group: {email!r} is still being created", self._pending_after)
+            # EMPTY: no initial owner ("can only be used by admins of the domain", which the
+            # identity is); WITH_INITIAL_OWNER would make the caller an OWNER member of every group.
             op = await self._call(
                 "cloudidentity",
                 "groups.create",
@@ -377,10 +333,11 @@ class GcpDriver(GcpCalls):
             if created:
                 self._emails[str(created)] = email
                 return str(created)
-            # a long-running create: the group is there once lookup finds it
+            # done:false (Cloud Identity v1 has no operations.get): the group is there once lookup finds it
+            self._creating[email] = time.monotonic()
             found = adoptable(await self._group_by_name(name), tenant, foreign)
             if found is None:
-                raise RetryableError(f"gcp create_group: {email!r} is still being created")
+                raise PendingError(f"gcp create_group: {email!r} is still being created", self._pending_after)
             return found
 
         return await create_or_adopt(
@@ -447,12 +404,37 @@ class GcpDriver(GcpCalls):
                 return
             except ConflictError:  # ABORTED: someone changed the policy since we read it
                 continue
+            except BadRequestError as exc:
+                what = f"gcp {verb} {role} for group:{email} on {resource}"
+                if await self._unknown_to_iam(exc, group_id, email):
+                    raise PendingError(
+                        f"{what}: IAM does not know the group yet ({exc})", self._pending_after
+                    ) from None
+                raise PermanentError(f"{what}: {exc}") from None
             except PermanentError as exc:
                 raise PermanentError(f"gcp {verb} {role} for group:{email} on {resource}: {exc}") from None
         raise RetryableError(
             f"gcp {verb} {role} on {resource}: the policy kept changing under us "
             f"({self.options.policy_attempts} attempts)"
         )
+
+    async def _unknown_to_iam(self, refusal: BadRequestError, group_id: str, email: str) -> bool:
+        """Whether ``refusal`` is IAM's lag behind Cloud Identity: it says "Group <our email> does not
+        exist." while Cloud Identity has that very group under the id we hold (created by this run
+        or an earlier one). Anything else, a group that is really gone or another group named,
+        stays a permanent refusal."""
+        said = _UNKNOWN_GROUP.search(str(refusal))
+        if said is None or said[1].casefold() != email.casefold():
+            return False
+        try:
+            item = await self._call("cloudidentity", "groups.get", lambda s: s.groups().get(name=group_id))
+        except NotFoundError:
+            return False
+        return group_record(item).email == email.lower()
+
+    @property
+    def _pending_after(self) -> float | None:
+        return self.options.pending_retry_after
 
     async def _delete_group(self, tenant: TenantRef, name: str, group_id: str | None) -> None:
         async def delete(group: Group) -> None:

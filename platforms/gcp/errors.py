@@ -17,6 +17,11 @@ class BadRequestError(PermanentError):
     """HTTP 400 (INVALID_ARGUMENT, "Invalid Input")."""
 
 
+class ForbiddenError(PermanentError):
+    """HTTP 403 that is no rate limit: a missing permission, or (``users.get``) an email outside the
+    customer's domains, which the Admin SDK answers the same way."""
+
+
 _RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
 
 
@@ -41,4 +46,6 @@ def http_error(operation: str, exc: Any) -> PlatformError:
     # The Admin SDK answers some rate limits with 403 and a reason instead of 429.
     if status == 408 or (status == 403 and reasons & _RATE_LIMIT_REASONS):
         return RetryableError(message, retry_after=retry_after(exc.resp))
+    if status == 403:
+        return ForbiddenError(message)
     return error_for_status(status, message, retry_after(exc.resp))

@@ -57,6 +57,10 @@ class GcpOptions(Options):
     policy_attempts: int = pydantic.Field(default=5, ge=1, le=20)
     """Read-modify-write attempts of one IAM policy edit when others change the policy at the same
     time (HTTP 409 on a stale etag); after the last the change is retryable."""
+    pending_retry_after: float | None = pydantic.Field(default=None, gt=0, le=3600)
+    """Seconds before a change is tried again when Google has not caught up with a write of ours
+    (IAM does not know a group we created yet; a group create still running). Null: the engine's
+    backoff within the run (1 s, 2 s), then the tenant is requeued after 30 s."""
     group_scan_threshold: int = pydantic.Field(default=20, ge=0)
     """A run whose observations name at least this many groups reads every group of the customer
     first (``groups.list``, view FULL, 500 a page) instead of one ``groups.get``/``groups.lookup``

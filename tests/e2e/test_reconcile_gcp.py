@@ -1,6 +1,9 @@
 """The CLI end to end against the local Cloud Identity / Admin SDK / Resource Manager server:
 reconcile, plan, and the GCP specifics (IAM policy bindings, etag conflicts, paging, kept grants,
-foreign bindings). Results are read back from the server's state, never through the driver."""
+foreign bindings). Results are read back from the server's state, never through the driver.
+
+The server lags as Google does: a group it has just created is unknown to IAM for ``LAG`` seconds
+(setIamPolicy: 400 "Group <email> does not exist."), in every test of this module."""
 
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ ADMIN, USER, READER = "finance.ledger-admin", "finance.ledger-user", "finance.le
 LEDGER = f"finance/ledger/{PLATFORM}"
 PROJECTS = {"ledger": "finance-ledger-1", "payroll": "finance-payroll-1"}
 CUSTOM_ROLE = f"projects/{PROJECTS['ledger']}/roles/deployer"
+LAG = 1.0
+"""Seconds a new group is unknown to IAM: short, within the engine's retries of one run (1 s, 2 s)."""
 
 
 def email(name: str) -> str:
@@ -59,7 +64,7 @@ class GcpProject(E2EProject):
 
 @pytest.fixture(scope="module")
 def gcp_server() -> Iterator[GcpServer]:
-    with GcpServer() as server:
+    with GcpServer(iam_lag=LAG) as server:
         yield server
 
 
@@ -112,6 +117,98 @@ def test_full_reconcile_from_empty_then_nothing_left(gp: GcpProject) -> None:
     foreign_binding_intact(gp)
 
     gp.assert_converged()
+
+
+def tenant_status(gp: GcpProject, key: str) -> dict[str, Any]:
+    status = gp.cli("status", "-o", "json").json()
+    found: dict[str, Any] = next(t for t in status["tenants"] if t["tenant"] == key)
+    return found
+
+
+def test_a_new_landing_zone_converges_within_the_run_despite_the_lag(gp: GcpProject) -> None:
+    """Every grant of a new group meets IAM's lag (LAG s) first; the engine's retries outlast it."""
+    r = gp.converge("--wait-pending", "0")  # no requeue: within the run
+    assert "PENDING" not in r.out
+    assert "FAILED" not in r.out
+    assert gp.gcp.calls("POST", r":setIamPolicy$") > 6, "the first grants were refused (the lag is on)"
+    assert len(gp.gcp.groups()) == 6
+    assert gp.roles(ADMIN) == ["roles/editor", "roles/iam.securityReviewer"]
+    assert tenant_status(gp, LEDGER)["warnings"] == []
+    gp.assert_converged()
+
+
+def test_a_lag_longer_than_the_run_is_pending_then_converges_on_the_next_run(gp: GcpProject) -> None:
+    gp.gcp.world.iam_lag = 3600.0  # longer than the run's retries
+    r = gp.cli("reconcile", "--all", "--wait-pending", "0")
+    assert r.code == 1, r.out + r.err
+    assert f"{LEDGER}: PENDING (platform)" in r.out
+    assert "IAM does not know the group yet" in r.out
+    assert "FAILED" not in r.out
+    groups = gp.gcp.groups()
+    assert len(groups) == 6, "every group was created, once"
+    assert gp.members(USER) == ["bob", "carol"], "the changes before the grant were applied"
+    assert gp.roles(ADMIN) == []
+    ledger = tenant_status(gp, LEDGER)
+    assert [w["code"] for w in ledger["warnings"]] == ["PLATFORM_PENDING"]
+
+    gp.gcp.catch_up()  # the lag is over
+    done = gp.converge("--wait-pending", "0")
+    assert "PENDING" not in done.out
+    assert gp.gcp.groups() == groups, "no group created again, none replaced"
+    assert gp.roles(ADMIN) == ["roles/editor", "roles/iam.securityReviewer"]
+    assert gp.roles(READER) == ["roles/viewer"]
+    assert tenant_status(gp, LEDGER)["warnings"] == []
+    foreign_binding_intact(gp)
+    gp.assert_converged()
+
+
+def test_creates_still_running_are_pending_then_converge_without_a_duplicate(gp: GcpProject) -> None:
+    """The first groups.create of each tenant answers an Operation with done:false, and the group
+    stays invisible past the run: the tenants are pending (not failed), each create was sent once;
+    once the creates have finished the next run finds the groups by lookup and converges."""
+    gp.gcp.world.slow_creates, gp.gcp.world.create_delay = 2, 3600.0
+    r = gp.cli("reconcile", "--all", "--wait-pending", "0")
+    assert r.code == 1, r.out + r.err
+    assert f"{LEDGER}: PENDING (platform)" in r.out
+    assert "still being created" in r.out
+    assert "FAILED" not in r.out
+    assert gp.gcp.calls("POST", r"/v1/groups$") == 2, "one create per tenant: the first group pends"
+    assert len(gp.gcp.being_created()) == 2
+    assert [w["code"] for w in tenant_status(gp, LEDGER)["warnings"]] == ["PLATFORM_PENDING"]
+
+    gp.gcp.catch_up()
+    gp.converge("--wait-pending", "0")
+    assert len(gp.gcp.groups()) == 6
+    assert gp.gcp.calls("POST", r"/v1/groups$") == 6, "one create per group, none sent twice"
+    assert gp.members(USER) == ["bob", "carol"]
+    assert gp.roles(ADMIN) == ["roles/editor", "roles/iam.securityReviewer"]
+    assert tenant_status(gp, LEDGER)["warnings"] == []
+    gp.assert_converged()
+
+
+def test_reconcile_waits_for_a_pending_tenant_and_exits_0(gp: GcpProject) -> None:
+    """The lag outlasts the first run (its three attempts at the first grant); reconcile runs the
+    tenant again after pendingRetryAfter and it converges: exit 0."""
+    gp.gcp.world.iam_lag = 3600.0
+    gp.driver_extra = {"pendingRetryAfter": 0.5}
+    gp.write_config()
+    sets = 0
+
+    def lag_ends_after_the_first_run(method: str, path: str) -> None:
+        nonlocal sets
+        if method == "POST" and path.endswith(":setIamPolicy"):
+            sets += 1
+            if sets == 4:  # the first run's grant was refused 3 times; this is the requeued run
+                gp.gcp.world.iam_known_from.clear()  # (the world is locked while a watcher runs)
+
+    gp.gcp.watch(lag_ends_after_the_first_run)
+    r = gp.cli("reconcile", "--tenant", LEDGER, "--wait-pending", "60")
+    assert r.code == 0, r.out + r.err
+    assert "waiting 0.5 s for the platform to catch up with 1 tenants" in r.err
+    assert f"{LEDGER}: converged" in r.out
+    assert len(gp.gcp.groups()) == 3
+    assert gp.roles(ADMIN) == ["roles/editor", "roles/iam.securityReviewer"]
+    assert tenant_status(gp, LEDGER)["warnings"] == []
 
 
 def test_no_op_reconcile_makes_seven_calls_per_tenant(gp: GcpProject) -> None:

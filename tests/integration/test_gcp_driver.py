@@ -7,7 +7,9 @@ result is read back from the server's state, never through the driver.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,6 +24,7 @@ from platforms.contract import (
     Change,
     ForeignObjectError,
     OwnedGroup,
+    PendingError,
     PermanentError,
     PlatformConfigError,
     PlatformUser,
@@ -301,10 +304,11 @@ async def test_lookup_by_primary_email_case_insensitive_and_memoised(
     assert [u.id for u in found["BOB@example.com"]] == ["bob@example.com"]
     assert found["robert@example.com"] == (), "an alias is not the primary email"
     assert found["x@y"] == ()
-    assert dict(driver.api_calls) == {"users.get": 4}
+    # x@y is outside the customer's domains: users.get answers 403, the search within the customer 200
+    assert dict(driver.api_calls) == {"users.get": 4, "users.list": 1}
     again = await driver.lookup_users(["ALICE.SMITH@EXAMPLE.COM", "x@y"])
     assert again["ALICE.SMITH@EXAMPLE.COM"][0].name == "alice.smith@example.com"
-    assert dict(driver.api_calls) == {"users.get": 4}
+    assert dict(driver.api_calls) == {"users.get": 4, "users.list": 1}
 
 
 async def test_many_unknown_euids_list_the_directory_page_by_page(
@@ -322,6 +326,24 @@ async def test_many_unknown_euids_list_the_directory_page_by_page(
     assert gcp.calls("GET", r"/users$") == 4
     await driver.lookup_users(["nobody@example.com"])
     assert dict(driver.api_calls) == {"users.list": 4}, "the directory was read whole: no more calls"
+
+
+async def test_a_user_outside_the_customer_is_not_found_not_a_failed_lookup(
+    gcp: GcpServer, driver: GcpDriver
+) -> None:
+    """users.get of an email outside the customer's domains answers 403 (not 404): that user is not
+    found, the others are still looked up; a user of a secondary domain is found."""
+    gcp.world.secondary_domains = ("example.org",)
+    gcp.add_user("carol@example.org")
+    gcp.add_user("dave@example.com")
+    found = await driver.lookup_users(["guest@gmail.com", "carol@example.org", "dave@example.com"])
+    assert found == {
+        "guest@gmail.com": (),
+        "carol@example.org": (PlatformUser("carol@example.org", "carol@example.org"),),
+        "dave@example.com": (PlatformUser("dave@example.com", "dave@example.com"),),
+    }
+    assert gcp.calls("GET", r"/users/guest%40gmail\.com$") == 1
+    assert dict(driver.api_calls) == {"users.get": 3, "users.list": 1}
 
 
 async def test_lookup_by_external_id(gcp: GcpServer, make_driver: MakeDriver) -> None:
@@ -353,7 +375,9 @@ async def test_throttled_lookup_is_retryable_and_pauses_the_budget(gcp: GcpServe
     gcp.fail_next(r"/users/", 403, "PERMISSION_DENIED", reason="userRateLimitExceeded")
     with pytest.raises(RetryableError):
         await driver.lookup_users(["a@example.com"])
-    gcp.fail_next(r"/users/", 403, "PERMISSION_DENIED", reason="forbidden")
+    # A missing permission: the Admin SDK refuses the search within the customer too.
+    gcp.fail_next(r"/users/", 403, "", reason="forbidden")
+    gcp.fail_next(r"/users$", 403, "", reason="forbidden")
     with pytest.raises(PermanentError) as denied:
         await driver.lookup_users(["a@example.com"])
     assert not isinstance(denied.value, RetryableError)
@@ -380,6 +404,62 @@ async def test_create_group_is_a_marked_discussion_group_and_idempotent(
     assert g["displayName"] == ADMIN
     assert g["labels"] == {"cloudidentity.googleapis.com/groups.discussion_forum": ""}
     assert driver.api_calls["groups.create"] == 1
+    assert gcp.members(ADMIN_EMAIL) == [], "EMPTY: no initial owner (the caller) in the group"
+
+
+async def test_create_group_asks_for_an_empty_group_which_only_an_admin_may(
+    gcp: GcpServer, driver: GcpDriver, tenant: TenantRef
+) -> None:
+    """initialGroupConfig=EMPTY "can only be used by admins of the domain": refused otherwise,
+    permanently (the identity lacks the Groups Admin role), and nothing is created."""
+    gcp.world.caller_is_groups_admin = False
+    with pytest.raises(PermanentError, match="permission to create group") as info:
+        await create(driver, tenant)
+    assert not isinstance(info.value, RetryableError)
+    assert gcp.groups() == {}
+
+
+def test_the_server_refuses_what_groups_create_refuses(gcp: GcpServer) -> None:
+    body = {
+        "groupKey": {"id": ADMIN_EMAIL},
+        "parent": f"customers/{gcp.world.customer}",
+        "labels": {"cloudidentity.googleapis.com/groups.discussion_forum": ""},
+    }
+
+    def create(config: str | None) -> tuple[int, dict[str, Any]]:
+        query = f"?initialGroupConfig={config}" if config else ""
+        request = urllib.request.Request(
+            f"{gcp.url}v1/groups{query}", json.dumps(body).encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    assert create(None)[0] == 400
+    assert create("INITIAL_GROUP_CONFIG_UNSPECIFIED")[0] == 400
+    code, op = create("WITH_INITIAL_OWNER")
+    assert (code, op["done"]) == (200, True)
+    assert gcp.members(ADMIN_EMAIL) == [gcp.world.caller], "the caller is the initial owner"
+    assert create("EMPTY")[0] == 409
+
+
+async def test_a_create_still_running_is_pending_and_never_sent_twice(
+    gcp: GcpServer, driver: GcpDriver, tenant: TenantRef
+) -> None:
+    """groups.create may answer an Operation with done:false (v1 has no operations.get): the group
+    is "being created", the change is pending, and it is not created a second time."""
+    gcp.world.slow_creates, gcp.world.create_delay = 1, 3600.0
+    for _ in range(2):
+        with pytest.raises(PendingError, match="still being created"):
+            await create(driver, tenant)
+    assert driver.api_calls["groups.create"] == 1
+    assert gcp.being_created() == [ADMIN_EMAIL]
+    gcp.catch_up()  # the create has finished
+    gid = await create(driver, tenant)
+    assert gcp.groups()[ADMIN_EMAIL]["name"] == gid
+    assert driver.api_calls["groups.create"] == 1, "found by lookup, not created again"
 
 
 async def test_create_group_refuses_foreign_groups(
@@ -864,6 +944,60 @@ async def test_a_policy_that_keeps_changing_gives_up_retryably(
         await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role="roles/editor"), gid)
     assert gcp.roles_of(PROJECT, f"group:{ADMIN_EMAIL}") == []
     assert driver.api_calls["projects.setIamPolicy"] == 3
+
+
+async def test_a_new_group_unknown_to_iam_is_pending_then_granted(
+    gcp: GcpServer, make_driver: MakeDriver, tenant: TenantRef
+) -> None:
+    """setIamPolicy answers 400 "Group <email> does not exist." for a group Cloud Identity has just
+    created: pending (retried, then requeued), never a permanent failure; granted once IAM knows it."""
+    gcp.world.iam_lag = 3600.0  # longer than anything the test waits
+    driver = make_driver(pendingRetryAfter=5)
+    gid = await create(driver, tenant)
+    grant = Change(Action.GRANT, ADMIN, "admin", role="roles/editor")
+    with pytest.raises(PendingError, match="IAM does not know the group yet") as info:
+        await driver.apply(tenant, grant, gid)
+    assert info.value.retry_after == 5
+    assert gcp.roles_of(PROJECT, f"group:{ADMIN_EMAIL}") == []
+    # A later run (a new driver: nothing remembered) tells the lag from a missing group the same way.
+    again = make_driver()
+    with pytest.raises(PendingError):
+        await again.apply(tenant, grant, gid)
+    assert again.api_calls["groups.get"] == 2  # the email, then the check after the refusal
+    gcp.catch_up()
+    await again.apply(tenant, grant, gid)
+    assert gcp.roles_of(PROJECT, f"group:{ADMIN_EMAIL}") == ["roles/editor"]
+
+
+async def test_a_new_group_is_granted_within_the_retries_when_the_lag_is_short(
+    gcp: GcpServer, driver: GcpDriver, tenant: TenantRef
+) -> None:
+    gcp.world.iam_lag = 0.3
+    gid = await create(driver, tenant)
+    grant = Change(Action.GRANT, ADMIN, "admin", role="roles/editor")
+    deadline = time.monotonic() + 30
+    while True:  # what the engine does with a PendingError within the run
+        try:
+            await driver.apply(tenant, grant, gid)
+            break
+        except PendingError:
+            assert time.monotonic() < deadline, "the lag never ended"
+            await asyncio.sleep(0.1)
+    assert gcp.roles_of(PROJECT, f"group:{ADMIN_EMAIL}") == ["roles/editor"]
+
+
+async def test_a_group_that_really_does_not_exist_stays_a_permanent_refusal(
+    gcp: GcpServer, driver: GcpDriver, tenant: TenantRef
+) -> None:
+    """The same 400 for a group Cloud Identity does not have (deleted behind our back) is permanent,
+    not pending: it would be requeued forever."""
+    gcp.world.iam_lag = 3600.0
+    gid = await create(driver, tenant)
+    with gcp.world.lock:  # someone deletes it by hand; the driver still holds its email and id
+        del gcp.world.groups[gid]
+    with pytest.raises(PermanentError, match="does not exist") as info:
+        await driver.apply(tenant, Change(Action.GRANT, ADMIN, "admin", role="roles/editor"), gid)
+    assert not isinstance(info.value, RetryableError)
 
 
 async def test_an_unknown_role_fails_permanently_naming_it(

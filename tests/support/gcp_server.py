@@ -3,18 +3,25 @@
 No emulator exists for Cloud Identity, the Admin SDK or Resource Manager, so this server
 implements exactly the documented calls ``platforms.gcp`` makes, with their wire format:
 
-* Cloud Identity v1: ``groups.create`` (a done ``Operation``; 409 ALREADY_EXISTS on a taken
-  email), ``groups.lookup``, ``groups.get``, ``groups.list`` (``parent=customers/<id>``;
+* Cloud Identity v1: ``groups.create`` (an ``Operation``, done unless ``slow_creates`` says
+  otherwise; 409 ALREADY_EXISTS on a taken email; ``initialGroupConfig`` as documented),
+  ``groups.lookup``, ``groups.get``, ``groups.list`` (``parent=customers/<id>``;
   ``view`` BASIC, the default, or FULL; ``pageSize`` at most 1000 for BASIC and 500 for FULL, 400
   INVALID_ARGUMENT above, default 200 / 50; ``pageToken``/``nextPageToken``), ``groups.delete``,
   ``groups.memberships.list`` (``pageSize``/``nextPageToken``), ``.create`` (409 on a
   duplicate), ``.lookup``, ``.delete``.
-* Admin SDK directory_v1: ``users.get`` (primary email or alias, case-insensitive; 404),
+* Admin SDK directory_v1: ``users.get`` (primary email or alias, case-insensitive; 404; 403 for
+  an email outside the customer's domains),
   ``users.list`` (``customer``, ``query`` with ``email:`` / ``externalId:``, ``maxResults``,
   ``pageToken``; no ``users`` key when nothing matched).
 * Resource Manager v3: ``projects.getIamPolicy`` / ``projects.setIamPolicy`` with etags (409
   ABORTED on a stale etag), principals and roles checked (400), conditions only at version 3.
-  Deleting a group rewrites its bindings to ``deleted:group:...?uid=`` as Google does.
+  Deleting a group rewrites its bindings to ``deleted:group:...?uid=`` as Google does. A group
+  created through the API is unknown to IAM for ``iam_lag`` seconds (400 "Group <email> does not
+  exist.").
+
+What the real service does that a naive fake would hide is modelled on purpose, each with its
+source: see "How the real service behaves" in docs/gcp.md and the comments at ``World``.
 
 * OAuth 2.0: ``POST /token`` (the JWT bearer grant of service account keys) and ``POST /sts``
   (the token exchange of workload identity federation); claims are recorded in ``tokens``, the
@@ -34,6 +41,7 @@ import itertools
 import json
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,16 +72,19 @@ class ApiError(Exception):
         message: str,
         headers: dict[str, str] | None = None,
         reason: str | None = None,
+        domain: str = "usageLimits",
     ) -> None:
         super().__init__(message)
         self.code, self.status, self.message = code, status, message
         self.headers = headers or {}
-        self.reason = reason
+        self.reason, self.domain = reason, domain
 
     def body(self) -> bytes:
-        err: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.status:  # the Admin SDK's errors carry no status, only errors[].reason
+            err["status"] = self.status
         if self.reason:
-            err["errors"] = [{"message": self.message, "domain": "usageLimits", "reason": self.reason}]
+            err["errors"] = [{"message": self.message, "domain": self.domain, "reason": self.reason}]
         return json.dumps({"error": err}).encode()
 
 
@@ -113,6 +124,46 @@ class World:
     """(path, Authorization header) of every API request."""
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
+    # --- what the real service does after a write, and who may see what ---
+    iam_lag: float = 0.0
+    """Seconds a group created through ``groups.create`` stays unknown to IAM: until then a
+    ``setIamPolicy`` naming it answers 400 INVALID_ARGUMENT "Group <email> does not exist.",
+    exactly what it answers for a group that does not exist at all. Real reports: Terraform runs
+    that create Cloud Identity groups and bind them at once fail this way and succeed when re-run
+    minutes later (GoogleCloudPlatform/pbmm-on-gcp-onboarding#432 and #443, "wait 5 min to
+    restart"; cloud-foundation-fabric#1549; terraform-example-foundation#959, groups "Creation
+    complete" then the binding refused); GoogleCloudPlatform/solution-acceleration-toolkit#773
+    added a sleep between group creation and IAM bindings (5 s was flaky, 15 s chosen). How long
+    the lag lasts is not documented; the e2e tests use a short one."""
+    iam_known_from: dict[str, float] = field(default_factory=dict)
+    """Group resource name -> the ``time.monotonic()`` instant from which IAM knows it (groups
+    made with ``add_group`` are known at once)."""
+    slow_creates: int = 0
+    """The next this many ``groups.create`` answer an ``Operation`` with ``done: false`` (the
+    documented long-running form: "If the value is false, it means the operation is still in
+    progress", Operation in the Cloud Identity v1 reference); Cloud Identity v1 has no
+    ``operations.get`` to poll. Such a group is invisible (lookup, get, list: 404 / absent) for
+    ``create_delay`` seconds, yet its email is taken (a second create: 409 ALREADY_EXISTS). How
+    often Google really answers done:false is not documented; this models the worst case."""
+    create_delay: float = 0.0
+    creating: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
+    """Group resource name -> (the group, the monotonic instant it becomes visible)."""
+    secondary_domains: tuple[str, ...] = ()
+    """More domains of the customer besides ``domain``. ``users.get`` of an email in any other
+    domain answers 403 "Not Authorized to access this resource/api" (reason forbidden), not 404:
+    an admin can only administer the customer's own domains (GAM-team/GAM#461), and the Admin
+    SDK gives this very body for a missing permission too (googlecloudcommunity "Admin SDK API
+    Returning Status Code 403"; taers232c/GAMADV-XTD3#462: a service account admin is told "Not
+    Authorized" where a super admin is told "Does not exist"). Whether Google also answers 403 for
+    every unknown user of one's own domain depends on the caller; here it answers 404."""
+    caller: str = "replicator@replicator-test.iam.gserviceaccount.com"
+    """Who the (anonymous) requests act as: the initial owner ``WITH_INITIAL_OWNER`` adds."""
+    caller_is_groups_admin: bool = True
+    """``initialGroupConfig=EMPTY`` "can only be used by admins of the domain" (Cloud Identity v1
+    groups.create, InitialGroupConfig; the how-to "Creating and searching for Google Groups": only
+    a Super Admin or Groups Admin); otherwise 403 PERMISSION_DENIED (the message is the one
+    googleapis/google-api-go-client#637 shows for an actor without the right to create groups)."""
+
 
 def _page(items: list[Any], token: str | None, size: int) -> tuple[list[Any], str | None]:
     start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
@@ -131,8 +182,18 @@ class GcpServer(WorldServer[World]):
     thread_name = "gcp-server"
     url_suffix = "/"
 
-    def __init__(self) -> None:
-        super().__init__(World, _Handler)
+    def __init__(self, iam_lag: float = 0.0) -> None:
+        """``iam_lag``: seconds a new group stays unknown to IAM (kept across ``reset``)."""
+        super().__init__(lambda: World(iam_lag=iam_lag), _Handler)
+
+    def catch_up(self) -> None:
+        """The service has caught up with every write: every group being created is there, every
+        group is known to IAM (what waiting out the lag would do, without the wait)."""
+        with self.world.lock:
+            self.world.iam_known_from.clear()
+            for name, (group, _) in list(self.world.creating.items()):
+                self.world.creating[name] = (group, 0.0)
+            _promote(self.world)
 
     def driver_options(self, **extra: Any) -> dict[str, Any]:
         """The ``gcp:`` block pointing the driver at this server (anonymous credentials)."""
@@ -226,9 +287,16 @@ class GcpServer(WorldServer[World]):
     # --- reading state back ---------------------------------------------------------------------
 
     def groups(self) -> dict[str, dict[str, Any]]:
-        """Group email -> the stored group."""
+        """Group email -> the stored group (those still being created: ``being_created``)."""
         with self.world.lock:
+            _promote(self.world)
             return {g["groupKey"]["id"]: json.loads(json.dumps(g)) for g in self.world.groups.values()}
+
+    def being_created(self) -> list[str]:
+        """Emails of groups whose create answered done:false and that are not visible yet."""
+        with self.world.lock:
+            _promote(self.world)
+            return sorted(g["groupKey"]["id"] for g, _ in self.world.creating.values())
 
     def group_id(self, email: str) -> str:
         return str(self.groups()[email]["name"])
@@ -298,7 +366,8 @@ def _create_group(world: World, body: dict[str, Any]) -> str:
         raise ApiError(400, "INVALID_ARGUMENT", "labels: only the documented keys with empty values")
     if len(str(body.get("description") or "")) > 4096:
         raise ApiError(400, "INVALID_ARGUMENT", "description is longer than 4096 characters")
-    if _group_by_email(world, email) is not None or _user_by_key(world, email) is not None:
+    being_created = any(g["groupKey"]["id"] == email.lower() for g, _ in world.creating.values())
+    if being_created or _group_by_email(world, email) is not None or _user_by_key(world, email) is not None:
         raise ApiError(409, "ALREADY_EXISTS", "Error(4003): Entity already exists.")
     name = f"groups/0{next(world.ids):x}gcp"
     world.groups[name] = {
@@ -313,6 +382,51 @@ def _create_group(world: World, body: dict[str, Any]) -> str:
     }
     world.memberships[name] = {}
     return name
+
+
+def _create_group_call(world: World, body: dict[str, Any], config: str) -> dict[str, Any]:
+    """``groups.create`` as the API answers it: the Operation, the lag of IAM and of slow creates."""
+    if config not in ("WITH_INITIAL_OWNER", "EMPTY"):
+        # v1 documents the parameter as optional with INITIAL_GROUP_CONFIG_UNSPECIFIED "Default.
+        # Should not be used." (v1beta1: "Required"). What v1 does without it is not documented;
+        # this server refuses it, as v1beta1 does, so a driver must choose.
+        raise ApiError(400, "INVALID_ARGUMENT", "initialGroupConfig must be WITH_INITIAL_OWNER or EMPTY")
+    email = str((body.get("groupKey") or {}).get("id") or "")
+    if config == "EMPTY" and not world.caller_is_groups_admin:
+        raise ApiError(
+            403,
+            "PERMISSION_DENIED",
+            f"Error(2015): Actor does not have permission to create group '{email}'.",
+        )
+    name = _create_group(world, body)
+    if config == "WITH_INITIAL_OWNER":  # "the end user making the request will be added as the initial owner"
+        row = {
+            "name": f"{name}/memberships/{next(world.ids)}",
+            "preferredMemberKey": {"id": world.caller},
+            "roles": [{"name": "MEMBER"}, {"name": "OWNER"}],
+            "type": "SERVICE_ACCOUNT",
+        }
+        world.memberships[name][world.caller] = row
+    now = time.monotonic()
+    group = world.groups[name]
+    if world.slow_creates > 0:
+        world.slow_creates -= 1
+        visible = now + world.create_delay
+        world.creating[name] = (world.groups.pop(name), visible)
+        world.iam_known_from[name] = visible + world.iam_lag
+        return {"name": f"operations/{name.split('/')[1]}", "done": False}
+    if world.iam_lag > 0:
+        world.iam_known_from[name] = now + world.iam_lag
+    return _operation(group, "google.apps.cloudidentity.groups.v1.Group")
+
+
+def _promote(world: World) -> None:
+    """Groups whose slow create has finished become visible."""
+    now = time.monotonic()
+    for name, (group, visible) in list(world.creating.items()):
+        if visible <= now:
+            del world.creating[name]
+            world.groups[name] = group
 
 
 def _create_membership(world: World, group: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -390,6 +504,7 @@ def _operation(response: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 def _check_policy(world: World, policy: dict[str, Any]) -> None:
     version = int(policy.get("version") or 1)
+    now = time.monotonic()
     for b in policy.get("bindings") or []:
         role = str(b.get("role") or "")
         if role not in PREDEFINED_ROLES and role not in world.custom_roles:
@@ -400,7 +515,10 @@ def _check_policy(world: World, policy: dict[str, Any]) -> None:
             raise ApiError(400, "INVALID_ARGUMENT", f"Binding for {role} has no members.")
         for m in b["members"]:
             kind, _, who = str(m).partition(":")
-            if kind == "group" and _group_by_email(world, who) is None:
+            group = _group_by_email(world, who) if kind == "group" else None
+            if kind == "group" and (group is None or world.iam_known_from.get(group["name"], 0.0) > now):
+                # The same answer for a group IAM does not know yet as for no group at all (see
+                # World.iam_lag): "Error 400: Group <email> does not exist., badRequest".
                 raise ApiError(400, "INVALID_ARGUMENT", f"Group {who} does not exist.")
             if kind == "user" and _user_by_key(world, who) is None:
                 raise ApiError(400, "INVALID_ARGUMENT", f"User {who} does not exist.")
@@ -430,11 +548,11 @@ def route(world: World, method: str, path: str, q: dict[str, str], body: Any) ->
             world.faults.remove(fault)
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             raise ApiError(fault.code, fault.status, "injected by the test", headers, fault.reason)
+    _promote(world)
 
     # Cloud Identity v1
     if path == "/v1/groups" and method == "POST":
-        name = _create_group(world, body or {})
-        return 200, _operation(world.groups[name], "google.apps.cloudidentity.groups.v1.Group")
+        return 200, _create_group_call(world, body or {}, q.get("initialGroupConfig", ""))
     if path == "/v1/groups" and method == "GET":
         return 200, _list_groups(world, q)
     if path == "/v1/groups:lookup" and method == "GET":
@@ -508,6 +626,11 @@ def route(world: World, method: str, path: str, q: dict[str, str], body: Any) ->
     if m and method == "GET":
         key = urllib.parse.unquote(m[1])
         user = _user_by_key(world, key)
+        domain = key.rpartition("@")[2].lower()
+        if user is None and "@" in key and domain not in (world.domain, *world.secondary_domains):
+            # Outside the customer's domains: 403, not 404 (see World.secondary_domains).
+            message = "Not Authorized to access this resource/api"
+            raise ApiError(403, "", message, reason="forbidden", domain="global")
         if user is None:
             raise ApiError(404, "NOT_FOUND", "Resource Not Found: userKey")
         return 200, user
@@ -531,6 +654,12 @@ def route(world: World, method: str, path: str, q: dict[str, str], body: Any) ->
             change(policy)
             policy["etag"] = _etag(next(world.ids))
         new = dict((body or {}).get("policy") or {})
+        # Optimistic concurrency: "systems are expected to put that etag in the request to
+        # setIamPolicy to ensure that their change will be applied to the same version of the
+        # policy" (Resource Manager v3, Policy.etag); a stale one fails "with a 409 error code and
+        # ABORTED status" (IAM, UpdatePolicyRequest.policy). Without an etag the write wins blindly,
+        # as Google allows. The message below is the one Google gives as far as we know (not
+        # checked against a live project).
         if new.get("etag") and new["etag"] != policy["etag"]:
             raise ApiError(
                 409,
