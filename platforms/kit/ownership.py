@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from platforms.contract import ForeignObjectError, RetryableError, TenantRef
+from platforms.contract import ForeignObjectError, PendingError, TenantRef
 from platforms.kit.errors import NotFoundError
 
 OWNER_MARKER = "managed-by: replicator"
@@ -69,8 +69,10 @@ async def create_or_adopt(
 ) -> str:
     """``create_group`` on a directory of marked groups: the id of the group ``find`` finds by
     ``name`` when it is ours for this tenant (see :func:`adoptable`; another one's is foreign),
-    else of the one ``create`` makes. A create refused with one of ``conflicts`` (someone created
-    the name meanwhile) looks again; still nothing there is :class:`RetryableError`."""
+    else of the one ``create`` makes. A create refused with one of ``conflicts`` (the name is
+    taken) looks again; still nothing there is :class:`PendingError`: the directory's reads have
+    not caught up with a create (ours from an earlier attempt or run, or someone else's), and the
+    next look tells which."""
 
     def foreign(group: G) -> str:
         return (
@@ -90,8 +92,8 @@ async def create_or_adopt(
         found = await existing()
         if found is not None:
             return found
-        raise RetryableError(
-            f"{platform} create_group: conflict for {name!r}, but no such group yet"
+        raise PendingError(
+            f"{platform} create_group: {name!r} is taken, but no such group is visible yet"
         ) from exc
 
 
