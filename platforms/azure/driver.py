@@ -90,7 +90,7 @@ from platforms.azure.names import (
     role_guid,
 )
 from platforms.azure.options import AzureOptions
-from platforms.contract import ObservedGroup, ObservedTenant, PermanentError, PlatformUser
+from platforms.contract import ObservedGroup, ObservedTenant, PendingError, PermanentError, PlatformUser
 from platforms.kit.errors import ConflictError, NotFoundError
 from platforms.kit.ownership import create_or_adopt, delete_marked_group, owner_marker
 from platforms.kit.scan import observe_marked_groups
@@ -156,6 +156,8 @@ class AzureDriver(AzureGraph, AzureArm):
         for record in owned:
             for role in record.roles:
                 self._spellings.setdefault((tenant.key, role_guid(role)), role)
+            if record.platform_id is not None and record.created_at is not None:
+                self._note_created(record.platform_id, record.created_at.timestamp())
 
         # The recorded groups in one request per 15 (existence and our marker, instead of a
         # get_group each); an id Graph would refuse in a filter is still read on its own.
@@ -166,8 +168,19 @@ class AzureDriver(AzureGraph, AzureArm):
 
         async def by_id(group_id: str) -> EntraGroup | None:
             if group_id.lower() in listed:
-                return known.get(group_id.lower())
-            return await self._get_group(group_id)
+                group = known.get(group_id.lower())
+            else:
+                group = await self._get_group(group_id)
+            if group is None and self._young(group_id):
+                # Created by us a moment ago: a replica that does not show it yet is lag, not a
+                # deletion. Reporting it vanished would make the store forget it and the plan
+                # create it again: a duplicate.
+                raise PendingError(
+                    f"azure observe: group {group_id}, created by this replicator "
+                    f"{self._age(group_id)}, is not visible in Entra ID yet",
+                    retry_after=self.options.pending_retry_after,
+                )
+            return group
 
         async def by_name(name: str) -> EntraGroup | None:
             return await self._group_by_name(name, tenant)
@@ -186,7 +199,15 @@ class AzureDriver(AzureGraph, AzureArm):
     async def _observe_group(
         self, tenant: TenantRef, group: EntraGroup, alias: str, assignments: Sequence[Any]
     ) -> ObservedGroup:
-        members = await self._members(group.id)
+        try:
+            members = await self._members(group.id)
+        except NotFoundError as exc:
+            if not self._young(group.id):
+                raise
+            raise PendingError(
+                f"azure observe: members of the new group {group.id}: {exc}",
+                retry_after=self.options.pending_retry_after,
+            ) from None
         roles = {self._spell(tenant, a.role_definition_id) for a in assignments if a.role_definition_id}
         return ObservedGroup(
             id=group.id,
@@ -224,6 +245,7 @@ class AzureDriver(AzureGraph, AzureArm):
                 raise PermanentError(
                     f"azure create_group: Graph answered without the new group's id ({name!r})"
                 )
+            self._note_created(str(row.id))
             return str(row.id)
 
         return await create_or_adopt(
@@ -245,7 +267,9 @@ class AzureDriver(AzureGraph, AzureArm):
             except ConflictError:
                 return  # already a member
 
-        await self._eventually(f"group {group_id} or user {user.name}", attempt)
+        await self._eventually(
+            f"group {group_id} or user {user.name}", attempt, young=self._young(group_id, user.id)
+        )
 
     async def _remove_member(self, tenant: TenantRef, group: str, group_id: str, user: PlatformUser) -> None:
         async def remove(client: Any) -> None:
@@ -278,7 +302,9 @@ class AzureDriver(AzureGraph, AzureArm):
                 if "RoleAssignmentExists" not in str(exc):
                     raise
 
-        await self._eventually(f"group {group_id} in ARM", attempt, UnknownPrincipalError)
+        await self._eventually(
+            f"group {group_id} in ARM", attempt, UnknownPrincipalError, young=self._young(group_id)
+        )
         self._granted[(scope.lower(), group_id.lower(), role_guid(role))] = role
         self._spellings.setdefault((tenant.key, role_guid(role)), role)
 
@@ -306,6 +332,7 @@ class AzureDriver(AzureGraph, AzureArm):
                 await client.groups.by_group_id(group.id).delete()
 
             await self._graph_call("delete_group", call)
+            self._born.pop(group.id.lower(), None)  # gone by our hand: not "not visible yet"
 
         await delete_marked_group(
             "azure",
@@ -339,11 +366,26 @@ class AzureDriver(AzureGraph, AzureArm):
             known = self._users.get(euid.casefold())
             if known and len(known) == 1:
                 return known[0].id  # invited (or found) earlier in this run
-            row = await self._graph_call("invite_user", invite)
-            invited = row.invited_user if row is not None else None
-            if invited is None or not invited.id:
-                raise PermanentError(f"azure invite_user: Graph answered without the guest's id ({euid!r})")
-            user = PlatformUser(id=str(invited.id), name=euid)
+            # The address may belong to someone the lookup attribute did not find (a member whose
+            # userPrincipalName or otherMails it is): Graph refuses to invite a member's address,
+            # and whoever holds it is the user, not a new guest.
+            holders = {str(r.id) for r in await self._users_with_address(euid)}
+            if len(holders) > 1:
+                raise PermanentError(
+                    f"azure ensure_user: {euid!r} belongs to {len(holders)} users of the directory "
+                    f"({', '.join(sorted(holders))}): nobody is invited or added"
+                )
+            if holders:
+                user = PlatformUser(id=holders.pop(), name=euid)
+            else:
+                row = await self._graph_call("invite_user", invite)
+                invited = row.invited_user if row is not None else None
+                if invited is None or not invited.id:
+                    raise PermanentError(
+                        f"azure invite_user: Graph answered without the guest's id ({euid!r})"
+                    )
+                user = PlatformUser(id=str(invited.id), name=euid)
+                self._note_created(user.id)
             self._users[euid.casefold()] = (user,)
             return user.id
 
