@@ -15,11 +15,14 @@ Graph and ARM are called as :mod:`platforms.azure.calls` says; every request is 
 ``AzureDriver.api_calls`` under an operation name. The SDKs are imported lazily, inside methods,
 so importing this package is cheap.
 
-Entra ID is eventually consistent: a group or guest created a moment ago may be unknown to
-``members/$ref`` (404) and to ARM (``PrincipalNotFound``) for seconds. Those calls are retried with
-a short exponential backoff (``consistencyAttempts``, ``consistencyWait``) and then raise
-``RetryableError`` (the engine retries the change, the next run the tenant); they never fail a
-tenant permanently.
+Entra ID is eventually consistent (docs/azure.md, "How the real service behaves"): a group or
+guest created a moment ago may be missing from Graph's reads, unknown to ``members/$ref`` (404, or
+400 "do not exist") and to ARM (``PrincipalNotFound``) for seconds to minutes. Those calls are
+retried with a short exponential backoff (``consistencyAttempts``, ``consistencyWait``); past it, an
+object this replicator created within ``consistencyWindow`` (its own creates, the store's record of
+a group's creation) is ``PendingError`` (the tenant is requeued), anything else ``RetryableError``.
+A recorded young group that Graph does not show is pending, never vanished: vanished would make
+the next plan create it again.
 
 API calls per operation (names as counted; U transformed euids, M members of a group):
 
@@ -40,16 +43,18 @@ API calls per operation (names as counted; U transformed euids, M members of a g
     ``find_group`` 1 (+ ``list_members`` when the group is ours).
     A no-op observe of a tenant with G owned groups: G + 2 calls for G <= 15 (G + 1 Graph, 1 ARM).
 ``apply``
-    create_group:  ``find_group`` 1, + ``create_group`` 1 when it does not exist
-    add_member:    ``add_member`` 1 (an existing membership is success), retried while 404
+    create_group:  ``find_group`` 1 (``displayName eq``; a name over 120 characters, which Graph's
+                   filter refuses: ``mailNickname eq``), + ``create_group`` 1 when it does not exist
+    add_member:    ``add_member`` 1 (an existing membership is success), retried while 404/400
     remove_member: ``remove_member`` 1 (404: not a member, success)
     grant:         ``create_role_assignment`` 1 (a deterministic name; 409 RoleAssignmentExists is
                    success), retried while PrincipalNotFound
     revoke:        ``list_role_assignments`` x pages + ``delete_role_assignment`` per matching one
     delete_group:  ``get_group`` 1 (group id unknown: ``find_group`` 1) + ``delete_group`` 1
-    ensure_user:   ``invite_user`` 1 (with B2B guests enabled; Graph returns the existing guest
-                   when the address was invited before), once per euid and driver instance (the
-                   other tenants of the run reuse the guest)
+    ensure_user:   ``find_user`` 1 (who holds the address as mail, otherMails or UPN: used,
+                   nobody invited) + ``invite_user`` 1 when nobody does (with B2B guests
+                   enabled), once per euid and driver instance (the other tenants of the run reuse
+                   the guest)
 
 Ownership: every group this driver creates has the description
 ``"<OWNER_MARKER> tenant=<tenant key>"``. A group recorded in the state store counts as ours when
