@@ -27,7 +27,7 @@ CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 ADMIN, USER, READERS = "finance.ledger-admin", "finance.ledger-user", "finance.ledger-reader"
 LEDGER = f"finance/ledger/{PLATFORM}"
-LAG, ARM_LAG = 0.5, 1.0
+LAG, ARM_LAG = 1.0, 2.0
 """Seconds (short, so that the suite stays fast): the lag every test here runs with."""
 
 

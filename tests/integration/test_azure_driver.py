@@ -345,8 +345,8 @@ async def test_add_member_waits_out_404_and_400_for_new_objects_then_is_pending(
 ) -> None:
     """``members/$ref`` answers 404 for a group and 400 "do not exist" for a member that a replica
     does not know yet; both are retried, and past the attempts a young object is pending."""
-    driver = make_driver(b2bGuestInvitation={"enabled": True}, consistencyWait=0.05, consistencyAttempts=12)
-    azure.lag = 0.3
+    driver = make_driver(b2bGuestInvitation={"enabled": True}, consistencyWait=0.1, consistencyAttempts=12)
+    azure.lag = 1.5  # well above the time between a create and the next request, even on a busy machine
     gid = await create(driver, tenant)
     alice = PlatformUser(azure.add_user("alice@example.com"), "alice@example.com")
     await driver.apply(tenant, Change(Action.ADD_MEMBER, ADMIN, "admin", user=alice), gid)
