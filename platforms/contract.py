@@ -15,6 +15,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -87,6 +88,10 @@ class OwnedGroup:
     """Platform user ids this replicator added to the group and has not removed since. Drivers of
     platforms whose memberships carry no marker (Cloud Foundry roles) report only these as
     members, so that access someone else gave is never taken away."""
+    created_at: datetime | None = None
+    """When the store first recorded the group (the create's intent; None: not known). Drivers of
+    eventually consistent directories tell a group created a moment ago, which a replica may not
+    show yet, from one deleted by hand."""
 
 
 @dataclass(frozen=True)

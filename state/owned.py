@@ -26,6 +26,8 @@ class OwnedGroupRecord:
     state: str
     members: frozenset[str] = frozenset()
     """Platform user ids this replicator added to the group (and has not removed since)."""
+    created_at: datetime | None = None
+    """When the group was first recorded (its create's intent)."""
 
 
 class OwnedGroupStore(Database):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -22,7 +23,7 @@ from platforms.azure.auth import AsyncCredential, make_credential
 from platforms.azure.errors import ThrottledError, arm_error, graph_error
 from platforms.azure.names import DEFAULT_GRAPH
 from platforms.azure.options import AzureOptions
-from platforms.contract import PlatformConfigError, PlatformError, RetryableError
+from platforms.contract import PendingError, PlatformConfigError, PlatformError, RetryableError
 from platforms.kit.driver import BaseDriver
 from platforms.kit.errors import NotFoundError
 from platforms.kit.http import tls_verify
@@ -45,6 +46,25 @@ class AzureCalls(BaseDriver[AzureOptions], platform_name="azure"):
         self._graph_http: Any = None
         self._graph_loop: asyncio.AbstractEventLoop | None = None
         self._arm_client: Any = None
+        self._born: dict[str, float] = {}
+        """Lower-case id -> creation time (epoch seconds) of the groups and guests this replicator
+        created, as far as this instance knows (its own creates, the store's records)."""
+
+    def _note_created(self, object_id: str, when: float | None = None) -> None:
+        """Remember that ``object_id`` was created at ``when`` (now when None)."""
+        self._born[object_id.lower()] = time.time() if when is None else when
+
+    def _young(self, *object_ids: str) -> bool:
+        """True when one of ``object_ids`` was created by us within ``consistencyWindow``: Entra ID
+        or ARM not knowing it is lag, not absence."""
+        window = self.options.consistency_window
+        now = time.time()
+        return any(now - self._born.get(i.lower(), float("-inf")) < window for i in object_ids)
+
+    def _age(self, object_id: str) -> str:
+        """How long ago ``object_id`` was created, for messages."""
+        born = self._born.get(object_id.lower())
+        return "at an unknown time" if born is None else f"{max(0.0, time.time() - born):.0f} s ago"
 
     def _credentials(self) -> Any:
         with self._setup_lock:
@@ -192,19 +212,28 @@ class AzureCalls(BaseDriver[AzureOptions], platform_name="azure"):
         what: str,
         call: Callable[[], Awaitable[T]],
         unknown: type[NotFoundError] = NotFoundError,
+        young: bool = False,
     ) -> T:
-        """``call`` while Entra ID does not know a just-created object yet (``unknown``: Graph's 404,
-        ARM's PrincipalNotFound): a few attempts with a short, doubling wait, then retryable."""
+        """``call`` while Entra ID does not know a just-created object yet (``unknown``: Graph's 404
+        or 400 "do not exist", ARM's PrincipalNotFound): a few attempts with a short, doubling wait.
+        Then, for an object we created a moment ago (``young``), :class:`PendingError`: the
+        platform has not caught up, the tenant is requeued, not failed; for any other object the
+        lag is no explanation: :class:`RetryableError` (the tenant fails for this run)."""
         wait = self.options.consistency_wait
         for attempt in range(1, self.options.consistency_attempts + 1):
             try:
                 return await call()
             except unknown as exc:
                 if attempt >= self.options.consistency_attempts:
-                    raise RetryableError(
-                        f"{exc} ({what}: not visible after {attempt} attempts; Entra ID replicates "
-                        "new objects with a delay)"
-                    ) from None
+                    note = (
+                        f"{what}: not visible after {attempt} attempts; Entra ID replicates new "
+                        "objects with a delay"
+                    )
+                    if young:
+                        raise PendingError(
+                            f"{exc} ({note})", retry_after=self.options.pending_retry_after
+                        ) from None
+                    raise RetryableError(f"{exc} ({note})") from None
             await asyncio.sleep(wait)
             wait = min(wait * 2, 30.0)
         raise AssertionError("unreachable")

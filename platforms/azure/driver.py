@@ -15,11 +15,14 @@ Graph and ARM are called as :mod:`platforms.azure.calls` says; every request is 
 ``AzureDriver.api_calls`` under an operation name. The SDKs are imported lazily, inside methods,
 so importing this package is cheap.
 
-Entra ID is eventually consistent: a group or guest created a moment ago may be unknown to
-``members/$ref`` (404) and to ARM (``PrincipalNotFound``) for seconds. Those calls are retried with
-a short exponential backoff (``consistencyAttempts``, ``consistencyWait``) and then raise
-``RetryableError`` (the engine retries the change, the next run the tenant); they never fail a
-tenant permanently.
+Entra ID is eventually consistent (docs/azure.md, "How the real service behaves"): a group or
+guest created a moment ago may be missing from Graph's reads, unknown to ``members/$ref`` (404, or
+400 "do not exist") and to ARM (``PrincipalNotFound``) for seconds to minutes. Those calls are
+retried with a short exponential backoff (``consistencyAttempts``, ``consistencyWait``); past it, an
+object this replicator created within ``consistencyWindow`` (its own creates, the store's record of
+a group's creation) is ``PendingError`` (the tenant is requeued), anything else ``RetryableError``.
+A recorded young group that Graph does not show is pending, never vanished: vanished would make
+the next plan create it again.
 
 API calls per operation (names as counted; U transformed euids, M members of a group):
 
@@ -40,16 +43,18 @@ API calls per operation (names as counted; U transformed euids, M members of a g
     ``find_group`` 1 (+ ``list_members`` when the group is ours).
     A no-op observe of a tenant with G owned groups: G + 2 calls for G <= 15 (G + 1 Graph, 1 ARM).
 ``apply``
-    create_group:  ``find_group`` 1, + ``create_group`` 1 when it does not exist
-    add_member:    ``add_member`` 1 (an existing membership is success), retried while 404
+    create_group:  ``find_group`` 1 (``displayName eq``; a name over 120 characters, which Graph's
+                   filter refuses: ``mailNickname eq``), + ``create_group`` 1 when it does not exist
+    add_member:    ``add_member`` 1 (an existing membership is success), retried while 404/400
     remove_member: ``remove_member`` 1 (404: not a member, success)
     grant:         ``create_role_assignment`` 1 (a deterministic name; 409 RoleAssignmentExists is
                    success), retried while PrincipalNotFound
     revoke:        ``list_role_assignments`` x pages + ``delete_role_assignment`` per matching one
     delete_group:  ``get_group`` 1 (group id unknown: ``find_group`` 1) + ``delete_group`` 1
-    ensure_user:   ``invite_user`` 1 (with B2B guests enabled; Graph returns the existing guest
-                   when the address was invited before), once per euid and driver instance (the
-                   other tenants of the run reuse the guest)
+    ensure_user:   ``find_user`` 1 (who holds the address as mail, otherMails or UPN: used,
+                   nobody invited) + ``invite_user`` 1 when nobody does (with B2B guests
+                   enabled), once per euid and driver instance (the other tenants of the run reuse
+                   the guest)
 
 Ownership: every group this driver creates has the description
 ``"<OWNER_MARKER> tenant=<tenant key>"``. A group recorded in the state store counts as ours when
@@ -90,7 +95,7 @@ from platforms.azure.names import (
     role_guid,
 )
 from platforms.azure.options import AzureOptions
-from platforms.contract import ObservedGroup, ObservedTenant, PermanentError, PlatformUser
+from platforms.contract import ObservedGroup, ObservedTenant, PendingError, PermanentError, PlatformUser
 from platforms.kit.errors import ConflictError, NotFoundError
 from platforms.kit.ownership import create_or_adopt, delete_marked_group, owner_marker
 from platforms.kit.scan import observe_marked_groups
@@ -156,6 +161,8 @@ class AzureDriver(AzureGraph, AzureArm):
         for record in owned:
             for role in record.roles:
                 self._spellings.setdefault((tenant.key, role_guid(role)), role)
+            if record.platform_id is not None and record.created_at is not None:
+                self._note_created(record.platform_id, record.created_at.timestamp())
 
         # The recorded groups in one request per 15 (existence and our marker, instead of a
         # get_group each); an id Graph would refuse in a filter is still read on its own.
@@ -166,8 +173,19 @@ class AzureDriver(AzureGraph, AzureArm):
 
         async def by_id(group_id: str) -> EntraGroup | None:
             if group_id.lower() in listed:
-                return known.get(group_id.lower())
-            return await self._get_group(group_id)
+                group = known.get(group_id.lower())
+            else:
+                group = await self._get_group(group_id)
+            if group is None and self._young(group_id):
+                # Created by us a moment ago: a replica that does not show it yet is lag, not a
+                # deletion. Reporting it vanished would make the store forget it and the plan
+                # create it again: a duplicate.
+                raise PendingError(
+                    f"azure observe: group {group_id}, created by this replicator "
+                    f"{self._age(group_id)}, is not visible in Entra ID yet",
+                    retry_after=self.options.pending_retry_after,
+                )
+            return group
 
         async def by_name(name: str) -> EntraGroup | None:
             return await self._group_by_name(name, tenant)
@@ -186,7 +204,15 @@ class AzureDriver(AzureGraph, AzureArm):
     async def _observe_group(
         self, tenant: TenantRef, group: EntraGroup, alias: str, assignments: Sequence[Any]
     ) -> ObservedGroup:
-        members = await self._members(group.id)
+        try:
+            members = await self._members(group.id)
+        except NotFoundError as exc:
+            if not self._young(group.id):
+                raise
+            raise PendingError(
+                f"azure observe: members of the new group {group.id}: {exc}",
+                retry_after=self.options.pending_retry_after,
+            ) from None
         roles = {self._spell(tenant, a.role_definition_id) for a in assignments if a.role_definition_id}
         return ObservedGroup(
             id=group.id,
@@ -224,6 +250,7 @@ class AzureDriver(AzureGraph, AzureArm):
                 raise PermanentError(
                     f"azure create_group: Graph answered without the new group's id ({name!r})"
                 )
+            self._note_created(str(row.id))
             return str(row.id)
 
         return await create_or_adopt(
@@ -245,7 +272,9 @@ class AzureDriver(AzureGraph, AzureArm):
             except ConflictError:
                 return  # already a member
 
-        await self._eventually(f"group {group_id} or user {user.name}", attempt)
+        await self._eventually(
+            f"group {group_id} or user {user.name}", attempt, young=self._young(group_id, user.id)
+        )
 
     async def _remove_member(self, tenant: TenantRef, group: str, group_id: str, user: PlatformUser) -> None:
         async def remove(client: Any) -> None:
@@ -278,7 +307,9 @@ class AzureDriver(AzureGraph, AzureArm):
                 if "RoleAssignmentExists" not in str(exc):
                     raise
 
-        await self._eventually(f"group {group_id} in ARM", attempt, UnknownPrincipalError)
+        await self._eventually(
+            f"group {group_id} in ARM", attempt, UnknownPrincipalError, young=self._young(group_id)
+        )
         self._granted[(scope.lower(), group_id.lower(), role_guid(role))] = role
         self._spellings.setdefault((tenant.key, role_guid(role)), role)
 
@@ -306,6 +337,7 @@ class AzureDriver(AzureGraph, AzureArm):
                 await client.groups.by_group_id(group.id).delete()
 
             await self._graph_call("delete_group", call)
+            self._born.pop(group.id.lower(), None)  # gone by our hand: not "not visible yet"
 
         await delete_marked_group(
             "azure",
@@ -339,11 +371,26 @@ class AzureDriver(AzureGraph, AzureArm):
             known = self._users.get(euid.casefold())
             if known and len(known) == 1:
                 return known[0].id  # invited (or found) earlier in this run
-            row = await self._graph_call("invite_user", invite)
-            invited = row.invited_user if row is not None else None
-            if invited is None or not invited.id:
-                raise PermanentError(f"azure invite_user: Graph answered without the guest's id ({euid!r})")
-            user = PlatformUser(id=str(invited.id), name=euid)
+            # The address may belong to someone the lookup attribute did not find (a member whose
+            # userPrincipalName or otherMails it is): Graph refuses to invite a member's address,
+            # and whoever holds it is the user, not a new guest.
+            holders = {str(r.id) for r in await self._users_with_address(euid)}
+            if len(holders) > 1:
+                raise PermanentError(
+                    f"azure ensure_user: {euid!r} belongs to {len(holders)} users of the directory "
+                    f"({', '.join(sorted(holders))}): nobody is invited or added"
+                )
+            if holders:
+                user = PlatformUser(id=holders.pop(), name=euid)
+            else:
+                row = await self._graph_call("invite_user", invite)
+                invited = row.invited_user if row is not None else None
+                if invited is None or not invited.id:
+                    raise PermanentError(
+                        f"azure invite_user: Graph answered without the guest's id ({euid!r})"
+                    )
+                user = PlatformUser(id=str(invited.id), name=euid)
+                self._note_created(user.id)
             self._users[euid.casefold()] = (user,)
             return user.id
 

@@ -16,6 +16,11 @@ class UnknownPrincipalError(NotFoundError):
     """ARM's PrincipalNotFound: Entra ID has not replicated a new group to ARM yet."""
 
 
+class UnknownReferenceError(NotFoundError):
+    """Graph's 400 for a reference to an object it does not know (``members/$ref``: "One or more
+    added object references do not exist"): a just-created member a replica does not know yet."""
+
+
 class ThrottledError(RetryableError):
     """429/503: waited out and repeated by ``_request`` when the wait is short."""
 
@@ -38,6 +43,8 @@ def graph_error(operation: str, exc: Exception) -> PlatformError | None:
         message += f": {text}" if text else ""
         if status == 400 and "already exist" in text:
             return ConflictError(message)
+        if status == 400 and "do not exist" in text:
+            return UnknownReferenceError(message)
         return _by_status(status, message, exc.response_headers)
     if isinstance(exc, ClientAuthenticationError):
         return PlatformConfigError(f"azure {operation}: cannot sign in: {first_line(exc)}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from platforms.azure.calls import AzureCalls
-from platforms.azure.names import batches, odata_string
+from platforms.azure.names import FILTER_MAX_DISPLAY_NAME, batches, mail_nickname, odata_string
 from platforms.contract import PlatformUser, TenantRef
 from platforms.kit.errors import NotFoundError
 from platforms.kit.ownership import is_marked_for
@@ -45,6 +45,25 @@ class AzureGraph(AzureCalls):
         if guests_only:
             rows = [r for r in rows if (r.user_type or "").lower() == "guest"]
         return rows
+
+    async def _users_with_address(self, address: str) -> list[Any]:
+        """Every user (member or guest) the address belongs to: as ``mail``, as one of
+        ``otherMails`` or as ``userPrincipalName``. Graph refuses to invite an address of a member
+        of the directory (only external users are invited), so this is asked before inviting."""
+        from msgraph.generated.users.users_request_builder import UsersRequestBuilder
+
+        literal = odata_string(address)
+        query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
+            filter=f"mail eq {literal} or userPrincipalName eq {literal} or otherMails/any(m:m eq {literal})",
+            select=["id", "mail", "userPrincipalName", "userType"],
+        )
+
+        async def first(client: Any) -> Any:
+            from kiota_abstractions.base_request_configuration import RequestConfiguration
+
+            return await client.users.get(request_configuration=RequestConfiguration(query_parameters=query))
+
+        return await self._graph_pages("find_user", first, lambda c: c.users)
 
     def _platform_user(self, row: Any, attribute: str) -> PlatformUser:
         value = row.mail if attribute == "mail" else row.user_principal_name
@@ -100,10 +119,18 @@ class AzureGraph(AzureCalls):
         return found
 
     async def _groups_named(self, name: str) -> list[EntraGroup]:
+        """The groups whose displayName is exactly ``name``. Graph's ``$filter`` takes displayName
+        values of at most 120 characters (a longer one is 400 Request_UnsupportedQuery, although a
+        name may have 256): a longer name is looked up by the mailNickname it was created with
+        (derived from the name, at most 64 characters) and compared exactly here."""
         from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
 
+        if len(name) > FILTER_MAX_DISPLAY_NAME:
+            expression = f"mailNickname eq {odata_string(mail_nickname(name))}"
+        else:
+            expression = f"displayName eq {odata_string(name)}"
         query = GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
-            filter=f"displayName eq {odata_string(name)}", select=["id", "displayName", "description"]
+            filter=expression, select=["id", "displayName", "description"]
         )
 
         async def first(client: Any) -> Any:

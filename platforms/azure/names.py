@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 MAX_FILTER_VALUES = 15
 """Graph accepts at most 15 values in one ``in (...)`` filter expression."""
+FILTER_MAX_DISPLAY_NAME = 120
+"""Graph's ``$filter`` takes displayName values of at most 120 characters (msgraph-sdk-dotnet#159)."""
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ROLE_PATTERN = re.compile(

@@ -139,6 +139,13 @@ class AzureOptions(Options):
     """Attempts of a call that refers to a just-created group or guest Entra ID does not know yet."""
     consistency_wait: float = pydantic.Field(default=1.0, ge=0)
     """First wait (seconds) between those attempts; it doubles each time (at most 30 s)."""
+    consistency_window: float = pydantic.Field(default=900.0, ge=0)
+    """Seconds after its creation during which a group or guest this replicator created may still
+    be unknown to a Graph replica or to ARM (Entra ID: seconds, ARM: up to minutes). Within it, an
+    object that is not visible is pending (the tenant is requeued), not gone; past it, a recorded
+    group that Graph does not show has vanished (deleted by someone else) and is created again."""
+    pending_retry_after: float = pydantic.Field(default=30.0, gt=0)
+    """Seconds a tenant waits for Entra ID or ARM to catch up before it is tried again."""
 
     @pydantic.model_validator(mode="after")
     def _resolve(self, info: pydantic.ValidationInfo) -> AzureOptions:

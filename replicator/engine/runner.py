@@ -292,7 +292,9 @@ class Engine:
                 run_id = self.store.start_run(ref.key, ref.platform, dry_run=False, now=now)
                 self.store.ensure_tenant(ref.key, ref.platform, ref.local_id)
             records = self.store.owned_groups(ref.platform, ref.key)
-            owned = [OwnedGroup(r.alias, r.name, r.platform_id, r.roles, r.members) for r in records]
+            owned = [
+                OwnedGroup(r.alias, r.name, r.platform_id, r.roles, r.members, r.created_at) for r in records
+            ]
             observed = await driver.observe(ref, owned, {g.alias: g.name for g in desired.groups})
             result.observed, result.owned = observed, tuple(owned)
             guard = Guard(

@@ -24,9 +24,16 @@ What it implements, with the platform's semantics:
   (assignments at, above and below the scope, like ARM), or ``$filter=atScope()`` (at the scope
   or above it, not below); paged with ``nextLink``; a second assignment of the same role to the
   same principal on a scope is 409 ``RoleAssignmentExists``.
+- Entra ID's replication lag (``lag`` seconds, ``arm_lag`` for ARM; ``catch_up()`` ends it): an
+  object created through the API is missing from Graph reads and refused by ``members/$ref`` and by
+  ARM for a while, as the real service does (sources in :mod:`tests.support.azure.graph` and
+  :mod:`tests.support.azure.arm`, which hold the Graph and ARM routes with the other documented
+  limits: 120 characters in a displayName filter, mailNickname's characters, member-vs-guest
+  invitations, ``principalType``).
 - Faults on demand: throttling (429/503 with Retry-After) for the next N matching requests, and
-  Entra ID's replication lag: a group or guest created here is unknown to ``members/$ref`` (404) and
-  to ARM (400 ``PrincipalNotFound``) for its first ``replication_lag`` references.
+  Graph's throttling per app and tenant (``throttle_app``): every Graph request of the app is 429
+  until the window ends, whatever it asks (learn.microsoft.com/graph/throttling and
+  throttling-limits, "identity and access service limits": a budget per app per tenant).
 
 Every request is logged in ``requests`` as ``(api, method, path)``.
 """
@@ -36,12 +43,14 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import math
 import re
 import secrets
 import socket
 import ssl
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,22 +58,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+from tests.support.azure.arm import DEFINITIONS, ArmApi
+from tests.support.azure.errors import ApiError as _Error
+from tests.support.azure.errors import arm_error as _arm_error
+from tests.support.azure.errors import graph_error as _graph_error
+from tests.support.azure.graph import TENANT_DOMAIN, GraphApi
 from tests.support.local_server import LocalHttpServer
 
 TENANT_ID = "8f3c2a4e-1b7d-4c5e-9a6f-0d2e4b6c8a10"
-TENANT_DOMAIN = "workload.onmicrosoft.com"
 CLIENT_ID = "2c1f9b7e-5d3a-4e8f-b6c2-7a9d0e1f3b54"
 CLIENT_SECRET = "local-test-secret"
-GRAPH_MAX_IN = 15
 FEDERATED_ISSUER = "https://oidc.cluster.local.test"
 FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 MSI_HEADER = "local-identity-header"
-
-_ASSIGNMENTS = "/providers/Microsoft.Authorization/roleAssignments"
-_DEFINITIONS = "/providers/Microsoft.Authorization/roleDefinitions"
-_SCOPE = r"(/subscriptions/[^/]+(?:/resourceGroups/[^/]+)?)"
 
 
 @dataclass
@@ -87,8 +95,9 @@ class _State:
     assignments: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Assignment id (lower case) -> ARM JSON."""
     invitations: list[dict[str, Any]] = field(default_factory=list)
-    lag: dict[str, int] = field(default_factory=dict)
-    """Object id -> references still refused (replication lag)."""
+    created: dict[str, float] = field(default_factory=dict)
+    """Object id -> time.monotonic() of its creation through the API (replication lag); seeded
+    objects are known everywhere at once."""
     tokens: set[str] = field(default_factory=set)
 
 
@@ -169,60 +178,26 @@ def federated_token(issuer: str = FEDERATED_ISSUER, subject: str = "system:servi
     return f"{part({'alg': 'RS256', 'kid': 'cluster-key'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
-class _Error(Exception):
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
-
-
-def _graph_error(status: int, code: str, message: str) -> _Error:
-    return _Error(status, {"error": {"code": code, "message": message, "innerError": {}}})
-
-
-def _arm_error(status: int, code: str, message: str) -> _Error:
-    return _Error(status, {"error": {"code": code, "message": message}})
-
-
-_LITERAL = r"'(?:[^']|'')*'"
-
-
-def _literal(text: str) -> str:
-    return text[1:-1].replace("''", "'")
-
-
-def parse_filter(expression: str) -> tuple[str, list[str]]:
-    """``attr eq 'v'`` or ``attr in ('a', 'b')`` -> (attr, values); anything else is a 400 like
-    Graph's for an unsupported query."""
-    m = re.fullmatch(rf"\s*(\w+)\s+eq\s+({_LITERAL})\s*", expression)
-    if m:
-        return m.group(1), [_literal(m.group(2))]
-    m = re.fullmatch(rf"\s*(\w+)\s+in\s+\(\s*({_LITERAL}(?:\s*,\s*{_LITERAL})*)\s*\)\s*", expression)
-    if m:
-        values = [_literal(v) for v in re.findall(_LITERAL, m.group(2))]
-        if len(values) > GRAPH_MAX_IN:
-            raise _graph_error(
-                400,
-                "Request_UnsupportedQuery",
-                "Too many child clauses specified in search filter expression containing 'OR' "
-                f"operators: {len(values)}. Max allowed: {GRAPH_MAX_IN}.",
-            )
-        return m.group(1), values
-    raise _graph_error(400, "Request_UnsupportedQuery", f"Unsupported query: {expression!r}")
-
-
-class AzureServer(LocalHttpServer):
+class AzureServer(GraphApi, ArmApi, LocalHttpServer):
     """Graph + ARM + token endpoint on 127.0.0.1 over HTTPS, in a thread. Use as a context manager."""
 
     thread_name = "azure-local"
     scheme = "https"
     address_outlives_server = True
 
-    def __init__(self, *, page_size: int = 100, arm_page_size: int = 50, replication_lag: int = 0) -> None:
+    def __init__(
+        self, *, page_size: int = 100, arm_page_size: int = 50, lag: float = 0.0, arm_lag: float | None = None
+    ) -> None:
         self.page_size = page_size
         """Most items a Graph page holds (Graph's default page is 100; ``$top`` may ask for fewer)."""
         self.arm_page_size = arm_page_size
-        self.replication_lag = replication_lag
-        """References a just-created group or guest is refused before Entra ID "knows" it."""
+        self.lag = lag
+        """Seconds an object created through Graph stays unknown to Graph's reads and references."""
+        self.arm_lag = arm_lag
+        """Seconds a new principal stays unknown to ARM (None: ``lag``)."""
+        self.tenant_id = TENANT_ID
+        self.app_throttled_until = 0.0
+        """time.monotonic() until which every Graph request of the app is 429 (``throttle_app``)."""
         self.state = _State()
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, str]] = []
@@ -258,7 +233,7 @@ class AzureServer(LocalHttpServer):
             self.faults.clear()
             self.requests.clear()
             self.token_requests.clear()
-            self.replication_lag = 0
+            self.lag, self.arm_lag, self.app_throttled_until = 0.0, None, 0.0
 
     # --- driver settings ------------------------------------------------------------------------
 
@@ -272,6 +247,7 @@ class AzureServer(LocalHttpServer):
             "authorityHost": self.url,
             "caFile": self.ca_file,
             "consistencyWait": 0.01,
+            "pendingRetryAfter": 1,
         }
         options.update(extra)
         return options
@@ -279,7 +255,12 @@ class AzureServer(LocalHttpServer):
     # --- seeding and reading back (tests) -------------------------------------------------------
 
     def add_user(
-        self, mail: str | None, upn: str | None = None, user_type: str = "Member", display: str | None = None
+        self,
+        mail: str | None,
+        upn: str | None = None,
+        user_type: str = "Member",
+        display: str | None = None,
+        other_mails: tuple[str, ...] = (),
     ) -> str:
         uid = str(uuid.uuid4())
         local = (mail or upn or uid).split("@")[0]
@@ -288,6 +269,7 @@ class AzureServer(LocalHttpServer):
                 "id": uid,
                 "displayName": display or local,
                 "mail": mail,
+                "otherMails": list(other_mails),
                 "userPrincipalName": upn or (mail if mail else f"{local}@{TENANT_DOMAIN}"),
                 "userType": user_type,
             }
@@ -322,7 +304,7 @@ class AzureServer(LocalHttpServer):
         name = name or str(uuid.uuid4())
         sub = scope.split("/")[2]
         body = {
-            "roleDefinitionId": f"/subscriptions/{sub}{_DEFINITIONS}/{role}",
+            "roleDefinitionId": f"/subscriptions/{sub}{DEFINITIONS}/{role}",
             "principalId": principal_id,
             "principalType": "Group",
         }
@@ -400,6 +382,17 @@ class AzureServer(LocalHttpServer):
         with self._lock:
             self.faults.append(Fault(method, path, status, retry_after, count))
 
+    def throttle_app(self, seconds: float) -> None:
+        """Graph's budget of this app in this tenant is spent for ``seconds``: every Graph request
+        answers 429 with the Retry-After left (whole seconds, at least 1), whatever it asks."""
+        with self._lock:
+            self.app_throttled_until = time.monotonic() + seconds
+
+    def catch_up(self) -> None:
+        """Every replica has caught up: objects created so far are known to Graph and ARM."""
+        with self._lock:
+            self.state.created.clear()
+
     # --- request handling -----------------------------------------------------------------------
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -471,6 +464,14 @@ class AzureServer(LocalHttpServer):
             api = "arm"
         with self._lock:
             self.requests.append((api, method, path))
+            left = self.app_throttled_until - time.monotonic()
+            if api == "graph" and left > 0:
+                raise _graph_error(
+                    429,
+                    "TooManyRequests",
+                    "Too many requests (this application in this tenant).",
+                    {"Retry-After": str(max(1, math.ceil(left)))},
+                )
             for fault in self.faults:
                 if fault.count > 0 and fault.method == method and re.search(fault.path, path):
                     fault.count -= 1
@@ -573,301 +574,6 @@ class AzureServer(LocalHttpServer):
             self.state.tokens.add(token)
         answer = {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}
         return 200, answer, {}
-
-    # --- Graph ----------------------------------------------------------------------------------
-
-    def _page(self, path: str, query: dict[str, str], rows: list[dict[str, Any]]) -> dict[str, Any]:
-        top = min(int(query.get("$top") or self.page_size), self.page_size)
-        start = int(base64.urlsafe_b64decode(query["$skiptoken"]).decode()) if "$skiptoken" in query else 0
-        page: dict[str, Any] = {"value": rows[start : start + top]}
-        if start + top < len(rows):
-            following = dict(query)
-            following["$skiptoken"] = base64.urlsafe_b64encode(str(start + top).encode()).decode()
-            page["@odata.nextLink"] = f"{self.url}/v1.0{path}?{urlencode(following, quote_via=quote)}"
-        return page
-
-    @staticmethod
-    def _select(row: dict[str, Any], query: dict[str, str], odata_type: str | None = None) -> dict[str, Any]:
-        fields = [f.strip() for f in query.get("$select", "").split(",") if f.strip()]
-        out = {k: row.get(k) for k in fields} if fields else dict(row)
-        out["id"] = row["id"]
-        if odata_type:
-            out["@odata.type"] = odata_type
-        return out
-
-    def _filter(self, query: dict[str, str], allowed: tuple[str, ...]) -> tuple[str, list[str]] | None:
-        if "$filter" not in query:
-            return None
-        attribute, values = parse_filter(query["$filter"])
-        if attribute not in allowed:
-            raise _graph_error(400, "Request_UnsupportedQuery", f"filter on {attribute!r} is not supported")
-        return attribute, values
-
-    def _graph(
-        self, method: str, path: str, query: dict[str, str], body: Any
-    ) -> tuple[int, Any, dict[str, str]]:
-        st = self.state
-        if path == "/users" and method == "GET":
-            flt = self._filter(query, ("mail", "userPrincipalName"))
-            rows = list(st.users.values())
-            if flt is not None:
-                attribute, values = flt
-                wanted = {v.lower() for v in values}
-                rows = [u for u in rows if (u.get(attribute) or "").lower() in wanted]
-            return 200, self._page(path, query, [self._select(u, query) for u in rows]), {}
-        if path == "/groups" and method == "GET":
-            flt = self._filter(query, ("displayName", "id"))
-            rows = list(st.groups.values())
-            if flt is not None:
-                attribute, values = flt
-                wanted = {v.lower() for v in values}
-                rows = [g for g in rows if g[attribute].lower() in wanted]
-            return 200, self._page(path, query, [self._select(g, query) for g in rows]), {}
-        if path == "/groups" and method == "POST":
-            return 201, self._create_group(body), {}
-        m = re.fullmatch(r"/directory/administrativeUnits/([^/]+)/members", path)
-        if m and method == "POST":
-            if body.get("@odata.type") != "#microsoft.graph.group":
-                raise _graph_error(400, "Request_BadRequest", "only groups are created here by this server")
-            group = self._create_group(body)
-            st.unit_members.setdefault(m.group(1), []).append(group["id"])
-            return 201, group, {}
-        m = re.fullmatch(r"/groups/([^/]+)", path)
-        if m:
-            group = st.groups.get(m.group(1))
-            if group is None:
-                raise _graph_error(
-                    404,
-                    "Request_ResourceNotFound",
-                    f"Resource '{m.group(1)}' does not exist or one of its "
-                    "queried reference-property objects are not present.",
-                )
-            if method == "GET":
-                return 200, self._select(group, query), {}
-            if method == "DELETE":
-                del st.groups[group["id"]]
-                st.members.pop(group["id"], None)
-                for ids in st.members.values():
-                    if group["id"] in ids:
-                        ids.remove(group["id"])
-                return 204, None, {}
-        m = re.fullmatch(r"/groups/([^/]+)/members", path)
-        if m and method == "GET":
-            gid = m.group(1)
-            if gid not in st.groups:
-                raise _graph_error(404, "Request_ResourceNotFound", f"Resource '{gid}' does not exist.")
-            rows = []
-            for mid in st.members[gid]:
-                if mid in st.users:
-                    rows.append(self._select(st.users[mid], query, "#microsoft.graph.user"))
-                elif mid in st.groups:
-                    rows.append(self._select(st.groups[mid], query, "#microsoft.graph.group"))
-            return 200, self._page(path, query, rows), {}
-        m = re.fullmatch(r"/groups/([^/]+)/members/\$ref", path)
-        if m and method == "POST":
-            gid = m.group(1)
-            ref = str((body or {}).get("@odata.id") or "")
-            mid = ref.rstrip("/").rsplit("/", 1)[-1]
-            if not re.fullmatch(r"https://[^/]+/v1\.0/directoryObjects/[^/]+", ref):
-                raise _graph_error(400, "Request_BadRequest", f"Invalid object reference {ref!r}")
-            for oid in (gid, mid):
-                if (oid not in st.groups and oid not in st.users) or self._lagging(oid):
-                    raise _graph_error(
-                        404,
-                        "Request_ResourceNotFound",
-                        f"Resource '{oid}' does not exist or one of its "
-                        "queried reference-property objects are not present.",
-                    )
-            if mid in st.members[gid]:
-                raise _graph_error(
-                    400,
-                    "Request_BadRequest",
-                    "One or more added object references already exist for the "
-                    "following modified properties: 'members'.",
-                )
-            st.members[gid].append(mid)
-            return 204, None, {}
-        m = re.fullmatch(r"/groups/([^/]+)/members/([^/]+)/\$ref", path)
-        if m and method == "DELETE":
-            gid, mid = m.group(1), m.group(2)
-            if gid not in st.groups or mid not in st.members[gid]:
-                raise _graph_error(404, "Request_ResourceNotFound", f"Resource '{mid}' does not exist.")
-            st.members[gid].remove(mid)
-            return 204, None, {}
-        if path == "/invitations" and method == "POST":
-            return 201, self._invite(body), {}
-        raise _graph_error(400, "BadRequest", f"Resource not found for the segment in {method} {path}")
-
-    def _lagging(self, object_id: str) -> bool:
-        left = self.state.lag.get(object_id, 0)
-        if left > 0:
-            self.state.lag[object_id] = left - 1
-            return True
-        return False
-
-    def _create_group(self, body: dict[str, Any]) -> dict[str, Any]:
-        for key in ("displayName", "mailNickname", "mailEnabled", "securityEnabled"):
-            if key not in body:
-                raise _graph_error(400, "Request_BadRequest", f"A value is required for property '{key}'.")
-        nick = str(body["mailNickname"])
-        if not nick or len(nick) > 64 or re.search(r"[^\x21-\x7e]|[@()\\\[\]\";:<>,]", nick):
-            raise _graph_error(400, "Request_BadRequest", "Invalid value for property 'mailNickname'.")
-        if len(str(body["displayName"])) > 256:
-            raise _graph_error(400, "Request_BadRequest", "Invalid value for property 'displayName'.")
-        gid = str(uuid.uuid4())
-        group = {
-            "id": gid,
-            "displayName": body["displayName"],
-            "description": body.get("description"),
-            "mailNickname": nick,
-            "mailEnabled": bool(body["mailEnabled"]),
-            "securityEnabled": bool(body["securityEnabled"]),
-        }
-        self.state.groups[gid] = group
-        self.state.members[gid] = []
-        if self.replication_lag:
-            self.state.lag[gid] = self.replication_lag
-        return dict(group)
-
-    def _invite(self, body: dict[str, Any]) -> dict[str, Any]:
-        address = str(body.get("invitedUserEmailAddress") or "")
-        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address):
-            raise _graph_error(400, "BadRequest", "The invited user email address is invalid.")
-        if not body.get("inviteRedirectUrl"):
-            raise _graph_error(400, "BadRequest", "InviteRedirectUrl is required.")
-        self.state.invitations.append(dict(body))
-        existing = next(
-            (u for u in self.state.users.values() if (u["mail"] or "").lower() == address.lower()), None
-        )
-        if existing is None:
-            uid = str(uuid.uuid4())
-            upn = address.replace("@", "_") + "#EXT#@" + TENANT_DOMAIN
-            existing = {
-                "id": uid,
-                "displayName": address.split("@")[0],
-                "mail": address,
-                "userPrincipalName": upn,
-                "userType": "Guest",
-            }
-            self.state.users[uid] = existing
-            if self.replication_lag:
-                self.state.lag[uid] = self.replication_lag
-        return {
-            "id": str(uuid.uuid4()),
-            "invitedUserEmailAddress": address,
-            "inviteRedirectUrl": body["inviteRedirectUrl"],
-            "sendInvitationMessage": bool(body.get("sendInvitationMessage")),
-            "status": "PendingAcceptance",
-            "invitedUser": {"id": existing["id"]},
-        }
-
-    # --- ARM ------------------------------------------------------------------------------------
-
-    def _arm(
-        self, method: str, path: str, query: dict[str, str], body: Any
-    ) -> tuple[int, Any, dict[str, str]]:
-        if not query.get("api-version"):
-            raise _arm_error(400, "MissingApiVersionParameter", "The api-version parameter is required.")
-        m = re.fullmatch(rf"{_SCOPE}{_ASSIGNMENTS}/([^/]+)", path, re.I)
-        if m:
-            scope, name = m.group(1), m.group(2)
-            key = f"{scope}{_ASSIGNMENTS}/{name}".lower()
-            if method == "PUT":
-                props = (body or {}).get("properties") or {}
-                principal = str(props.get("principalId") or "")
-                known = principal in self.state.groups or principal in self.state.users
-                if not known or self._lagging(principal):
-                    raise _arm_error(
-                        400,
-                        "PrincipalNotFound",
-                        f"Principal {principal.replace('-', '')} does not exist in "
-                        f"the directory {TENANT_ID}. Check that you have the correct principal ID.",
-                    )
-                existing = self.state.assignments.get(key)
-                if existing is not None:
-                    same = (
-                        existing["properties"]["principalId"] == principal
-                        and existing["properties"]["roleDefinitionId"].lower()
-                        == str(props.get("roleDefinitionId")).lower()
-                    )
-                    if not same:
-                        raise _arm_error(
-                            409,
-                            "RoleAssignmentUpdateNotPermitted",
-                            "Tenant ID, application ID, principal ID, and scope cannot be updated.",
-                        )
-                    return 201, existing, {}
-                return 201, self._put_assignment(scope, name, props), {}
-            if method == "GET":
-                if key not in self.state.assignments:
-                    raise _arm_error(404, "RoleAssignmentNotFound", "The role assignment does not exist.")
-                return 200, self.state.assignments[key], {}
-            if method == "DELETE":
-                existing = self.state.assignments.pop(key, None)
-                return (200, existing, {}) if existing is not None else (204, None, {})
-        m = re.fullmatch(rf"{_SCOPE}{_ASSIGNMENTS}", path, re.I)
-        if m and method == "GET":
-            scope = m.group(1).lower()
-            principal = None
-            at_scope = False  # atScope(): at the scope or above it (not below), like ARM
-            if query.get("$filter"):
-                fm = re.fullmatch(rf"\s*principalId\s+eq\s+({_LITERAL})\s*", query["$filter"])
-                if fm:
-                    principal = _literal(fm.group(1))
-                elif re.fullmatch(r"\s*atScope\(\)\s*", query["$filter"]):
-                    at_scope = True
-                else:
-                    raise _arm_error(400, "InvalidFilter", f"unsupported $filter {query['$filter']!r}")
-            rows = [
-                a
-                for a in self.state.assignments.values()
-                if (principal is None or a["properties"]["principalId"] == principal)
-                and (
-                    scope.startswith(a["properties"]["scope"].lower() + "/")
-                    or a["properties"]["scope"].lower() == scope
-                    or (not at_scope and a["properties"]["scope"].lower().startswith(scope + "/"))
-                )
-            ]
-            rows.sort(key=lambda a: a["id"])
-            start = int(query.get("$skiptoken") or 0)
-            page: dict[str, Any] = {"value": rows[start : start + self.arm_page_size]}
-            if start + self.arm_page_size < len(rows):
-                following = dict(query)
-                following["$skiptoken"] = str(start + self.arm_page_size)
-                page["nextLink"] = f"{self.url}{m.group(0)}?{urlencode(following, quote_via=quote)}"
-            return 200, page, {}
-        raise _arm_error(404, "NotFound", f"no route {method} {path}")
-
-    def _put_assignment(self, scope: str, name: str, props: dict[str, Any]) -> dict[str, Any]:
-        role = str(props.get("roleDefinitionId") or "")
-        if not re.fullmatch(r".*/providers/Microsoft\.Authorization/roleDefinitions/[0-9a-fA-F-]{36}", role):
-            raise _arm_error(400, "InvalidRoleDefinitionId", f"The role definition ID '{role}' is not valid.")
-        principal = str(props.get("principalId"))
-        guid = role.rsplit("/", 1)[-1].lower()
-        for other in self.state.assignments.values():
-            p = other["properties"]
-            if (
-                p["principalId"] == principal
-                and p["scope"].lower() == scope.lower()
-                and p["roleDefinitionId"].rsplit("/", 1)[-1].lower() == guid
-            ):
-                raise _arm_error(409, "RoleAssignmentExists", "The role assignment already exists.")
-        assignment_id = f"{scope}{_ASSIGNMENTS}/{name}"
-        row = {
-            "id": assignment_id,
-            "name": name,
-            "type": "Microsoft.Authorization/roleAssignments",
-            "properties": {
-                "roleDefinitionId": role,
-                "principalId": principal,
-                "principalType": props.get("principalType") or "Group",
-                "scope": scope,
-                "description": props.get("description"),
-                "createdOn": datetime.datetime.now(datetime.UTC).isoformat(),
-            },
-        }
-        self.state.assignments[assignment_id.lower()] = row
-        return row
 
     def iter_requests(self) -> Iterator[tuple[str, str, str]]:
         with self._lock:
