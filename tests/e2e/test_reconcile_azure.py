@@ -6,6 +6,9 @@ back from the server's state, never through the driver."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,9 @@ import pytest
 
 from platforms.azure import AzureDriver
 from platforms.kit import OWNER_MARKER
+from replicator.engine.results import Requeue
+from replicator.service.daemon import Daemon
+from replicator.service.status import status_doc
 from tests.e2e.harness import PEOPLE, E2EProject, Example, PlatformSpec, binding, no_op_driver, user
 from tests.support.azure_server import CLIENT_SECRET, AzureServer
 
@@ -430,3 +436,49 @@ def test_roles_written_as_full_arm_ids_converge(az: AzProject) -> None:
     az.converge()
     assert az.roles(READERS) == [READER]
     assert az.cli("plan", "--detailed-exitcode").code == 0
+
+
+async def test_the_daemon_requeues_a_pending_tenant_without_backoff_and_clears_the_warning(
+    az: AzProject,
+) -> None:
+    """In the daemon a tenant ARM has not caught up with ends pending: requeued after the delay
+    the driver gives (no failure, no backoff, counted in replicator_requeues_total, "pending" in
+    the status), and once ARM knows the groups it converges and the warning clears."""
+    az.azure.arm_lag = 3600
+    daemon = Daemon(config_path=az.config_path, listen=("127.0.0.1", 0), workers=2, watch_interval=0.1)
+    samples = daemon.metrics.registry
+
+    async def until(check: Callable[[], bool], within: float = 60.0) -> None:
+        deadline = time.monotonic() + within
+        while not check():
+            assert time.monotonic() < deadline, "condition not met in time"
+            await asyncio.sleep(0.05)
+
+    def requeues() -> float:
+        return samples.get_sample_value("replicator_requeues_total", {"platform": PLATFORM}) or 0.0
+
+    await daemon.start()
+    try:
+        await until(lambda: requeues() >= 2)  # pending, requeued after the delay, pending again
+        state = daemon.tenants[LEDGER]
+        assert state.last is not None
+        assert isinstance(state.last.outcome, Requeue)
+        assert state.failures == 0, "pending is not a failure: no backoff"
+        assert not samples.get_sample_value(
+            "replicator_errors_total", {"platform": PLATFORM, "kind": "platform"}
+        )
+        with az.store() as store:
+            assert [w.code for w in store.open_warnings(LEDGER)] == ["PLATFORM_PENDING"]
+        doc = status_doc("r", None, 0, daemon.tenants, None)
+        assert {t["tenant"]: t["outcome"] for t in doc["tenants"]}[LEDGER] == "pending"
+
+        az.azure.catch_up()
+        await until(
+            lambda: (last := daemon.tenants[LEDGER].last) is not None and last.ok and not last.pending
+        )
+        assert az.roles(USER) == [CONTRIBUTOR]
+        with az.store() as store:
+            assert store.open_warnings(LEDGER) == []
+    finally:
+        await daemon.stop()
+    assert_no_duplicates(az)
