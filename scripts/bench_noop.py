@@ -43,13 +43,14 @@ from replicator.inputs.loader import load
 from replicator.inputs.validate import validate
 from state import Store
 from tests.e2e.conftest import Project, proj  # noqa: F401 - fixtures of the end-to-end tests
-from tests.e2e.test_reconcile_azure import AzProject, az, azure_server  # noqa: F401
+from tests.e2e.test_reconcile_azure import AzProject, az  # noqa: F401
 from tests.e2e.test_reconcile_cloudfoundry import CfProject, cf, cf_server  # noqa: F401
 from tests.e2e.test_reconcile_gcp import GcpProject, gcp_server, gp  # noqa: F401
 from tests.e2e.test_reconcile_kubernetes import KubeProject, kp  # noqa: F401
 from tests.e2e.test_reconcile_openstack import OsProject, os_proj  # noqa: F401
-from tests.integration.conftest import moto, moto_server  # noqa: F401
+from tests.integration.conftest import moto  # noqa: F401
 from tests.support.faults import FaultProxy
+from tests.support.sessions import azure_server, moto_server  # noqa: F401 - session-wide servers
 
 # Operation names (driver counters) that change something on a platform.
 _WRITE = re.compile(

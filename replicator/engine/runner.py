@@ -316,7 +316,7 @@ class Engine:
                 if desired.deleted and any(c.action is not Action.DELETE_GROUP for c in plan.changes):
                     self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "Revoking")
                 try:
-                    await self._apply(driver, plan, observed, run_id, result)
+                    await self._apply(driver, plan, observed, run_id, result, now)
                 except PendingError as e:
                     self._pending(result, e)
                 self.store.sync_warnings(
@@ -381,7 +381,13 @@ class Engine:
         result.requeue_after = error.retry_after if error.retry_after is not None else self.pending_requeue
 
     async def _apply(
-        self, driver: Driver, plan: Plan, observed: ObservedTenant, run_id: int | None, result: TenantResult
+        self,
+        driver: Driver,
+        plan: Plan,
+        observed: ObservedTenant,
+        run_id: int | None,
+        result: TenantResult,
+        now: datetime,
     ) -> None:
         """Apply the plan's changes in order; stop at the first failure (later changes may rely on it:
         never take access away after a failed grant). ``result.applied`` counts as it goes."""
@@ -430,6 +436,8 @@ class Engine:
                 raise PlatformError(f"{what}: {e}") from e
             if change.action is Action.ENSURE_USER and new_id and change.euid:
                 ensured[change.euid] = PlatformUser(new_id, change.euid)
+                # The next run's lookup finds the user from the cache, not from the platform.
+                self.store.store_lookups(ref.platform, {change.euid: [(new_id, change.euid)]}, now)
             record(self.store, ref.platform, ref.key, change, new_id, ids)
             self._audit(run_id, ref.key, ref.platform, change, "applied")
             result.applied += 1

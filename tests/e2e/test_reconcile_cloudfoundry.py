@@ -273,10 +273,7 @@ def test_tenant_deletion_removes_every_role_it_gave(cf: CfProject) -> None:
 
 def test_no_op_reconcile_makes_one_call_per_tenant(cf: CfProject) -> None:
     """With the lookup cache warm, a converged tenant costs one list of its space's roles."""
-    cf.converge()
-    # The first run ensured the users GET /v3/users did not list (not-found is never cached); the
-    # second run's lookup finds them and caches them.
-    cf.converge()
+    cf.converge()  # ensures the users GET /v3/users did not list, and caches the guids CF gave them
     driver = no_op_driver(cf, CloudFoundryDriver)
     # two tenants: one list_roles each, plus the one token of the run
     assert dict(driver.api_calls) == {"uaa_token": 1, "list_roles": 2}
