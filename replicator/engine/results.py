@@ -28,7 +28,11 @@ class FailureKind(StrEnum):
     LEASE = "lease"
     """Another replica took the tenant's lease."""
     PLATFORM = "platform"
-    """The platform refused, failed or could not be read."""
+    """The platform refused (permissions, a bad id, a foreign object, validation): repeating the
+    same request will not help; an operator or an input change will."""
+    UNAVAILABLE = "unavailable"
+    """The platform stayed throttled, unavailable or unreachable through the run's retries: a
+    transient condition the next run (the daemon's backoff) tries again."""
     LOOKUP = "lookup"
     """The user lookup failed."""
     STORE = "store"

@@ -19,6 +19,7 @@ from platforms.contract import (
     PendingError,
     PlatformError,
     PlatformUser,
+    RetryableError,
     TenantRef,
     UnknownUserError,
 )
@@ -331,7 +332,8 @@ class Engine:
         except PendingError as e:  # while observing: nothing was applied
             self._pending(result, e)
         except PlatformError as e:
-            result.error, result.error_kind = str(e), FailureKind.PLATFORM
+            kind = FailureKind.UNAVAILABLE if isinstance(e, RetryableError) else FailureKind.PLATFORM
+            result.error, result.error_kind = str(e), kind
             # A stale cached user may be the cause: ask the platform again next time.
             with contextlib.suppress(StoreError):
                 self.store.forget_lookups(
@@ -433,6 +435,8 @@ class Engine:
                 what = f"{change.action.value} {change.group} {change.subject}".rstrip()
                 if isinstance(e, PendingError):
                     raise PendingChange(f"{what}: {e}", change.group, e.retry_after) from e
+                if isinstance(e, RetryableError):
+                    raise RetryableError(f"{what}: {e}", e.retry_after) from e
                 raise PlatformError(f"{what}: {e}") from e
             if change.action is Action.ENSURE_USER and new_id and change.euid:
                 ensured[change.euid] = PlatformUser(new_id, change.euid)
