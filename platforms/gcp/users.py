@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from platforms.contract import PlatformUser
 from platforms.gcp.calls import GcpCalls
@@ -61,20 +62,25 @@ class GcpUsers(GcpCalls):
     async def _search_email(self, euid: str) -> tuple[PlatformUser, ...]:
         """The user with primary email ``euid`` among the customer's users (a ForbiddenError when
         the caller may not read them: the permission is missing)."""
-        value = euid.replace("\\", "\\\\").replace("'", "\\'")
-        rows = await self._pages(
+        rows = await self._search("email", euid)
+        return tuple(sorted({u for u in map(user_record, rows) if u.id == euid.lower()}))
+
+    async def _search(self, field: str, value: str) -> list[dict[str, Any]]:
+        """The customer's users whose ``field`` is ``value`` (Directory API search syntax,
+        the value quoted and escaped)."""
+        quoted = value.replace("\\", "\\\\").replace("'", "\\'")
+        return await self._pages(
             "admin",
             "users.list",
             "users",
             lambda s, t: s.users().list(
                 customer=self.options.customer_id,
-                query=f"email:'{value}'",
+                query=f"{field}:'{quoted}'",
                 maxResults=_USER_PAGE,
                 projection="basic",
                 pageToken=t,
             ),
         )
-        return tuple(sorted({u for u in map(user_record, rows) if u.id == euid.lower()}))
 
     async def _directory(self) -> None:
         rows = await self._pages(
@@ -93,19 +99,7 @@ class GcpUsers(GcpCalls):
         self._directory_listed = True
 
     async def _lookup_external_id(self, euid: str) -> tuple[PlatformUser, ...]:
-        value = euid.replace("\\", "\\\\").replace("'", "\\'")
-        rows = await self._pages(
-            "admin",
-            "users.list",
-            "users",
-            lambda s, t: s.users().list(
-                customer=self.options.customer_id,
-                query=f"externalId:'{value}'",
-                maxResults=_USER_PAGE,
-                projection="basic",
-                pageToken=t,
-            ),
-        )
+        rows = await self._search("externalId", euid)
         found: dict[str, PlatformUser] = {}
         for row in rows:
             for ext in row.get("externalIds") or []:
