@@ -167,7 +167,7 @@ class WorkQueue:
         :meth:`forget`. A non-forced add while it runs is folded into this backoff. Returns the delay."""
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         spread = random.uniform(1 - self.jitter, 1 + self.jitter)
-        delay = min(self.cap, self.base * 2 ** min(failures - 1, 64) * spread)
+        delay: float = min(self.cap, self.base * 2.0 ** min(failures - 1, 64) * spread)
         dirty = self._dirty.get(key)
         if dirty is not None and not dirty.force:
             del self._dirty[key]
