@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import time
 from collections import Counter as Tally
@@ -25,22 +24,16 @@ from replicator.core.compile import compile_tenant
 from replicator.core.config import PlatformConfig
 from replicator.core.model import DesiredTenant
 from replicator.engine.results import (
-    Changed,
-    Converged,
-    Failed,
-    FailureKind,
-    Requeue,
-    RunReport,
     TenantResult,
 )
-from replicator.engine.runner import Engine, Fence, default_driver
+from replicator.engine.runner import Engine, default_driver
 from replicator.inputs.loader import InputError, default_config_path, inventory_files, load, resolve_state_url
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
-from replicator.service.leases import run_under_lease
+from replicator.service import runs
 from replicator.service.metrics import Metrics
 from replicator.service.status import status_doc
-from replicator.service.workqueue import Budget, TenantQueue, TenantState
+from replicator.service.workqueue import Added, Budget, Priority, TenantState, WorkQueue
 from replicator.sources.apiauth import Caller, identify
 from state import Store, StoreError
 
@@ -76,7 +69,7 @@ class Daemon:
         self.validated: Validated | None = None
         self.config_error: str | None = None
         self.store: Store | None = None
-        self.queue = TenantQueue()
+        self.queue = WorkQueue(RETRY_BASE, RETRY_MAX, metrics=self.metrics)
         self.tenants: dict[str, TenantState] = {}
         self.budgets: dict[str, Budget] = {}
         self.gates: dict[str, asyncio.Semaphore] = {}
@@ -124,12 +117,15 @@ class Daemon:
         now = datetime.now(UTC)
         for key in self._changed_tenants(previous, validated, now):
             state = self.tenants.setdefault(key, TenantState())
-            state.held, state.failures = None, 0  # new input: a held tenant may go again
-            self.queue.put(key)
-        for key in sorted(self._removed()):
-            self.queue.put(key)
-        self.metrics.queue_depth.set(self.queue.depth())
+            state.held, state.failures = None, 0  # new input: a held tenant may go again, at once
+            self.queue.add(key, platform=self._platform(key), reason="input change", force=True)
+        for key, removed in sorted(self._removed().items()):
+            self.queue.add(key, platform=removed.ref.platform, reason="input change")
         return True
+
+    def _platform(self, key: str) -> str:
+        tenant = self.validated.inventory.tenants.get(key) if self.validated else None
+        return tenant.metadata.platform_identifier if tenant is not None else ""
 
     def _changed_tenants(self, old: Validated | None, new: Validated, now: datetime) -> list[str]:
         keys = [
@@ -238,11 +234,11 @@ class Daemon:
             return
         for key, t in sorted(self.validated.inventory.tenants.items()):
             state = self.tenants.setdefault(key, TenantState())
-            if t.metadata.platform_identifier in self.validated.capabilities and state.held is None:
-                self.queue.put(key)
-        for key in sorted(self._removed()):
-            self.queue.put(key)
-        self.metrics.queue_depth.set(self.queue.depth())
+            platform = t.metadata.platform_identifier
+            if platform in self.validated.capabilities and state.held is None:
+                self.queue.add(key, platform=platform, priority=Priority.RESYNC, reason="resync")
+        for key, removed in sorted(self._removed().items()):
+            self.queue.add(key, platform=removed.ref.platform, priority=Priority.RESYNC, reason="resync")
 
     def _removed(self) -> dict[str, DesiredTenant]:
         """Tenants removed from the inventory that their platform's ``deleteRemovedTenants`` lets
@@ -258,33 +254,22 @@ class Daemon:
             log.info("removed tenant left alone", tenant=key, reason=why)
         return to_delete
 
-    def request(self, key: str) -> bool:
-        """An operator asked for this tenant now (clears a hold). False when the tenant is unknown."""
+    def request(self, key: str, force: bool = False) -> Added | None:
+        """An operator asked for this tenant now (clears a hold); None when the tenant is unknown.
+        A tenant in backoff after failures stays in backoff unless ``force`` (retry now: the
+        backoff ends and its failures are forgotten)."""
         if self.validated is None or key not in self.validated.inventory.tenants:
-            return False
+            return None
         state = self.tenants.setdefault(key, TenantState())
-        state.held, state.failures = None, 0
-        self.queue.put(key)
-        self.metrics.queue_depth.set(self.queue.depth())
-        return True
-
-    async def _worker(self) -> None:
-        while not self.stopping.is_set():
-            get = asyncio.ensure_future(self.queue.get())
-            stop = asyncio.ensure_future(self.stopping.wait())
-            done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if get not in done:
-                get.cancel()
-                return
-            stop.cancel()
-            key = get.result()
-            self.metrics.queue_depth.set(self.queue.depth())
-            task = asyncio.ensure_future(self.reconcile(key))
-            self._in_flight.add(task)
-            try:
-                await asyncio.shield(task)
-            finally:
-                self._in_flight.discard(task)
+        state.held = None
+        if force:
+            state.failures = 0
+        added = self.queue.add(key, platform=self._platform(key), reason="api trigger", force=force)
+        if added is Added.QUEUED:
+            log.info("trigger queued", tenant=key, force=force)
+        else:
+            log.info("trigger merged", tenant=key, into=added.value, force=force)
+        return added
 
     def _driver(self, platform: PlatformConfig) -> Driver:
         driver = default_driver(platform)
@@ -292,74 +277,12 @@ class Daemon:
         return driver
 
     async def reconcile(self, key: str) -> TenantResult | None:
-        v, store = self.validated, self.store
-        if v is None or store is None:
-            return None
-        tenant = v.inventory.tenants.get(key)
-        removed = None if tenant is not None else self._removed().get(key)
-        if tenant is not None:
-            platform = tenant.metadata.platform_identifier
-        elif removed is not None:
-            platform = removed.ref.platform
-        else:
-            return None
-        state = self.tenants.setdefault(key, TenantState())
-        now = datetime.now(UTC)
-        ttl = timedelta(seconds=v.config.schedule.lease_ttl)
-        started = 0.0
+        """Run one tenant now (outside the queue), and record the outcome as a worker does."""
+        return await runs.reconcile(self, key)
 
-        async def run(fence: Fence) -> RunReport:
-            nonlocal started
-            desired = (
-                compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now)
-                if tenant is not None
-                else removed
-            )
-            assert desired is not None  # one of the two, see above
-            engine = Engine(v, store, make_driver=self._driver, fence=fence)
-            started = time.monotonic()
-            async with self.gates[platform]:
-                return await engine.run([desired], apply=True, now=now)
-
-        report = await run_under_lease(store, key, self.replica_id, ttl, run)
-        if report is None:
-            log.debug("another replica holds the tenant", tenant=key, holder=store.lease_holder(key))
-            if not self.stopping.is_set():
-                self.queue.put_later(key, min(LEASE_RETRY, ttl.total_seconds() / 2))
-            return None
-        self.metrics.reconcile_seconds.labels(platform).observe(time.monotonic() - started)
-        (result,) = report.results
-        state.last, state.last_finished = result, datetime.now(UTC)
-        if result.plan is not None:
-            for change in result.plan.changes[: result.applied]:
-                self.metrics.changes.labels(platform, change.action.value).inc()
-            self._warnings[key] = Tally(w.code.value for w in result.warnings)
-            totals: Tally[str] = Tally()
-            for per_tenant in self._warnings.values():
-                totals.update(per_tenant)
-            for code in {*totals, *(c for t in self._warnings.values() for c in t)}:
-                self.metrics.warnings.labels(code).set(totals.get(code, 0))
-        match result.outcome:
-            case Converged() | Changed():
-                state.failures, state.last_success = 0, state.last_finished
-                self.metrics.last_success.labels(key).set(state.last_finished.timestamp())
-            case Requeue(after=after):
-                self.metrics.requeues.labels(platform).inc()
-                if not self.stopping.is_set():
-                    self.queue.put_later(key, after)
-            case Failed(kind=kind, error=error):
-                self.metrics.errors.labels(platform, kind.value).inc()
-                if kind is FailureKind.GUARD:
-                    state.held = error
-                elif kind is FailureKind.LEASE:
-                    if not self.stopping.is_set():  # the other replica has it; look again later
-                        self.queue.put_later(key, min(LEASE_RETRY, ttl.total_seconds() / 2))
-                else:
-                    state.failures += 1
-                    delay = min(RETRY_MAX, RETRY_BASE * 2 ** (state.failures - 1)) * random.uniform(0.8, 1.2)
-                    if not self.stopping.is_set():
-                        self.queue.put_later(key, delay)
-        return result
+    @staticmethod
+    def _lease_retry(ttl: timedelta) -> float:
+        return min(LEASE_RETRY, ttl.total_seconds() / 2)
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -392,7 +315,7 @@ class Daemon:
                 id=f"ldap-sync:{connector.name}",
             )
         self._scheduler.start()
-        self._tasks = [asyncio.ensure_future(self._worker()) for _ in range(self.workers)]
+        self._tasks = [asyncio.ensure_future(runs.work(self)) for _ in range(self.workers)]
         self._tasks.append(asyncio.ensure_future(self._watch()))
         if self.listen is not None:
             await self._serve(*self.listen)

@@ -36,6 +36,34 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge("replicator_queue_depth", "Tenants waiting to be reconciled", registry=r)
+        # The work queue, named as client-go's workqueue metrics are.
+        self.workqueue_depth = Gauge(
+            "replicator_workqueue_depth",
+            "Tenants waiting to be reconciled, by priority",
+            ["priority"],
+            registry=r,
+        )
+        self.workqueue_adds = Counter(
+            "replicator_workqueue_adds_total",
+            "Tenants queued (not counting adds merged into a waiting or running one), by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.workqueue_queue_seconds = Histogram(
+            "replicator_workqueue_queue_duration_seconds",
+            "How long a tenant waited in the queue before a worker took it",
+            registry=r,
+            buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800),
+        )
+        self.workqueue_work_seconds = Histogram(
+            "replicator_workqueue_work_duration_seconds",
+            "How long a worker spent on a tenant (lease, run, bookkeeping)",
+            registry=r,
+            buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600),
+        )
+        self.workqueue_retries = Counter(
+            "replicator_workqueue_retries_total", "Tenants put in backoff after a failed run", registry=r
+        )
         self.last_success = Gauge(
             "replicator_last_success_timestamp_seconds",
             "When a tenant last converged",

@@ -91,9 +91,19 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/tenants/{workspace}/{project}/{platform}/reconcile": {
             "post": {
-                "summary": "Queue a tenant now and clear its hold (scope write)",
+                "summary": "Queue a tenant now and clear its hold (scope write); a tenant in backoff "
+                "stays in backoff unless force=true",
                 "security": SECURED,
-                "parameters": [_path_param(n, minLength=1) for n in ("workspace", "project", "platform")],
+                "parameters": [
+                    *(_path_param(n, minLength=1) for n in ("workspace", "project", "platform")),
+                    {
+                        "name": "force",
+                        "in": "query",
+                        "required": False,
+                        "description": "retry now: end the tenant's backoff after failures",
+                        "schema": {"type": "boolean", "default": False},
+                    },
+                ],
                 "responses": {
                     "202": {"description": "queued", "content": any_json},
                     "404": _answer("unknown tenant"),

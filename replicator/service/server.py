@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from replicator.service.workqueue import Added
 from replicator.sources import apiauth
 
 if TYPE_CHECKING:
@@ -49,9 +50,14 @@ def build_app(daemon: Daemon) -> Starlette:
             return denied
         p = request.path_params
         key = f"{p['workspace']}/{p['project']}/{p['platform']}"
-        if not daemon.request(key):
+        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+        added = daemon.request(key, force=force)
+        if added is None:
             return JSONResponse({"error": f"unknown tenant {key!r}"}, status_code=404)
-        return JSONResponse({"tenant": key, "queued": True}, status_code=202)
+        body: dict[str, object] = {"tenant": key, "queued": True}
+        if added is not Added.QUEUED:  # merged: waiting already, running (once more after), in backoff
+            body["mergedInto"] = added.value
+        return JSONResponse(body, status_code=202)
 
     async def openapi(_: Request) -> Response:
         from replicator.service.openapi import openapi_document

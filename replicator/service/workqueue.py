@@ -1,16 +1,20 @@
 """What the daemon's workers share: one request budget per platform, the queue of tenants to
-reconcile, and what the daemon remembers of each tenant between runs."""
+reconcile (:class:`WorkQueue`), and what the daemon remembers of each tenant between runs."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime
+from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from replicator.engine.results import TenantResult
+    from replicator.service.metrics import Metrics
 
 
 class Budget:
@@ -37,45 +41,230 @@ class Budget:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
 
 
-class TenantQueue:
-    """FIFO of tenant keys where a key waits at most once; delayed re-queues for backoff."""
+class Priority(IntEnum):
+    """Change-driven work (input change, trigger, retry) goes before the periodic resync."""
 
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._waiting: set[str] = set()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+    CHANGE = 0
+    RESYNC = 1
 
-    def put(self, key: str) -> bool:
-        timer = self._timers.pop(key, None)
+
+class Added(StrEnum):
+    """What :meth:`WorkQueue.add` did with a key."""
+
+    QUEUED = "queued"
+    """It waits now (it did not before)."""
+    WAITING = "waiting"
+    """It was waiting already (promoted to change priority when it waited at resync priority)."""
+    RUNNING = "running"
+    """It runs now: it runs once more afterwards, however many times it is added meanwhile."""
+    BACKOFF = "backoff"
+    """It waits out its backoff after failures: it runs when the backoff ends (``force`` resets it)."""
+
+
+REASONS = ("input change", "api trigger", "resync", "retry", "requeue")
+"""Why a key was queued: its inventory, config or stored objects changed; the trigger API; the
+periodic resync; the backoff after a failure ended; the platform asked to come back later or
+another replica held the tenant."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """A key handed to a worker, with why and how long it waited."""
+
+    key: str
+    reason: str
+    waited: float
+
+
+@dataclass
+class _Entry:
+    platform: str
+    priority: Priority
+    reason: str
+    since: float
+    force: bool = False
+
+
+class WorkQueue:
+    """The daemon's queue of tenant keys, with the semantics of client-go's workqueue:
+
+    * a key waits at most once, and is never handed to two workers at once: a key added while it
+      runs is marked dirty and is handed out once more after :meth:`done`, however often it was added;
+    * two priorities: change-driven keys before the periodic resync; a waiting resync key that
+      gets a change is promoted; resync keys are handed out round-robin across platforms;
+    * per-key backoff after failures (:meth:`retry`): ``base * 2**(failures-1)``, jittered by
+      ``jitter`` either way, capped at ``cap``; adding a key in backoff leaves it in backoff, only
+      ``force`` (an operator's "retry now", an input change) ends it and forgets the failures.
+    """
+
+    def __init__(
+        self, base: float = 5.0, cap: float = 600.0, jitter: float = 0.2, metrics: Metrics | None = None
+    ) -> None:
+        self.base, self.cap, self.jitter, self.metrics = base, cap, jitter, metrics
+        self._change: deque[str] = deque()
+        self._resync: OrderedDict[str, deque[str]] = OrderedDict()
+        self._waiting: dict[str, _Entry] = {}
+        self._processing: dict[str, float] = {}
+        self._dirty: dict[str, _Entry] = {}
+        self._timers: dict[str, tuple[asyncio.TimerHandle, bool]] = {}
+        """Delayed adds: (timer, is a backoff)."""
+        self._failures: dict[str, int] = {}
+        self._nonempty = asyncio.Event()
+
+    # --- adding --------------------------------------------------------------------------------
+
+    def add(
+        self,
+        key: str,
+        *,
+        platform: str = "",
+        priority: Priority = Priority.CHANGE,
+        reason: str = "input change",
+        force: bool = False,
+    ) -> Added:
+        timer = self._timers.get(key)
         if timer is not None:
-            timer.cancel()
-        if key in self._waiting:
-            return False
-        self._waiting.add(key)
-        self._queue.put_nowait(key)
-        return True
+            if timer[1] and not force:
+                return Added.BACKOFF
+            self._timers.pop(key)[0].cancel()
+        if force:
+            self._failures.pop(key, None)
+        entry = _Entry(platform, priority, reason, time.monotonic(), force)
+        if key in self._processing:
+            dirty = self._dirty.get(key)
+            if dirty is None:
+                self._dirty[key] = entry
+                self._count_add(reason)
+            elif priority < dirty.priority or (force and not dirty.force):
+                reason = reason if priority < dirty.priority else dirty.reason
+                self._dirty[key] = _Entry(
+                    platform, min(priority, dirty.priority), reason, dirty.since, force or dirty.force
+                )
+            return Added.RUNNING
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            if priority < waiting.priority:  # promote
+                self._resync[waiting.platform].remove(key)
+                if not self._resync[waiting.platform]:
+                    del self._resync[waiting.platform]
+                waiting.priority, waiting.reason = priority, reason
+                self._change.append(key)
+                self._gauge()
+            return Added.WAITING
+        self._push(key, entry)
+        self._count_add(reason)
+        return Added.QUEUED
 
-    def put_later(self, key: str, delay: float) -> None:
-        if key in self._waiting or key in self._timers:
+    def add_after(self, key: str, delay: float, *, platform: str = "", reason: str = "requeue") -> None:
+        """Add ``key`` (at change priority) after ``delay`` seconds, unless it waits or is
+        already to be added later."""
+        if key in self._waiting or key in self._timers or key in self._dirty:
             return
-        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+        self._later(key, delay, platform, reason, backoff=False)
 
-    def _fire(self, key: str) -> None:
-        self._timers.pop(key, None)
-        self.put(key)
+    def retry(self, key: str, *, platform: str = "") -> float:
+        """The key failed: add it again after its backoff, which grows with each failure until
+        :meth:`forget`. A non-forced add while it runs is folded into this backoff. Returns the delay."""
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        spread = random.uniform(1 - self.jitter, 1 + self.jitter)
+        delay: float = min(self.cap, self.base * 2.0 ** min(failures - 1, 64) * spread)
+        dirty = self._dirty.get(key)
+        if dirty is not None and not dirty.force:
+            del self._dirty[key]
+        if dirty is None or not dirty.force:
+            timer = self._timers.pop(key, None)
+            if timer is not None:
+                timer[0].cancel()
+            self._later(key, delay, platform, "retry", backoff=True)
+        if self.metrics is not None:
+            self.metrics.workqueue_retries.inc()
+        return delay
 
-    async def get(self) -> str:
-        key = await self._queue.get()
-        self._waiting.discard(key)
-        return key
+    def forget(self, key: str) -> None:
+        """The key succeeded: its next failure starts the backoff afresh."""
+        self._failures.pop(key, None)
 
-    def depth(self) -> int:
-        return self._queue.qsize()
+    def failures(self, key: str) -> int:
+        return self._failures.get(key, 0)
+
+    def in_backoff(self, key: str) -> bool:
+        timer = self._timers.get(key)
+        return timer is not None and timer[1]
+
+    # --- taking --------------------------------------------------------------------------------
+
+    async def get(self) -> Item:
+        """The next key (change priority first); it runs until :meth:`done`."""
+        while not self._waiting:
+            self._nonempty.clear()
+            await self._nonempty.wait()
+        if self._change:
+            key = self._change.popleft()
+        else:
+            platform, keys = next(iter(self._resync.items()))
+            key = keys.popleft()
+            if keys:
+                self._resync.move_to_end(platform)  # round-robin across platforms
+            else:
+                del self._resync[platform]
+        entry = self._waiting.pop(key)
+        now = time.monotonic()
+        self._processing[key] = now
+        if self.metrics is not None:
+            self.metrics.workqueue_queue_seconds.observe(now - entry.since)
+        self._gauge()
+        return Item(key, entry.reason, now - entry.since)
+
+    def done(self, key: str) -> None:
+        """The key's run ended: a key added meanwhile waits again now."""
+        started = self._processing.pop(key, None)
+        if started is not None and self.metrics is not None:
+            self.metrics.workqueue_work_seconds.observe(time.monotonic() - started)
+        entry = self._dirty.pop(key, None)
+        if entry is not None:
+            self._push(key, entry)
+
+    def depth(self, priority: Priority | None = None) -> int:
+        """Keys waiting (at ``priority``, or at all); keys that run, or wait for a delay, do not count."""
+        if priority is None:
+            return len(self._waiting)
+        return sum(1 for e in self._waiting.values() if e.priority is priority)
+
+    def running(self, key: str) -> bool:
+        return key in self._processing
 
     def close(self) -> None:
-        for timer in self._timers.values():
+        for timer, _ in self._timers.values():
             timer.cancel()
         self._timers.clear()
+
+    # --- inside --------------------------------------------------------------------------------
+
+    def _push(self, key: str, entry: _Entry) -> None:
+        self._waiting[key] = entry
+        if entry.priority is Priority.CHANGE:
+            self._change.append(key)
+        else:
+            self._resync.setdefault(entry.platform, deque()).append(key)
+        self._nonempty.set()
+        self._gauge()
+
+    def _later(self, key: str, delay: float, platform: str, reason: str, *, backoff: bool) -> None:
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self.add(key, platform=platform, reason=reason)
+
+        self._timers[key] = (asyncio.get_running_loop().call_later(delay, fire), backoff)
+
+    def _count_add(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.workqueue_adds.labels(reason).inc()
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(len(self._waiting))
+            for p in Priority:
+                self.metrics.workqueue_depth.labels(p.name.lower()).set(self.depth(p))
 
 
 @dataclass

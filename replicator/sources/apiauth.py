@@ -60,12 +60,28 @@ def authorize(request: Request, scope: str, identify: Callable[[str], Caller | N
     secret = bearer(request)
     caller = identify(secret) if secret else None
     if caller is None:
+        refused(request, 401, "missing API key" if not secret else "unknown API key", scope)
         return JSONResponse(
             {"error": "missing or unknown API key"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
     if not caller.may(scope):
+        refused(request, 403, "the key lacks the scope", scope, caller=caller.name)
         return JSONResponse({"error": f"this key lacks the {scope!r} scope"}, status_code=403)
     return caller
+
+
+def refused(request: Request, status: int, why: str, scope: str, caller: str | None = None) -> None:
+    """Log a refused request: who (the key's name, never its value), what, from where."""
+    log.warning(
+        "request refused",
+        status=status,
+        reason=why,
+        scope=scope,
+        caller=caller,
+        method=request.method,
+        path=request.url.path,
+        client=request.client.host if request.client else None,
+    )
 
 
 def identify(secret: str, keys: Iterable[ApiKey], store: Store | None) -> Caller | None:

@@ -292,3 +292,97 @@ async def test_a_replica_that_loses_its_lease_stops_applying_at_once(
             ), "no change was left half-recorded"
     finally:
         await d.stop()
+
+
+def runs(d: Daemon) -> float:
+    count = "replicator_reconcile_duration_seconds_count"
+    return d.metrics.registry.get_sample_value(count, {"platform": PLATFORM}) or 0.0
+
+
+def idle(d: Daemon) -> bool:
+    return d.queue.depth() == 0 and not d.queue.running(LEDGER) and not d._in_flight
+
+
+async def test_a_trigger_during_a_run_gives_exactly_one_more_run(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proj.write_config()
+    doc = yaml.safe_load(proj.config_path.read_text())
+    doc["schedule"] = {"rateLimits": {PLATFORM: 8}}  # a run of some seconds
+    proj.config_path.write_text(yaml.safe_dump(doc))
+    d = Daemon(config_path=proj.config_path, listen=None, workers=4, watch_interval=0.1)
+    await d.start()
+    try:
+        await eventually(lambda: d.queue.running(LEDGER))
+        assert {d.request(LEDGER) for _ in range(5)} == {"running"}
+        assert d.queue.depth() == 0, "not taken by a second worker while it runs"
+        await eventually(lambda: runs(d) == 2 and idle(d))
+        assert runs(d) == 2
+        assert converged(d)
+    finally:
+        await d.stop()
+
+
+async def test_a_trigger_does_not_reset_the_backoff_of_a_failing_tenant_and_force_does(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from platforms.contract import PlatformError
+
+    calls = 0
+
+    class Broken(Budget):
+        async def __aenter__(self) -> None:
+            nonlocal calls
+            calls += 1
+            raise PlatformError("the platform is broken")
+
+    with_api(proj, monkeypatch)
+    d = Daemon(config_path=proj.config_path, listen=("127.0.0.1", 0), workers=2, watch_interval=0.1)
+    d.queue.base = 60.0  # the first backoff: 48 to 72 s
+    d.budgets[PLATFORM] = Broken(None)
+
+    def failed() -> float:
+        return sum(
+            s.value
+            for metric in d.metrics.registry.collect()
+            for s in metric.samples
+            if s.name == "replicator_errors_total"
+        )
+
+    await d.start()
+    try:
+        await eventually(lambda: failed() == 1 and d.queue.in_backoff(LEDGER))
+        url = f"http://127.0.0.1:{d.port}/v1/tenants/finance/ledger/{PLATFORM}/reconcile"
+        auth = {"Authorization": f"Bearer {WRITE}"}
+        calls_before = calls
+        async with httpx.AsyncClient() as http:
+            for _ in range(50):
+                answer = await http.post(url, headers=auth)
+                assert answer.status_code == 202
+                assert answer.json() == {"tenant": LEDGER, "queued": True, "mergedInto": "backoff"}
+            assert d.queue.in_backoff(LEDGER)
+            assert d.tenants[LEDGER].failures == 1
+            assert (failed(), calls) == (1, calls_before), "no run while in backoff"
+            forced = await http.post(url + "?force=true", headers=auth)
+            assert forced.json() == {"tenant": LEDGER, "queued": True}
+        await eventually(lambda: failed() == 2 and d.queue.in_backoff(LEDGER))
+        assert d.tenants[LEDGER].failures == 1, "force forgot the failures; the run failed once more"
+    finally:
+        await d.stop()
+
+
+async def test_the_periodic_resync_runs(proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    proj.write_config()
+    doc = yaml.safe_load(proj.config_path.read_text())
+    doc["schedule"] = {"interval": "1s", "jitter": "1s"}
+    proj.config_path.write_text(yaml.safe_dump(doc))
+    d = Daemon(config_path=proj.config_path, listen=None, workers=2, watch_interval=0.1)
+    await d.start()
+    resyncs = "replicator_workqueue_adds_total"
+    try:
+        await eventually(lambda: converged(d))
+        await eventually(lambda: runs(d) >= 3)
+        assert (d.metrics.registry.get_sample_value(resyncs, {"reason": "resync"}) or 0) >= 2
+        assert d.metrics.registry.get_sample_value(resyncs, {"reason": "input change"}) == 1
+    finally:
+        await d.stop()

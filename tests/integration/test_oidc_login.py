@@ -134,7 +134,9 @@ class Env:
     async def drain(self) -> list[str]:
         keys = []
         while self.daemon.queue.depth():
-            keys.append(await self.daemon.queue.get())
+            item = await self.daemon.queue.get()
+            self.daemon.queue.done(item.key)  # nothing runs it here: free it for the next add
+            keys.append(item.key)
         return keys
 
 
