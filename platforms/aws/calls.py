@@ -10,13 +10,12 @@ items a page) so every page is one counted call. boto3/botocore are imported laz
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
 from platforms.aws.errors import retry_attempts, translate
 from platforms.aws.options import AwsOptions
-from platforms.contract import PlatformError, RetryableError
+from platforms.contract import PlatformError
 from platforms.kit.driver import BaseDriver
 from platforms.kit.errors import NotFoundError
 from platforms.kit.http import retry_after
@@ -141,16 +140,10 @@ class AwsCalls(BaseDriver[AwsOptions], platform_name="aws"):
         the contract's types. botocore's standard retry mode backs off on throttling by itself; the
         requests it repeated were sent outside the budget, so each is paid for after the call (the
         budget's rate then holds over time: the 1,000-tenant bench sent 2% more than its 20 req/s
-        before)."""
+        before). An answer that said how long to wait pauses the budget (``_in_thread``)."""
         retried = [0]
         try:
-            async with self.budget:
-                try:
-                    return await asyncio.to_thread(self._call_sync, service, operation, params, retried)
-                except RetryableError as exc:
-                    if exc.retry_after:  # every caller waits, not only this one
-                        self.budget.pause(exc.retry_after)
-                    raise
+            return await self._in_thread(self._call_sync, service, operation, params, retried)
         finally:
             for _ in range(retried[0]):
                 async with self.budget:
