@@ -86,7 +86,7 @@ async def requeue_pending(
     by_key = {d.ref.key: d for d in tenants}
     deadline = time.monotonic() + budget
     results = {r.key: r for r in report.results}
-    while pending := [r for r in results.values() if r.ok and r.pending is not None]:
+    while pending := [r for r in results.values() if r.requeued]:
         delay = min(r.requeue_after for r in pending)
         if time.monotonic() + delay > deadline:
             break
@@ -115,7 +115,7 @@ def reconcile_summary(args: argparse.Namespace, report: RunReport) -> int:
     for key, why in sorted(report.held.items()):
         print(f"{key}: not reconciled: {why}")
     for r in report.results:
-        if r.ok and r.pending is not None:
+        if r.requeued:
             print(
                 f"{r.key}: PENDING (platform): {r.applied} changes applied; the platform has not caught "
                 f"up yet: {r.pending} (the next run goes on after {r.requeue_after:g} s)"

@@ -105,6 +105,11 @@ class TenantResult:
         return self.error is None
 
     @property
+    def requeued(self) -> bool:
+        """Ended pending on the platform (not failed): its outcome is a :class:`Requeue`."""
+        return self.error is None and self.pending is not None
+
+    @property
     def warnings(self) -> tuple[ReplicationWarning, ...]:
         """The plan's warnings, and PLATFORM_PENDING while the platform catches up."""
         found = (*(self.plan.warnings if self.plan is not None else ()), *self.found_while_applying)
@@ -139,7 +144,7 @@ class RunReport:
     @property
     def requeued(self) -> list[TenantResult]:
         """Tenants the platform had not caught up with (to run again after a delay)."""
-        return [r for r in self.results if r.ok and r.pending is not None]
+        return [r for r in self.results if r.requeued]
 
     @property
     def warnings(self) -> int:

@@ -22,7 +22,7 @@ def outcome_name(result: TenantResult) -> str:
     """converged, pending (requeued: the platform is catching up) or failed."""
     if not result.ok:
         return "failed"
-    return "pending" if result.pending is not None else "converged"
+    return "pending" if result.requeued else "converged"
 
 
 def status_doc(
