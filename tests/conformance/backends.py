@@ -97,6 +97,13 @@ class Backend(Protocol):
         """Forget any armed fault that did not fire."""
 
 
+class Defaults:
+    """What a backend has unless it says otherwise: no known defect, foreign objects possible."""
+
+    known_defects: dict[str, str] = {}
+    foreign_unsupported: str | None = None
+
+
 class OneShot:
     """A FaultProxy ``match`` that accepts the first request ``predicate`` accepts, and no other."""
 
@@ -113,12 +120,11 @@ class OneShot:
             return True
 
 
-class ProxiedBackend:
+class ProxiedBackend(Defaults):
     """An adapter whose driver talks to the backend through a :class:`FaultProxy` (no faults
     until one is armed)."""
 
     proxy: FaultProxy
-    known_defects: dict[str, str] = {}
     _shot: OneShot | None = None
     _armed_at = 0
     _needs_read_before = False
@@ -163,8 +169,6 @@ def _tag() -> str:
 class AwsBackend(ProxiedBackend):
     name = "aws"
     platform_type = "aws"
-    foreign_unsupported: str | None = None
-    known_defects: dict[str, str] = {}
     ACCOUNT = "111111111111"
 
     def __init__(self, request: pytest.FixtureRequest) -> None:
@@ -221,7 +225,6 @@ class AwsBackend(ProxiedBackend):
 class OpenstackBackend(ProxiedBackend):
     name = "openstack"
     platform_type = "openstack"
-    foreign_unsupported: str | None = None
 
     def __init__(self, request: pytest.FixtureRequest) -> None:
         monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
@@ -281,7 +284,6 @@ class OpenstackBackend(ProxiedBackend):
 class KubernetesBackend(ProxiedBackend):
     name = "kubernetes"
     platform_type = "kubernetes"
-    known_defects: dict[str, str] = {}
     driver_class: ClassVar[type[KubernetesDriver] | type[OpenShiftDriver]] = KubernetesDriver
     role = "view"
 
@@ -297,8 +299,6 @@ class KubernetesBackend(ProxiedBackend):
             f"conf/{self.project}/{self.platform_type}.test", f"{self.platform_type}.test", namespace
         )
         self.euids = ("alice@example.com", "bob@example.com")  # users are names, not objects
-
-    foreign_unsupported: str | None = None
 
     def driver(self) -> Driver:
         return self.driver_class(
@@ -403,11 +403,9 @@ class OpenShiftBackend(KubernetesBackend):
 # --- Azure (Entra ID + ARM, local server) ---------------------------------------------------------
 
 
-class AzureBackend:
+class AzureBackend(Defaults):
     name = "azure"
-    known_defects: dict[str, str] = {}
     platform_type = "azure"
-    foreign_unsupported: str | None = None
     SUBSCRIPTION = "0b1f6d2c-3a4e-4c5d-8e9f-1a2b3c4d5e6f"
     role = "acdd72a7-3385-48ef-bd42-f606fba81ae7"  # Reader
 
@@ -467,11 +465,9 @@ class AzureBackend:
 # --- Google Cloud (local Cloud Identity / Admin SDK / Resource Manager) ---------------------------
 
 
-class GcpBackend:
+class GcpBackend(Defaults):
     name = "gcp"
-    known_defects: dict[str, str] = {}
     platform_type = "gcp"
-    foreign_unsupported: str | None = None
     role = "roles/viewer"
 
     def __init__(self, request: pytest.FixtureRequest) -> None:
@@ -527,9 +523,8 @@ class GcpBackend:
 # --- Cloud Foundry (local CF v3 / UAA server) -------------------------------------------------------
 
 
-class CloudFoundryBackend:
+class CloudFoundryBackend(Defaults):
     name = "cloudfoundry"
-    known_defects: dict[str, str] = {}
     platform_type = "cloudfoundry"
     foreign_unsupported: str | None = (
         "Cloud Foundry has no group objects: a group is virtual (its members' space roles), so no "
