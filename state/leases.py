@@ -1,5 +1,9 @@
-"""Tenant leases: which replica works on a tenant, until when, with a fencing token that grows
-with each new holder, so that several replicas on one PostgreSQL split the work."""
+"""Tenant leases: which run works on a tenant, until when, with a fencing token that grows with
+each acquisition, so that several replicas (and one-shot runs) on one store split the work and a
+run that lost its lease can be told from the one that holds it now.
+
+A lease belongs to one run, not to a replica: while it is live nobody acquires it again, the
+holder's own next run included; the holder extends it with :meth:`renew_lease` and its token."""
 
 from __future__ import annotations
 
@@ -18,9 +22,10 @@ class LeaseStore(Database):
     def acquire_lease(
         self, tenant: str, holder: str, ttl: timedelta, now: datetime | None = None
     ) -> int | None:
-        """Take or renew the tenant's lease for ``holder``: its fencing token (>= 1; a new holder
-        gets a larger one than any before), or None while another holder's lease is live. The row
-        is locked (``FOR UPDATE`` on PostgreSQL) so two replicas cannot both win."""
+        """Take the tenant's lease for one run of ``holder``: its fencing token (>= 1, larger than
+        any token before), or None while a lease on it is live, whoever holds it (the same holder's
+        other run too). The row is locked (``FOR UPDATE`` on PostgreSQL) so two replicas cannot
+        both win."""
         now = now or utcnow()
         try:
             # Not self._tx(): a lost race on the insert below must come here as IntegrityError.
@@ -32,8 +37,6 @@ class LeaseStore(Database):
                 if row is None:
                     row = LeaseRow(tenant=tenant, holder=holder, expires_at=now + ttl, token=1)
                     s.add(row)
-                elif row.holder == holder and aware(row.expires_at) > now:
-                    row.expires_at = now + ttl
                 elif aware(row.expires_at) <= now:
                     row.holder, row.expires_at, row.token = holder, now + ttl, row.token + 1
                 else:
@@ -64,13 +67,13 @@ class LeaseStore(Database):
             )
             return bool(getattr(result, "rowcount", 0) == 1)
 
-    def release_lease(self, tenant: str, holder: str) -> None:
-        """Give the lease up (it expires now). The row stays, so the next holder's token is still
-        larger than every token before it."""
+    def release_lease(self, tenant: str, holder: str, token: int) -> None:
+        """Give the lease up (it expires now), if ``holder`` still holds it with ``token``. The row
+        stays, so the next holder's token is still larger than every token before it."""
         with self._tx() as s:
             s.execute(
                 update(LeaseRow)
-                .where(LeaseRow.tenant == tenant, LeaseRow.holder == holder)
+                .where(LeaseRow.tenant == tenant, LeaseRow.holder == holder, LeaseRow.token == token)
                 .values(expires_at=datetime(1970, 1, 1, tzinfo=UTC))
             )
 

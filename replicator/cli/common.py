@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from replicator.core.model import DesiredTenant
+    from replicator.engine.leases import TenantLeases
     from replicator.engine.results import RunReport, TenantResult
     from replicator.engine.runner import Engine
     from replicator.inputs.loader import Loaded
@@ -63,6 +64,8 @@ def run_engine(
         raise UnknownTenantError(f"unknown platform {args.platform!r}")
     store = open_store(v, args.config)
     try:
+        if apply:  # the daemon's tenant leases: never change a tenant another run is changing
+            engine_options["leases"] = command_leases(store, v)
         engine = Engine(v, store, allow_deletions=args.allow_deletions, **engine_options)
         now = datetime.now(UTC)
         tenants = engine.select(now, args.tenant, args.platform)
@@ -74,6 +77,20 @@ def run_engine(
     finally:
         store.close()
     return v, report
+
+
+def command_leases(store: Store, v: Validated) -> TenantLeases:
+    """The tenant leases of this command: the daemon's, held by ``<command>@<host>:<pid>``."""
+    import os
+    import socket
+    from datetime import timedelta
+
+    from replicator.engine.leases import TenantLeases
+
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "replicator"
+    command = next((a for a in sys.argv[1:] if a in ("reconcile", "apply")), name)
+    holder = f"{command}@{socket.gethostname()}:{os.getpid()}"
+    return TenantLeases(store, holder, timedelta(seconds=v.config.schedule.lease_ttl))
 
 
 async def requeue_pending(

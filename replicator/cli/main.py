@@ -25,6 +25,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reconcile": runs.cmd_reconcile,
     "explain": runs.cmd_explain,
     "run": runs.cmd_run,
+    "resync": runs.cmd_resync,
     "status": admin.cmd_status,
     "apikey": admin.cmd_apikey,
     "sync": admin.cmd_sync,

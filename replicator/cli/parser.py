@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,6 +23,16 @@ def seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise ValueError(text)
     return value
+
+
+def http_url(text: str) -> str:
+    """An http:// or https:// address (argparse turns the ValueError into a usage error)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(text)
+    return text
 
 
 def add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -127,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="exit 1 when the state store stays unreachable this long (default 300)",
     )
+
+    p = cmd("resync", "ask a running daemon for a full resync now (POST /v1/reconcile)")
+    p.add_argument(
+        "--url",
+        type=http_url,
+        default=os.environ.get("REPLICATOR_URL", "http://127.0.0.1:8080"),
+        help="the daemon's address (default: $REPLICATOR_URL or http://127.0.0.1:8080); the API key "
+        "with the write scope is read from $REPLICATOR_API_KEY",
+    )
+    p.add_argument("--platform", help="only the tenants of this platform identifier")
+    p.add_argument("--timeout", type=seconds, default=30.0, metavar="SECONDS")
 
     p = cmd("status", "last run per tenant from the state store, with open warnings")
     p.add_argument("--tenant", action="append", default=[], metavar="WS/PROJECT/PLATFORM")

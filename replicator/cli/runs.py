@@ -1,4 +1,4 @@
-"""``reconcile``, ``explain`` and ``run`` (the daemon)."""
+"""``reconcile``, ``explain``, ``run`` (the daemon) and ``resync`` (asks a running daemon)."""
 
 from __future__ import annotations
 
@@ -94,4 +94,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     except DaemonError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    return EXIT_OK
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    """Asks a running daemon for a full resync now (``POST /v1/reconcile``), with the API key in
+    ``REPLICATOR_API_KEY`` (never on the command line, where other users of the host could read it)."""
+    import os
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = args.url.rstrip("/") + "/v1/reconcile"
+    if args.platform:
+        url += "?" + urllib.parse.urlencode({"platform": args.platform})
+    key = os.environ.get("REPLICATOR_API_KEY", "")
+    if not key:
+        print("error: set REPLICATOR_API_KEY to an API key with the write scope", file=sys.stderr)
+        return EXIT_ERROR
+    request = urllib.request.Request(url, method="POST", headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as answer:
+            doc = json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        try:
+            why = json.loads(body).get("error", "") if body else ""
+        except ValueError:
+            why = body[:200].decode(errors="replace")
+        print(f"error: the daemon at {args.url} answered {e.code}: {why or e.reason}", file=sys.stderr)
+        return EXIT_ERROR
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        print(f"error: cannot reach the daemon at {args.url}: {reason}", file=sys.stderr)
+        return EXIT_ERROR
+    merged = doc.get("mergedInto", {})
+    scope = f" of platform {args.platform}" if args.platform else ""
+    print(
+        f"full resync{scope} queued: {doc.get('queued', 0)} tenants queued, "
+        + ", ".join(f"{n} {how}" for how, n in sorted(merged.items()))
+        + (" (already queued, running or in backoff)" if merged else "0 already waiting")
+    )
     return EXIT_OK

@@ -26,7 +26,11 @@ class FailureKind(StrEnum):
     STALE = "stale"
     """A saved plan no longer matches the inputs or the platform."""
     LEASE = "lease"
-    """Another replica took the tenant's lease."""
+    """The run lost the tenant's lease part-way (another run took it): it stopped before its next
+    change."""
+    HELD = "held"
+    """Another run (another replica, or a daemon and a one-shot run) held the tenant's lease: this
+    run did nothing with the tenant."""
     PLATFORM = "platform"
     """The platform refused (permissions, a bad id, a foreign object, validation): repeating the
     same request will not help; an operator or an input change will."""
@@ -98,6 +102,12 @@ class TenantResult:
     requeue_after: float = 0.0
     found_while_applying: list[ReplicationWarning] = field(default_factory=list)
     """Warnings the apply learnt of (a user the platform could not ensure)."""
+    run_id: int | None = None
+    """The state store's record of this run (runs that apply)."""
+    lease_token: int | None = None
+    """The fencing token of the tenant lease the run held (runs that apply)."""
+    duration: float = 0.0
+    """Seconds the tenant's run took (lease, observation, plan, apply)."""
 
     @property
     def ok(self) -> bool:
@@ -136,6 +146,8 @@ class RunReport:
     results: list[TenantResult] = field(default_factory=list)
     held: dict[str, str] = field(default_factory=dict)
     """Tenants removed from the inventory that were left alone, with the reason (see select)."""
+    calls: dict[str, int] = field(default_factory=dict)
+    """Requests sent to each platform by the run (as its driver counts them)."""
 
     @property
     def failed(self) -> list[TenantResult]:

@@ -1,15 +1,19 @@
 """One change applied with retries: exponential backoff, the platform's Retry-After honoured, a
-wait too long for the run ends it instead of stalling it."""
+wait too long for the run ends it instead of stalling it; and what a change the platform could
+not apply yet (pending) or a user it could not ensure becomes."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from platforms.contract import Change, Driver, PendingError, RetryableError, TenantRef
+from replicator.core.model import ReplicationWarning, WarningCode
 from replicator.logs import get_logger
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
+
+    from replicator.core.plan import Plan
 
 log = get_logger("replicator.engine")
 
@@ -57,3 +61,28 @@ async def apply_with_retries(
         with attempt:
             return await driver.apply(ref, change, group_id)
     raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+class PendingChange(PendingError):
+    """A change the platform could not apply yet because it has not caught up with an earlier
+    write of this run: the change's description and the object it waited for."""
+
+    def __init__(self, message: str, subject: str, retry_after: float | None) -> None:
+        super().__init__(message, retry_after)
+        self.subject = subject
+
+
+def unknown_user(plan: Plan, platform_euid: str, why: str) -> ReplicationWarning:
+    """USER_NOT_FOUND for a user an ENSURE_USER change could not make, named as the plan names
+    users (the meshUser behind the transformed euid)."""
+    member = next(
+        (m for g in plan.tenant.groups for m in g.members if m.platform_euid == platform_euid), None
+    )
+    user, euid = (member.user, member.euid) if member is not None else (platform_euid, platform_euid)
+    return ReplicationWarning(
+        WarningCode.USER_NOT_FOUND,
+        user,
+        f"user {user}: {platform_euid!r} (euid {euid!r}) cannot be ensured on the platform: {why}",
+        user=user,
+        euid=euid,
+    )

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -26,11 +29,12 @@ from platforms.contract import (
 from platforms.registry import driver_class
 from replicator.core.compile import compile_all
 from replicator.core.config import KeepMatching, PlatformConfig
-from replicator.core.model import DesiredTenant, ReplicationWarning, WarningCode
+from replicator.core.model import DesiredTenant
 from replicator.core.plan import GrantPolicy, Guard, Plan, plan_tenant
+from replicator.engine.leases import Held, TenantLeases
 from replicator.engine.records import adopt, record
 from replicator.engine.results import FailureKind, LeaseLostError, RunReport, TenantResult, UnknownTenantError
-from replicator.engine.retries import apply_with_retries
+from replicator.engine.retries import PendingChange, apply_with_retries, unknown_user
 from replicator.inputs.validate import Validated
 from replicator.logs import get_logger
 from state import Store, StoreError
@@ -40,37 +44,15 @@ audit_log = get_logger("replicator.audit")
 
 DriverMaker = Callable[[PlatformConfig], Driver]
 Fence = Callable[[TenantRef], Awaitable[bool]]
-"""Asked before every change: True while this process may still change the tenant."""
+"""Asked before every change: True while this run may still change the tenant."""
+Gate = Callable[[str], AbstractAsyncContextManager[object]]
+"""The platform's concurrency limit, entered around each tenant of that platform (the daemon's,
+shared by its workers); without one, each run limits itself to ``schedule.concurrency``."""
 PlanCheck = Callable[["TenantResult"], str | None]
 """Called with a computed plan before anything is applied: a reason to refuse the tenant, or None."""
 PENDING_REQUEUE = 30.0
 """Seconds before a tenant the platform had not caught up with runs again, when the platform did
 not say how long to wait."""
-
-
-class PendingChange(PendingError):
-    """A change the platform could not apply yet because it has not caught up with an earlier
-    write of this run: the change's description and the object it waited for."""
-
-    def __init__(self, message: str, subject: str, retry_after: float | None) -> None:
-        super().__init__(message, retry_after)
-        self.subject = subject
-
-
-def unknown_user(plan: Plan, platform_euid: str, why: str) -> ReplicationWarning:
-    """USER_NOT_FOUND for a user an ENSURE_USER change could not make, named as the plan names
-    users (the meshUser behind the transformed euid)."""
-    member = next(
-        (m for g in plan.tenant.groups for m in g.members if m.platform_euid == platform_euid), None
-    )
-    user, euid = (member.user, member.euid) if member is not None else (platform_euid, platform_euid)
-    return ReplicationWarning(
-        WarningCode.USER_NOT_FOUND,
-        user,
-        f"user {user}: {platform_euid!r} (euid {euid!r}) cannot be ensured on the platform: {why}",
-        user=user,
-        euid=euid,
-    )
 
 
 def default_driver(platform: PlatformConfig) -> Driver:
@@ -100,13 +82,16 @@ class Engine:
         change_attempts: int = 3,
         retry_wait: float = 1.0,
         check: PlanCheck | None = None,
-        fence: Fence | None = None,
+        leases: TenantLeases | None = None,
+        gate: Gate | None = None,
         pending_requeue: float = PENDING_REQUEUE,
     ) -> None:
         self.v = validated
         self.pending_requeue = pending_requeue
         self.check = check
-        self.fence = fence
+        self.leases = leases
+        """Taken around each tenant a run applies to (its fence before each change)."""
+        self.gate = gate
         self.store = store
         self.allow_deletions = allow_deletions
         self.make_driver = make_driver
@@ -241,17 +226,20 @@ class Engine:
                 log.warning("driver preparation failed", platform=platform_id, error=str(e))
             caps = self.v.capabilities[platform_id]
             policy = grant_policy(platform, caps.external_grants_default)
-            gate = asyncio.Semaphore(self.v.config.schedule.concurrency_for(platform_id))
+            own = asyncio.Semaphore(self.v.config.schedule.concurrency_for(platform_id))
 
             async def one(d: DesiredTenant) -> None:
-                async with gate:
-                    result = await self._tenant(driver, d, lookups, policy, apply, now)
+                async with self.gate(platform_id) if self.gate is not None else own:
+                    result = await self._leased(driver, d, lookups, policy, apply, now)
                 report.results.append(result)
                 if on_done:
                     on_done(result)
 
             await asyncio.gather(*(one(d) for d in tenants))
         finally:
+            calls = getattr(driver, "api_calls", None)
+            if calls is not None:
+                report.calls[platform_id] = report.calls.get(platform_id, 0) + sum(calls.values())
             await driver.close()
 
     async def _lookup(
@@ -276,7 +264,7 @@ class Engine:
         log.debug("lookup", platform=platform_id, euids=len(euids), cached=len(cached), asked=len(missing))
         return result
 
-    async def _tenant(
+    async def _leased(
         self,
         driver: Driver,
         desired: DesiredTenant,
@@ -285,12 +273,39 @@ class Engine:
         apply: bool,
         now: datetime,
     ) -> TenantResult:
+        """The tenant's run under its lease when it applies (a plan reads only: no lease)."""
+        began = time.monotonic()
+        leases = self.leases
+        if not apply or leases is None:
+            result = await self._tenant(driver, desired, lookups, policy, apply, now, None)
+        else:
+            async with leases.hold(desired.ref.key) as lease:
+                if isinstance(lease, Held):
+                    log.info("tenant held elsewhere", tenant=lease.key, holder=lease.holder)
+                    error, kind = lease.message, FailureKind.HELD
+                    return TenantResult(lease.key, desired.ref.platform, error=error, error_kind=kind)
+                fence = functools.partial(leases.fence, lease)
+                result = await self._tenant(driver, desired, lookups, policy, apply, now, fence)
+                result.lease_token = lease.token
+        result.duration = time.monotonic() - began
+        return result
+
+    async def _tenant(
+        self,
+        driver: Driver,
+        desired: DesiredTenant,
+        lookups: Mapping[str, tuple[PlatformUser, ...]],
+        policy: GrantPolicy,
+        apply: bool,
+        now: datetime,
+        fence: Fence | None,
+    ) -> TenantResult:
         ref = desired.ref
         result = TenantResult(ref.key, ref.platform)
         run_id: int | None = None
         try:
             if apply:
-                run_id = self.store.start_run(ref.key, ref.platform, dry_run=False, now=now)
+                run_id = result.run_id = self.store.start_run(ref.key, ref.platform, dry_run=False, now=now)
                 self.store.ensure_tenant(ref.key, ref.platform, ref.local_id)
             records = self.store.owned_groups(ref.platform, ref.key)
             owned = [
@@ -317,7 +332,7 @@ class Engine:
                 if desired.deleted and any(c.action is not Action.DELETE_GROUP for c in plan.changes):
                     self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "Revoking")
                 try:
-                    await self._apply(driver, plan, observed, run_id, result, now)
+                    await self._apply(driver, plan, observed, run_id, result, now, fence)
                 except PendingError as e:
                     self._pending(result, e)
                 self.store.sync_warnings(
@@ -390,6 +405,7 @@ class Engine:
         run_id: int | None,
         result: TenantResult,
         now: datetime,
+        fence: Fence | None,
     ) -> None:
         """Apply the plan's changes in order; stop at the first failure (later changes may rely on it:
         never take access away after a failed grant). ``result.applied`` counts as it goes."""
@@ -406,7 +422,7 @@ class Engine:
             if change.action is Action.DELETE_GROUP and plan.tenant.deleted:
                 # Every revoke and removal before this one succeeded (a failure stops the run).
                 self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "DeletingGroups")
-            if self.fence is not None and not await self.fence(ref):
+            if fence is not None and not await fence(ref):
                 raise LeaseLostError(
                     f"lost the lease on {ref.key} (another replica may hold it): stopped before "
                     f"{change.action.value} {change.group} {change.subject}".rstrip()

@@ -31,6 +31,7 @@ from replicator.inputs.loader import InputError, default_config_path, inventory_
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
 from replicator.service import runs
+from replicator.service.gates import PriorityGate
 from replicator.service.metrics import Metrics
 from replicator.service.status import status_doc
 from replicator.service.workqueue import Added, Budget, Priority, TenantState, WorkQueue
@@ -72,7 +73,7 @@ class Daemon:
         self.queue = WorkQueue(RETRY_BASE, RETRY_MAX, metrics=self.metrics)
         self.tenants: dict[str, TenantState] = {}
         self.budgets: dict[str, Budget] = {}
-        self.gates: dict[str, asyncio.Semaphore] = {}
+        self.gates: dict[str, PriorityGate] = {}
         self.stopping = asyncio.Event()
         self.alive_at = time.monotonic()
         self.port: int | None = None
@@ -82,7 +83,8 @@ class Daemon:
         self._scheduler: Any = None
         self._server: Any = None
         self._warnings: dict[str, Tally[str]] = {}
-        self._sqlite_claimed = False
+        self._sqlite_claim: int | None = None
+        """The token of this replica's claim on a SQLite store."""
         self._store_down_since: float | None = None
         self.fatal: str | None = None
         """Why the daemon ends on its own (it then exits 1)."""
@@ -111,14 +113,17 @@ class Daemon:
         }
         self.gates = {
             p.identifier: self.gates.get(p.identifier)
-            or asyncio.Semaphore(validated.config.schedule.concurrency_for(p.identifier))
+            or PriorityGate(validated.config.schedule.concurrency_for(p.identifier))
             for p in validated.config.platforms
         }
         now = datetime.now(UTC)
         for key in self._changed_tenants(previous, validated, now):
             state = self.tenants.setdefault(key, TenantState())
             state.held, state.failures = None, 0  # new input: a held tenant may go again, at once
-            self.queue.add(key, platform=self._platform(key), reason="input change", force=True)
+            if previous is None:  # the first sweep: every tenant, in batches as a resync
+                self.queue.add(key, platform=self._platform(key), priority=Priority.RESYNC, reason="startup")
+            else:
+                self.queue.add(key, platform=self._platform(key), reason="input change", force=True)
         for key, removed in sorted(self._removed().items()):
             self.queue.add(key, platform=removed.ref.platform, reason="input change")
         return True
@@ -179,14 +184,24 @@ class Daemon:
         store = self.store
         if store is None or store.engine.dialect.name != "sqlite":
             return
-        if store.acquire_lease(SQLITE_REPLICA_LEASE, self.replica_id, SQLITE_CLAIM_TTL) is None:
+        self._sqlite_claim = store.acquire_lease(SQLITE_REPLICA_LEASE, self.replica_id, SQLITE_CLAIM_TTL)
+        if self._sqlite_claim is None:
             holder = store.lease_holder(SQLITE_REPLICA_LEASE)
             raise DaemonError(
                 f"the SQLite state store {store.safe_url} is in use by replica {holder!r}: SQLite serves "
                 "one replica; for several, use PostgreSQL (state: postgresql://...). A replica that was "
                 f"killed frees it within {int(SQLITE_CLAIM_TTL.total_seconds())} s."
             )
-        self._sqlite_claimed = True
+
+    def _renew_sqlite_claim(self, store: Store, claim: int) -> None:
+        """Extend the claim; one that lapsed (the loop stalled past its TTL) is taken again."""
+        if store.renew_lease(SQLITE_REPLICA_LEASE, self.replica_id, claim, SQLITE_CLAIM_TTL):
+            return
+        again = store.acquire_lease(SQLITE_REPLICA_LEASE, self.replica_id, SQLITE_CLAIM_TTL)
+        if again is None:
+            log.error("lost the claim on the SQLite store", holder=store.lease_holder(SQLITE_REPLICA_LEASE))
+        else:
+            self._sqlite_claim = again
 
     def _check_store(self) -> None:
         """A store unreachable for longer than ``store_outage`` ends the daemon with an error, so
@@ -217,9 +232,9 @@ class Daemon:
                 await asyncio.wait_for(self.stopping.wait(), self.watch_interval)
             self.alive_at = time.monotonic()
             self._check_store()
-            if self._sqlite_claimed and self.store is not None:
+            if self._sqlite_claim is not None and self.store is not None:
                 with contextlib.suppress(StoreError):
-                    self.store.acquire_lease(SQLITE_REPLICA_LEASE, self.replica_id, SQLITE_CLAIM_TTL)
+                    self._renew_sqlite_claim(self.store, self._sqlite_claim)
             stamps = self._watched()
             if stamps != self._fingerprint:
                 self._fingerprint = stamps
@@ -228,17 +243,23 @@ class Daemon:
 
     # --- work --------------------------------------------------------------------------------
 
-    def resync(self) -> None:
-        """Queue every tenant (the periodic full reconcile)."""
+    def resync(self, platform: str | None = None) -> Tally[Added]:
+        """Queue every tenant (of ``platform``) at resync priority: the periodic full reconcile,
+        or an operator's (``POST /v1/reconcile``, ``replicator resync``). Tenants the deletion
+        guard holds stay held. Returns what the queue did with the keys."""
+        added: Tally[Added] = Tally()
         if self.validated is None:
-            return
+            return added
         for key, t in sorted(self.validated.inventory.tenants.items()):
             state = self.tenants.setdefault(key, TenantState())
-            platform = t.metadata.platform_identifier
-            if platform in self.validated.capabilities and state.held is None:
-                self.queue.add(key, platform=platform, priority=Priority.RESYNC, reason="resync")
+            p = t.metadata.platform_identifier
+            if p in self.validated.capabilities and state.held is None and platform in (None, p):
+                added[self.queue.add(key, platform=p, priority=Priority.RESYNC, reason="resync")] += 1
         for key, removed in sorted(self._removed().items()):
-            self.queue.add(key, platform=removed.ref.platform, priority=Priority.RESYNC, reason="resync")
+            if platform in (None, removed.ref.platform):
+                p = removed.ref.platform
+                added[self.queue.add(key, platform=p, priority=Priority.RESYNC, reason="resync")] += 1
+        return added
 
     def _removed(self) -> dict[str, DesiredTenant]:
         """Tenants removed from the inventory that their platform's ``deleteRemovedTenants`` lets
@@ -377,9 +398,9 @@ class Daemon:
             self._server.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.store is not None:
-            if self._sqlite_claimed:
+            if self._sqlite_claim is not None:
                 with contextlib.suppress(StoreError):
-                    self.store.release_lease(SQLITE_REPLICA_LEASE, self.replica_id)
+                    self.store.release_lease(SQLITE_REPLICA_LEASE, self.replica_id, self._sqlite_claim)
             self.store.close()
         log.info("stopped")
 

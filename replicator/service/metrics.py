@@ -35,6 +35,12 @@ class Metrics:
             ["platform"],
             registry=r,
         )
+        self.platform_calls = Counter(
+            "replicator_platform_calls_total",
+            "Requests sent to a platform by reconciles (pages and retries counted)",
+            ["platform"],
+            registry=r,
+        )
         self.queue_depth = Gauge("replicator_queue_depth", "Tenants waiting to be reconciled", registry=r)
         # The work queue, named as client-go's workqueue metrics are.
         self.workqueue_depth = Gauge(
@@ -63,6 +69,17 @@ class Metrics:
         )
         self.workqueue_retries = Counter(
             "replicator_workqueue_retries_total", "Tenants put in backoff after a failed run", registry=r
+        )
+        self.workqueue_unfinished = Gauge(
+            "replicator_workqueue_unfinished_work_seconds",
+            "Seconds of work in progress: the sum of how long each running tenant has run so far "
+            "(growing without end: stuck workers)",
+            registry=r,
+        )
+        self.workqueue_longest = Gauge(
+            "replicator_workqueue_longest_running_processor_seconds",
+            "How long the longest-running tenant run has run so far",
+            registry=r,
         )
         self.last_success = Gauge(
             "replicator_last_success_timestamp_seconds",

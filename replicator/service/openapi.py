@@ -89,6 +89,30 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "status", "content": any_json}, **AUTH_ERRORS},
             }
         },
+        "/v1/reconcile": {
+            "post": {
+                "summary": "Start a full resync now (scope write): every tenant (of one platform) is queued "
+                "at resync priority, after changes, as the periodic resync does; held tenants stay held",
+                "security": SECURED,
+                "parameters": [
+                    {
+                        "name": "platform",
+                        "in": "query",
+                        "required": False,
+                        "description": "only the tenants of this platform identifier",
+                        "schema": {"type": "string", "minLength": 1},
+                    }
+                ],
+                "responses": {
+                    "202": {
+                        "description": "queued: how many, and how many were waiting or running",
+                        "content": any_json,
+                    },
+                    "404": _answer("unknown platform"),
+                    **AUTH_ERRORS,
+                },
+            }
+        },
         "/v1/tenants/{workspace}/{project}/{platform}/reconcile": {
             "post": {
                 "summary": "Queue a tenant now and clear its hold (scope write); a tenant in backoff "

@@ -5,24 +5,23 @@ backoff, requeue, hold)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter as Tally
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from replicator.core.compile import compile_tenant
+from replicator.core.model import DesiredTenant
+from replicator.engine.leases import TenantLeases
 from replicator.engine.results import (
     Changed,
     Converged,
     Failed,
     FailureKind,
     Requeue,
-    RunReport,
     TenantResult,
 )
-from replicator.engine.runner import Engine, Fence
+from replicator.engine.runner import Engine
 from replicator.logs import get_logger
-from replicator.service.leases import run_under_lease
 from replicator.service.workqueue import Item, TenantState
 
 if TYPE_CHECKING:
@@ -31,89 +30,130 @@ if TYPE_CHECKING:
 log = get_logger("replicator.service.daemon")
 
 
+SWEEP_BATCH = 50
+"""Resync keys of one platform a worker takes at once: the run reads what the platform lets it
+read in bulk (a scan of every group) once for the batch, as ``reconcile --all`` does."""
+
+
 async def work(daemon: Daemon) -> None:
-    """One worker: take keys until the daemon stops; a key is never run by two workers at once."""
+    """One worker: take keys until the daemon stops; a key is never run by two workers at once.
+    Resync batches run on all workers but one, so that a change never waits for a sweep."""
     while not daemon.stopping.is_set():
-        get = asyncio.ensure_future(daemon.queue.get())
+        slots = max(1, daemon.workers - 1)
+        take = asyncio.ensure_future(daemon.queue.take(batch=SWEEP_BATCH, resync_slots=slots))
         stop = asyncio.ensure_future(daemon.stopping.wait())
-        done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if get not in done:
-            get.cancel()
+        done, _ = await asyncio.wait({take, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if take not in done:
+            take.cancel()
             return
         stop.cancel()
-        item = get.result()
-        task = asyncio.ensure_future(reconcile(daemon, item.key, item))
+        items = take.result()
+        task = asyncio.ensure_future(reconcile_items(daemon, items))
         daemon._in_flight.add(task)
         try:
             await asyncio.shield(task)
-        except Exception:  # a bug: logged, the tenant is retried after its backoff
-            log.exception("reconcile crashed", tenant=item.key, replica=daemon.replica_id)
-            daemon.queue.retry(item.key)
+        except Exception:  # a bug: logged, the tenants are retried after their backoff
+            log.exception("reconcile crashed", tenants=[i.key for i in items], replica=daemon.replica_id)
+            for item in items:
+                daemon.queue.retry(item.key)
         finally:
             daemon._in_flight.discard(task)
-            daemon.queue.done(item.key)
+            for item in items:
+                daemon.queue.done(item.key)
 
 
 async def reconcile(daemon: Daemon, key: str, item: Item | None = None) -> TenantResult | None:
+    """Run one tenant now (``item``: as the queue handed it), and record the outcome."""
+    results = await reconcile_items(daemon, [item or Item(key, "direct", 0.0)])
+    return results.get(key)
+
+
+async def reconcile_items(daemon: Daemon, items: list[Item]) -> dict[str, TenantResult]:
+    """Run these tenants in one engine run (one driver per platform, its bulk reads shared), each
+    under its own lease, and record each outcome as it ends."""
     v, store = daemon.validated, daemon.store
     if v is None or store is None:
-        return None
-    tenant = v.inventory.tenants.get(key)
-    removed = None if tenant is not None else daemon._removed().get(key)
-    if tenant is not None:
-        platform = tenant.metadata.platform_identifier
-    elif removed is not None:
-        platform = removed.ref.platform
-    else:
-        return None
-    state = daemon.tenants.setdefault(key, TenantState())
+        return {}
     now = datetime.now(UTC)
     ttl = timedelta(seconds=v.config.schedule.lease_ttl)
-    started = 0.0
-    context = {
-        "tenant": key,
-        "replica": daemon.replica_id,
-        "reason": item.reason if item else "direct",
-        "queue_wait": round(item.waited, 3) if item else 0.0,
-    }
-    log.info("reconcile started", **context)
-    began = time.monotonic()
+    removed: dict[str, DesiredTenant] | None = None
+    desired: list[DesiredTenant] = []
+    by_key: dict[str, Item] = {}
+    for item in items:
+        tenant = v.inventory.tenants.get(item.key)
+        if tenant is not None:
+            platform = tenant.metadata.platform_identifier
+            if platform not in v.capabilities:
+                continue
+            desired.append(compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now))
+        else:
+            removed = daemon._removed() if removed is None else removed
+            if item.key not in removed:
+                continue
+            desired.append(removed[item.key])
+        by_key[item.key] = item
+    if not desired:
+        return {}
+    priority = min(i.priority for i in by_key.values())
+    for d in desired:
+        item = by_key[d.ref.key]
+        log.info("reconcile started", **_context(daemon, item), batch=len(desired))
+    results: dict[str, TenantResult] = {}
 
-    async def run(fence: Fence) -> RunReport:
-        nonlocal started
-        desired = (
-            compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now)
-            if tenant is not None
-            else removed
+    def finished(result: TenantResult) -> None:
+        results[result.key] = result
+        _finished(daemon, by_key[result.key], result, ttl, batch=len(desired))
+
+    engine = Engine(
+        v,
+        store,
+        make_driver=daemon._driver,
+        leases=TenantLeases(store, daemon.replica_id, ttl),
+        gate=lambda platform: daemon.gates[platform].enter(priority),
+    )
+    report = await engine.run(desired, apply=True, now=now, on_done=finished)
+    for platform, calls in report.calls.items():
+        daemon.metrics.platform_calls.labels(platform).inc(calls)
+    if len(desired) > 1:
+        log.info(
+            "resync batch finished",
+            replica=daemon.replica_id,
+            tenants=len(desired),
+            platform_calls=sum(report.calls.values()),
         )
-        assert desired is not None  # one of the two, see above
-        engine = Engine(v, store, make_driver=daemon._driver, fence=fence)
-        started = time.monotonic()
-        async with daemon.gates[platform]:
-            return await engine.run([desired], apply=True, now=now)
+    return results
 
-    report = await run_under_lease(store, key, daemon.replica_id, ttl, run)
-    if report is None:
-        holder = store.lease_holder(key)
-        duration = round(time.monotonic() - began, 3)
-        log.info("reconcile finished", **context, duration=duration, outcome="held elsewhere", holder=holder)
-        if not daemon.stopping.is_set():
-            daemon.queue.add_after(key, daemon._lease_retry(ttl), platform=platform)
-        return None
-    daemon.metrics.reconcile_seconds.labels(platform).observe(time.monotonic() - started)
-    (result,) = report.results
-    record(daemon, key, platform, state, result, ttl)
+
+def _context(daemon: Daemon, item: Item) -> dict[str, object]:
+    return {
+        "tenant": item.key,
+        "replica": daemon.replica_id,
+        "reason": item.reason,
+        "queue_wait": round(item.waited, 3),
+    }
+
+
+def _finished(daemon: Daemon, item: Item, result: TenantResult, ttl: timedelta, batch: int) -> None:
+    state = daemon.tenants.setdefault(item.key, TenantState())
+    record(daemon, item.key, result.platform, state, result, ttl)
     outcome = result.outcome
+    if isinstance(outcome, Failed) and outcome.kind is FailureKind.HELD:
+        label = "held elsewhere"
+    else:
+        daemon.metrics.reconcile_seconds.labels(result.platform).observe(result.duration)
+        label = type(outcome).__name__.lower()
     log.info(
         "reconcile finished",
-        **context,
-        duration=round(time.monotonic() - began, 3),
-        outcome=type(outcome).__name__.lower(),
+        **_context(daemon, item),
+        run_id=result.run_id,
+        lease_token=result.lease_token,
+        duration=round(result.duration, 3),
+        outcome=label,
         error_kind=outcome.kind.value if isinstance(outcome, Failed) else None,
         changes=result.applied,
         failures=state.failures,
+        batch=batch,
     )
-    return result
 
 
 def record(
@@ -146,12 +186,15 @@ def record(
             metrics.requeues.labels(platform).inc()
             if not stopping:
                 queue.add_after(key, after, platform=platform)
+        case Failed(kind=FailureKind.HELD):
+            if not stopping:  # another run has it; look again later (not a failure)
+                queue.add_after(key, daemon._lease_retry(ttl), platform=platform)
         case Failed(kind=kind, error=error):
             metrics.errors.labels(platform, kind.value).inc()
             if kind is FailureKind.GUARD:
                 state.held = error
             elif kind is FailureKind.LEASE:
-                if not stopping:  # the other replica has it; look again later
+                if not stopping:  # another run took it; look again later
                     queue.add_after(key, daemon._lease_retry(ttl), platform=platform)
             elif not stopping:
                 queue.retry(key, platform=platform)

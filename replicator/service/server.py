@@ -11,11 +11,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from replicator.logs import get_logger
 from replicator.service.workqueue import Added
 from replicator.sources import apiauth
 
 if TYPE_CHECKING:
     from replicator.service.daemon import Daemon
+
+log = get_logger("replicator.service.daemon")
 
 STALL_SECONDS = 120.0
 """/healthz fails when the daemon's loop has not ticked for this long."""
@@ -59,6 +62,23 @@ def build_app(daemon: Daemon) -> Starlette:
             body["mergedInto"] = added.value
         return JSONResponse(body, status_code=202)
 
+    async def resync(request: Request) -> Response:
+        denied = authorize(request, "write")
+        if denied is not None:
+            return denied
+        platform = request.query_params.get("platform") or None
+        v = daemon.validated
+        if platform is not None and (v is None or v.config.platform(platform) is None):
+            return JSONResponse({"error": f"unknown platform {platform!r}"}, status_code=404)
+        added = daemon.resync(platform)
+        queued = added[Added.QUEUED]
+        log.info("full resync requested", platform=platform, queued=queued, merged=added.total() - queued)
+        body = {
+            "queued": queued,
+            "mergedInto": {k.value: n for k, n in sorted(added.items()) if k is not Added.QUEUED},
+        }
+        return JSONResponse({"platform": platform, "tenants": added.total(), **body}, status_code=202)
+
     async def openapi(_: Request) -> Response:
         from replicator.service.openapi import openapi_document
 
@@ -76,6 +96,7 @@ def build_app(daemon: Daemon) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/v1/status", status),
+            Route("/v1/reconcile", resync, methods=["POST"]),
             Route("/v1/tenants/{workspace}/{project}/{platform}/reconcile", trigger, methods=["POST"]),
         ]
     )

@@ -61,19 +61,21 @@ class Added(StrEnum):
     """It waits out its backoff after failures: it runs when the backoff ends (``force`` resets it)."""
 
 
-REASONS = ("input change", "api trigger", "resync", "retry", "requeue")
-"""Why a key was queued: its inventory, config or stored objects changed; the trigger API; the
-periodic resync; the backoff after a failure ended; the platform asked to come back later or
-another replica held the tenant."""
+REASONS = ("startup", "input change", "api trigger", "resync", "retry", "requeue")
+"""Why a key was queued: the daemon started (every tenant, at resync priority); its inventory,
+config or stored objects changed; the trigger API; the periodic or an operator's full resync; the
+backoff after a failure ended; the platform asked to come back later or another run held the
+tenant."""
 
 
 @dataclass(frozen=True)
 class Item:
-    """A key handed to a worker, with why and how long it waited."""
+    """A key handed to a worker, with why, at which priority and how long it waited."""
 
     key: str
     reason: str
     waited: float
+    priority: Priority = Priority.CHANGE
 
 
 @dataclass
@@ -91,7 +93,10 @@ class WorkQueue:
     * a key waits at most once, and is never handed to two workers at once: a key added while it
       runs is marked dirty and is handed out once more after :meth:`done`, however often it was added;
     * two priorities: change-driven keys before the periodic resync; a waiting resync key that
-      gets a change is promoted; resync keys are handed out round-robin across platforms;
+      gets a change is promoted; resync keys are handed out round-robin across platforms, in
+      batches of one platform's keys (:meth:`take`), so that a worker reads what the platform
+      lets it read in bulk once for the batch; at most ``resync_slots`` batches run at once, so
+      that a worker is always free for a change;
     * per-key backoff after failures (:meth:`retry`): ``base * 2**(failures-1)``, jittered by
       ``jitter`` either way, capped at ``cap``; adding a key in backoff leaves it in backoff, only
       ``force`` (an operator's "retry now", an input change) ends it and forgets the failures.
@@ -101,6 +106,9 @@ class WorkQueue:
         self, base: float = 5.0, cap: float = 600.0, jitter: float = 0.2, metrics: Metrics | None = None
     ) -> None:
         self.base, self.cap, self.jitter, self.metrics = base, cap, jitter, metrics
+        if metrics is not None:  # read when scraped
+            metrics.workqueue_unfinished.set_function(self.unfinished_work)
+            metrics.workqueue_longest.set_function(self.longest_running)
         self._change: deque[str] = deque()
         self._resync: OrderedDict[str, deque[str]] = OrderedDict()
         self._waiting: dict[str, _Entry] = {}
@@ -109,7 +117,13 @@ class WorkQueue:
         self._timers: dict[str, tuple[asyncio.TimerHandle, bool]] = {}
         """Delayed adds: (timer, is a backoff)."""
         self._failures: dict[str, int] = {}
-        self._nonempty = asyncio.Event()
+        self._batch_of: dict[str, int] = {}
+        """Keys of a running resync batch -> the batch."""
+        self._batches: dict[int, int] = {}
+        """Running resync batches -> their keys not done yet."""
+        self._next_batch = 0
+        self._wakeup = asyncio.Event()
+        """Set when a key may be handed out (one was pushed, a resync batch ended)."""
 
     # --- adding --------------------------------------------------------------------------------
 
@@ -195,31 +209,51 @@ class WorkQueue:
 
     async def get(self) -> Item:
         """The next key (change priority first); it runs until :meth:`done`."""
-        while not self._waiting:
-            self._nonempty.clear()
-            await self._nonempty.wait()
+        return (await self.take())[0]
+
+    async def take(self, *, batch: int = 1, resync_slots: int | None = None) -> list[Item]:
+        """The next key at change priority, else up to ``batch`` resync keys of one platform (the
+        next platform in turn), once fewer than ``resync_slots`` resync batches run. Each key runs
+        until :meth:`done`."""
+        while not (
+            self._change or (self._resync and (resync_slots is None or len(self._batches) < resync_slots))
+        ):
+            self._wakeup.clear()
+            await self._wakeup.wait()
         if self._change:
-            key = self._change.popleft()
+            keys = [self._change.popleft()]
         else:
-            platform, keys = next(iter(self._resync.items()))
-            key = keys.popleft()
-            if keys:
+            platform, waiting = next(iter(self._resync.items()))
+            keys = [waiting.popleft() for _ in range(min(max(1, batch), len(waiting)))]
+            if waiting:
                 self._resync.move_to_end(platform)  # round-robin across platforms
             else:
                 del self._resync[platform]
-        entry = self._waiting.pop(key)
+            self._next_batch += 1
+            self._batches[self._next_batch] = len(keys)
+            self._batch_of.update(dict.fromkeys(keys, self._next_batch))
         now = time.monotonic()
-        self._processing[key] = now
-        if self.metrics is not None:
-            self.metrics.workqueue_queue_seconds.observe(now - entry.since)
+        items = []
+        for key in keys:
+            entry = self._waiting.pop(key)
+            self._processing[key] = now
+            if self.metrics is not None:
+                self.metrics.workqueue_queue_seconds.observe(now - entry.since)
+            items.append(Item(key, entry.reason, now - entry.since, entry.priority))
         self._gauge()
-        return Item(key, entry.reason, now - entry.since)
+        return items
 
     def done(self, key: str) -> None:
         """The key's run ended: a key added meanwhile waits again now."""
         started = self._processing.pop(key, None)
         if started is not None and self.metrics is not None:
             self.metrics.workqueue_work_seconds.observe(time.monotonic() - started)
+        batch = self._batch_of.pop(key, None)
+        if batch is not None:
+            self._batches[batch] -= 1
+            if not self._batches[batch]:  # the batch ended: its slot is free
+                del self._batches[batch]
+                self._wakeup.set()
         entry = self._dirty.pop(key, None)
         if entry is not None:
             self._push(key, entry)
@@ -232,6 +266,17 @@ class WorkQueue:
 
     def running(self, key: str) -> bool:
         return key in self._processing
+
+    def unfinished_work(self) -> float:
+        """Seconds of work in progress not yet done: the sum of how long each running key has run
+        (client-go's unfinished work; a value that only grows means stuck workers)."""
+        now = time.monotonic()
+        return sum(now - started for started in self._processing.values())
+
+    def longest_running(self) -> float:
+        """Seconds the longest-running key has run so far."""
+        now = time.monotonic()
+        return max((now - started for started in self._processing.values()), default=0.0)
 
     def close(self) -> None:
         for timer, _ in self._timers.values():
@@ -246,7 +291,7 @@ class WorkQueue:
             self._change.append(key)
         else:
             self._resync.setdefault(entry.platform, deque()).append(key)
-        self._nonempty.set()
+        self._wakeup.set()
         self._gauge()
 
     def _later(self, key: str, delay: float, platform: str, reason: str, *, backoff: bool) -> None:

@@ -189,7 +189,8 @@ async def test_a_tenant_another_replica_holds_is_left_to_it(
     monkeypatch.setattr(daemon_module, "LEASE_RETRY", 0.2)
     with_api(proj, monkeypatch)
     other = proj.store()
-    assert other.acquire_lease(LEDGER, "replica-b", timedelta(minutes=5))
+    token = other.acquire_lease(LEDGER, "replica-b", timedelta(minutes=5))
+    assert token is not None
     d = Daemon(
         config_path=proj.config_path, replica_id="replica-a", listen=None, workers=1, watch_interval=0.1
     )
@@ -197,7 +198,7 @@ async def test_a_tenant_another_replica_holds_is_left_to_it(
     try:
         await asyncio.sleep(0.6)
         assert proj.aws.groups() == {}, "replica-b holds the tenant: replica-a does not touch it"
-        other.release_lease(LEDGER, "replica-b")
+        other.release_lease(LEDGER, "replica-b", token)
         await eventually(lambda: converged(d))
         assert other.lease_holder(LEDGER) is None, "released after the reconcile"
     finally:

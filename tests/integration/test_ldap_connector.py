@@ -453,10 +453,11 @@ async def test_daemon_syncs_at_start_under_a_lease(tmp_path: Path, directory: Sl
 
         # Another replica holds the lease: this one does not sync.
         directory.delete(uid_dn("bob"))
-        assert d.store.acquire_lease("ldap-sync:corp", "other-replica", timedelta(minutes=1)) is not None
+        other = d.store.acquire_lease("ldap-sync:corp", "other-replica", timedelta(minutes=1))
+        assert other is not None
         assert await d.sync_ldap("corp") is None
         assert "bob" in d.validated.inventory.users
-        d.store.release_lease("ldap-sync:corp", "other-replica")
+        d.store.release_lease("ldap-sync:corp", "other-replica", other)
 
         result = await d.sync_ldap("corp")
         assert result is not None
@@ -552,7 +553,7 @@ def test_a_ca_file_that_cannot_be_read_fails_the_sync(tmp_path: Path, directory:
 
 
 def test_a_lease_lost_during_the_read_changes_nothing(tmp_path: Path, directory: Slapd) -> None:
-    from datetime import timedelta
+    from datetime import UTC, datetime, timedelta
 
     path, store, connector = setup(tmp_path, directory, pageSize=2)
     assert ldap.sync_with_lease(connector, path, store, "replica-a") is not None
@@ -560,9 +561,10 @@ def test_a_lease_lost_during_the_read_changes_nothing(tmp_path: Path, directory:
     directory.delete(uid_dn("alice"))
 
     def steal(what: str, page: int) -> None:
-        # The lease expires under replica-a (a long stall) and replica-b takes it.
-        store.release_lease("ldap-sync:corp", "replica-a")
-        assert store.acquire_lease("ldap-sync:corp", "replica-b", timedelta(minutes=1)) is not None
+        # The lease expires under replica-a (a long stall: replica-b asks an hour later) and
+        # replica-b takes it.
+        later = datetime.now(UTC) + timedelta(hours=1)
+        assert store.acquire_lease("ldap-sync:corp", "replica-b", timedelta(minutes=1), now=later) is not None
 
     result = ldap.sync_with_lease(connector, path, store, "replica-a", on_page=steal)
     assert result is not None

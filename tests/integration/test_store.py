@@ -203,18 +203,24 @@ def test_unreachable_database_is_a_store_error() -> None:
     assert "s3cret" not in str(e.value)
 
 
-def test_leases_let_one_replica_work_on_a_tenant(store: Store) -> None:
+def test_leases_let_one_run_work_on_a_tenant(store: Store) -> None:
     ttl = timedelta(minutes=5)
-    assert store.acquire_lease("t", "replica-a", ttl, now=T0)
-    assert not store.acquire_lease("t", "replica-b", ttl, now=T0 + timedelta(minutes=1))
-    assert store.acquire_lease("t", "replica-a", ttl, now=T0 + timedelta(minutes=1)), "renewal"
+    first = store.acquire_lease("t", "replica-a", ttl, now=T0)
+    assert first is not None
+    assert store.acquire_lease("t", "replica-b", ttl, now=T0 + timedelta(minutes=1)) is None
+    assert store.acquire_lease("t", "replica-a", ttl, now=T0 + timedelta(minutes=1)) is None, (
+        "a lease is a run's: the same replica's second run does not get it while the first holds it"
+    )
+    assert store.renew_lease("t", "replica-a", first, ttl, now=T0 + timedelta(minutes=1)), "renewal"
     assert store.lease_holder("t", now=T0 + timedelta(minutes=2)) == "replica-a"
     # a dead replica's lease expires and another takes over
-    assert store.acquire_lease("t", "replica-b", ttl, now=T0 + timedelta(minutes=7))
+    second = store.acquire_lease("t", "replica-b", ttl, now=T0 + timedelta(minutes=7))
+    assert second is not None
     assert store.lease_holder("t", now=T0 + timedelta(minutes=7)) == "replica-b"
-    store.release_lease("t", "replica-a")  # not the holder: nothing happens
+    store.release_lease("t", "replica-a", first)  # not the holder: nothing happens
+    store.release_lease("t", "replica-b", first)  # not this run's token: nothing happens
     assert store.lease_holder("t", now=T0 + timedelta(minutes=7)) == "replica-b"
-    store.release_lease("t", "replica-b")
+    store.release_lease("t", "replica-b", second)
     assert store.lease_holder("t", now=T0 + timedelta(minutes=7)) is None
     assert store.acquire_lease("t", "replica-a", ttl, now=T0 + timedelta(minutes=8))
 
@@ -223,7 +229,6 @@ def test_fencing_tokens_grow_and_a_lost_lease_cannot_be_renewed(store: Store) ->
     ttl = timedelta(minutes=5)
     first = store.acquire_lease("t", "replica-a", ttl, now=T0)
     assert first is not None
-    assert store.acquire_lease("t", "replica-a", ttl, now=T0 + timedelta(minutes=1)) == first, "renewal"
     assert store.renew_lease("t", "replica-a", first, ttl, now=T0 + timedelta(minutes=2))
     # replica-a stalls past its TTL; replica-b takes over with a larger token
     second = store.acquire_lease("t", "replica-b", ttl, now=T0 + timedelta(minutes=8))
@@ -231,12 +236,14 @@ def test_fencing_tokens_grow_and_a_lost_lease_cannot_be_renewed(store: Store) ->
     assert second > first
     assert not store.renew_lease("t", "replica-a", first, ttl, now=T0 + timedelta(minutes=8))
     assert store.renew_lease("t", "replica-b", second, ttl, now=T0 + timedelta(minutes=9))
-    # released and taken again: the token still grows (the row is kept)
-    store.release_lease("t", "replica-b")
-    third = store.acquire_lease("t", "replica-a", ttl, now=T0 + timedelta(minutes=9))
+    # released and taken again, by the same replica too: each run gets a larger token
+    store.release_lease("t", "replica-b", second)
+    third = store.acquire_lease("t", "replica-b", ttl, now=T0 + timedelta(minutes=9))
     assert third is not None
     assert third > second
-    assert not store.renew_lease("t", "replica-b", second, ttl, now=T0 + timedelta(minutes=9))
+    assert not store.renew_lease("t", "replica-b", second, ttl, now=T0 + timedelta(minutes=9)), (
+        "the earlier run's token no longer renews, although the replica is the same"
+    )
 
 
 def test_two_stores_race_for_one_lease(store_url: str) -> None:

@@ -313,6 +313,6 @@ def sync_with_lease(
         return sync(connector, config_path, store, on_page=renew)
     finally:
         try:
-            store.release_lease(name, holder)
+            store.release_lease(name, holder, token)
         except StoreError as e:
             log.error("cannot release the ldap sync lease", connector=connector.name, error=str(e))
