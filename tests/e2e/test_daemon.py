@@ -384,6 +384,106 @@ async def test_the_periodic_resync_runs(proj: Project, monkeypatch: pytest.Monke
         await eventually(lambda: converged(d))
         await eventually(lambda: runs(d) >= 3)
         assert (d.metrics.registry.get_sample_value(resyncs, {"reason": "resync"}) or 0) >= 2
-        assert d.metrics.registry.get_sample_value(resyncs, {"reason": "input change"}) == 1
+        assert d.metrics.registry.get_sample_value(resyncs, {"reason": "startup"}) == 1
+    finally:
+        await d.stop()
+
+
+async def test_two_runs_of_one_tenant_on_one_replica_never_overlap(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease is a run's, not a replica's: the second run of a tenant the same replica is
+    running finds it held and does nothing."""
+    with_api(proj, monkeypatch)
+    d = Daemon(config_path=proj.config_path, replica_id="a", listen=None, workers=1)
+    assert d.load()  # no workers: both runs are started here
+    try:
+        first, second = await asyncio.gather(d.reconcile(LEDGER), d.reconcile(LEDGER))
+        assert first is not None
+        assert second is not None
+        assert sorted([str(first.error_kind), str(second.error_kind)]) == ["None", "held"]
+        done = first if first.ok else second
+        assert done.applied == 10
+        assert done.lease_token is not None
+        with proj.store() as store:
+            trail = store.audit_trail(LEDGER)
+            assert sum(1 for a in trail if a.outcome == "applied") == 10, "every change made once"
+            assert len(store.last_runs()) == 1, "the held run left no run record"
+    finally:
+        d.queue.close()
+        assert d.store is not None
+        d.store.close()
+
+
+async def test_a_full_resync_on_demand_through_the_api_and_the_cli(
+    daemon: Daemon, proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replicator.cli.main import main
+
+    await eventually(lambda: converged(daemon))
+    resyncs = "replicator_workqueue_adds_total"
+    base = f"http://127.0.0.1:{daemon.port}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        refused = await http.post("/v1/reconcile", headers={"Authorization": f"Bearer {READ}"})
+        assert refused.status_code == 403
+        unknown = await http.post("/v1/reconcile?platform=nope", headers={"Authorization": f"Bearer {WRITE}"})
+        assert (unknown.status_code, unknown.json()) == (404, {"error": "unknown platform 'nope'"})
+        answer = await http.post("/v1/reconcile", headers={"Authorization": f"Bearer {WRITE}"})
+        assert answer.status_code == 202
+        assert answer.json()["tenants"] == 1
+    await eventually(
+        lambda: (daemon.metrics.registry.get_sample_value(resyncs, {"reason": "resync"}) or 0) >= 1
+    )
+    await eventually(lambda: runs(daemon) >= 2)
+
+    monkeypatch.setenv("REPLICATOR_API_KEY", WRITE)
+    code = await asyncio.to_thread(main, ["resync", "--url", base, "--platform", PLATFORM])
+    assert code == 0
+    await eventually(lambda: runs(daemon) >= 3)
+    monkeypatch.setenv("REPLICATOR_API_KEY", READ)
+    assert await asyncio.to_thread(main, ["resync", "--url", base]) == 1
+    monkeypatch.delenv("REPLICATOR_API_KEY")
+    assert await asyncio.to_thread(main, ["resync", "--url", base]) == 1
+    assert await asyncio.to_thread(main, ["resync", "--url", f"http://127.0.0.1:{free_port()}"]) == 1
+
+
+async def test_a_sweep_runs_a_platform_s_tenants_together_with_one_group_scan(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first sweep hands the tenants of one platform to one run: one driver, one listing of
+    every group (groupScanThreshold reached by the batch), instead of reads per tenant."""
+    from platforms.contract import Driver
+    from replicator.core.config import PlatformConfig
+    from tests.e2e.conftest import binding, project, tenant
+
+    more = [
+        doc
+        for name, account in (("payroll", "222222222222"), ("audit", "333333333333"))
+        for doc in (
+            project("finance", name),
+            tenant("finance", name, account),
+            binding("finance", name, "admin", "erin"),
+        )
+    ]
+    proj.driver_extra = {"groupScanThreshold": 4}
+    proj.write_inventory([*standard_inventory(), *more])
+    with_api(proj, monkeypatch)
+    drivers: list[Driver] = []
+
+    class Watched(Daemon):
+        def _driver(self, platform: PlatformConfig) -> Driver:
+            driver = super()._driver(platform)
+            drivers.append(driver)
+            return driver
+
+    d = Watched(config_path=proj.config_path, listen=None, workers=2, watch_interval=0.1)
+    await d.start()
+    try:
+        keys = [f"finance/{name}/{PLATFORM}" for name in ("ledger", "payroll", "audit")]
+        await eventually(lambda: all(converged(d, k) for k in keys))
+        (driver,) = drivers
+        calls = getattr(driver, "api_calls", {})
+        assert calls["list_groups"] == 1
+        assert "describe_group" not in calls, "every group was found in the scan"
     finally:
         await d.stop()

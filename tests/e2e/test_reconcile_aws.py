@@ -344,3 +344,23 @@ def test_no_op_reconcile_makes_three_calls_per_group(proj: Project) -> None:
         "list_group_memberships": 3,
         "list_account_assignments_for_principal": 3,
     }
+
+
+def test_reconcile_leaves_a_tenant_a_daemon_is_working_on(proj: Project) -> None:
+    """The one-shot run takes the daemon's tenant leases: a tenant another run holds is not
+    touched, the command says who holds it and exits 1; the others are reconciled."""
+    from datetime import timedelta
+
+    proj.write_config()
+    with proj.store() as store:
+        token = store.acquire_lease(LEDGER, "replica-0", timedelta(minutes=5))
+        assert token is not None
+        r = proj.cli("reconcile", "--all")
+        assert r.code == 1
+        assert f"{LEDGER}: FAILED (held): held by 'replica-0'" in r.out
+        assert proj.aws.groups() == {}, "nothing was done with the held tenant"
+        assert store.lease_holder(LEDGER) == "replica-0", "its lease is left alone"
+        store.release_lease(LEDGER, "replica-0", token)
+        proj.converge()
+        assert store.lease_holder(LEDGER) is None, "the command released the lease it took"
+        assert store.acquire_lease(LEDGER, "replica-0", timedelta(minutes=5)) is not None

@@ -80,7 +80,8 @@ async def test_the_backoff_grows_with_jitter_and_is_capped() -> None:
     q.close()
     for n, delay in enumerate(delays[:7]):
         assert 5.0 * 2**n * 0.8 <= delay <= 5.0 * 2**n * 1.2
-    assert delays[-3:] == [600.0] * 3
+    assert 5.0 * 2**7 * 0.8 <= delays[7] <= 600.0, "jittered, then capped"
+    assert delays[-2:] == [600.0] * 2
     assert q.failures("a") == 10
     q.forget("a")
     assert q.failures("a") == 0
@@ -179,3 +180,67 @@ async def test_workers_never_run_one_key_twice_at_once(workers: int) -> None:
         t.cancel()
     assert overlaps == []
     assert 3 <= runs < 300, "adds during a run were merged"
+
+
+async def test_a_sweep_is_handed_out_in_batches_of_one_platform_at_a_time() -> None:
+    q = WorkQueue()
+    for n in range(5):
+        q.add(f"a{n}", platform="aws", priority=Priority.RESYNC, reason="resync")
+    for n in range(2):
+        q.add(f"g{n}", platform="gcp", priority=Priority.RESYNC, reason="resync")
+    first = await asyncio.wait_for(q.take(batch=3), 5)
+    assert [i.key for i in first] == ["a0", "a1", "a2"]
+    assert {i.priority for i in first} == {Priority.RESYNC}
+    second = await asyncio.wait_for(q.take(batch=3), 5)
+    assert [i.key for i in second] == ["g0", "g1"], "the next platform in turn, not more of the first"
+    third = await asyncio.wait_for(q.take(batch=3), 5)
+    assert [i.key for i in third] == ["a3", "a4"]
+    for item in (*first, *second, *third):
+        q.done(item.key)
+    assert q.depth() == 0
+
+
+async def test_resync_batches_leave_a_slot_for_changes() -> None:
+    """With one resync slot, a second worker takes no resync batch while one runs, but a change
+    at once; the resync key is handed out when the running batch ends."""
+    q = WorkQueue()
+    for key in ("r1", "r2", "r3"):
+        q.add(key, platform="p", priority=Priority.RESYNC, reason="resync")
+    batch = await asyncio.wait_for(q.take(batch=2, resync_slots=1), 5)
+    assert [i.key for i in batch] == ["r1", "r2"]
+    waiting = asyncio.ensure_future(q.take(batch=2, resync_slots=1))
+    await asyncio.sleep(0.05)
+    assert not waiting.done(), "the only resync slot is taken"
+    q.add("c", platform="p", reason="api trigger")
+    (change,) = await asyncio.wait_for(waiting, 5)
+    assert (change.key, change.priority) == ("c", Priority.CHANGE)
+    q.done("c")
+    waiting = asyncio.ensure_future(q.take(batch=2, resync_slots=1))
+    await asyncio.sleep(0.05)
+    q.done("r1")
+    await asyncio.sleep(0.05)
+    assert not waiting.done(), "half of the batch still runs"
+    q.done("r2")
+    (rest,) = await asyncio.wait_for(waiting, 5)
+    assert rest.key == "r3"
+    q.done("r3")
+
+
+async def test_unfinished_work_and_the_longest_run_are_exported() -> None:
+    metrics = Metrics()
+    q = WorkQueue(metrics=metrics)
+    q.add("a")
+    q.add("b")
+    await take(q)
+    await asyncio.sleep(0.05)
+    await take(q)
+    sample = metrics.registry.get_sample_value
+    longest = sample("replicator_workqueue_longest_running_processor_seconds")
+    unfinished = sample("replicator_workqueue_unfinished_work_seconds")
+    assert longest is not None
+    assert unfinished is not None
+    assert longest >= 0.05
+    assert unfinished > longest, "two keys run: their times add up"
+    q.done("a")
+    q.done("b")
+    assert sample("replicator_workqueue_unfinished_work_seconds") == 0.0
