@@ -487,3 +487,28 @@ async def test_a_sweep_runs_a_platform_s_tenants_together_with_one_group_scan(
         assert "describe_group" not in calls, "every group was found in the scan"
     finally:
         await d.stop()
+
+
+async def test_a_refused_request_is_logged_without_its_credential(daemon: Daemon) -> None:
+    from structlog.testing import capture_logs
+
+    wrong = "not-a-key-3f9a2c"
+    base = f"http://127.0.0.1:{daemon.port}"
+    with capture_logs() as logs:
+        async with httpx.AsyncClient(base_url=base) as http:
+            assert (
+                await http.get("/v1/status", headers={"Authorization": f"Bearer {wrong}"})
+            ).status_code == 401
+            assert (
+                await http.post("/v1/reconcile", headers={"Authorization": f"Bearer {READ}"})
+            ).status_code == 403
+    refusals = [e for e in logs if e["event"] == "request refused"]
+    assert [(e["status"], e["log_level"], e["path"]) for e in refusals] == [
+        (401, "warning", "/v1/status"),
+        (403, "warning", "/v1/reconcile"),
+    ]
+    assert refusals[1]["caller"] == "dash", "the key's name, not its value"
+    for event in refusals:
+        text = repr(event)
+        assert wrong not in text
+        assert READ not in text
