@@ -22,7 +22,8 @@ from replicator.engine.results import (
 )
 from replicator.engine.runner import Engine
 from replicator.logs import get_logger
-from replicator.service.workqueue import Item, TenantState
+from replicator.service.workqueue import Item, Priority, TenantState
+from state import StoreError
 
 if TYPE_CHECKING:
     from replicator.service.daemon import Daemon
@@ -80,6 +81,8 @@ async def reconcile_items(daemon: Daemon, items: list[Item]) -> dict[str, Tenant
     desired: list[DesiredTenant] = []
     by_key: dict[str, Item] = {}
     for item in items:
+        if await _done_elsewhere(daemon, item):
+            continue
         tenant = v.inventory.tenants.get(item.key)
         if tenant is not None:
             platform = tenant.metadata.platform_identifier
@@ -124,6 +127,24 @@ async def reconcile_items(daemon: Daemon, items: list[Item]) -> dict[str, Tenant
     return results
 
 
+async def _done_elsewhere(daemon: Daemon, item: Item) -> bool:
+    """Whether the tenant, left to another run during a resync, was since reconciled to the end
+    by it (on another replica): then that resync is done, and not read again here."""
+    state = daemon.tenants.get(item.key)
+    since = state.left_to_other_run if state is not None else None
+    if state is None or since is None or item.reason != "requeue" or daemon.store is None:
+        return False
+    try:
+        (last,) = await asyncio.to_thread(daemon.store.last_runs, item.key) or (None,)
+    except StoreError:
+        return False
+    if last is None or last.finished_at is None or last.finished_at < since or last.outcome != "converged":
+        return False
+    state.left_to_other_run = None
+    log.info("reconcile skipped", **_context(daemon, item), outcome="done elsewhere", run_id=last.id)
+    return True
+
+
 def _context(daemon: Daemon, item: Item) -> dict[str, object]:
     return {
         "tenant": item.key,
@@ -135,7 +156,7 @@ def _context(daemon: Daemon, item: Item) -> dict[str, object]:
 
 def _finished(daemon: Daemon, item: Item, result: TenantResult, ttl: timedelta, batch: int) -> None:
     state = daemon.tenants.setdefault(item.key, TenantState())
-    record(daemon, item.key, result.platform, state, result, ttl)
+    record(daemon, item.key, result.platform, state, result, ttl, item.priority)
     outcome = result.outcome
     if isinstance(outcome, Failed) and outcome.kind is FailureKind.HELD:
         label = "held elsewhere"
@@ -157,9 +178,24 @@ def _finished(daemon: Daemon, item: Item, result: TenantResult, ttl: timedelta, 
 
 
 def record(
-    daemon: Daemon, key: str, platform: str, state: TenantState, result: TenantResult, ttl: timedelta
+    daemon: Daemon,
+    key: str,
+    platform: str,
+    state: TenantState,
+    result: TenantResult,
+    ttl: timedelta,
+    priority: Priority = Priority.CHANGE,
 ) -> None:
     """Remember the run, count it, and queue the tenant again when its outcome asks for it."""
+    if isinstance(result.outcome, Failed) and result.outcome.kind is FailureKind.HELD:
+        # Another run has it: not a run of ours to remember. It is looked at again later (that
+        # run may die with its replica); a resync that run finished meanwhile is not repeated.
+        if priority is Priority.RESYNC and state.left_to_other_run is None:
+            state.left_to_other_run = datetime.now(UTC)
+        if not daemon.stopping.is_set():
+            daemon.queue.add_after(key, daemon._lease_retry(ttl), platform=platform)
+        return
+    state.left_to_other_run = None
     state.last, state.last_finished = result, datetime.now(UTC)
     metrics, queue = daemon.metrics, daemon.queue
     if result.plan is not None:
@@ -168,9 +204,9 @@ def record(
         before = daemon._warnings.get(key, Tally())
         now = daemon._warnings[key] = Tally(w.code.value for w in result.warnings)
         if appeared := sorted(set(now) - set(before)):
-            log.info("warnings appeared", tenant=key, codes=appeared)
+            log.warning("warnings appeared", tenant=key, codes=appeared)
         if cleared := sorted(set(before) - set(now)):
-            log.info("warnings cleared", tenant=key, codes=cleared)
+            log.warning("warnings cleared", tenant=key, codes=cleared)
         totals: Tally[str] = Tally()
         for per_tenant in daemon._warnings.values():
             totals.update(per_tenant)
@@ -186,9 +222,6 @@ def record(
             metrics.requeues.labels(platform).inc()
             if not stopping:
                 queue.add_after(key, after, platform=platform)
-        case Failed(kind=FailureKind.HELD):
-            if not stopping:  # another run has it; look again later (not a failure)
-                queue.add_after(key, daemon._lease_retry(ttl), platform=platform)
         case Failed(kind=kind, error=error):
             metrics.errors.labels(platform, kind.value).inc()
             if kind is FailureKind.GUARD:

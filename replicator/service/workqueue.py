@@ -320,3 +320,6 @@ class TenantState:
     failures: int = 0
     held: str | None = None
     """Why the tenant waits for its input to change or for an operator (deletion guard)."""
+    left_to_other_run: datetime | None = None
+    """When a resync found the tenant's lease held by another run (another replica): the resync
+    is done if that run converged the tenant after this."""

@@ -512,3 +512,37 @@ async def test_a_refused_request_is_logged_without_its_credential(daemon: Daemon
         text = repr(event)
         assert wrong not in text
         assert READ not in text
+
+
+async def test_a_resync_another_replica_finished_meanwhile_is_not_read_again(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first sweep finds the tenant held by replica-b; replica-b converges it meanwhile (its
+    run recorded in the shared store): replica-a looks again, sees that and does not read the
+    platform for it; a run that replica-b did not finish (killed) would be taken over instead."""
+    from datetime import timedelta
+
+    import replicator.service.daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "LEASE_RETRY", 0.2)
+    with_api(proj, monkeypatch)
+    other = proj.store()
+    token = other.acquire_lease(LEDGER, "replica-b", timedelta(minutes=5))
+    assert token is not None
+    d = Daemon(
+        config_path=proj.config_path, replica_id="replica-a", listen=None, workers=1, watch_interval=0.1
+    )
+    await d.start()
+    try:
+        await eventually(lambda: (s := d.tenants.get(LEDGER)) is not None and s.left_to_other_run is not None)
+        run = other.start_run(LEDGER, PLATFORM, dry_run=False)
+        other.finish_run(run, "converged", 0, 0, None)
+        other.release_lease(LEDGER, "replica-b", token)
+        await eventually(lambda: d.tenants[LEDGER].left_to_other_run is None)
+        await asyncio.sleep(0.5)
+        assert d.tenants[LEDGER].last is None, "replica-a made no run of its own"
+        assert proj.aws.groups() == {}, "and did not touch the platform"
+        assert other.lease_holder(LEDGER) is None
+    finally:
+        await d.stop()
+        other.close()
