@@ -12,13 +12,15 @@ from typing import Any
 import structlog
 
 _SECRET_KEY = re.compile(r"secret|password|token|credential|authorization|api[_-]?key", re.IGNORECASE)
+_NOT_SECRET = frozenset({"lease_token"})
+"""Keys that look secret and are not: a lease's fencing token is a counter, not a credential."""
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Never let a secret reach a log line: mask secret-looking keys and passwords in URLs."""
     for key, value in list(event.items()):
-        if _SECRET_KEY.search(key) and value not in (None, ""):
+        if _SECRET_KEY.search(key) and value not in (None, "") and key not in _NOT_SECRET:
             event[key] = "***"
         elif isinstance(value, str) and "://" in value:
             event[key] = _URL_PASSWORD.sub(r"\1***@", value)

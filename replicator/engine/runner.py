@@ -305,7 +305,8 @@ class Engine:
         run_id: int | None = None
         try:
             if apply:
-                run_id = result.run_id = self.store.start_run(ref.key, ref.platform, dry_run=False, now=now)
+                # started when it starts: ``now`` (the desired state's time) may be a batch's start
+                run_id = result.run_id = self.store.start_run(ref.key, ref.platform, dry_run=False)
                 self.store.ensure_tenant(ref.key, ref.platform, ref.local_id)
             records = self.store.owned_groups(ref.platform, ref.key)
             owned = [

@@ -108,6 +108,7 @@ def _paths() -> dict[str, Any]:
                         "description": "queued: how many, and how many were waiting or running",
                         "content": any_json,
                     },
+                    "400": _answer("an empty platform"),
                     "404": _answer("unknown platform"),
                     **AUTH_ERRORS,
                 },

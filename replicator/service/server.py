@@ -66,7 +66,11 @@ def build_app(daemon: Daemon) -> Starlette:
         denied = authorize(request, "write")
         if denied is not None:
             return denied
-        platform = request.query_params.get("platform") or None
+        platform = request.query_params.get("platform")
+        if platform == "":
+            return JSONResponse(
+                {"error": "platform: give a platform identifier, or leave it out"}, status_code=400
+            )
         v = daemon.validated
         if platform is not None and (v is None or v.config.platform(platform) is None):
             return JSONResponse({"error": f"unknown platform {platform!r}"}, status_code=404)
