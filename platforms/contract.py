@@ -270,6 +270,16 @@ class Driver(ABC):
         driver whose options change a fact (Azure's lookup attribute) overrides this."""
         return cls.capabilities
 
+    @classmethod
+    def quota_owner(cls, identifier: str, options: Any) -> str:
+        """What the platform's request quota belongs to, as a key computed from the config
+        (``schedule.rateLimits`` is one budget per key: platform entries with the same key share
+        it, and so do the replicas of the daemon). A driver's options model says it with a
+        ``quota_owner`` property (the account, tenant and app, project, API server, ...); without
+        one the platform entry is a quota of its own."""
+        owner = getattr(options, "quota_owner", None)
+        return owner if isinstance(owner, str) and owner else f"platform:{identifier}"
+
     @property
     def ensures_users(self) -> bool:
         """Whether this instance creates users the lookup did not find (``Action.ENSURE_USER``):

@@ -4,8 +4,8 @@
 - load + validate + compile + plan of a large synthetic organisation (pure core, no platform);
 - a full reconcile and a no-op reconcile of many tenants against a local moto server (AWS calls
   per no-op tenant, wall time);
-- the daemon with one and with two replicas on PostgreSQL against moto, each with the same
-  per-replica rate budget (skipped without PostgreSQL).
+- the daemon with one and with two replicas on PostgreSQL against moto held to a quota of
+  requests/s equal to its `rateLimits` (scripts/bench_replicas.py; skipped without PostgreSQL).
 
 Prints one line per measurement; `--json` prints them as JSON for tracking over time.
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bench_replicas import bench_replicas, small_site  # scripts/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -507,7 +508,7 @@ def bench_rate_converge(tenants: int = 1000, rate: float = 20.0, fault_rate: flo
     from replicator.engine.runner import Engine, default_driver
     from replicator.inputs.loader import load
     from replicator.inputs.validate import validate
-    from replicator.service.daemon import Budget
+    from replicator.service.budgets import Budget
     from state import Store
     from tests.support.faults import FaultProxy
     from tests.support.moto_aws import MotoAws
@@ -519,47 +520,13 @@ def bench_rate_converge(tenants: int = 1000, rate: float = 20.0, fault_rate: flo
         users = 50
         for i in range(users):
             aws.create_user(f"user{i}")
-        roles = {r: aws.create_permission_set(r) for r in ("admin", "user", "reader")}
+        roles = {"user": aws.create_permission_set("user")}
         with FaultProxy(aws.url, rate=fault_rate, seed=10, faults={"429": 1}) as proxy:
-            docs: list[dict[str, Any]] = [
-                {"kind": "meshUser", "metadata": {"name": f"u{i}"}, "spec": {"euid": f"user{i}"}}
-                for i in range(users)
-            ]
-            per_ws = 100
-            for n in range(tenants):
-                ws, pr = f"ws{n // per_ws}", f"p{n % per_ws}"
-                if n % per_ws == 0:
-                    docs.append({"kind": "meshWorkspace", "metadata": {"name": ws}})
-                meta = {"ownedByWorkspace": ws, "ownedByProject": pr}
-                docs.append({"kind": "meshProject", "metadata": {"name": pr, "ownedByWorkspace": ws}})
-                docs.append(
-                    {
-                        "kind": "meshTenant",
-                        "metadata": {**meta, "platformIdentifier": "aws.b"},
-                        "spec": {"localId": f"{n + 1:012d}", "landingZoneIdentifier": "lz"},
-                    }
-                )
-                docs.append(
-                    {
-                        "kind": "meshProjectBinding",
-                        "metadata": meta,
-                        "spec": {"role": "user", "subjects": [{"user": f"u{n % users}"}]},
-                    }
-                )
             root = Path(tmp)
-            path = synthetic_site(
-                root,
-                0,
-                0,
-                1,
-                proxy.url,
-                {"identityStoreId": aws.identity_store_id, "instanceArn": aws.instance_arn, "maxAttempts": 8},
-                {"user": roles["user"]},  # one role mapping: one group per tenant
-            )
-            (root / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
-            config = yaml.safe_load(path.read_text())
-            config["schedule"] = {"rateLimits": {"aws.b": rate}, "concurrency": {"aws.b": 8}}
-            path.write_text(yaml.safe_dump(config))
+            ids = {"identityStoreId": aws.identity_store_id, "instanceArn": aws.instance_arn}
+            ids["maxAttempts"] = 8
+            schedule = {"rateLimits": {"aws.b": rate}, "concurrency": {"aws.b": 8}}
+            path = small_site(root, tenants, users, proxy.url, ids, roles["user"], schedule=schedule)
             v = validate(load(path))
             budget = [Budget(rate)]
 
@@ -574,7 +541,7 @@ def bench_rate_converge(tenants: int = 1000, rate: float = 20.0, fault_rate: flo
             t = time.perf_counter()
             while True:
                 now = datetime.now(UTC)
-                budget[0] = Budget(rate)  # aiolimiter's limiter belongs to one event loop
+                budget[0] = Budget(rate)  # a budget's lock belongs to one event loop
                 report = asyncio.run(engine.run(engine.select(now), apply=True, now=now))
                 runs += 1
                 if not report.failed:
@@ -604,75 +571,6 @@ def bench_rate_converge(tenants: int = 1000, rate: float = 20.0, fault_rate: flo
         "429s",
         f"injected at {fault_rate:.0%} with Retry-After 0-1 s, all retried",
     )
-
-
-def bench_replicas(tenants: int = 24, rate: float = 20.0) -> None:
-    """Daemon throughput with one and with two replicas on one PostgreSQL store, each replica with
-    a budget of ``rate`` requests/s against moto: wall time until every tenant converged."""
-    import os
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    from state import Store
-    from tests.support.moto_aws import MotoAws
-
-    admin_url = os.environ.get("REPLICATOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        admin.connect().close()
-    except Exception as e:
-        print(f"replicas: skipped, PostgreSQL not reachable at {admin_url} ({type(e).__name__})")
-        return
-    for replicas in (1, 2):
-        name = f"replicator_bench_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-        procs: list[subprocess.Popen[bytes]] = []
-        try:
-            with MotoAws() as aws, tempfile.TemporaryDirectory() as tmp:
-                aws.reset()  # moto's backends live in this process: start each run empty
-                for i in range(60):
-                    aws.create_user(f"user{i}")
-                roles = {r: aws.create_permission_set(r) for r in ("admin", "user", "reader")}
-                ids = {"identityStoreId": aws.identity_store_id, "instanceArn": aws.instance_arn}
-                path = synthetic_site(Path(tmp), 1, tenants, 60, aws.url, ids, roles)
-                config = yaml.safe_load(path.read_text())
-                config["state"] = url
-                config["schedule"] = {"interval": "1h", "leaseTtl": 10, "rateLimits": {"aws.b": rate}}
-                path.write_text(yaml.safe_dump(config))
-                env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
-                store = Store(url)
-                t = time.perf_counter()
-                for r in range(replicas):
-                    argv = [sys.executable, "-m", "replicator", "-c", str(path), "--log-level", "error"]
-                    argv += ["run", "--listen", "127.0.0.1:0", "--replica-id", f"r{r}", "--workers", "4"]
-                    quiet = subprocess.DEVNULL
-                    procs.append(subprocess.Popen(argv, env=env, stdout=quiet, stderr=quiet))
-                while True:
-                    runs = store.last_runs()
-                    if len(runs) == tenants and all(x.outcome == "converged" for x in runs):
-                        break
-                    if time.perf_counter() - t > 600:
-                        raise RuntimeError("replicas did not converge in 10 minutes")
-                    time.sleep(0.2)
-                elapsed = time.perf_counter() - t
-                changes = sum(1 for a in store.audit_trail() if a.outcome == "applied")
-                store.close()
-                record(
-                    f"daemon_{replicas}_replica_converge",
-                    elapsed,
-                    "s",
-                    f"{tenants} tenants, {changes} changes, {rate:g} req/s per replica",
-                )
-        finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(timeout=60)
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def write_results(path: Path) -> None:
@@ -720,7 +618,11 @@ BENCHES = {
     "core": lambda: bench_core(),
     "moto": lambda: bench_moto(),
     "rate_converge": lambda: bench_rate_converge(int(os.environ.get("BENCH_RATE_TENANTS", "1000"))),
-    "replicas": lambda: bench_replicas(),
+    "replicas": lambda: bench_replicas(
+        record,
+        int(os.environ.get("BENCH_REPLICAS_TENANTS", "80")),
+        float(os.environ.get("BENCH_REPLICAS_QUOTA", "10")),
+    ),
 }
 _SECTION = {
     "startup": "cli_help_startup",

@@ -1,5 +1,5 @@
 """What the replicator remembers: owned groups, tenants, runs, the audit trail, warnings, leases,
-the lookup cache, stored meshObjects, API keys, identity-source syncs and SCIM resources.
+quota shares, the lookup cache, stored meshObjects, API keys, identity-source syncs and SCIM resources.
 
 ``Store`` is the one object callers use. It is composed of one part per concern (the other modules
 of ``state/``), each a subclass of ``state.db.Database``, so that all parts share the store's one
@@ -14,6 +14,7 @@ from state.leases import LeaseStore
 from state.lookups import LookupStore
 from state.objects import ObjectStore
 from state.owned import OwnedGroupStore
+from state.quotas import QuotaStore
 from state.runs import RunStore
 from state.scim import ScimStore
 from state.syncs import SyncStore
@@ -50,6 +51,7 @@ from state.tables import LeaseRow as LeaseRow
 from state.tables import LookupRow as LookupRow
 from state.tables import MeshObjectRow as MeshObjectRow
 from state.tables import OwnedGroupRow as OwnedGroupRow
+from state.tables import QuotaShareRow as QuotaShareRow
 from state.tables import RunRow as RunRow
 from state.tables import ScimResourceRow as ScimResourceRow
 from state.tables import SourceSyncRow as SourceSyncRow
@@ -65,6 +67,7 @@ class Store(
     TenantStore,
     RunStore,
     LeaseStore,
+    QuotaStore,
     LookupStore,
     ObjectStore,
     ApiKeyStore,

@@ -214,3 +214,15 @@ class ScimResourceRow(Base):
     """Incremented on each change: the resource's ``meta.version`` (weak ETag)."""
     created_at: Mapped[Timestamp]
     updated_at: Mapped[Timestamp]
+
+
+class QuotaShareRow(Base):
+    """A replica working against a platform quota (migration 0007): the replicas with a live row
+    for one quota owner split that quota's request rate between them."""
+
+    __tablename__ = "quota_shares"
+
+    owner: Mapped[str] = mapped_column(String(600), primary_key=True)
+    """The quota owner (``Driver.quota_owner``: what the platform's request quota belongs to)."""
+    replica: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[Timestamp]

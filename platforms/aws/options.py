@@ -32,3 +32,13 @@ class AwsOptions(Options):
     store first (``ListGroups``, 100 a page) instead of one ``DescribeGroup``/``GetGroupId`` per
     group; the scan stops (and observe reads group by group) once it has cost half as many calls as
     it would save. 0 = never scan."""
+
+    @property
+    def quota_owner(self) -> str:
+        """The Identity Center instance (region and instance ARN). Its API quotas are quotas of
+        the AWS account the instance lives in, per region ("service quotas ... are the maximum
+        number of service resources or operations for your AWS account", docs.aws.amazon.com
+        general/latest/gr/sso.html; raised only from the management or delegated administrator
+        account, singlesignon/latest/userguide/limits.html); an instance belongs to one account
+        and one region, so every platform entry naming it draws on one quota."""
+        return f"aws:{self.region}:{self.instance_arn}"

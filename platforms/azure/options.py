@@ -165,3 +165,19 @@ class AzureOptions(Options):
     def lookup_attribute(self) -> str:
         """``mail`` or ``userPrincipalName``."""
         return LOOKUP_ATTRIBUTES[self.user_lookup_strategy or "UserByMailLookupStrategy"]
+
+    @property
+    def quota_owner(self) -> str:
+        """The Entra ID tenant and the app the replicator signs in as. Microsoft Graph throttles
+        per app per tenant (learn.microsoft.com/graph/throttling-limits: limits are scoped "per app
+        across all tenants, per tenant for all apps, per app per tenant"; the identity and access
+        limits that our group, member and user calls meet are per app and tenant pair). A managed
+        or workload identity without a client id names the identity of the process (one per
+        process, whatever the entry)."""
+        client = getattr(self.credentials, "client_id", None)
+        if client is None:
+            nested = getattr(self.credentials, "workload_identity", None) or getattr(
+                self.credentials, "managed_identity", None
+            )
+            client = getattr(nested, "client_id", None) or type(self.credentials).__name__
+        return f"azure:{self.tenant_id}:{client}"

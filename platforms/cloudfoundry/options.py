@@ -46,3 +46,11 @@ class CloudFoundryOptions(Options):
     (retried, the tenant requeued), and the same job is polled again."""
     job_poll_interval: float = pydantic.Field(default=0.5, gt=0)
     """Seconds between two polls of a role deletion job (doubling, at most 5)."""
+
+    @property
+    def quota_owner(self) -> str:
+        """The Cloud Controller and the UAA client. Its rate limiter counts the requests "an
+        authenticated user or client is allowed to make for all CAPI endpoints over the configured
+        interval" (docs.cloudfoundry.org/running/setting-rate-limit-cloud-api.html,
+        ``cc.rate_limiter.general_limit``): per client, per Cloud Controller."""
+        return f"cloudfoundry:{self.api_url.rstrip('/')}:{self.client_id}"

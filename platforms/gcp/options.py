@@ -74,3 +74,21 @@ class GcpOptions(Options):
         if self.anonymous and self.credentials_file is not None:
             raise ValueError("give credentialsFile or anonymous, not both")
         return self
+
+    @property
+    def quota_owner(self) -> str:
+        """The Google Cloud project and the user the requests are counted against, as far as the
+        config tells them: the credentials (a service account belongs to one project, and its
+        requests are counted in it) and the administrator they impersonate. The Directory API
+        counts "queries per minute per user per Google Cloud project" (developers.google.com
+        workspace/admin/directory/v1/limits, ``userRateLimitExceeded``), and the Cloud Identity
+        API's quotas are the project's. Entries with the same credentials and subject share one
+        budget; application default credentials are one identity per process."""
+        creds = self.credentials_file
+        if isinstance(creds, SecretRef):
+            source = f"env:{creds.env}" if creds.env is not None else f"file:{creds.file}"
+        elif creds is not None:
+            source = f"file:{creds}"
+        else:
+            source = "anonymous" if self.anonymous else "application-default"
+        return f"gcp:{source}:{self.admin_subject or 'self'}"

@@ -43,3 +43,16 @@ class KubernetesOptions(Options):
         if self.context is not None and self.kubeconfig is None:
             raise ValueError("context needs kubeconfig")
         return self
+
+    @property
+    def quota_owner(self) -> str:
+        """The API server. Its API Priority and Fairness divides each server's concurrency between
+        priority levels and flows (kubernetes.io/docs/concepts/cluster-administration/flow-control):
+        what is limited is what one API server accepts, whatever entry sends it. The server is
+        ``server``, or the kubeconfig context (its cluster's server is read when the driver
+        connects), or the in-cluster service account's own API server."""
+        if self.server is not None:
+            return f"kubernetes:{self.server.rstrip('/')}"
+        if self.kubeconfig is not None:
+            return f"kubernetes:kubeconfig:{self.kubeconfig}#{self.context or ''}"
+        return "kubernetes:in-cluster"

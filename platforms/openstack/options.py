@@ -104,3 +104,14 @@ class OpenstackOptions(Options):
         if not from_cloud and (self.auth_url is None or self.credentials is None):
             raise ValueError("give authUrl and credentials, or cloud (clouds.yaml)")
         return self
+
+    @property
+    def quota_owner(self) -> str:
+        """The Keystone endpoint. Keystone has no request quota of its own; operators put a rate
+        limiting proxy in front of the API ("deploy external rate-limiting proxies or web
+        application firewalls", docs.openstack.org/security-notes/OSSN-0068.html), which limits
+        what reaches that endpoint: one budget per identity endpoint (``endpointOverride``, else
+        ``authUrl``, else the ``clouds.yaml`` entry)."""
+        cloud = self.cloud or getattr(self.credentials, "cloud", None)
+        endpoint = self.endpoint_override or self.auth_url or f"cloud:{cloud}"
+        return f"openstack:{endpoint.rstrip('/')}"

@@ -142,8 +142,11 @@ class ScheduleConfig(Model):
     """How long a replica's claim on a tenant lasts unless renewed (every third of it while the
     tenant runs, and before each change). A killed replica's tenants are taken over after it."""
     rate_limits: dict[str, float] = Field(default_factory=dict)
-    """Requests per second, per platform identifier, shared by every worker of the daemon (a
-    Retry-After from the platform pauses that budget for all of them); unset = no limit."""
+    """Requests per second, per platform identifier: the platform's quota. Platform entries whose
+    quota belongs to the same owner (one AWS Identity Center instance, one Entra tenant and app,
+    ...) share one budget at the smallest of their rates; the daemon's workers share it, and
+    replicas on PostgreSQL split it between those working against it. A Retry-After from the
+    platform pauses a replica's budget for all its workers. Unset = no limit."""
 
     def concurrency_for(self, platform: str) -> int:
         return max(1, self.concurrency.get(platform, self.concurrency.get("default", 8)))

@@ -3,7 +3,8 @@
 Level-triggered, as controller-runtime and kopf do it: a full resync of every tenant every
 ``schedule.interval`` (plus jitter), and a single tenant at once when its inventory or config
 changes or an operator asks. A de-duplicating queue feeds workers; per platform a concurrency
-limit and one shared request budget; per tenant an exponential backoff after retryable failures,
+limit and one request budget per platform quota (split between the replicas working against it,
+see ``budgets``); per tenant an exponential backoff after retryable failures,
 while a tenant stopped by the deletion guard waits for its input to change or for an operator.
 """
 
@@ -31,10 +32,11 @@ from replicator.inputs.loader import InputError, default_config_path, inventory_
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
 from replicator.service import runs
+from replicator.service.budgets import Budget, QuotaShares
 from replicator.service.gates import PriorityGate
 from replicator.service.metrics import Metrics
 from replicator.service.status import status_doc
-from replicator.service.workqueue import Added, Budget, Priority, TenantState, WorkQueue
+from replicator.service.workqueue import Added, Priority, TenantState, WorkQueue
 from replicator.sources.apiauth import Caller, identify
 from state import Store, StoreError
 
@@ -73,6 +75,8 @@ class Daemon:
         self.queue = WorkQueue(RETRY_BASE, RETRY_MAX, metrics=self.metrics)
         self.tenants: dict[str, TenantState] = {}
         self.budgets: dict[str, Budget] = {}
+        """Platform identifier -> its budget (one per quota owner, see ``budgets``)."""
+        self.quotas = QuotaShares(self.replica_id, self.metrics)
         self.gates: dict[str, PriorityGate] = {}
         self.stopping = asyncio.Event()
         self.alive_at = time.monotonic()
@@ -106,11 +110,7 @@ class Daemon:
         self.metrics.config_valid.set(1)
         if self.store is None:
             self.store = Store(resolve_state_url(validated.config.state, self.config_path))
-        self.budgets = {
-            p.identifier: self.budgets.get(p.identifier)
-            or Budget(validated.config.schedule.rate_limits.get(p.identifier))
-            for p in validated.config.platforms
-        }
+        self.budgets = self.quotas.configure(validated.config, self.budgets, self.store)
         self.gates = {
             p.identifier: self.gates.get(p.identifier)
             or PriorityGate(validated.config.schedule.concurrency_for(p.identifier))
@@ -338,9 +338,14 @@ class Daemon:
         self._scheduler.start()
         self._tasks = [asyncio.ensure_future(runs.work(self)) for _ in range(self.workers)]
         self._tasks.append(asyncio.ensure_future(self._watch()))
+        self._tasks.append(asyncio.ensure_future(self.quotas.keep(self._finished)))
         if self.listen is not None:
             await self._serve(*self.listen)
         log.info("daemon started", replica=self.replica_id, port=self.port, tenants=len(self.tenants))
+
+    def _finished(self) -> bool:
+        """Stopping, and no reconcile is left in flight."""
+        return self.stopping.is_set() and not self._in_flight
 
     async def sync_ldap(self, name: str) -> Any:
         """One sync of the LDAP connector ``name`` in a thread, under the lease ``ldap-sync:<name>``

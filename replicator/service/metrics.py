@@ -87,6 +87,19 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
+        self.rate_limit = Gauge(
+            "replicator_rate_limit_requests_per_second",
+            "Requests per second this replica may send under a platform quota (schedule.rateLimits "
+            "divided by the replicas working against it)",
+            ["quota_owner"],
+            registry=r,
+        )
+        self.rate_limit_replicas = Gauge(
+            "replicator_rate_limit_replicas",
+            "Replicas working against a platform quota (this one included), who split its rate",
+            ["quota_owner"],
+            registry=r,
+        )
         self.config_valid = Gauge("replicator_config_valid", "1 when the loaded config is valid", registry=r)
 
     def render(self) -> bytes:

@@ -1,5 +1,5 @@
-"""What the daemon's workers share: one request budget per platform, the queue of tenants to
-reconcile (:class:`WorkQueue`), and what the daemon remembers of each tenant between runs."""
+"""What the daemon's workers share: the queue of tenants to reconcile (:class:`WorkQueue`), and
+what the daemon remembers of each tenant between runs (the request budgets are in ``budgets``)."""
 
 from __future__ import annotations
 
@@ -15,30 +15,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from replicator.engine.results import TenantResult
     from replicator.service.metrics import Metrics
-
-
-class Budget:
-    """One platform's request budget (``schedule.rateLimits``, requests per second), shared by every
-    worker; a Retry-After pauses it for everyone."""
-
-    def __init__(self, rate: float | None) -> None:
-        from aiolimiter import AsyncLimiter
-
-        self.limiter = AsyncLimiter(rate, 1.0) if rate else None
-        self.paused_until = 0.0
-
-    async def __aenter__(self) -> None:
-        # A pause can be extended while we sleep: look again after each wait.
-        while (wait := self.paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(wait)
-        if self.limiter is not None:
-            await self.limiter.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def pause(self, seconds: float) -> None:
-        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
 
 
 class Priority(IntEnum):

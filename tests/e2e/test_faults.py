@@ -445,6 +445,22 @@ def test_proxy_match_limits_faults_to_chosen_requests(echo: str) -> None:
     )
 
 
+def test_proxy_quota_answers_429_once_its_bucket_is_empty(echo: str) -> None:
+    """``quota``: a token bucket of N requests/s, full (N) at the start; a request that finds it
+    empty gets a 429 with Retry-After of at least 1 s and is not forwarded."""
+    with FaultProxy(echo, quota=2) as proxy:
+        decided = [proxy._decide(Request("POST", "/x", {}, b""))[0] for _ in range(5)]
+        assert decided[:2] == [None, None], "the bucket holds 2 at the start"
+        assert decided[2:] == ["429"] * 3, "refilled by 2/s: not one token within these few calls"
+        assert (proxy.counts["quota"], proxy.counts["429"]) == (3, 3)
+    with FaultProxy(echo, quota=0.001) as proxy:  # not one whole token for 1,000 s
+        got = _post(proxy.url, "over")
+        assert not isinstance(got, str)
+        assert got[0] == 429
+        assert int(got[1]["retry-after"]) >= 1
+        assert _Echo.hits == []
+
+
 # --- Keystone through the proxy -----------------------------------------------------------------
 
 

@@ -69,7 +69,7 @@ def test_two_replicas_split_the_work_and_take_over_after_a_kill(proj: Project, p
     proj.write_config()
     doc = yaml.safe_load(proj.config_path.read_text())
     doc["state"] = pg_url
-    # A budget per replica slow enough that the kill lands in the middle of the work.
+    # A budget slow enough that the kill lands in the middle of the work (the replicas split it).
     doc["schedule"] = {"interval": "10m", "leaseTtl": LEASE_TTL, "rateLimits": {PLATFORM: 25}}
     proj.config_path.write_text(yaml.safe_dump(doc))
     proj.write_inventory(many_tenants())

@@ -27,6 +27,11 @@ answer was dropped after forwarding and that arrives again, byte for byte, withi
 ``ConflictException`` (``UNIQUENESS_CONSTRAINT_VIOLATION``) instead of reaching moto, which would
 store a second membership or account assignment. Any forwarded delete forgets those writes.
 
+With ``quota=N`` the proxy also throttles as a platform's quota does: a token bucket of ``N``
+requests per second (holding at most ``N``, full at the start) that every request draws from; a
+request that finds it empty is answered 429 with ``Retry-After`` (whole seconds until the next
+token, at least 1) without forwarding, counted as ``429`` and in ``counts["quota"]``.
+
 ``counts`` says how many of each were injected (and ``forwarded``: requests that reached the
 upstream). ``match`` limits faults to requests it accepts (e.g. only writes); others pass through.
 """
@@ -36,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import random
 import ssl
 import threading
@@ -101,6 +107,7 @@ class FaultProxy(LocalHttpServer):
         retry_after: tuple[int, ...] = (0, 1),
         match: Callable[[Request], bool] | None = None,
         aws_conflicts: bool = False,
+        quota: float | None = None,
     ) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -121,6 +128,9 @@ class FaultProxy(LocalHttpServer):
         self.errors: list[str] = []
         """Exceptions raised inside the proxy's handlers (a test should assert there are none)."""
         self._rate = rate
+        self.quota = quota
+        self._tokens = quota or 0.0
+        self._refilled = time.monotonic()
         self._rng = random.Random(seed)
         self._stopping = threading.Event()
         self.counts: Counter[str] = Counter()
@@ -206,10 +216,27 @@ class FaultProxy(LocalHttpServer):
             kind = self._rng.choices(self._kinds, self._weights)[0] if self._kinds else None
             wait = self._rng.choice(self.retry_after) if self.retry_after else 0
             fault = kind if eligible and roll < self._rate else None
+            if fault is None and self.quota:
+                over = self._take_token()
+                if over is not None:
+                    fault, wait = "429", over
+                    self.counts["quota"] += 1
             if fault is not None:
                 self.counts[fault] += 1
             self.log.append((request.operation, fault or "ok"))
         return fault, wait
+
+    def _take_token(self) -> int | None:
+        """Draw a token from the quota's bucket (the lock held): None when there was one, else the
+        Retry-After to send (whole seconds until the next token, at least 1)."""
+        assert self.quota
+        now = time.monotonic()
+        self._tokens = min(self.quota, self._tokens + (now - self._refilled) * self.quota)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return None
+        return max(1, math.ceil((1 - self._tokens) / self.quota))
 
     def _remember_lost(self, request: Request) -> None:
         if self.aws_conflicts and ".Create" in request.operation:
