@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from replicator.logs import get_logger
+from replicator.threads import blocking
 from state import StoreError
 
 if TYPE_CHECKING:
@@ -31,14 +32,14 @@ async def run_under_lease(
 ) -> T | None:
     """``run(fence)`` while this replica holds the lease ``key``; None (and nothing run) when
     another replica holds it. The lease is released afterwards unless it was lost."""
-    token = store.acquire_lease(key, replica, ttl)
+    token = await blocking(store.acquire_lease, key, replica, ttl)
     if token is None:
         return None
     lost = asyncio.Event()
 
-    def renew() -> bool:
+    async def renew() -> bool:
         try:
-            ok = store.renew_lease(key, replica, token, ttl)
+            ok = await blocking(store.renew_lease, key, replica, token, ttl)
         except StoreError as e:  # cannot prove we still hold it: stop as if lost
             log.error("cannot renew the lease", tenant=key, error=str(e))
             ok = False
@@ -49,11 +50,11 @@ async def run_under_lease(
     async def keep_renewing() -> None:
         while not lost.is_set():
             await asyncio.sleep(ttl.total_seconds() / 3)
-            if not renew():
+            if not await renew():
                 log.error("lease lost while reconciling", tenant=key, replica=replica)
 
     async def fence(_: object) -> bool:
-        return not lost.is_set() and renew()
+        return not lost.is_set() and await renew()
 
     renewer = asyncio.ensure_future(keep_renewing())
     try:
@@ -62,4 +63,4 @@ async def run_under_lease(
         renewer.cancel()
         if not lost.is_set():
             with contextlib.suppress(StoreError):
-                store.release_lease(key, replica)
+                await blocking(store.release_lease, key, replica)

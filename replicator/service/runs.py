@@ -24,6 +24,7 @@ from replicator.engine.runner import Engine, Fence
 from replicator.logs import get_logger
 from replicator.service.leases import run_under_lease
 from replicator.service.workqueue import Item, TenantState
+from replicator.threads import blocking
 
 if TYPE_CHECKING:
     from replicator.service.daemon import Daemon
@@ -59,7 +60,7 @@ async def reconcile(daemon: Daemon, key: str, item: Item | None = None) -> Tenan
     if v is None or store is None:
         return None
     tenant = v.inventory.tenants.get(key)
-    removed = None if tenant is not None else daemon._removed().get(key)
+    removed = None if tenant is not None else (await blocking(daemon._removed, v)).get(key)
     if tenant is not None:
         platform = tenant.metadata.platform_identifier
     elif removed is not None:
@@ -82,7 +83,7 @@ async def reconcile(daemon: Daemon, key: str, item: Item | None = None) -> Tenan
     async def run(fence: Fence) -> RunReport:
         nonlocal started
         desired = (
-            compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now)
+            await blocking(compile_tenant, v.config, v.inventory, tenant, v.capabilities[platform], now)
             if tenant is not None
             else removed
         )
@@ -94,7 +95,7 @@ async def reconcile(daemon: Daemon, key: str, item: Item | None = None) -> Tenan
 
     report = await run_under_lease(store, key, daemon.replica_id, ttl, run)
     if report is None:
-        holder = store.lease_holder(key)
+        holder = await blocking(store.lease_holder, key)
         duration = round(time.monotonic() - began, 3)
         log.info("reconcile finished", **context, duration=duration, outcome="held elsewhere", holder=holder)
         if not daemon.stopping.is_set():

@@ -116,7 +116,7 @@ async def test_the_deletion_guard_holds_a_tenant_until_its_input_changes(
     proj.write_inventory(standard_inventory(admin=(), user=(), reader=()))
     await eventually(lambda: daemon.tenants[LEDGER].held is not None)
     assert "DELETION_GUARD" in str(daemon.tenants[LEDGER].held)
-    daemon.resync()
+    await daemon.resync()
     assert daemon.queue.depth() == 0, "a held tenant is not resynced"
     assert proj.member_names("mst-finance.ledger-user") == ["bob", "carol"]
     proj.write_inventory(standard_inventory(admin=("alice",), user=("bob", "carol"), reader=("dave",)))
