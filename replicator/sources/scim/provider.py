@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import importlib
 import json
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -65,6 +67,8 @@ class Provider:
         503, anything unexpected a 500 (logged with its traceback, never sent to the client)."""
 
         async def run(request: Request) -> Response:
+            if "scim2_models" not in sys.modules:  # its first import takes most of a second
+                await blocking(importlib.import_module, "scim2_models")
             from scim2_models import SCIMException
 
             from state import StoreError
