@@ -132,7 +132,8 @@ def daemon(config: Path, env: dict[str, str], workers: int) -> Iterator[str]:
     env = {**os.environ, **env}
     if os.environ.get("BENCH_LOOP_CODE"):  # another checkout's daemon (a "before" figure)
         env["PYTHONPATH"] = os.environ["BENCH_LOOP_CODE"]
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    code = os.environ.get("BENCH_LOOP_CODE") or None  # `-m` puts the working directory first
+    proc = subprocess.Popen(argv, env=env, cwd=code, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 600
