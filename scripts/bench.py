@@ -5,7 +5,9 @@
 - a full reconcile and a no-op reconcile of many tenants against a local moto server (AWS calls
   per no-op tenant, wall time);
 - the daemon with one and with two replicas on PostgreSQL against moto held to a quota of
-  requests/s equal to its `rateLimits` (scripts/bench_replicas.py; skipped without PostgreSQL).
+  requests/s equal to its `rateLimits` (scripts/bench_replicas.py; skipped without PostgreSQL);
+- the daemon's event loop under load (scripts/bench_loop.py): /healthz latency and the loop's lag
+  while SCIM users are created and while the daemon sweeps 1,000 tenants on moto.
 
 Prints one line per measurement; `--json` prints them as JSON for tracking over time.
 """
@@ -43,6 +45,7 @@ COMMANDS = {
     "core": "scripts/bench.py --only core",
     "moto": "scripts/bench.py --only moto",
     "replicas": "scripts/bench.py --only replicas (needs PostgreSQL)",
+    "loop": "scripts/bench.py --only loop (BENCH_LOOP_USERS=10000 BENCH_LOOP_TENANTS=1000)",
 }
 _CURRENT = ["core"]
 
@@ -623,6 +626,7 @@ BENCHES = {
         int(os.environ.get("BENCH_REPLICAS_TENANTS", "80")),
         float(os.environ.get("BENCH_REPLICAS_QUOTA", "10")),
     ),
+    "loop": lambda: __import__("bench_loop").bench_loop(record),
 }
 _SECTION = {
     "startup": "cli_help_startup",
@@ -632,6 +636,7 @@ _SECTION = {
     "compile_scale": "compile",
     "core": "core",
     "moto": "moto",
+    "loop": "loop",
 }
 
 

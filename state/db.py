@@ -8,8 +8,9 @@ created and upgraded by Alembic migrations when the store opens. Every write is 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Self, TypeVar
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -98,9 +100,17 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
                 parsed = parsed.set(drivername="postgresql+psycopg")
-            self.engine: Engine = create_engine(parsed, future=True, pool_pre_ping=True)
+            memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+            # The daemon calls the store from worker threads. A SQLite file: SQLAlchemy's pool of
+            # connections opened with check_same_thread=False (its default for files). An in-memory
+            # database exists once per connection: one connection for every thread (StaticPool),
+            # its transactions taken in turns (the lock below).
+            extra = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}} if memory else {}
+            self.engine: Engine = create_engine(parsed, future=True, pool_pre_ping=True, **extra)
         except (SQLAlchemyError, ValueError, ImportError) as e:
             raise StoreError(f"cannot open the state store {self.safe_url}: {e}") from e
+        self._turns: AbstractContextManager[object] = threading.RLock() if memory else nullcontext()
+        """Held around each transaction of an in-memory database (one connection for all threads)."""
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -133,7 +143,7 @@ class Database:
             raise StoreError(f"cannot migrate the state store {self.safe_url}: {e}") from e
 
     def ping(self) -> None:
-        with self.engine.connect() as conn:
+        with self._turns, self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def __enter__(self) -> Self:
@@ -150,10 +160,17 @@ class Database:
         """One transaction: committed when the block ends, rolled back when it raises; a database
         error comes out as StoreError."""
         try:
-            with self._sessions.begin() as session:
+            with self._begin() as session:
                 yield session
         except SQLAlchemyError as e:
             raise self._failed(e) from e
+
+    @contextmanager
+    def _begin(self) -> Iterator[Session]:
+        """A session in a transaction (committed when the block ends), its database errors as
+        they are; an in-memory database's transactions one at a time."""
+        with self._turns, self._sessions.begin() as session:
+            yield session
 
     def _failed(self, e: SQLAlchemyError) -> StoreError:
         return StoreError(f"state store {self.safe_url}: {e}")

@@ -29,7 +29,7 @@ class LeaseStore(Database):
         now = now or utcnow()
         try:
             # Not self._tx(): a lost race on the insert below must come here as IntegrityError.
-            with self._sessions.begin() as s:
+            with self._begin() as s:
                 # SKIP LOCKED: a row another replica is taking right now reads as absent; the insert
                 # below then fails on the primary key and this replica backs off.
                 query = select(LeaseRow).where(LeaseRow.tenant == tenant).with_for_update(skip_locked=True)

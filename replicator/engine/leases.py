@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from replicator.logs import get_logger
+from replicator.threads import blocking
 from state import StoreError
 
 if TYPE_CHECKING:
@@ -68,9 +69,9 @@ class TenantLeases:
     async def hold(self, key: str) -> AsyncIterator[Lease | Held]:
         """The tenant's lease for the block (renewed meanwhile, released after), or :class:`Held`
         when another run holds it (the block then does nothing with the tenant)."""
-        token = await asyncio.to_thread(self.store.acquire_lease, key, self.holder, self.ttl)
+        token = await blocking(self.store.acquire_lease, key, self.holder, self.ttl)
         if token is None:
-            holder = await asyncio.to_thread(self.store.lease_holder, key)
+            holder = await blocking(self.store.lease_holder, key)
             yield Held(key, holder)
             return
         lease = Lease(key, self.holder, token)
@@ -81,7 +82,7 @@ class TenantLeases:
             renewer.cancel()
             if not lease.lost.is_set():
                 with contextlib.suppress(StoreError):
-                    await asyncio.to_thread(self.store.release_lease, key, self.holder, token)
+                    await blocking(self.store.release_lease, key, self.holder, token)
 
     async def fence(self, lease: Lease, _: TenantRef | None = None) -> bool:
         """Whether the lease is still this run's, proven by renewing it: checked before each change."""
@@ -89,9 +90,7 @@ class TenantLeases:
 
     async def _renew(self, lease: Lease) -> bool:
         try:
-            ok = await asyncio.to_thread(
-                self.store.renew_lease, lease.key, lease.holder, lease.token, self.ttl
-            )
+            ok = await blocking(self.store.renew_lease, lease.key, lease.holder, lease.token, self.ttl)
         except StoreError as e:  # cannot prove we still hold it: stop as if lost
             log.warning("cannot renew the lease", tenant=lease.key, replica=lease.holder, error=str(e))
             ok = False

@@ -1,13 +1,46 @@
 """What the engine writes to the state store about the platform: the records brought in line with
-an observation before anything is applied, and the record of each applied change."""
+an observation before anything is applied, and the record of each applied change. Each function
+is one blocking step (the engine runs it in a worker thread, off the event loop)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from platforms.contract import Action, Change, ObservedTenant, OwnedGroup
-from replicator.core.model import DesiredTenant
+from platforms.contract import Action, Change, ObservedTenant, OwnedGroup, TenantRef
+from replicator.core.model import DesiredTenant, ReplicationWarning
 from state import Store
+
+
+def group_names(store: Store, tenants: Sequence[DesiredTenant]) -> int:
+    """How many group names these tenants' runs will look at: the owned ones and the desired ones."""
+    names = 0
+    for d in tenants:
+        records = store.owned_groups(d.ref.platform, d.ref.key)
+        names += len({r.name for r in records} | {g.name for g in d.groups})
+    return names
+
+
+def begin_run(store: Store, ref: TenantRef) -> int:
+    """Record the start of an applying run of the tenant (and the tenant); returns the run's id.
+    The run starts when it starts, not at the run's ``now`` (the desired state's time, a whole
+    batch's start): the newest run of a tenant is the one that started last, on any replica."""
+    run_id = store.start_run(ref.key, ref.platform, dry_run=False)
+    store.ensure_tenant(ref.key, ref.platform, ref.local_id)
+    return run_id
+
+
+def end_tenant(
+    store: Store,
+    ref: TenantRef,
+    warnings: Sequence[ReplicationWarning],
+    status: str | None,
+    now: datetime,
+) -> None:
+    """After the changes: the tenant's open warnings, and its status unless None (still pending)."""
+    store.sync_warnings(ref.key, ref.platform, [(w.code.value, w.subject, w.message) for w in warnings], now)
+    if status is not None:
+        store.set_tenant_status(ref.key, ref.platform, ref.local_id, status)
 
 
 def adopt(
@@ -15,6 +48,7 @@ def adopt(
     desired: DesiredTenant,
     observed: ObservedTenant,
     owned: Sequence[OwnedGroup],
+    status: str | None = None,
 ) -> None:
     """Bring the store's records in line with what the platform shows, before anything is
     applied. A change whose answer was lost (a dropped connection, a timeout after the platform
@@ -24,7 +58,9 @@ def adopt(
     - a role that is on an owned group and desired for it is recorded as ours (its grant may
       have happened without the answer reaching us), so that it is revoked when unmapped;
     - a recorded role or member the group no longer has is forgotten (its revoke or removal
-      happened), so that nobody's later access is mistaken for ours."""
+      happened), so that nobody's later access is mistaken for ours.
+
+    ``status``: the tenant's status to record afterwards (a removed tenant being revoked)."""
     ref = desired.ref
     platform, tenant = ref.platform, ref.key
     known = {o.name: o for o in owned}
@@ -43,6 +79,8 @@ def adopt(
             store.remove_group_member(platform, tenant, g.name, user_id)
     for name in observed.vanished:
         store.forget_group(platform, tenant, name)
+    if status is not None:
+        store.set_tenant_status(tenant, platform, ref.local_id, status)
 
 
 def record(

@@ -32,11 +32,12 @@ from replicator.core.config import KeepMatching, PlatformConfig
 from replicator.core.model import DesiredTenant
 from replicator.core.plan import GrantPolicy, Guard, Plan, plan_tenant
 from replicator.engine.leases import Held, TenantLeases
-from replicator.engine.records import adopt, record
+from replicator.engine.records import adopt, begin_run, end_tenant, group_names, record
 from replicator.engine.results import FailureKind, LeaseLostError, RunReport, TenantResult, UnknownTenantError
 from replicator.engine.retries import PendingChange, apply_with_retries, unknown_user
 from replicator.inputs.validate import Validated
 from replicator.logs import get_logger
+from replicator.threads import blocking
 from state import Store, StoreError
 
 log = get_logger("replicator.engine")
@@ -216,10 +217,7 @@ class Engine:
                         on_done(result)
                 return
             driver.remember_users(u for users in lookups.values() for u in users)
-            names = 0
-            for d in tenants:
-                records = self.store.owned_groups(d.ref.platform, d.ref.key)
-                names += len({r.name for r in records} | {g.name for g in d.groups})
+            names = await blocking(group_names, self.store, tenants)
             try:
                 await driver.prepare(names)
             except PlatformError as e:  # a hint only: observe reads group by group instead
@@ -249,7 +247,11 @@ class Engine:
         driver lookup. Found users are cached; not-found is asked again next run."""
         euids = sorted({m.platform_euid for d in tenants for g in d.groups for m in g.members})
         ttl = timedelta(seconds=self.v.config.replication.lookup_cache_ttl)
-        cached = self.store.cached_lookups(platform_id, euids, ttl, now) if ttl.total_seconds() > 0 else {}
+        cached = (
+            await blocking(self.store.cached_lookups, platform_id, euids, ttl, now)
+            if ttl.total_seconds() > 0
+            else {}
+        )
         result = {e: tuple(PlatformUser(i, n) for i, n in users) for e, users in cached.items()}
         missing = [e for e in euids if e not in result]
         if missing:
@@ -257,9 +259,8 @@ class Engine:
             absent = [e for e in missing if e not in fresh]
             if absent:
                 raise PlatformError(f"the driver returned no lookup result for {len(absent)} euids")
-            self.store.store_lookups(
-                platform_id, {e: [(u.id, u.name) for u in fresh[e]] for e in missing}, now
-            )
+            found = {e: [(u.id, u.name) for u in fresh[e]] for e in missing}
+            await blocking(self.store.store_lookups, platform_id, found, now)
             result.update({e: fresh[e] for e in missing})
         log.debug("lookup", platform=platform_id, euids=len(euids), cached=len(cached), asked=len(missing))
         return result
@@ -305,10 +306,8 @@ class Engine:
         run_id: int | None = None
         try:
             if apply:
-                # started when it starts: ``now`` (the desired state's time) may be a batch's start
-                run_id = result.run_id = self.store.start_run(ref.key, ref.platform, dry_run=False)
-                self.store.ensure_tenant(ref.key, ref.platform, ref.local_id)
-            records = self.store.owned_groups(ref.platform, ref.key)
+                run_id = result.run_id = await blocking(begin_run, self.store, ref)
+            records = await blocking(self.store.owned_groups, ref.platform, ref.key)
             owned = [
                 OwnedGroup(r.alias, r.name, r.platform_id, r.roles, r.members, r.created_at) for r in records
             ]
@@ -319,8 +318,15 @@ class Engine:
                 allow_deletions=self.allow_deletions,
                 source_empty=self.v.inventory.empty,
             )
-            plan = plan_tenant(
-                desired, lookups, observed, owned, policy, guard, ensure_missing=driver.ensures_users
+            plan = await blocking(
+                plan_tenant,
+                desired,
+                lookups,
+                observed,
+                owned,
+                policy,
+                guard,
+                ensure_missing=driver.ensures_users,
             )
             result.plan = plan
             if plan.blocked:
@@ -329,22 +335,16 @@ class Engine:
             if refused:
                 result.error, result.error_kind = refused, FailureKind.STALE
             elif apply:
-                adopt(self.store, desired, observed, owned)
-                if desired.deleted and any(c.action is not Action.DELETE_GROUP for c in plan.changes):
-                    self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "Revoking")
+                revoking = desired.deleted and any(c.action is not Action.DELETE_GROUP for c in plan.changes)
+                await blocking(adopt, self.store, desired, observed, owned, "Revoking" if revoking else None)
                 try:
                     await self._apply(driver, plan, observed, run_id, result, now, fence)
                 except PendingError as e:
                     self._pending(result, e)
-                self.store.sync_warnings(
-                    ref.key,
-                    ref.platform,
-                    [(w.code.value, w.subject, w.message) for w in result.warnings],
-                    now,
-                )
+                status = None
                 if result.pending is None:
                     status = "Deleted" if desired.deleted and not plan.blocked else "Active"
-                    self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, status)
+                await blocking(end_tenant, self.store, ref, result.warnings, status, now)
         except PendingError as e:  # while observing: nothing was applied
             self._pending(result, e)
         except PlatformError as e:
@@ -352,9 +352,8 @@ class Engine:
             result.error, result.error_kind = str(e), kind
             # A stale cached user may be the cause: ask the platform again next time.
             with contextlib.suppress(StoreError):
-                self.store.forget_lookups(
-                    ref.platform, [m.platform_euid for g in desired.groups for m in g.members]
-                )
+                euids = [m.platform_euid for g in desired.groups for m in g.members]
+                await blocking(self.store.forget_lookups, ref.platform, euids)
         except StoreError as e:
             result.error, result.error_kind = str(e), FailureKind.STORE
         except LeaseLostError as e:
@@ -385,9 +384,8 @@ class Engine:
                 left += len(result.plan.changes) - result.applied
             outcome = "failed" if result.error else "pending" if result.pending is not None else "converged"
             try:
-                self.store.finish_run(
-                    run_id, outcome, result.applied, left, result.error or result.pending, now=None
-                )
+                why = result.error or result.pending
+                await blocking(self.store.finish_run, run_id, outcome, result.applied, left, why, now=None)
             except StoreError as e:
                 log.error("cannot record run", tenant=ref.key, error=str(e))
         return result
@@ -422,15 +420,18 @@ class Engine:
                 change = replace(change, user=ensured[change.euid])
             if change.action is Action.DELETE_GROUP and plan.tenant.deleted:
                 # Every revoke and removal before this one succeeded (a failure stops the run).
-                self.store.set_tenant_status(ref.key, ref.platform, ref.local_id, "DeletingGroups")
+                await blocking(
+                    self.store.set_tenant_status, ref.key, ref.platform, ref.local_id, "DeletingGroups"
+                )
             if fence is not None and not await fence(ref):
                 raise LeaseLostError(
                     f"lost the lease on {ref.key} (another replica may hold it): stopped before "
                     f"{change.action.value} {change.group} {change.subject}".rstrip()
                 )
-            self._audit(run_id, ref.key, ref.platform, change, "started")
+            await self._audit(run_id, ref.key, ref.platform, change, "started")
             if change.action is Action.CREATE_GROUP:
-                self.store.record_group_intent(ref.platform, ref.key, change.alias, change.group)
+                intent = (ref.platform, ref.key, change.alias, change.group)
+                await blocking(self.store.record_group_intent, *intent)
             try:
                 new_id = await apply_with_retries(
                     driver,
@@ -441,14 +442,14 @@ class Engine:
                     retry_wait=self.retry_wait,
                 )
             except UnknownUserError as e:
-                self._audit(run_id, ref.key, ref.platform, change, "failed", str(e))
+                await self._audit(run_id, ref.key, ref.platform, change, "failed", str(e))
                 if change.action is not Action.ENSURE_USER or not change.euid:
                     raise PlatformError(f"{change.action.value} {change.group}: {e}") from e
                 unknown.add(change.euid)
                 result.found_while_applying.append(unknown_user(plan, change.euid, str(e)))
                 continue
             except PlatformError as e:
-                self._audit(run_id, ref.key, ref.platform, change, "failed", str(e))
+                await self._audit(run_id, ref.key, ref.platform, change, "failed", str(e))
                 what = f"{change.action.value} {change.group} {change.subject}".rstrip()
                 if isinstance(e, PendingError):
                     raise PendingChange(f"{what}: {e}", change.group, e.retry_after) from e
@@ -458,12 +459,13 @@ class Engine:
             if change.action is Action.ENSURE_USER and new_id and change.euid:
                 ensured[change.euid] = PlatformUser(new_id, change.euid)
                 # The next run's lookup finds the user from the cache, not from the platform.
-                self.store.store_lookups(ref.platform, {change.euid: [(new_id, change.euid)]}, now)
-            record(self.store, ref.platform, ref.key, change, new_id, ids)
-            self._audit(run_id, ref.key, ref.platform, change, "applied")
+                found = {change.euid: [(new_id, change.euid)]}
+                await blocking(self.store.store_lookups, ref.platform, found, now)
+            await blocking(record, self.store, ref.platform, ref.key, change, new_id, ids)
+            await self._audit(run_id, ref.key, ref.platform, change, "applied")
             result.applied += 1
 
-    def _audit(
+    async def _audit(
         self,
         run_id: int | None,
         tenant: str,
@@ -483,6 +485,5 @@ class Engine:
             outcome=outcome,
             error=error,
         )
-        self.store.audit(
-            run_id, tenant, platform, change.action.value, change.group, change.subject, outcome, error
-        )
+        what = (change.action.value, change.group, change.subject)
+        await blocking(self.store.audit, run_id, tenant, platform, *what, outcome, error)

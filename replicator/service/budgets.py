@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from replicator.logs import get_logger
+from replicator.threads import blocking
 from state import StoreError
 
 if TYPE_CHECKING:
@@ -217,7 +218,7 @@ class QuotaShares:
         assert self.store is not None
         assert budget.owner is not None
         try:
-            replicas = await asyncio.to_thread(
+            replicas = await blocking(
                 self.store.share_quota, budget.owner, self.replica, timedelta(seconds=self.ttl)
             )
         except StoreError as e:  # keep the last share; the leases stop any change meanwhile
@@ -235,7 +236,7 @@ class QuotaShares:
         budget.share(1)
         self._gauge(budget)
         with contextlib.suppress(StoreError):  # it expires on its own
-            await asyncio.to_thread(self.store.leave_quota, budget.owner, self.replica)
+            await blocking(self.store.leave_quota, budget.owner, self.replica)
 
     async def renew(self) -> None:
         """One round: renew the share of each quota this replica sent requests under since the

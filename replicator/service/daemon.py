@@ -21,23 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from platforms.contract import Driver
-from replicator.core.compile import compile_tenant
 from replicator.core.config import PlatformConfig
 from replicator.core.model import DesiredTenant
 from replicator.engine.results import (
     TenantResult,
 )
-from replicator.engine.runner import Engine, default_driver
-from replicator.inputs.loader import InputError, default_config_path, inventory_files, load, resolve_state_url
-from replicator.inputs.validate import Validated, validate
+from replicator.engine.runner import default_driver
+from replicator.inputs.loader import default_config_path
+from replicator.inputs.validate import Validated
 from replicator.logs import get_logger
 from replicator.service import runs
 from replicator.service.budgets import Budget, QuotaShares
 from replicator.service.gates import PriorityGate
-from replicator.service.metrics import Metrics
-from replicator.service.status import status_doc
+from replicator.service.metrics import Metrics, sample_loop_lag
+from replicator.service.reload import Reloaded, Reloads, prepare, removed_tenants, watched
+from replicator.service.status import source_syncs, status_doc
 from replicator.service.workqueue import Added, Priority, TenantState, WorkQueue
 from replicator.sources.apiauth import Caller, identify
+from replicator.threads import blocking
 from state import Store, StoreError
 
 log = get_logger("replicator.service.daemon")
@@ -89,6 +90,8 @@ class Daemon:
         self._warnings: dict[str, Tally[str]] = {}
         self._sqlite_claim: int | None = None
         """The token of this replica's claim on a SQLite store."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reloads = Reloads(self._reload)
         self._store_down_since: float | None = None
         self.fatal: str | None = None
         """Why the daemon ends on its own (it then exits 1)."""
@@ -96,35 +99,50 @@ class Daemon:
 
     # --- configuration -----------------------------------------------------------------------
 
-    def load(self) -> bool:
-        """(Re)load config and inventory. A bad input keeps the last good one running."""
-        try:
-            validated = validate(load(self.config_path, self.store))
-        except InputError as e:
-            self.config_error = f"{len(e.problems)} problem(s): " + "; ".join(str(p) for p in e.problems[:5])
+    async def reload(self) -> bool:
+        """Reload config and inventory now (joining a reload that runs already) and wait for it.
+        False when the input is invalid: the last good one keeps running."""
+        self._reloads.request()
+        await self._reloads.settled()
+        return self.config_error is None
+
+    async def settled(self) -> None:
+        """Wait until no reload runs or is wanted (one that stored objects asked for included)."""
+        await self._reloads.settled()
+
+    async def _reload(self) -> bool:
+        """One reload: the slow part in a worker thread, its result applied here on the loop."""
+        now = datetime.now(UTC)
+        found = await blocking(prepare, self.config_path, self.store, self.validated, now)
+        return self._apply(found)
+
+    def _apply(self, found: Reloaded) -> bool:
+        self._fingerprint = found.stamps
+        if found.validated is None:
+            problems = found.error.problems if found.error is not None else []
+            self.config_error = f"{len(problems)} problem(s): " + "; ".join(str(p) for p in problems[:5])
             self.metrics.config_valid.set(0)
-            log.error("config invalid, keeping the last good one", problems=[str(p) for p in e.problems])
+            log.error("config invalid, keeping the last good one", problems=[str(p) for p in problems])
             return False
-        previous = self.validated
-        self.validated, self.config_error = validated, None
+        first = self.validated is None
+        validated = self.validated = found.validated
+        self.config_error = None
         self.metrics.config_valid.set(1)
-        if self.store is None:
-            self.store = Store(resolve_state_url(validated.config.state, self.config_path))
+        self.store = self.store or found.store
         self.budgets = self.quotas.configure(validated.config, self.budgets, self.store)
         self.gates = {
             p.identifier: self.gates.get(p.identifier)
             or PriorityGate(validated.config.schedule.concurrency_for(p.identifier))
             for p in validated.config.platforms
         }
-        now = datetime.now(UTC)
-        for key in self._changed_tenants(previous, validated, now):
+        for key in found.changed:
             state = self.tenants.setdefault(key, TenantState())
             state.held, state.failures = None, 0  # new input: a held tenant may go again, at once
-            if previous is None:  # the first sweep: every tenant, in batches as a resync
+            if first:  # the first sweep: every tenant, in batches as a resync
                 self.queue.add(key, platform=self._platform(key), priority=Priority.RESYNC, reason="startup")
             else:
                 self.queue.add(key, platform=self._platform(key), reason="input change", force=True)
-        for key, removed in sorted(self._removed().items()):
+        for key, removed in sorted(found.removed.items()):
             self.queue.add(key, platform=removed.ref.platform, reason="input change")
         return True
 
@@ -132,55 +150,24 @@ class Daemon:
         tenant = self.validated.inventory.tenants.get(key) if self.validated else None
         return tenant.metadata.platform_identifier if tenant is not None else ""
 
-    def _changed_tenants(self, old: Validated | None, new: Validated, now: datetime) -> list[str]:
-        keys = [
-            k for k, t in new.inventory.tenants.items() if t.metadata.platform_identifier in new.capabilities
-        ]
-        if old is None:
-            return sorted(keys)
-        changed = []
-        for key in keys:
-            if key not in old.inventory.tenants or self._desired(old, key, now) != self._desired(
-                new, key, now
-            ):
-                changed.append(key)
-        return sorted(changed)
-
-    @staticmethod
-    def _desired(v: Validated, key: str, now: datetime) -> Any:
-        tenant = v.inventory.tenants[key]
-        platform = tenant.metadata.platform_identifier
-        if platform not in v.capabilities:
-            return None
-        return (
-            compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now),
-            v.config.platform(platform),
-            v.config.replication,
-        )
-
-    def _watched(self) -> dict[str, int]:
-        paths = [self.config_path]
-        if self.validated is not None:
-            files, _ = inventory_files(self.config_path.parent, self.validated.config.inventory)
-            paths += files
-        stamps = {}
-        for p in paths:
-            with contextlib.suppress(OSError):
-                stamps[str(p)] = p.stat().st_mtime_ns
-        if self.validated is not None and self.validated.config.stored_objects and self.store is not None:
-            # Objects the API or an identity source wrote (on any replica).
-            with contextlib.suppress(StoreError):
-                stamps["<stored objects>"] = self.store.objects_revision()
-        return stamps
-
     def objects_changed(self) -> None:
-        """The stored objects changed on this replica (API write, login, sync): reload now, without
-        waiting for the next watch tick."""
-        self._fingerprint = self._watched()
-        self.load()
+        """The stored objects changed on this replica (API write, login, sync): reload soon, without
+        waiting for the next watch tick. Returns at once; callable from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            self._reloads.request()
+        else:
+            loop.call_soon_threadsafe(self._reloads.request)
 
     def _claim_sqlite(self) -> None:
-        """On SQLite (one replica only), hold the store for this replica or refuse to start."""
+        """On SQLite (one replica only), hold the store for this replica or refuse to start
+        (blocking)."""
         store = self.store
         if store is None or store.engine.dialect.name != "sqlite":
             return
@@ -203,14 +190,14 @@ class Daemon:
         else:
             self._sqlite_claim = again
 
-    def _check_store(self) -> None:
+    async def _check_store(self) -> None:
         """A store unreachable for longer than ``store_outage`` ends the daemon with an error, so
         that the orchestrator restarts it and people see it (without the store no lease can be
         renewed, so no change is made meanwhile anyway)."""
         if self.store is None:
             return
         try:
-            self.store.ping()
+            await blocking(self.store.ping)
         except Exception as e:
             now = time.monotonic()
             self._store_down_since = self._store_down_since or now
@@ -226,54 +213,51 @@ class Daemon:
             self._store_down_since = None
 
     async def _watch(self) -> None:
-        self._fingerprint = self._watched()
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.watch_interval)
             self.alive_at = time.monotonic()
-            self._check_store()
+            await self._check_store()
             if self._sqlite_claim is not None and self.store is not None:
                 with contextlib.suppress(StoreError):
-                    self._renew_sqlite_claim(self.store, self._sqlite_claim)
-            stamps = self._watched()
-            if stamps != self._fingerprint:
+                    await blocking(self._renew_sqlite_claim, self.store, self._sqlite_claim)
+            if self._reloads.busy:
+                continue  # the reload sets the fingerprint; a change it missed shows next tick
+            stamps = await blocking(watched, self.config_path, self.validated, self.store)
+            if stamps != self._fingerprint and not self._reloads.busy:
                 self._fingerprint = stamps
                 log.info("input changed, reloading")
-                self.load()
+                self._reloads.request()
 
     # --- work --------------------------------------------------------------------------------
 
-    def resync(self, platform: str | None = None) -> Tally[Added]:
+    async def resync(self, platform: str | None = None) -> Tally[Added]:
         """Queue every tenant (of ``platform``) at resync priority: the periodic full reconcile,
         or an operator's (``POST /v1/reconcile``, ``replicator resync``). Tenants the deletion
         guard holds stay held. Returns what the queue did with the keys."""
         added: Tally[Added] = Tally()
-        if self.validated is None:
+        v = self.validated
+        if v is None:
             return added
-        for key, t in sorted(self.validated.inventory.tenants.items()):
+        removed = await blocking(self._removed, v)
+        for key, t in sorted(v.inventory.tenants.items()):
             state = self.tenants.setdefault(key, TenantState())
             p = t.metadata.platform_identifier
-            if p in self.validated.capabilities and state.held is None and platform in (None, p):
+            if p in v.capabilities and state.held is None and platform in (None, p):
                 added[self.queue.add(key, platform=p, priority=Priority.RESYNC, reason="resync")] += 1
-        for key, removed in sorted(self._removed().items()):
-            if platform in (None, removed.ref.platform):
-                p = removed.ref.platform
+        for key, gone in sorted(removed.items()):
+            if platform in (None, gone.ref.platform):
+                p = gone.ref.platform
                 added[self.queue.add(key, platform=p, priority=Priority.RESYNC, reason="resync")] += 1
         return added
 
-    def _removed(self) -> dict[str, DesiredTenant]:
-        """Tenants removed from the inventory that their platform's ``deleteRemovedTenants`` lets
-        the daemon delete (it never passes ``--allow-deletions`` on its own)."""
-        if self.validated is None or self.store is None:
+    def _removed(self, validated: Validated | None = None) -> dict[str, DesiredTenant]:
+        """Tenants removed from the inventory that the daemon may delete (blocking: reads the
+        store; see ``removed_tenants``)."""
+        validated = validated or self.validated
+        if validated is None or self.store is None:
             return {}
-        try:
-            to_delete, held = Engine(self.validated, self.store).removed_tenants({})
-        except StoreError as e:
-            log.error("cannot list the tenants of the state store", error=str(e))
-            return {}
-        for key, (_, why) in held.items():
-            log.info("removed tenant left alone", tenant=key, reason=why)
-        return to_delete
+        return removed_tenants(validated, self.store)
 
     def request(self, key: str, force: bool = False) -> Added | None:
         """An operator asked for this tenant now (clears a hold); None when the tenant is unknown.
@@ -310,8 +294,9 @@ class Daemon:
     async def start(self) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-        self.load()
-        self._claim_sqlite()
+        self._loop = asyncio.get_running_loop()
+        await self._reload()  # a store that cannot be opened raises; a bad input is reported
+        await blocking(self._claim_sqlite)
         schedule = self.validated.config.schedule if self.validated else None
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._scheduler.add_job(
@@ -339,6 +324,7 @@ class Daemon:
         self._tasks = [asyncio.ensure_future(runs.work(self)) for _ in range(self.workers)]
         self._tasks.append(asyncio.ensure_future(self._watch()))
         self._tasks.append(asyncio.ensure_future(self.quotas.keep(self._finished)))
+        self._tasks.append(asyncio.ensure_future(sample_loop_lag(self.metrics, self.stopping)))
         if self.listen is not None:
             await self._serve(*self.listen)
         log.info("daemon started", replica=self.replica_id, port=self.port, tenants=len(self.tenants))
@@ -349,7 +335,8 @@ class Daemon:
 
     async def sync_ldap(self, name: str) -> Any:
         """One sync of the LDAP connector ``name`` in a thread, under the lease ``ldap-sync:<name>``
-        (one replica at a time); reloads the inventory at once when the stored objects changed.
+        (one replica at a time); when the stored objects changed, reloads the inventory (in a worker
+        thread too) before it returns.
         Returns the SyncResult, or None (not configured, another replica syncs, store error)."""
         from replicator.sources import ldap
 
@@ -365,7 +352,7 @@ class Daemon:
             log.error("ldap sync could not run", connector=name, error=str(e))
             return None
         if result is not None and result.changed:
-            self.objects_changed()
+            await self.reload()
         return result
 
     async def _serve(self, host: str, port: int) -> None:
@@ -402,11 +389,13 @@ class Daemon:
         if self._server is not None:
             self._server.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._reloads.cancel()
         if self.store is not None:
             if self._sqlite_claim is not None:
                 with contextlib.suppress(StoreError):
-                    self.store.release_lease(SQLITE_REPLICA_LEASE, self.replica_id, self._sqlite_claim)
-            self.store.close()
+                    claim = self._sqlite_claim
+                    await blocking(self.store.release_lease, SQLITE_REPLICA_LEASE, self.replica_id, claim)
+            await blocking(self.store.close)
         log.info("stopped")
 
     async def run_until_signalled(self) -> None:
@@ -414,7 +403,7 @@ class Daemon:
         done = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
-        loop.add_signal_handler(signal.SIGHUP, self.load)
+        loop.add_signal_handler(signal.SIGHUP, self._reloads.request)
         await self.start()
         waiters = {asyncio.ensure_future(done.wait()), asyncio.ensure_future(self.exit_requested.wait())}
         _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -424,12 +413,14 @@ class Daemon:
         if self.fatal:
             raise DaemonError(self.fatal)
 
-    def status(self) -> dict[str, Any]:
-        """What ``GET /v1/status`` answers: the last run of each tenant, the identity sources."""
-        return status_doc(self.replica_id, self.config_error, self.queue.depth(), self.tenants, self.store)
+    async def status(self) -> dict[str, Any]:
+        """What ``GET /v1/status`` answers: the last run of each tenant, the identity sources (read
+        from the store in a worker thread)."""
+        sources = await blocking(source_syncs, self.store)
+        return status_doc(self.replica_id, self.config_error, self.queue.depth(), self.tenants, sources)
 
     def ready(self) -> str | None:
-        """None when ready, else why not."""
+        """None when ready, else why not (blocking: pings the store)."""
         if self.validated is None:
             return self.config_error or "config not loaded"
         if self.store is None:
@@ -442,7 +433,8 @@ class Daemon:
 
     def identify(self, secret: str) -> Caller | None:
         """The API caller a bearer secret belongs to: a config key, or a key created with
-        ``replicator apikey create`` (looked up by its SHA-256), else None."""
+        ``replicator apikey create`` (looked up by its SHA-256), else None (blocking: reads the
+        store)."""
         if self.validated is None:
             return None
         return identify(secret, self.validated.config.api.keys, self.store)

@@ -1,8 +1,16 @@
-"""Prometheus metrics of the daemon, all named ``replicator_*``, in a registry of their own."""
+"""Prometheus metrics of the daemon, all named ``replicator_*``, in a registry of their own, and the
+task that measures the event loop's lag."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LAG_INTERVAL = 0.25
+"""Seconds between two samples of the event loop's lag."""
 
 
 class Metrics:
@@ -101,6 +109,30 @@ class Metrics:
             registry=r,
         )
         self.config_valid = Gauge("replicator_config_valid", "1 when the loaded config is valid", registry=r)
+        self.loop_lag = Histogram(
+            "replicator_event_loop_lag_seconds",
+            f"How much later than asked the event loop woke a task sleeping {LAG_INTERVAL:g} s (time "
+            "the loop was busy with something else: HTTP answers and lease renewals wait as long)",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.loop_lag_last = Gauge(
+            "replicator_event_loop_lag_last_seconds", "The event loop's lag at the last sample", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+async def sample_loop_lag(metrics: Metrics, stopping: asyncio.Event, interval: float = LAG_INTERVAL) -> None:
+    """Sleep ``interval`` again and again until ``stopping``; each time record how much later than
+    asked the loop woke this task: ``replicator_event_loop_lag_seconds``."""
+    while not stopping.is_set():
+        asked = time.monotonic() + interval
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
+        if stopping.is_set():
+            return
+        lag = max(0.0, time.monotonic() - asked)
+        metrics.loop_lag.observe(lag)
+        metrics.loop_lag_last.set(lag)

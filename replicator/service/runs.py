@@ -23,6 +23,7 @@ from replicator.engine.results import (
 from replicator.engine.runner import Engine
 from replicator.logs import get_logger
 from replicator.service.workqueue import Item, Priority, TenantState
+from replicator.threads import blocking
 from state import StoreError
 
 if TYPE_CHECKING:
@@ -88,9 +89,10 @@ async def reconcile_items(daemon: Daemon, items: list[Item]) -> dict[str, Tenant
             platform = tenant.metadata.platform_identifier
             if platform not in v.capabilities:
                 continue
-            desired.append(compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now))
+            caps = v.capabilities[platform]
+            desired.append(await blocking(compile_tenant, v.config, v.inventory, tenant, caps, now))
         else:
-            removed = daemon._removed() if removed is None else removed
+            removed = await blocking(daemon._removed, v) if removed is None else removed
             if item.key not in removed:
                 continue
             desired.append(removed[item.key])
@@ -135,7 +137,7 @@ async def _done_elsewhere(daemon: Daemon, item: Item) -> bool:
     if state is None or since is None or item.reason != "requeue" or daemon.store is None:
         return False
     try:
-        (last,) = await asyncio.to_thread(daemon.store.last_runs, item.key) or (None,)
+        (last,) = await blocking(daemon.store.last_runs, item.key) or (None,)
     except StoreError:
         return False
     if last is None or last.finished_at is None or last.finished_at < since or last.outcome != "converged":

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from replicator.logs import get_logger
 from replicator.service.workqueue import Added
 from replicator.sources import apiauth
+from replicator.threads import blocking
 
 if TYPE_CHECKING:
     from replicator.service.daemon import Daemon
@@ -25,8 +26,8 @@ STALL_SECONDS = 120.0
 
 
 def build_app(daemon: Daemon) -> Starlette:
-    def authorize(request: Request, scope: str) -> Response | None:
-        caller = apiauth.authorize(request, scope, daemon.identify)
+    async def authorize(request: Request, scope: str) -> Response | None:
+        caller = await apiauth.authorize(request, scope, daemon.identify)
         return caller if isinstance(caller, Response) else None
 
     async def healthz(_: Request) -> Response:
@@ -36,7 +37,7 @@ def build_app(daemon: Daemon) -> Starlette:
         return PlainTextResponse("ok\n")
 
     async def readyz(_: Request) -> Response:
-        why = daemon.ready()
+        why = await blocking(daemon.ready)
         return (
             PlainTextResponse(f"not ready: {why}\n", status_code=503) if why else PlainTextResponse("ready\n")
         )
@@ -45,10 +46,10 @@ def build_app(daemon: Daemon) -> Starlette:
         return Response(daemon.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def status(request: Request) -> Response:
-        return authorize(request, "read") or JSONResponse(daemon.status())
+        return await authorize(request, "read") or JSONResponse(await daemon.status())
 
     async def trigger(request: Request) -> Response:
-        denied = authorize(request, "write")
+        denied = await authorize(request, "write")
         if denied is not None:
             return denied
         p = request.path_params
@@ -63,7 +64,7 @@ def build_app(daemon: Daemon) -> Starlette:
         return JSONResponse(body, status_code=202)
 
     async def resync(request: Request) -> Response:
-        denied = authorize(request, "write")
+        denied = await authorize(request, "write")
         if denied is not None:
             return denied
         platform = request.query_params.get("platform")
@@ -74,7 +75,7 @@ def build_app(daemon: Daemon) -> Starlette:
         v = daemon.validated
         if platform is not None and (v is None or v.config.platform(platform) is None):
             return JSONResponse({"error": f"unknown platform {platform!r}"}, status_code=404)
-        added = daemon.resync(platform)
+        added = await daemon.resync(platform)
         queued = added[Added.QUEUED]
         log.info("full resync requested", platform=platform, queued=queued, merged=added.total() - queued)
         body = {

@@ -25,12 +25,24 @@ def outcome_name(result: TenantResult) -> str:
     return "pending" if result.requeued else "converged"
 
 
+def source_syncs(store: Store | None) -> list[dict[str, object]]:
+    """The last sync of each identity source, as ``sources`` shows them (blocking: reads the
+    store); none when the store cannot be read (logged)."""
+    if store is None:
+        return []
+    try:
+        return [s.as_json() for s in store.syncs()]
+    except StoreError as e:
+        log.error("cannot read the identity sources' sync records", error=str(e))
+        return []
+
+
 def status_doc(
     replica: str,
     config_error: str | None,
     queue_depth: int,
     tenants_state: Mapping[str, TenantState],
-    store: Store | None,
+    sources: list[dict[str, object]],
 ) -> dict[str, Any]:
     tenants = []
     for key, s in sorted(tenants_state.items()):
@@ -51,12 +63,6 @@ def status_doc(
                 ],
             }
         )
-    sources: list[dict[str, object]] = []
-    if store is not None:
-        try:
-            sources = [s.as_json() for s in store.syncs()]
-        except StoreError as e:
-            log.error("cannot read the identity sources' sync records", error=str(e))
     return {
         "replica": replica,
         "configError": config_error,

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from replicator.logs import get_logger
+from replicator.threads import blocking
 from state import StoreError
 
 if TYPE_CHECKING:
@@ -55,10 +56,13 @@ def bearer(request: Request) -> str:
     return header[7:].strip() if header.lower().startswith("bearer ") else ""
 
 
-def authorize(request: Request, scope: str, identify: Callable[[str], Caller | None]) -> Caller | Response:
-    """The caller, or the 401/403 answer to send."""
+async def authorize(
+    request: Request, scope: str, identify: Callable[[str], Caller | None]
+) -> Caller | Response:
+    """The caller, or the 401/403 answer to send. ``identify`` runs in a worker thread (it may read
+    the state store)."""
     secret = bearer(request)
-    caller = identify(secret) if secret else None
+    caller = await blocking(identify, secret) if secret else None
     if caller is None:
         refused(request, 401, "missing API key" if not secret else "unknown API key", scope)
         return JSONResponse(

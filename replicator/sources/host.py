@@ -28,7 +28,8 @@ class SourceHost(Protocol):
         """The state store (None until a valid config named one)."""
 
     def objects_changed(self) -> None:
-        """Stored objects were written: reload them and queue the tenants they change."""
+        """Stored objects were written: reload them and queue the tenants they change. Returns at
+        once (the reload runs after); callable from a worker thread."""
 
     def identify(self, secret: str) -> Caller | None:
-        """The API key a bearer secret belongs to, or None."""
+        """The API key a bearer secret belongs to, or None (blocking: may read the store)."""

@@ -377,19 +377,16 @@ def routes(host: SourceHost) -> list[BaseRoute]:
         except ProviderUnavailable as e:
             log.error("oidc provider unavailable", provider=name, error=str(e))
             return _error(503, f"identity provider {name!r} unavailable: {e}")
-        from starlette.concurrency import run_in_threadpool
-
+        from replicator.threads import blocking
         from state import StoreError
 
         try:
-            answer, wrote = await run_in_threadpool(
-                write_user, host.config_path, host.store, provider, claims
-            )
+            answer, wrote = await blocking(write_user, host.config_path, host.store, provider, claims)
         except StoreError as e:
             log.error("oidc login not stored: state store unavailable", provider=name, error=str(e))
             return _error(503, "the state store is unavailable; try again")
         if wrote:
-            host.objects_changed()  # reload now: the user's tenants are queued if they changed
+            host.objects_changed()  # reload soon: the user's tenants are queued if they changed
         return answer
 
     return [Route("/v1/login/{provider}", login, methods=["POST"])]

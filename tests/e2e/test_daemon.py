@@ -116,7 +116,7 @@ async def test_the_deletion_guard_holds_a_tenant_until_its_input_changes(
     proj.write_inventory(standard_inventory(admin=(), user=(), reader=()))
     await eventually(lambda: daemon.tenants[LEDGER].held is not None)
     assert "DELETION_GUARD" in str(daemon.tenants[LEDGER].held)
-    daemon.resync()
+    await daemon.resync()
     assert daemon.queue.depth() == 0, "a held tenant is not resynced"
     assert proj.member_names("mst-finance.ledger-user") == ["bob", "carol"]
     proj.write_inventory(standard_inventory(admin=("alice",), user=("bob", "carol"), reader=("dave",)))
@@ -396,7 +396,7 @@ async def test_two_runs_of_one_tenant_on_one_replica_never_overlap(
     running finds it held and does nothing."""
     with_api(proj, monkeypatch)
     d = Daemon(config_path=proj.config_path, replica_id="a", listen=None, workers=1)
-    assert d.load()  # no workers: both runs are started here
+    assert await d.reload()  # no workers: both runs are started here
     try:
         first, second = await asyncio.gather(d.reconcile(LEDGER), d.reconcile(LEDGER))
         assert first is not None

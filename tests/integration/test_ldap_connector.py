@@ -463,7 +463,7 @@ async def test_daemon_syncs_at_start_under_a_lease(tmp_path: Path, directory: Sl
         assert result is not None
         assert result.deprovisioned == ["bob"]
         assert "bob" not in d.validated.inventory.users  # reloaded at once
-        (source,) = d.status()["sources"]  # what /v1/status shows
+        (source,) = (await d.status())["sources"]  # what /v1/status shows
         assert (source["source"], source["outcome"], source["deprovisioned"]) == ("ldap:corp", "complete", 1)
     finally:
         await d.stop()

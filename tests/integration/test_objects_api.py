@@ -172,6 +172,7 @@ async def test_put_yaml_creates_objects_the_daemon_uses_at_once(api: Api) -> Non
     ]
     assert r.json()["updated"] == []
     assert r.json()["unchanged"] == []
+    await api.daemon.settled()  # the write returned before its reload
     inventory = api.daemon.validated.inventory
     assert "bob" in inventory.users
     assert TENANT in inventory.tenants
@@ -185,6 +186,7 @@ async def test_put_yaml_creates_objects_the_daemon_uses_at_once(api: Api) -> Non
     again = await api.put(as_yaml(user("bob", euid="bob2"), binding("readers", "bob")))
     assert again.json()["updated"] == [{"kind": "meshUser", "key": "bob"}]
     assert again.json()["unchanged"] == [{"kind": "meshProjectBinding", "key": "finance/ledger/readers"}]
+    await api.daemon.settled()
     assert api.daemon.validated.inventory.users["bob"].spec.euid == "bob2"
 
 
@@ -353,6 +355,7 @@ async def test_delete(api: Api) -> None:
     ok = await api.http.delete("/api/meshobjects/meshUser/carol", headers=write)
     assert ok.status_code == 204
     assert api.store.get_object("meshUser", "carol") is None
+    await api.daemon.settled()
     assert "carol" not in api.daemon.validated.inventory.users  # type: ignore[union-attr]
     assert (await api.http.delete("/api/meshobjects/meshUser/carol", headers=write)).status_code == 404
     assert (await api.http.delete("/api/meshobjects/meshThing/x", headers=write)).status_code == 404

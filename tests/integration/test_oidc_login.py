@@ -132,6 +132,7 @@ class Env:
         return self.daemon.store
 
     async def drain(self) -> list[str]:
+        await self.daemon.settled()  # a login returns before the reload it asked for
         keys = []
         while self.daemon.queue.depth():
             item = await self.daemon.queue.get()
@@ -196,6 +197,7 @@ async def test_a_valid_token_creates_the_user(
             "euid": "alice@example.com",
         },
     }
+    await env.daemon.settled()
     assert env.daemon.validated is not None
     assert env.daemon.validated.inventory.users[SUB].spec.euid == "alice@example.com"
     again = await env.login(issuer.mint())
@@ -216,7 +218,7 @@ async def test_the_form_field_id_token_is_accepted(env: Env, issuer: OidcIssuer)
 async def test_a_changed_euid_is_updated_and_requeues_the_users_tenants(env: Env, issuer: OidcIssuer) -> None:
     assert (await env.login(issuer.mint())).status_code == 201
     write_inventory(env.root, SUB)  # now bind the stored user on finance/ledger
-    assert env.daemon.load()
+    assert await env.daemon.reload()
     await env.drain()
 
     r = await env.login(issuer.mint(email="alice.liddell@example.com"))
@@ -445,7 +447,7 @@ async def test_an_unreachable_provider_is_503(make_env: MakeEnv, issuer: OidcIss
     with OidcIssuer() as gone:
         url = gone.url
     write_config(tmp_path, url)
-    assert env.daemon.load()
+    assert await env.daemon.reload()
     r = await env.login(issuer.mint(iss=url))
     assert r.status_code == 503
     assert "unavailable" in r.json()["error"]

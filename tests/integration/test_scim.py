@@ -57,10 +57,11 @@ class Served:
     def reload(self) -> None:
         """Reload the daemon's inventory now, on its own event loop."""
 
-        async def run() -> None:
-            self.daemon.objects_changed()
+        asyncio.run_coroutine_threadsafe(self.daemon.reload(), self.loop).result(30)
 
-        asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+    def settled(self) -> None:
+        """Wait for the reloads the writes so far asked for (a write does not wait for its own)."""
+        asyncio.run_coroutine_threadsafe(self.daemon.settled(), self.loop).result(30)
 
     def http(self, token: str | None = TOKEN) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -76,6 +77,7 @@ class Served:
         return self.daemon.store
 
     def inventory_users(self) -> dict[str, Any]:
+        self.settled()
         assert self.daemon.validated is not None
         return dict(self.daemon.validated.inventory.users)
 
@@ -452,6 +454,7 @@ def test_groups_and_entra_membership_patches(served: Served) -> None:
         gid = r.json()["id"]
 
         def mesh_members() -> list[str]:
+            served.settled()
             assert served.daemon.validated is not None
             return list(served.daemon.validated.inventory.groups[gid].spec.members)
 
@@ -569,6 +572,7 @@ def test_a_deleted_user_stays_valid_for_the_bindings_that_name_it(served: Served
         assert len(served.daemon.validated.inventory.bindings) == 1
 
         assert http.delete(f"/Users/{uid}").status_code == 204
+        served.settled()
         assert served.daemon.config_error is None, "the binding still names a known (deprovisioned) user"
         assert uid not in served.inventory_users()
         assert len(served.daemon.validated.inventory.bindings) == 1

@@ -60,8 +60,8 @@ class ObjectsApi:
         """One write at a time on this replica, so requests queue here rather than on the store's
         objects lock (which serialises validation and write across replicas and processes)."""
 
-    def guard(self, request: Request, scope: str) -> apiauth.Caller | Response:
-        caller = apiauth.authorize(request, scope, self.host.identify)
+    async def guard(self, request: Request, scope: str) -> apiauth.Caller | Response:
+        caller = await apiauth.authorize(request, scope, self.host.identify)
         if isinstance(caller, Response):
             return caller
         if self.host.validated is None:
@@ -158,7 +158,7 @@ class ObjectsApi:
 
     async def list_objects(self, request: Request) -> Response:
         """``/api/meshobjects`` (every kind) and ``/api/meshobjects/{kind}``."""
-        caller = self.guard(request, "read")
+        caller = await self.guard(request, "read")
         if isinstance(caller, Response):
             return caller
         kind = self.kind_param(request) if "kind" in request.path_params else None
@@ -173,7 +173,7 @@ class ObjectsApi:
     # --- one object ------------------------------------------------------------------------------
 
     async def get_one(self, request: Request) -> Response:
-        caller = self.guard(request, "read")
+        caller = await self.guard(request, "read")
         if isinstance(caller, Response):
             return caller
         kind, source = self.kind_param(request), self.source_param(request)
@@ -191,7 +191,7 @@ class ObjectsApi:
         return self.render(request, items[:1], single=True)
 
     async def delete_one(self, request: Request) -> Response:
-        caller = self.guard(request, "write")
+        caller = await self.guard(request, "write")
         if isinstance(caller, Response):
             return caller
         kind = self.kind_param(request)
@@ -231,7 +231,7 @@ class ObjectsApi:
     # --- writing -------------------------------------------------------------------------------
 
     async def put(self, request: Request) -> Response:
-        caller = self.guard(request, "write")
+        caller = await self.guard(request, "write")
         if isinstance(caller, Response):
             return caller
         unknown = unknown_query(request, set())

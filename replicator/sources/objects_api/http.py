@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import yaml
-from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,6 +23,7 @@ from replicator.inputs.loader import (
     parse_yaml_bytes,
 )
 from replicator.logs import get_logger
+from replicator.threads import blocking
 from state import ObjectOwnedError, StoreError
 
 log = get_logger("replicator.sources.objects_api")
@@ -144,9 +144,9 @@ _T = TypeVar("_T")
 
 
 async def in_thread(fn: Callable[..., _T], *args: Any) -> _T | Response:
-    """``fn`` in the thread pool (it reads files and the store), its refusals as answers."""
+    """``fn`` in a worker thread (it reads files and the store), its refusals as answers."""
     try:
-        return await run_in_threadpool(fn, *args)
+        return await blocking(fn, *args)
     except Refused as e:
         return e.response
     except InputError as e:  # the config or an inventory file is broken now

@@ -5,8 +5,11 @@ patch and delete."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import importlib
 import json
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +20,7 @@ from starlette.responses import Response
 from replicator.sources.scim import query, writes
 from replicator.sources.scim.errors import ScimError, error_answer, from_exception, json_answer
 from replicator.sources.scim.resources import as_model, find, model, resource_type, state_store
+from replicator.threads import blocking
 
 if TYPE_CHECKING:
     from scim2_models import Context, Resource, ScimPolicy
@@ -36,6 +40,8 @@ class Provider:
 
     def __init__(self, host: SourceHost) -> None:
         self.host = host
+        self.writes = asyncio.Lock()
+        """One write at a time on this replica (its read, change and write of a resource)."""
 
     # --- request handling ------------------------------------------------------------------
 
@@ -61,6 +67,8 @@ class Provider:
         503, anything unexpected a 500 (logged with its traceback, never sent to the client)."""
 
         async def run(request: Request) -> Response:
+            if "scim2_models" not in sys.modules:  # its first import takes most of a second
+                await blocking(importlib.import_module, "scim2_models")
             from scim2_models import SCIMException
 
             from state import StoreError
@@ -91,32 +99,38 @@ class Provider:
         return state_store(self.host)
 
     # --- endpoints -------------------------------------------------------------------------
+    # Each endpoint reads the request's body on the event loop and does the rest (the store, the
+    # validation of the inventory a write produces, the models) in a worker thread. Writes take
+    # turns on this replica (``self.writes``), as they did when they ran on the loop.
 
     async def list_resources(self, request: Request) -> Response:
         q = request.query_params
         params = {
             k: q[k] for k in ("filter", "startIndex", "count", "attributes", "excludedAttributes") if k in q
         }
-        return self._search(request, [resource_type(request)], params)
+        return await blocking(self._search, request, [resource_type(request)], params)
 
     async def search(self, request: Request) -> Response:
         """POST .../.search: the query in a SearchRequest body; at the root it covers Users and
         Groups."""
         from scim2_models import SearchRequest
 
-        body = await _body(request)
+        body = _parse(await request.body())
         try:
             SearchRequest.model_validate(body)
         except Exception as e:
             raise from_exception(e) from e
         path = request.url.path.rstrip("/").split("/")
         rts = ["User", "Group"] if path[-2] == "v2" else [resource_type(request)]
-        return self._search(request, rts, body)
+        return await blocking(self._search, request, rts, body)
 
     def _search(self, request: Request, rts: list[str], params: dict[str, Any]) -> Response:
         return query.search(request, self.store, rts, params, query.max_page_size(self.host))
 
     async def get_resource(self, request: Request) -> Response:
+        return await blocking(self._get, request)
+
+    def _get(self, request: Request) -> Response:
         from scim2_models import Context
 
         rt = resource_type(request)
@@ -128,10 +142,15 @@ class Provider:
         return _answer(request, obj, 200, Context.RESOURCE_QUERY_RESPONSE)
 
     async def create(self, request: Request) -> Response:
+        raw = await request.body()
+        async with self.writes:
+            return await blocking(self._create, request, raw)
+
+    def _create(self, request: Request, raw: bytes) -> Response:
         from scim2_models import Context
 
         rt = resource_type(request)
-        body = await _body(request)
+        body = _parse(raw)
         try:
             obj = model(rt).model_validate(body, scim_ctx=Context.RESOURCE_CREATION_REQUEST)
         except Exception as e:
@@ -143,9 +162,14 @@ class Provider:
         return _answer(request, as_model(request, rt, stored), 201, Context.RESOURCE_CREATION_RESPONSE)
 
     async def replace(self, request: Request) -> Response:
+        raw = await request.body()
+        async with self.writes:
+            return await blocking(self._replace, request, raw)
+
+    def _replace(self, request: Request, raw: bytes) -> Response:
         from scim2_models import Context
 
-        rt, id, stored, body = await self._target(request)
+        rt, id, stored, body = self._target(request, raw)
         try:
             obj = model(rt).model_validate(body, scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
             obj.replace(as_model(request, rt, stored))
@@ -162,9 +186,14 @@ class Provider:
         )
 
     async def patch(self, request: Request) -> Response:
+        raw = await request.body()
+        async with self.writes:
+            return await blocking(self._patch, request, raw)
+
+    def _patch(self, request: Request, raw: bytes) -> Response:
         from scim2_models import Context, PatchOp
 
-        rt, id, stored, body = await self._target(request)
+        rt, id, stored, body = self._target(request, raw)
         obj = as_model(request, rt, stored)
         try:
             op = PatchOp[model(rt)].model_validate(body, scim_ctx=Context.RESOURCE_PATCH_REQUEST)  # type: ignore[misc]
@@ -181,6 +210,10 @@ class Provider:
         )
 
     async def delete(self, request: Request) -> Response:
+        async with self.writes:
+            return await blocking(self._delete, request)
+
+    def _delete(self, request: Request) -> Response:
         rt = resource_type(request)
         id = request.path_params["id"]
         query.if_match(request, find(self.store, rt, id))
@@ -188,14 +221,14 @@ class Provider:
         log.info("scim resource deleted", resource_type=rt, id=id)
         return Response(status_code=204)
 
-    async def _target(self, request: Request) -> tuple[str, str, ScimResource, dict[str, Any]]:
+    def _target(self, request: Request, raw: bytes) -> tuple[str, str, ScimResource, dict[str, Any]]:
         """What a replace or a patch works on: the resource type, the id, the stored resource
         (404 when there is none, 412 when If-Match names another version) and the body."""
         rt = resource_type(request)
         id = request.path_params["id"]
         stored = find(self.store, rt, id)
         query.if_match(request, stored)
-        return rt, id, stored, await _body(request)
+        return rt, id, stored, _parse(raw)
 
 
 async def not_found(request: Request) -> Response:
@@ -220,9 +253,8 @@ def _policy() -> ScimPolicy:
     )
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    """The request's body: a JSON object (400 ``invalidSyntax`` otherwise)."""
-    raw = await request.body()
+def _parse(raw: bytes) -> dict[str, Any]:
+    """A request's body: a JSON object (400 ``invalidSyntax`` otherwise)."""
     try:
         body = json.loads(raw or b"null")
     except ValueError as e:

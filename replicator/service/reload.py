@@ -1,0 +1,166 @@
+"""Reloading the daemon's config and inventory without holding up its event loop.
+
+What is slow happens in a worker thread (:func:`prepare`): reading the files and the stored
+objects, validating the whole inventory, opening the store the first time, compiling each tenant
+to find the ones whose desired state changed, listing the removed ones. What it found is applied
+on the loop by the daemon (the new inventory swapped in, changed tenants queued): quick, and
+never half-done while a worker looks.
+
+Reloads are coalesced (:class:`Reloads`): at most one runs at a time, and any number of requests
+that arrive while one runs (a burst of SCIM writes) make exactly one more after it, which sees all
+of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from replicator.core.compile import compile_tenant
+from replicator.core.model import DesiredTenant
+from replicator.engine.runner import Engine
+from replicator.inputs.loader import InputError, inventory_files, load, resolve_state_url
+from replicator.inputs.validate import Validated, validate
+from replicator.logs import get_logger
+from state import Store, StoreError
+
+log = get_logger("replicator.service.daemon")
+
+
+@dataclass
+class Reloaded:
+    """What one reload found (in a worker thread), for the daemon to apply on its loop."""
+
+    stamps: dict[str, int]
+    """The watched inputs as they were read (see :func:`watched`)."""
+    validated: Validated | None = None
+    error: InputError | None = None
+    """Why the input is invalid (``validated`` is then None)."""
+    store: Store | None = None
+    """The store, opened now when the daemon had none."""
+    changed: list[str] = field(default_factory=list)
+    """Tenants whose desired state, platform or replication settings changed (all, the first time)."""
+    removed: dict[str, DesiredTenant] = field(default_factory=dict)
+
+
+def prepare(config_path: Path, store: Store | None, previous: Validated | None, now: datetime) -> Reloaded:
+    """Load and validate the config and inventory and compare them with ``previous`` (blocking: run
+    it in a worker thread). A broken input comes back as ``error``; a store that cannot be opened
+    raises StoreError."""
+    stamps = watched(config_path, previous, store)
+    try:
+        validated = validate(load(config_path, store))
+    except InputError as e:
+        return Reloaded(stamps, error=e)
+    if store is None:
+        store = Store(resolve_state_url(validated.config.state, config_path))
+    # Inputs the new config watches and the old did not (a new inventory file) are read now; the
+    # others keep the stamp read before loading, so a change made meanwhile reloads once more.
+    stamps = {k: stamps.get(k, v) for k, v in watched(config_path, validated, store).items()}
+    return Reloaded(
+        stamps,
+        validated,
+        store=store,
+        changed=changed_tenants(previous, validated, now),
+        removed=removed_tenants(validated, store),
+    )
+
+
+def watched(config_path: Path, validated: Validated | None, store: Store | None) -> dict[str, int]:
+    """A fingerprint of the inputs (blocking): the config and inventory files' modification times
+    and the stored objects' revision (objects the API or an identity source wrote, on any replica)."""
+    paths = [config_path]
+    if validated is not None:
+        files, _ = inventory_files(config_path.parent, validated.config.inventory)
+        paths += files
+    stamps = {}
+    for p in paths:
+        with contextlib.suppress(OSError):
+            stamps[str(p)] = p.stat().st_mtime_ns
+    if validated is not None and validated.config.stored_objects and store is not None:
+        with contextlib.suppress(StoreError):
+            stamps["<stored objects>"] = store.objects_revision()
+    return stamps
+
+
+def changed_tenants(old: Validated | None, new: Validated, now: datetime) -> list[str]:
+    keys = [k for k, t in new.inventory.tenants.items() if t.metadata.platform_identifier in new.capabilities]
+    if old is None:
+        return sorted(keys)
+    return sorted(
+        key
+        for key in keys
+        if key not in old.inventory.tenants or _desired(old, key, now) != _desired(new, key, now)
+    )
+
+
+def _desired(v: Validated, key: str, now: datetime) -> Any:
+    tenant = v.inventory.tenants[key]
+    platform = tenant.metadata.platform_identifier
+    if platform not in v.capabilities:
+        return None
+    return (
+        compile_tenant(v.config, v.inventory, tenant, v.capabilities[platform], now),
+        v.config.platform(platform),
+        v.config.replication,
+    )
+
+
+def removed_tenants(validated: Validated, store: Store) -> dict[str, DesiredTenant]:
+    """Tenants removed from the inventory that their platform's ``deleteRemovedTenants`` lets the
+    daemon delete (it never passes ``--allow-deletions`` on its own). Blocking (reads the store);
+    a store error is logged and nothing is deleted."""
+    try:
+        to_delete, held = Engine(validated, store).removed_tenants({})
+    except StoreError as e:
+        log.error("cannot list the tenants of the state store", error=str(e))
+        return {}
+    for key, (_, why) in held.items():
+        log.info("removed tenant left alone", tenant=key, reason=why)
+    return to_delete
+
+
+class Reloads:
+    """Coalesced reloads: :meth:`request` starts ``run`` unless it runs already; requests made while
+    it runs make exactly one more run after it. Call :meth:`request` on the event loop."""
+
+    def __init__(self, run: Callable[[], Awaitable[object]]) -> None:
+        self._run = run
+        self._wanted = False
+        self._task: asyncio.Task[None] | None = None
+        self.runs = 0
+        """Reloads finished (or failed) so far."""
+
+    @property
+    def busy(self) -> bool:
+        """A reload runs or is about to."""
+        return self._task is not None and not self._task.done()
+
+    def request(self) -> None:
+        self._wanted = True
+        if not self.busy:
+            self._task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        while self._wanted:
+            self._wanted = False
+            try:
+                await self._run()
+            except Exception:  # a bug or a store that cannot be opened: logged, the next change retries
+                log.exception("reload failed")
+            finally:
+                self.runs += 1
+
+    async def settled(self) -> None:
+        """Return once no reload runs or is wanted (those requested before the call included)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
