@@ -6,6 +6,9 @@
   per no-op tenant, wall time);
 - the daemon with one and with two replicas on PostgreSQL against moto, each with the same
   per-replica rate budget (skipped without PostgreSQL).
+- the daemon under load (scripts/bench_daemon.py): a change's latency during a full resync, a
+  failing tenant's platform calls under repeated triggers, memory and sweep length with 10,000
+  tenants, platform calls per tenant of a no-op resync sweep.
 
 Prints one line per measurement; `--json` prints them as JSON for tracking over time.
 """
@@ -25,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bench_daemon  # scripts/: the daemon under load
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +46,12 @@ COMMANDS = {
     "core": "scripts/bench.py --only core",
     "moto": "scripts/bench.py --only moto",
     "replicas": "scripts/bench.py --only replicas (needs PostgreSQL)",
+    "daemon_change_latency": (
+        "scripts/bench.py --only daemon_change_latency (BENCH_DAEMON_LATENCY_TENANTS=300)"
+    ),
+    "daemon_failing_tenant": "scripts/bench.py --only daemon_failing_tenant (BENCH_DAEMON_HEALTHY=20)",
+    "daemon_many_tenants": "scripts/bench.py --only daemon_many_tenants (BENCH_DAEMON_MANY_TENANTS=10000)",
+    "daemon_noop_sweep": "scripts/bench.py --only daemon_noop_sweep (BENCH_DAEMON_NOOP_TENANTS=50)",
 }
 _CURRENT = ["core"]
 
@@ -721,6 +731,10 @@ BENCHES = {
     "moto": lambda: bench_moto(),
     "rate_converge": lambda: bench_rate_converge(int(os.environ.get("BENCH_RATE_TENANTS", "1000"))),
     "replicas": lambda: bench_replicas(),
+    "daemon_change_latency": lambda: bench_daemon.bench_change_latency(record, synthetic_site),
+    "daemon_failing_tenant": lambda: bench_daemon.bench_failing_tenant(record, synthetic_site),
+    "daemon_many_tenants": lambda: bench_daemon.bench_many_tenants(record, synthetic_site),
+    "daemon_noop_sweep": lambda: bench_daemon.bench_noop_sweep(record, synthetic_site),
 }
 _SECTION = {
     "startup": "cli_help_startup",
