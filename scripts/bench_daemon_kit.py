@@ -10,6 +10,7 @@ the daemon's start-up pass, in which every tenant runs once at change priority, 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -101,6 +102,9 @@ def world(users: int, marks: Sequence[bytes] = (), fault_rate: float = 0.0) -> I
 
     tap = Tap(marks)
     with MotoAws() as aws, tempfile.TemporaryDirectory() as tmp:
+        # moto's backends are not thread-safe: under concurrent requests one now and then iterates
+        # a dict another changes and answers 500 (retried by botocore); werkzeug would print each.
+        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         aws.reset()
         for i in range(users):
             aws.create_user(f"user{i}")
