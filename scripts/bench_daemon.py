@@ -217,7 +217,7 @@ def bench_many_tenants(record: Record, site: Site) -> None:
 
     tenants, rate = size("BENCH_DAEMON_MANY_TENANTS", 10_000), float(size("BENCH_DAEMON_MANY_RATE", 200))
     with world(50) as w:
-        path = w.site(site, 0, 0, 1)
+        path = w.site(site, 0, 0, 1, "user")  # one role mapping: one group per tenant
         one_binding_tenants(path, tenants, 50)
         converge = w.cli(path, "reconcile", "--all")
         configure(path, rate, 3600.0)

@@ -81,9 +81,11 @@ class World:
     tap: Tap
     roles: dict[str, str]
 
-    def site(self, site: Site, workspaces: int, projects: int, users: int) -> Path:
+    def site(self, site: Site, workspaces: int, projects: int, users: int, *roles: str) -> Path:
+        """The config and inventory; with ``roles``, only those role mappings (one group each)."""
         ids = {"identityStoreId": self.aws.identity_store_id, "instanceArn": self.aws.instance_arn}
-        return site(self.root, workspaces, projects, users, self.proxy.url, ids, self.roles)
+        mapped = {r: arn for r, arn in self.roles.items() if not roles or r in roles}
+        return site(self.root, workspaces, projects, users, self.proxy.url, ids, mapped)
 
     def cli(self, path: Path, *args: str) -> float:
         """``replicator -c path ARGS`` to the end (exit 0 required); its wall time."""
