@@ -7,7 +7,10 @@
 - the daemon with one and with two replicas on PostgreSQL against moto held to a quota of
   requests/s equal to its `rateLimits` (scripts/bench_replicas.py; skipped without PostgreSQL);
 - the daemon's event loop under load (scripts/bench_loop.py): /healthz latency and the loop's lag
-  while SCIM users are created and while the daemon sweeps 1,000 tenants on moto.
+  while SCIM users are created and while the daemon sweeps 1,000 tenants on moto;
+- the daemon under load (scripts/bench_daemon.py): a change's latency during a full resync, a
+  failing tenant's platform calls under repeated triggers, memory and sweep length with 10,000
+  tenants, platform calls per tenant of a no-op resync sweep.
 
 Prints one line per measurement; `--json` prints them as JSON for tracking over time.
 """
@@ -27,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bench_daemon  # scripts/: the daemon under load
 import yaml
 from bench_replicas import bench_replicas, small_site  # scripts/ is on sys.path
 
@@ -46,6 +50,12 @@ COMMANDS = {
     "moto": "scripts/bench.py --only moto",
     "replicas": "scripts/bench.py --only replicas (needs PostgreSQL)",
     "loop": "scripts/bench.py --only loop (BENCH_LOOP_USERS=10000 BENCH_LOOP_TENANTS=1000)",
+    "daemon_change_latency": (
+        "scripts/bench.py --only daemon_change_latency (BENCH_DAEMON_LATENCY_TENANTS=300)"
+    ),
+    "daemon_failing_tenant": "scripts/bench.py --only daemon_failing_tenant (BENCH_DAEMON_HEALTHY=20)",
+    "daemon_many_tenants": "scripts/bench.py --only daemon_many_tenants (BENCH_DAEMON_MANY_TENANTS=10000)",
+    "daemon_noop_sweep": "scripts/bench.py --only daemon_noop_sweep (BENCH_DAEMON_NOOP_TENANTS=50)",
 }
 _CURRENT = ["core"]
 
@@ -627,6 +637,10 @@ BENCHES = {
         float(os.environ.get("BENCH_REPLICAS_QUOTA", "10")),
     ),
     "loop": lambda: __import__("bench_loop").bench_loop(record),
+    "daemon_change_latency": lambda: bench_daemon.bench_change_latency(record, synthetic_site),
+    "daemon_failing_tenant": lambda: bench_daemon.bench_failing_tenant(record, synthetic_site),
+    "daemon_many_tenants": lambda: bench_daemon.bench_many_tenants(record, synthetic_site),
+    "daemon_noop_sweep": lambda: bench_daemon.bench_noop_sweep(record, synthetic_site),
 }
 _SECTION = {
     "startup": "cli_help_startup",
