@@ -21,8 +21,11 @@ class AwsOptions(Options):
     uses the chain's credentials directly."""
     endpoint_url: str | None = None
     """Send every call to this endpoint instead of AWS (an emulator such as moto)."""
-    max_attempts: int = pydantic.Field(default=5, ge=1)
-    """Attempts per call in botocore's standard retry mode (1 = no retry)."""
+    max_attempts: int = pydantic.Field(default=3, ge=1)
+    """Attempts per call in botocore's standard retry mode (1 = no retry). 3 is the standard
+    mode's own default (boto3 guide "Retries": standard mode, "a default value of 3 for maximum
+    attempts"): a tenant whose calls keep failing is retried by the daemon's backoff, not by
+    repeating each call five times."""
     poll_interval: float = pydantic.Field(default=1.0, gt=0)
     """Seconds between two reads of an account assignment's creation or deletion status."""
     poll_timeout: float = pydantic.Field(default=120.0, gt=0)

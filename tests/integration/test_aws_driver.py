@@ -94,7 +94,7 @@ def test_options_camel_case_and_strict() -> None:
             "endpointUrl": "http://x",
         }
     )
-    assert (options.identity_store_id, options.endpoint_url, options.max_attempts) == ("d-1", "http://x", 5)
+    assert (options.identity_store_id, options.endpoint_url, options.max_attempts) == ("d-1", "http://x", 3)
     assert (options.poll_interval, options.poll_timeout, options.assume_role_arn) == (1.0, 120.0, None)
     schema = AwsOptions.model_json_schema(by_alias=True)
     assert "identityStoreId" in schema["properties"]
