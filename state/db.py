@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -164,6 +164,20 @@ class Database:
                 yield session
         except SQLAlchemyError as e:
             raise self._failed(e) from e
+
+    def _upsert(
+        self, table: Any, values: Mapping[str, Any], keys: Sequence[str], update: Sequence[str]
+    ) -> Any:
+        """INSERT ... ON CONFLICT (keys) DO UPDATE SET update, in the store's dialect (SQLite and
+        PostgreSQL both have it): no read-then-write race with a concurrent writer of the row."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(table).values(**values)
+        return stmt.on_conflict_do_update(
+            index_elements=[getattr(table, k) for k in keys],
+            set_={name: getattr(stmt.excluded, name) for name in update},
+        )
 
     @contextmanager
     def _begin(self) -> Iterator[Session]:

@@ -38,19 +38,17 @@ class LookupStore(Database):
         now = now or utcnow()
         with self._tx() as s:
             for euid, users in results.items():
-                row = s.get(LookupRow, (platform, euid))
                 if not users:
-                    if row is not None:
-                        s.delete(row)
+                    s.execute(delete(LookupRow).where(LookupRow.platform == platform, LookupRow.euid == euid))
                     continue
-                if row is None:
-                    s.add(
-                        LookupRow(
-                            platform=platform, euid=euid, users=[list(u) for u in users], fetched_at=now
-                        )
-                    )
-                else:
-                    row.users, row.fetched_at = [list(u) for u in users], now
+                # An upsert: two tenants' runs may cache the same user at once.
+                values = {
+                    "platform": platform,
+                    "euid": euid,
+                    "users": [list(u) for u in users],
+                    "fetched_at": now,
+                }
+                s.execute(self._upsert(LookupRow, values, ("platform", "euid"), ("users", "fetched_at")))
 
     def forget_lookups(self, platform: str, euids: Iterable[str]) -> None:
         with self._tx() as s:

@@ -9,7 +9,6 @@ rate. A replica that stops (or is killed) drops out when its registration expire
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import delete, func, select
 
@@ -29,7 +28,7 @@ class QuotaStore(Database):
         now = now or utcnow()
         values = {"owner": owner, "replica": replica, "expires_at": now + ttl}
         with self._tx() as s:
-            s.execute(self._upsert(values))
+            s.execute(self._upsert(QuotaShareRow, values, ("owner", "replica"), ("expires_at",)))
             stale = QuotaShareRow.expires_at < now - STALE
             s.execute(delete(QuotaShareRow).where(QuotaShareRow.owner == owner, stale))
             live = select(func.count()).where(QuotaShareRow.owner == owner, QuotaShareRow.expires_at > now)
@@ -52,15 +51,3 @@ class QuotaStore(Database):
                 .group_by(QuotaShareRow.owner)
             )
             return {owner: int(n) for owner, n in rows}
-
-    def _upsert(self, values: dict[str, Any]) -> Any:
-        """INSERT ... ON CONFLICT (owner, replica) DO UPDATE the expiry, in the store's dialect
-        (both SQLite and PostgreSQL have it): no read-then-write race with a concurrent delete."""
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(QuotaShareRow).values(**values)
-        return stmt.on_conflict_do_update(
-            index_elements=[QuotaShareRow.owner, QuotaShareRow.replica],
-            set_={"expires_at": stmt.excluded.expires_at},
-        )

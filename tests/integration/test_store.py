@@ -276,3 +276,34 @@ def test_replicas_starting_together_migrate_once(store_url: str) -> None:
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(open_close, range(4))) == ["ok"] * 4
+
+
+def test_two_runs_caching_one_user_at_once_both_succeed(store_url: str) -> None:
+    """Two tenants' runs (worker threads, or replicas) find the same user at the same moment:
+    caching it twice is not an error for either."""
+    import threading
+
+    a, b = Store(store_url), Store(store_url)
+    try:
+        for n in range(10):
+            start = threading.Barrier(2)
+            errors: list[Exception] = []
+
+            def cache(store: Store, user_id: str, n: int = n, start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    store.store_lookups("aws.x", {f"bob{n}@example.com": [(user_id, "bob")]})
+                except Exception as e:  # the assertion below names it
+                    errors.append(e)
+
+            threads = [threading.Thread(target=cache, args=(s, i)) for s, i in ((a, "u-a"), (b, "u-b"))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+            cached = a.cached_lookups("aws.x", [f"bob{n}@example.com"], timedelta(hours=1))
+            assert cached[f"bob{n}@example.com"] in ([("u-a", "bob")], [("u-b", "bob")])
+    finally:
+        a.close()
+        b.close()
