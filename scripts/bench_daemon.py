@@ -135,9 +135,11 @@ def bench_failing_tenant(record: Record, site: Site) -> None:
     names its account or its groups) among ``BENCH_DAEMON_HEALTHY`` healthy tenants converging from
     empty at 20 requests/s; 50 plain triggers for it over 30 s through the API. Its platform
     requests in those 30 s (botocore's own retries included), and whether the others converged."""
+    from platforms.aws.options import AwsOptions
     from state import Store
 
     healthy, triggers, window, rate = size("BENCH_DAEMON_HEALTHY", 20), 50, 30.0, 20.0
+    attempts = AwsOptions.model_fields["max_attempts"].default
     with world(60, marks=(b"999999999999", b"broken.p0"), fault_rate=1.0) as w:
         path = w.site(site, 1, healthy, 60)
         inventory = w.root / "org.yaml"
@@ -190,7 +192,8 @@ def bench_failing_tenant(record: Record, site: Site) -> None:
         len(bad_calls),
         "calls",
         f"one tenant whose every request fails (500), {triggers} plain triggers in {window:g} s ({shown}); "
-        f"{len(runs)} runs of it in the window ({ops}; aws maxAttempts 5: botocore repeats each), failures "
+        f"{len(runs)} runs of it in the window ({ops}; aws maxAttempts {attempts}: botocore repeats each), "
+        f"failures "
         f"{failures} by /v1/status; its requests from the "
         f"daemon's start to the window's end {len(all_bad)} (not counted: the user lookup's ListUsers, "
         f"shared and cached); {healthy} healthy tenants converging from empty meanwhile at {rate:g} req/s",
