@@ -289,7 +289,13 @@ def test_two_runs_caching_one_user_at_once_both_succeed(store_url: str) -> None:
             start = threading.Barrier(2)
             errors: list[Exception] = []
 
-            def cache(store: Store, user_id: str, n: int = n, start: threading.Barrier = start) -> None:
+            def cache(
+                store: Store,
+                user_id: str,
+                n: int = n,
+                start: threading.Barrier = start,
+                errors: list[Exception] = errors,
+            ) -> None:
                 start.wait()
                 try:
                     store.store_lookups("aws.x", {f"bob{n}@example.com": [(user_id, "bob")]})
