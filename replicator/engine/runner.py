@@ -85,6 +85,7 @@ class Engine:
         check: PlanCheck | None = None,
         leases: TenantLeases | None = None,
         gate: Gate | None = None,
+        skip: Callable[[str], bool] | None = None,
         pending_requeue: float = PENDING_REQUEUE,
     ) -> None:
         self.v = validated
@@ -93,6 +94,8 @@ class Engine:
         self.leases = leases
         """Taken around each tenant a run applies to (its fence before each change)."""
         self.gate = gate
+        self.skip = skip
+        """Asked as each tenant's turn comes: True leaves it out of this run (no result)."""
         self.store = store
         self.allow_deletions = allow_deletions
         self.make_driver = make_driver
@@ -228,6 +231,8 @@ class Engine:
 
             async def one(d: DesiredTenant) -> None:
                 async with self.gate(platform_id) if self.gate is not None else own:
+                    if self.skip is not None and self.skip(d.ref.key):
+                        return  # superseded before it started (the caller runs it afresh)
                     result = await self._leased(driver, d, lookups, policy, apply, now)
                 report.results.append(result)
                 if on_done:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -49,19 +50,32 @@ async def work(daemon: Daemon) -> None:
             take.cancel()
             return
         stop.cancel()
-        items = take.result()
-        task = asyncio.ensure_future(reconcile_items(daemon, items))
-        daemon._in_flight.add(task)
-        try:
-            await asyncio.shield(task)
-        except Exception:  # a bug: logged, the tenants are retried after their backoff
-            log.exception("reconcile crashed", tenants=[i.key for i in items], replica=daemon.replica_id)
-            for item in items:
+        await _run_taken(daemon, take.result())
+
+
+async def _run_taken(daemon: Daemon, items: list[Item]) -> None:
+    """Run the keys a worker took, releasing each to the queue as its run ends."""
+    released: set[str] = set()
+
+    def release(key: str) -> None:
+        """The key's run ended (or was left out): a change that came meanwhile waits again now."""
+        if key not in released:
+            released.add(key)
+            daemon.queue.done(key)
+
+    task = asyncio.ensure_future(reconcile_items(daemon, items, release))
+    daemon._in_flight.add(task)
+    try:
+        await asyncio.shield(task)
+    except Exception:  # a bug: logged, the tenants are retried after their backoff
+        log.exception("reconcile crashed", tenants=[i.key for i in items], replica=daemon.replica_id)
+        for item in items:
+            if item.key not in released:
                 daemon.queue.retry(item.key)
-        finally:
-            daemon._in_flight.discard(task)
-            for item in items:
-                daemon.queue.done(item.key)
+    finally:
+        daemon._in_flight.discard(task)
+        for item in items:
+            release(item.key)
 
 
 async def reconcile(daemon: Daemon, key: str, item: Item | None = None) -> TenantResult | None:
@@ -70,9 +84,14 @@ async def reconcile(daemon: Daemon, key: str, item: Item | None = None) -> Tenan
     return results.get(key)
 
 
-async def reconcile_items(daemon: Daemon, items: list[Item]) -> dict[str, TenantResult]:
+async def reconcile_items(
+    daemon: Daemon, items: list[Item], release: Callable[[str], None] | None = None
+) -> dict[str, TenantResult]:
     """Run these tenants in one engine run (one driver per platform, its bulk reads shared), each
-    under its own lease, and record each outcome as it ends."""
+    under its own lease, and record each outcome as it ends. ``release(key)`` is called as each
+    tenant's run ends, so that a change that came meanwhile runs at once, not after the batch; a
+    resync tenant that changed before its turn came is released without running (its change
+    runs instead, at change priority)."""
     v, store = daemon.validated, daemon.store
     if v is None or store is None:
         return {}
@@ -108,6 +127,15 @@ async def reconcile_items(daemon: Daemon, items: list[Item]) -> dict[str, Tenant
     def finished(result: TenantResult) -> None:
         results[result.key] = result
         _finished(daemon, by_key[result.key], result, ttl, batch=len(desired))
+        if release is not None:
+            release(result.key)
+
+    def superseded(key: str) -> bool:
+        if release is None or priority is not Priority.RESYNC or not daemon.queue.dirty(key):
+            return False
+        log.info("reconcile skipped", **_context(daemon, by_key[key]), outcome="superseded by a change")
+        release(key)
+        return True
 
     engine = Engine(
         v,
@@ -115,6 +143,7 @@ async def reconcile_items(daemon: Daemon, items: list[Item]) -> dict[str, Tenant
         make_driver=daemon._driver,
         leases=TenantLeases(store, daemon.replica_id, ttl),
         gate=lambda platform: daemon.gates[platform].enter(priority),
+        skip=superseded,
     )
     report = await engine.run(desired, apply=True, now=now, on_done=finished)
     for platform, calls in report.calls.items():

@@ -243,6 +243,10 @@ class WorkQueue:
     def running(self, key: str) -> bool:
         return key in self._processing
 
+    def dirty(self, key: str) -> bool:
+        """The key runs and was added since: it runs once more after :meth:`done`."""
+        return key in self._dirty
+
     def unfinished_work(self) -> float:
         """Seconds of work in progress not yet done: the sum of how long each running key has run
         (client-go's unfinished work; a value that only grows means stuck workers)."""
