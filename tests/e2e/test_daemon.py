@@ -313,8 +313,11 @@ async def test_a_trigger_during_a_run_gives_exactly_one_more_run(
     proj.config_path.write_text(yaml.safe_dump(doc))
     d = Daemon(config_path=proj.config_path, listen=None, workers=4, watch_interval=0.1)
     await d.start()
+    store = proj.store()
     try:
-        await eventually(lambda: d.queue.running(LEDGER))
+        # Its run has begun (it holds the lease): a change now runs after it, once. (A change
+        # that comes while a resync tenant still waits for its turn replaces that run instead.)
+        await eventually(lambda: d.queue.running(LEDGER) and store.lease_holder(LEDGER) is not None)
         assert {d.request(LEDGER) for _ in range(5)} == {"running"}
         assert d.queue.depth() == 0, "not taken by a second worker while it runs"
         await eventually(lambda: runs(d) == 2 and idle(d))
@@ -322,6 +325,7 @@ async def test_a_trigger_during_a_run_gives_exactly_one_more_run(
         assert converged(d)
     finally:
         await d.stop()
+        store.close()
 
 
 async def test_a_trigger_does_not_reset_the_backoff_of_a_failing_tenant_and_force_does(
@@ -546,3 +550,44 @@ async def test_a_resync_another_replica_finished_meanwhile_is_not_read_again(
     finally:
         await d.stop()
         other.close()
+
+
+async def test_a_change_to_a_tenant_waiting_in_a_sweep_batch_runs_at_once_in_its_place(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep batch runs its tenants one at a time here (concurrency 1, in key order: audit,
+    ledger, payroll); a trigger for payroll while ledger runs: payroll is run once, for the
+    change, not once in the batch and once more after it."""
+    from tests.e2e.conftest import binding, project, tenant
+
+    more = [
+        doc
+        for name, account in (("payroll", "222222222222"), ("audit", "333333333333"))
+        for doc in (
+            project("finance", name),
+            tenant("finance", name, account),
+            binding("finance", name, "admin", "erin"),
+        )
+    ]
+    proj.write_inventory([*standard_inventory(), *more])
+    proj.write_config()
+    doc = yaml.safe_load(proj.config_path.read_text())
+    doc["schedule"] = {"rateLimits": {PLATFORM: 8}, "concurrency": {PLATFORM: 1}}
+    proj.config_path.write_text(yaml.safe_dump(doc))
+    payroll = f"finance/payroll/{PLATFORM}"
+    d = Daemon(config_path=proj.config_path, listen=None, workers=2, watch_interval=0.1)
+    await d.start()
+    store = proj.store()
+    try:
+        await eventually(lambda: store.lease_holder(LEDGER) is not None)
+        assert d.queue.running(payroll), "payroll waits for its turn in the start-up batch"
+        assert store.lease_holder(payroll) is None
+        assert d.request(payroll) == "running"
+        keys = [LEDGER, payroll, f"finance/audit/{PLATFORM}"]
+        await eventually(lambda: all(converged(d, k) for k in keys) and d.queue.depth() == 0, within=60)
+        await eventually(lambda: not d._in_flight and not d.queue.running(payroll))
+        await asyncio.sleep(0.5)  # a second run of payroll would have begun by now
+        assert runs(d) == 3, "one run each: the batch left payroll out when its change came"
+    finally:
+        await d.stop()
+        store.close()
