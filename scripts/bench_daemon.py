@@ -115,7 +115,7 @@ def bench_change_latency(record: Record, site: Site) -> None:
         nearest_rank(latencies, 0.99),
         "s",
         f"{edit}; nearest rank of {len(latencies)} (= the max below 100 edits); median "
-        f"{nearest_rank(latencies, 0.5):.2f} s",
+        f"{nearest_rank(latencies, 0.5):.2f} s; each: {', '.join(f'{x:.1f}' for x in latencies)} s",
     )
     record("daemon_change_latency_max", max(latencies), "s", edit)
     record(

@@ -151,7 +151,8 @@ class Daemon:
         from tests.support.local_server import free_port
 
         self.port = free_port()
-        argv = [sys.executable, "-m", "replicator", "-c", str(self.path), "--log-level", "warning", "run"]
+        level = os.environ.get("BENCH_DAEMON_LOG_LEVEL", "warning")  # info: every run, for a diagnosis
+        argv = [sys.executable, "-m", "replicator", "-c", str(self.path), "--log-level", level, "run"]
         argv += ["--listen", f"127.0.0.1:{self.port}", "--replica-id", "r0", "--workers", str(self.workers)]
         self._out = self.log.open("ab")
         self.started = time.time()
@@ -174,6 +175,8 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
         self._out.close()
+        if keep := os.environ.get("BENCH_DAEMON_KEEP_LOG"):  # a path: the log outlives the bench
+            Path(keep).write_bytes(self.log.read_bytes())
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]

@@ -46,9 +46,10 @@ audit_log = get_logger("replicator.audit")
 DriverMaker = Callable[[PlatformConfig], Driver]
 Fence = Callable[[TenantRef], Awaitable[bool]]
 """Asked before every change: True while this run may still change the tenant."""
-Gate = Callable[[str], AbstractAsyncContextManager[object]]
-"""The platform's concurrency limit, entered around each tenant of that platform (the daemon's,
-shared by its workers); without one, each run limits itself to ``schedule.concurrency``."""
+Gate = Callable[[str, str], AbstractAsyncContextManager[object]]
+"""The platform's concurrency limit, entered around each tenant of that platform (platform id,
+tenant key; the daemon's, shared by its workers); without one, each run limits itself to
+``schedule.concurrency``."""
 PlanCheck = Callable[["TenantResult"], str | None]
 """Called with a computed plan before anything is applied: a reason to refuse the tenant, or None."""
 PENDING_REQUEUE = 30.0
@@ -230,7 +231,7 @@ class Engine:
             own = asyncio.Semaphore(self.v.config.schedule.concurrency_for(platform_id))
 
             async def one(d: DesiredTenant) -> None:
-                async with self.gate(platform_id) if self.gate is not None else own:
+                async with self.gate(platform_id, d.ref.key) if self.gate is not None else own:
                     if self.skip is not None and self.skip(d.ref.key):
                         return  # superseded before it started (the caller runs it afresh)
                     result = await self._leased(driver, d, lookups, policy, apply, now)

@@ -6,31 +6,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from replicator.service.workqueue import Priority
 
 
 class PriorityGate:
     """At most ``slots`` tenants of one platform run at once; waiters are let in by priority, then
-    in the order they came."""
+    in the order they came. A waiter's priority may rise while it waits (``urgent``: a tenant of
+    a sweep that changed meanwhile goes first)."""
 
     def __init__(self, slots: int) -> None:
         self.slots = max(1, slots)
         self.busy = 0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[Priority, int, Callable[[], bool] | None, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
     @contextlib.asynccontextmanager
-    async def enter(self, priority: Priority = Priority.CHANGE) -> AsyncIterator[None]:
-        """Hold one slot for the block."""
+    async def enter(
+        self, priority: Priority = Priority.CHANGE, urgent: Callable[[], bool] | None = None
+    ) -> AsyncIterator[None]:
+        """Hold one slot for the block; ``urgent()`` True while waiting lets it in as a change."""
         if self.busy < self.slots and not self._waiters:
             self.busy += 1
         else:
             turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiters, (int(priority), next(self._order), turn))
+            self._waiters.append((priority, next(self._order), urgent, turn))
             try:
                 await turn
             except asyncio.CancelledError:
@@ -43,12 +45,18 @@ class PriorityGate:
             self._release()
 
     def waiting(self) -> int:
-        return sum(1 for _, _, turn in self._waiters if not turn.done())
+        return sum(1 for *_, turn in self._waiters if not turn.done())
 
     def _release(self) -> None:
-        while self._waiters:
-            _, _, turn = heapq.heappop(self._waiters)
-            if not turn.done():  # a cancelled waiter's turn is done already: skip it
-                turn.set_result(None)  # the slot goes to it: busy stays as it is
-                return
-        self.busy -= 1
+        self._waiters = [w for w in self._waiters if not w[3].done()]  # cancelled waiters
+        if not self._waiters:
+            self.busy -= 1
+            return
+
+        def rank(w: tuple[Priority, int, Callable[[], bool] | None, asyncio.Future[None]]) -> tuple[int, int]:
+            priority, order, urgent, _ = w
+            return (Priority.CHANGE if urgent is not None and urgent() else priority, order)
+
+        chosen = min(self._waiters, key=rank)
+        self._waiters.remove(chosen)
+        chosen[3].set_result(None)  # the slot goes to it: busy stays as it is

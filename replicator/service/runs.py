@@ -142,7 +142,7 @@ async def reconcile_items(
         store,
         make_driver=daemon._driver,
         leases=TenantLeases(store, daemon.replica_id, ttl),
-        gate=lambda platform: daemon.gates[platform].enter(priority),
+        gate=lambda platform, key: daemon.gates[platform].enter(priority, lambda: daemon.queue.dirty(key)),
         skip=superseded,
     )
     report = await engine.run(desired, apply=True, now=now, on_done=finished)

@@ -52,3 +52,25 @@ async def test_a_cancelled_waiter_gives_its_turn_on() -> None:
     assert cancelled.cancelled()
     assert gate.busy == 0, "every slot came back"
     assert gate.waiting() == 0
+
+
+async def test_a_resync_waiter_that_became_urgent_goes_first() -> None:
+    gate = PriorityGate(1)
+    order: list[str] = []
+    release = asyncio.Event()
+    changed: set[str] = set()
+
+    async def run(name: str) -> None:
+        async with gate.enter(Priority.RESYNC, lambda: name in changed):
+            order.append(name)
+            if name == "first":
+                await release.wait()
+
+    first = asyncio.ensure_future(run("first"))
+    await asyncio.sleep(0)
+    waiters = [asyncio.ensure_future(run(f"resync{n}")) for n in range(3)]
+    await asyncio.sleep(0)
+    changed.add("resync2")  # its tenant changed while it waited
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, *waiters), 5)
+    assert order == ["first", "resync2", "resync0", "resync1"]
