@@ -130,8 +130,12 @@ async def reconcile_items(
         if release is not None:
             release(result.key)
 
+    def changed(key: str) -> bool:
+        """A change (not another resync) came for the tenant since the batch began."""
+        return daemon.queue.dirty(key, Priority.CHANGE)
+
     def superseded(key: str) -> bool:
-        if release is None or priority is not Priority.RESYNC or not daemon.queue.dirty(key):
+        if release is None or priority is not Priority.RESYNC or not changed(key):
             return False
         log.info("reconcile skipped", **_context(daemon, by_key[key]), outcome="superseded by a change")
         release(key)
@@ -142,7 +146,7 @@ async def reconcile_items(
         store,
         make_driver=daemon._driver,
         leases=TenantLeases(store, daemon.replica_id, ttl),
-        gate=lambda platform, key: daemon.gates[platform].enter(priority, lambda: daemon.queue.dirty(key)),
+        gate=lambda platform, key: daemon.gates[platform].enter(priority, lambda: changed(key)),
         skip=superseded,
     )
     report = await engine.run(desired, apply=True, now=now, on_done=finished)

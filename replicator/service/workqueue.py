@@ -243,9 +243,11 @@ class WorkQueue:
     def running(self, key: str) -> bool:
         return key in self._processing
 
-    def dirty(self, key: str) -> bool:
-        """The key runs and was added since: it runs once more after :meth:`done`."""
-        return key in self._dirty
+    def dirty(self, key: str, priority: Priority = Priority.RESYNC) -> bool:
+        """The key runs and was added since, at ``priority`` or higher: it runs once more after
+        :meth:`done`."""
+        entry = self._dirty.get(key)
+        return entry is not None and entry.priority <= priority
 
     def unfinished_work(self) -> float:
         """Seconds of work in progress not yet done: the sum of how long each running key has run

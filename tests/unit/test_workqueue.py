@@ -244,3 +244,17 @@ async def test_unfinished_work_and_the_longest_run_are_exported() -> None:
     q.done("a")
     q.done("b")
     assert sample("replicator_workqueue_unfinished_work_seconds") == 0.0
+
+
+async def test_a_running_key_tells_whether_a_change_or_only_a_resync_came_for_it() -> None:
+    q = WorkQueue()
+    q.add("a", platform="p", priority=Priority.RESYNC, reason="resync")
+    await take(q)
+    assert not q.dirty("a")
+    q.add("a", platform="p", priority=Priority.RESYNC, reason="resync")
+    assert q.dirty("a")
+    assert not q.dirty("a", Priority.CHANGE), "another sweep does not replace this run"
+    q.add("a", platform="p", reason="api trigger")
+    assert q.dirty("a", Priority.CHANGE)
+    q.done("a")
+    assert (await q.get()).reason == "api trigger"
