@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bench_replicas import one_binding_docs  # scripts/ is on sys.path
 
 Site = Callable[..., Path]
 """scripts/bench.py's ``synthetic_site``: config and inventory of W workspaces x P projects."""
@@ -330,28 +331,5 @@ def wait_converged(store: Any, keys: set[str], timeout: float, daemon: Daemon) -
 def one_binding_tenants(path: Path, tenants: int, users: int) -> None:
     """Replace the site's inventory by ``tenants`` small tenants (one binding of one user: one
     group, one member, one permission set), 100 to a workspace."""
-    docs: list[dict[str, Any]] = [
-        {"kind": "meshUser", "metadata": {"name": f"u{i}"}, "spec": {"euid": f"user{i}"}}
-        for i in range(users)
-    ]
-    for n in range(tenants):
-        ws, pr = f"ws{n // 100}", f"p{n % 100}"
-        if n % 100 == 0:
-            docs.append({"kind": "meshWorkspace", "metadata": {"name": ws}})
-        meta = {"ownedByWorkspace": ws, "ownedByProject": pr}
-        docs.append({"kind": "meshProject", "metadata": {"name": pr, "ownedByWorkspace": ws}})
-        docs.append(
-            {
-                "kind": "meshTenant",
-                "metadata": {**meta, "platformIdentifier": "aws.b"},
-                "spec": {"localId": f"{n + 1:012d}", "landingZoneIdentifier": "lz"},
-            }
-        )
-        docs.append(
-            {
-                "kind": "meshProjectBinding",
-                "metadata": meta,
-                "spec": {"role": "user", "subjects": [{"user": f"u{n % users}"}]},
-            }
-        )
+    docs = one_binding_docs(tenants, users)
     write_docs(path.parent / "org.yaml", docs)

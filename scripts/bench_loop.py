@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bench_replicas import one_binding_docs  # scripts/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIM_TOKEN = "bench-loop-scim-token"
@@ -220,35 +221,6 @@ def bench_scim(record: Record, users: int, clients: int) -> None:
 # --- (b) a sweep over many tenants --------------------------------------------------------------
 
 
-def tenant_docs(tenants: int, users: int) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = [
-        {"kind": "meshUser", "metadata": {"name": f"u{i}"}, "spec": {"euid": f"user{i}"}}
-        for i in range(users)
-    ]
-    per_ws = 100
-    for n in range(tenants):
-        ws, pr = f"ws{n // per_ws}", f"p{n % per_ws}"
-        if n % per_ws == 0:
-            docs.append({"kind": "meshWorkspace", "metadata": {"name": ws}})
-        meta = {"ownedByWorkspace": ws, "ownedByProject": pr}
-        docs.append({"kind": "meshProject", "metadata": {"name": pr, "ownedByWorkspace": ws}})
-        docs.append(
-            {
-                "kind": "meshTenant",
-                "metadata": {**meta, "platformIdentifier": "aws.b"},
-                "spec": {"localId": f"{n + 1:012d}", "landingZoneIdentifier": "lz"},
-            }
-        )
-        docs.append(
-            {
-                "kind": "meshProjectBinding",
-                "metadata": meta,
-                "spec": {"role": "user", "subjects": [{"user": f"u{n % users}"}]},
-            }
-        )
-    return docs
-
-
 def bench_sweep(record: Record, tenants: int) -> None:
     from state import Store
     from tests.support.moto_aws import MotoAws
@@ -260,7 +232,7 @@ def bench_sweep(record: Record, tenants: int) -> None:
             aws.create_user(f"user{i}")
         role = aws.create_permission_set("user")
         root = Path(tmp)
-        (root / "org.yaml").write_text(yaml.safe_dump_all(tenant_docs(tenants, users), sort_keys=False))
+        (root / "org.yaml").write_text(yaml.safe_dump_all(one_binding_docs(tenants, users), sort_keys=False))
         options = {"region": aws.region, "endpointUrl": aws.url, "pollInterval": 0.01}
         options |= {"identityStoreId": aws.identity_store_id, "instanceArn": aws.instance_arn}
         config = {

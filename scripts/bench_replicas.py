@@ -41,12 +41,10 @@ Record = Callable[[str, float | None, str, str], None]
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
-def small_site(
-    root: Path, tenants: int, users: int, endpoint: str, aws: dict[str, Any], role: str, **top: Any
-) -> Path:
-    """A config (platform ``aws.b`` at ``endpoint``, ``aws`` merged into its block, ``top`` into the
-    config) and an inventory of ``tenants`` tenants in workspaces of 100, each with one binding of
-    one of ``users`` users (``user<i>``) to the one role mapping ``user`` -> ``role``."""
+def one_binding_docs(tenants: int, users: int) -> list[dict[str, Any]]:
+    """An inventory of ``tenants`` small tenants of platform ``aws.b`` (one binding of one of
+    ``users`` users, ``user<i>``, to the role ``user``: one group, one member, one permission set),
+    100 to a workspace, account ids 000000000001 and up."""
     docs: list[dict[str, Any]] = [
         {"kind": "meshUser", "metadata": {"name": f"u{i}"}, "spec": {"euid": f"user{i}"}}
         for i in range(users)
@@ -72,6 +70,16 @@ def small_site(
                 "spec": {"role": "user", "subjects": [{"user": f"u{n % users}"}]},
             }
         )
+    return docs
+
+
+def small_site(
+    root: Path, tenants: int, users: int, endpoint: str, aws: dict[str, Any], role: str, **top: Any
+) -> Path:
+    """A config (platform ``aws.b`` at ``endpoint``, ``aws`` merged into its block, ``top`` into the
+    config) and an inventory of ``tenants`` tenants in workspaces of 100, each with one binding of
+    one of ``users`` users (``user<i>``) to the one role mapping ``user`` -> ``role``."""
+    docs = one_binding_docs(tenants, users)
     (root / "org.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
     block = {"region": "eu-central-1", "endpointUrl": endpoint, "pollInterval": 0.01, **aws}
     config = {
