@@ -56,6 +56,22 @@ async def daemon(proj: Project, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         await d.stop()
 
 
+def three_tenants() -> list[dict[str, object]]:
+    """The standard inventory (ledger) and two more tenants: payroll and audit, erin an admin."""
+    from tests.e2e.conftest import binding, project, tenant
+
+    more = [
+        doc
+        for name, account in (("payroll", "222222222222"), ("audit", "333333333333"))
+        for doc in (
+            project("finance", name),
+            tenant("finance", name, account),
+            binding("finance", name, "admin", "erin"),
+        )
+    ]
+    return [*standard_inventory(), *more]
+
+
 def converged(d: Daemon, key: str = LEDGER) -> bool:
     s = d.tenants.get(key)
     return bool(s and s.last and s.last.ok and s.last_success)
@@ -458,19 +474,9 @@ async def test_a_sweep_runs_a_platform_s_tenants_together_with_one_group_scan(
     every group (groupScanThreshold reached by the batch), instead of reads per tenant."""
     from platforms.contract import Driver
     from replicator.core.config import PlatformConfig
-    from tests.e2e.conftest import binding, project, tenant
 
-    more = [
-        doc
-        for name, account in (("payroll", "222222222222"), ("audit", "333333333333"))
-        for doc in (
-            project("finance", name),
-            tenant("finance", name, account),
-            binding("finance", name, "admin", "erin"),
-        )
-    ]
     proj.driver_extra = {"groupScanThreshold": 4}
-    proj.write_inventory([*standard_inventory(), *more])
+    proj.write_inventory(three_tenants())
     with_api(proj, monkeypatch)
     drivers: list[Driver] = []
 
@@ -558,18 +564,8 @@ async def test_a_change_to_a_tenant_waiting_in_a_sweep_batch_runs_at_once_in_its
     """A sweep batch runs its tenants one at a time here (concurrency 1, in key order: audit,
     ledger, payroll); a trigger for payroll while ledger runs: payroll is run once, for the
     change, not once in the batch and once more after it."""
-    from tests.e2e.conftest import binding, project, tenant
 
-    more = [
-        doc
-        for name, account in (("payroll", "222222222222"), ("audit", "333333333333"))
-        for doc in (
-            project("finance", name),
-            tenant("finance", name, account),
-            binding("finance", name, "admin", "erin"),
-        )
-    ]
-    proj.write_inventory([*standard_inventory(), *more])
+    proj.write_inventory(three_tenants())
     proj.write_config()
     doc = yaml.safe_load(proj.config_path.read_text())
     doc["schedule"] = {"rateLimits": {PLATFORM: 8}, "concurrency": {PLATFORM: 1}}
