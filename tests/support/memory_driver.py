@@ -100,7 +100,7 @@ class MemoryDriver(Driver):
     async def observe(
         self, tenant: TenantRef, owned: Sequence[OwnedGroup], desired_names: Mapping[str, str]
     ) -> ObservedTenant:
-        self.p.call("observe")
+        self.p.call("observe", tenant.key)  # fail("observe", ..., group=KEY): only that tenant's
         groups, vanished, foreign = [], [], {}
         for o in owned:
             g = self.p.groups.get(o.platform_id or "") or (
