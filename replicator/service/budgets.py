@@ -12,6 +12,9 @@ the replicas that work against that quota at the moment.
   how many replicas are registered and sets this replica's rate to the configured rate divided by
   that number. A replica with nothing to send for a renewal period deregisters, so one busy
   replica gets the whole quota. On SQLite (one replica) the rate is the configured one.
+* **Changes first.** A run's driver enters the budget at the run's priority (:meth:`Budget.at`):
+  requests of a change-driven run waiting at the quota go before those of a resync sweep
+  (``pacing``).
 * **Retry-After** pauses the budget of this replica for every one of its workers (not the others').
 """
 
@@ -25,10 +28,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from replicator.logs import get_logger
+from replicator.service.pacing import Pacer
+from replicator.service.workqueue import Priority
 from replicator.threads import blocking
 from state import StoreError
 
 if TYPE_CHECKING:
+    from platforms.contract import CallBudget
     from replicator.core.config import Config, PlatformConfig
     from replicator.service.metrics import Metrics
     from state import Store
@@ -38,46 +44,6 @@ log = get_logger("replicator.service.daemon")
 SHARE_TTL = 3.0
 """Seconds a replica's registration for a quota lives unless renewed (every third of it while the
 replica sends requests under that quota): how long a killed replica keeps its share."""
-BURST_SECONDS = 0.5
-"""A budget lets through at most this many seconds' worth of its rate at once (after idling). Less
-than the second a platform's own token bucket holds: requests let through while they wait for a
-worker thread reach the platform together with the next ones, and a burst of a whole second then
-overflows its bucket (`make bench`: ``daemon_1_replica_before_429`` 1.1 % with one second, 0 with half)."""
-
-
-class _Pacer:
-    """A leaky bucket whose rate can change while callers wait: at most ``rate`` acquisitions per
-    second, bursts of at most ``rate * BURST_SECONDS``, callers served in arrival order. It starts
-    full (no burst), so that a replica that just joined a quota paces from its first request."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._level = self._capacity()
-        self._at = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    def _capacity(self) -> float:
-        return max(1.0, self.rate * BURST_SECONDS)
-
-    def _leak(self) -> None:
-        now = time.monotonic()
-        self._level = max(0.0, self._level - (now - self._at) * self.rate)
-        self._at = now
-
-    def set_rate(self, rate: float) -> None:
-        self._leak()  # what leaked so far leaked at the old rate
-        self.rate = rate
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                self._leak()
-                if self._level + 1 <= self._capacity():
-                    self._level += 1
-                    return
-                await asyncio.sleep((self._level + 1 - self._capacity()) / self.rate)
-
-
 class Budget:
     """The request budget of one platform quota (``schedule.rateLimits``, requests per second),
     shared by every worker of this replica that talks to it; a Retry-After pauses it for all of
@@ -90,7 +56,7 @@ class Budget:
         self.rate = rate
         """The configured rate: the whole quota (None: no limit)."""
         self.replicas = 1
-        self._pacer = _Pacer(rate) if rate else None
+        self._pacer = Pacer(rate) if rate else None
         self.paused_until = 0.0
         self.in_flight = 0
         """Requests waiting for or holding the budget now."""
@@ -115,7 +81,7 @@ class Budget:
         if not rate:
             self._pacer = None
         elif self._pacer is None:
-            self._pacer = _Pacer(rate / self.replicas)
+            self._pacer = Pacer(rate / self.replicas)
         else:
             self._pacer.set_rate(rate / self.replicas)
 
@@ -125,7 +91,16 @@ class Budget:
         if self._pacer is not None and self.rate:
             self._pacer.set_rate(self.rate / self.replicas)
 
+    def at(self, priority: Priority) -> CallBudget:
+        """This budget as the requests of work at ``priority`` enter it: waiting requests of a
+        change go before those of a resync."""
+        return _AtPriority(self, priority)
+
     async def __aenter__(self) -> None:
+        await self.enter(Priority.CHANGE)
+
+    async def enter(self, priority: Priority) -> None:
+        """Wait for this replica's turn to send one request (:meth:`__aenter__` at ``priority``)."""
         self.in_flight += 1
         self.used = True
         try:
@@ -135,7 +110,7 @@ class Budget:
             while (wait := self.paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
             if self._pacer is not None:
-                await self._pacer.acquire()
+                await self._pacer.acquire(priority)
         except BaseException:
             self.in_flight -= 1
             raise
@@ -145,6 +120,22 @@ class Budget:
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+
+class _AtPriority:
+    """A :class:`Budget` entered at one priority (see :meth:`Budget.at`)."""
+
+    def __init__(self, budget: Budget, priority: Priority) -> None:
+        self.budget, self.priority = budget, priority
+
+    async def __aenter__(self) -> None:
+        await self.budget.enter(self.priority)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.budget.__aexit__(*exc)
+
+    def pause(self, seconds: float) -> None:
+        self.budget.pause(seconds)
 
 
 def quota_owner(platform: PlatformConfig) -> str:

@@ -276,9 +276,11 @@ class Daemon:
             log.info("trigger merged", tenant=key, into=added.value, force=force)
         return added
 
-    def _driver(self, platform: PlatformConfig) -> Driver:
+    def _driver(self, platform: PlatformConfig, priority: Priority = Priority.CHANGE) -> Driver:
+        """The driver of a run at ``priority``: its requests wait for the platform's budget before
+        those of lower-priority runs."""
         driver = default_driver(platform)
-        driver.budget = self.budgets[platform.identifier]
+        driver.budget = self.budgets[platform.identifier].at(priority)
         return driver
 
     async def reconcile(self, key: str) -> TenantResult | None:

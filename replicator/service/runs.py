@@ -144,7 +144,7 @@ async def reconcile_items(
     engine = Engine(
         v,
         store,
-        make_driver=daemon._driver,
+        make_driver=lambda platform: daemon._driver(platform, priority),
         leases=TenantLeases(store, daemon.replica_id, ttl),
         gate=lambda platform, key: daemon.gates[platform].enter(priority, lambda: changed(key)),
         skip=superseded,

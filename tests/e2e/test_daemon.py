@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from replicator.service.daemon import Budget, Daemon
+from replicator.service.workqueue import Priority
 from tests.e2e.conftest import PLATFORM, Project, standard_inventory
 from tests.support.local_server import free_port
 
@@ -352,7 +353,7 @@ async def test_a_trigger_does_not_reset_the_backoff_of_a_failing_tenant_and_forc
     calls = 0
 
     class Broken(Budget):
-        async def __aenter__(self) -> None:
+        async def enter(self, priority: Priority) -> None:
             nonlocal calls
             calls += 1
             raise PlatformError("the platform is broken")
@@ -481,8 +482,8 @@ async def test_a_sweep_runs_a_platform_s_tenants_together_with_one_group_scan(
     drivers: list[Driver] = []
 
     class Watched(Daemon):
-        def _driver(self, platform: PlatformConfig) -> Driver:
-            driver = super()._driver(platform)
+        def _driver(self, platform: PlatformConfig, priority: Priority = Priority.CHANGE) -> Driver:
+            driver = super()._driver(platform, priority)
             drivers.append(driver)
             return driver
 

@@ -5,6 +5,7 @@ tests/integration/test_quota_shares.py."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from replicator.inputs.loader import load
 from replicator.inputs.validate import Validated, validate
 from replicator.service.budgets import Budget, QuotaShares
 from replicator.service.metrics import Metrics
+from replicator.service.workqueue import Priority
 from state import Store
 
 ARN = "arn:aws:sso:::instance/ssoins-1111"
@@ -164,3 +166,37 @@ def test_a_share_divides_the_configured_rate() -> None:
     budget.share(0)
     assert (budget.replicas, budget.effective_rate) == (1, 20)
     assert Budget(None, "q").effective_rate is None
+
+
+async def test_a_changes_request_goes_before_the_resync_requests_waiting_at_the_quota() -> None:
+    budget = Budget(50, "q")  # a burst of 25, then one request every 20 ms
+    order: list[str] = []
+
+    async def send(name: str, priority: Priority) -> None:
+        async with budget.at(priority):
+            order.append(name)
+
+    for _ in range(25):  # the burst: the bucket is full afterwards
+        await send("burst", Priority.RESYNC)
+    sweep = [asyncio.ensure_future(send(f"resync{i}", Priority.RESYNC)) for i in range(10)]
+    await asyncio.sleep(0)  # they wait at the pacer, in order
+    change = asyncio.ensure_future(send("change", Priority.CHANGE))
+    await asyncio.gather(*sweep, change)
+    waited = order[25:]
+    assert waited.index("change") <= 1, waited  # the first resync may have been let through already
+    assert [n for n in waited if n != "change"] == [f"resync{i}" for i in range(10)], "FIFO within a priority"
+
+
+async def test_a_waiter_cancelled_at_the_pacer_gives_its_turn_to_the_next() -> None:
+    budget = Budget(50, "q")
+    for _ in range(25):
+        async with budget:
+            pass
+    first = asyncio.ensure_future(budget.enter(Priority.RESYNC))
+    second = asyncio.ensure_future(budget.enter(Priority.RESYNC))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.wait_for(second, timeout=1)
+    assert budget.in_flight == 1, "the cancelled one left, the second holds its turn"
+    await budget.__aexit__(None, None, None)
+    assert budget.in_flight == 0
