@@ -42,28 +42,48 @@ class ScimStore(Database):
             row = s.get(ScimResourceRow, (resource_type, id))
             return _scim(row) if row is not None else None
 
+    def scim_ids_named(self, resource_type: str, name_key: str) -> list[str]:
+        """The ids of the kept resources of ``resource_type`` whose name key is ``name_key`` (an
+        indexed lookup; see ``put_scim_resources``)."""
+        with self._tx() as s:
+            q = select(ScimResourceRow.id).where(
+                ScimResourceRow.resource_type == resource_type, ScimResourceRow.name_key == name_key
+            )
+            return sorted(s.scalars(q))
+
     def put_scim_resources(
-        self, puts: Sequence[tuple[str, str, Mapping[str, object]]], deletes: Iterable[tuple[str, str]] = ()
+        self,
+        puts: Sequence[tuple[str, str, Mapping[str, object]]],
+        deletes: Iterable[tuple[str, str]] = (),
+        *,
+        name_keys: Mapping[tuple[str, str], str | None] | None = None,
     ) -> dict[tuple[str, str], ScimResource]:
         """Create or replace (resource_type, id, document) and delete (resource_type, id), in one
-        transaction; a changed document gets the next revision. Returns the written resources."""
+        transaction; a changed document gets the next revision. ``name_keys``: (resource_type, id)
+        -> what the resource is unique by, as the caller compares names (looked up by
+        :meth:`scim_ids_named`). Returns the written resources."""
         now = utcnow()
         out: dict[tuple[str, str], ScimResource] = {}
+        keys = name_keys or {}
         with self._tx() as s:
             for resource_type, id, document in puts:
                 row = s.get(ScimResourceRow, (resource_type, id))
+                name_key = keys.get((resource_type, id))
                 if row is None:
                     row = ScimResourceRow(
                         resource_type=resource_type,
                         id=id,
                         document=dict(document),
                         revision=1,
+                        name_key=name_key,
                         created_at=now,
                         updated_at=now,
                     )
                     s.add(row)
                 elif row.document != dict(document):
                     row.document, row.revision, row.updated_at = dict(document), row.revision + 1, now
+                if row.name_key != name_key:
+                    row.name_key = name_key
                 s.flush()
                 out[(resource_type, id)] = _scim(row)
             for resource_type, id in deletes:

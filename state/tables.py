@@ -205,6 +205,7 @@ class ScimResourceRow(Base):
     maps to is a MeshObjectRow of source ``scim`` with the same key (the SCIM id)."""
 
     __tablename__ = "scim_resources"
+    __table_args__ = (Index("ix_scim_resources_name_key", "resource_type", "name_key"),)
 
     resource_type: Mapped[str] = mapped_column(String(40), primary_key=True)
     """``User`` or ``Group``."""
@@ -212,6 +213,9 @@ class ScimResourceRow(Base):
     document: Mapped[dict[str, object]] = mapped_column(JSON)
     revision: Mapped[int] = mapped_column(BigInteger, default=1)
     """Incremented on each change: the resource's ``meta.version`` (weak ETag)."""
+    name_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """What the resource is unique by, as the SCIM service compares it (migration 0008: a User's
+    userName, folded); None for a resource unique by nothing."""
     created_at: Mapped[Timestamp]
     updated_at: Mapped[Timestamp]
 

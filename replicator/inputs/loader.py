@@ -3,6 +3,7 @@ where every object came from so each problem can be reported with file, line, ob
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -15,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from replicator.core.config import Config
 from replicator.core.inventory import KINDS, MeshObject
+from replicator.inputs.environment import apply_env_overrides
 
 if TYPE_CHECKING:
     from state import Store
@@ -85,6 +87,26 @@ class Loaded:
     """Users an identity source no longer has: references to them are not errors; they get no access."""
     store_revision: int | None = None
     """``Store.objects_revision()`` when the stored objects were read (None: not read)."""
+    file_stamps: dict[str, int] | None = None
+    """The config and inventory files' modification times, taken before they were read (see
+    :func:`file_stamps`; None: not from files)."""
+
+    def files_unchanged(self) -> bool:
+        """Whether the config and inventory files are still those this was read from (same files,
+        same modification times)."""
+        if self.file_stamps is None:
+            return False
+        files, _ = inventory_files(self.config_path.parent, self.config.inventory)
+        return file_stamps([self.config_path, *files]) == self.file_stamps
+
+
+def file_stamps(paths: Iterable[Path]) -> dict[str, int]:
+    """Path -> modification time (ns) of each of ``paths`` that exists."""
+    stamps = {}
+    for p in paths:
+        with contextlib.suppress(OSError):
+            stamps[str(p)] = p.stat().st_mtime_ns
+    return stamps
 
 
 def locate(node: yaml.Node | None, path: Iterable[str | int]) -> int | None:
@@ -249,48 +271,6 @@ def load_config(path: Path) -> tuple[Config | None, Source, list[Problem]]:
         return None, source, _validation_problems(e, str(path), source.node, None)
 
 
-def apply_env_overrides(data: dict[str, Any], environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
-    """``REPLICATOR_<PATH>`` overrides a config key: ``__`` separates levels, ``SNAKE_CASE`` becomes
-    camelCase (``REPLICATOR_SCHEDULE__INTERVAL=5m``, ``REPLICATOR_REPLICATION__MAX_DELETIONS=10``).
-    Values are read as YAML scalars."""
-    out = dict(data)
-    for name, raw in sorted(environ.items()):
-        if (
-            not name.startswith("REPLICATOR_")
-            or name == "REPLICATOR_CONFIG"
-            or name.startswith("REPLICATOR_KEY_")
-            or _SERVICE_LINK.match(name)
-        ):
-            continue
-        keys = [_camel(k) for k in name[len("REPLICATOR_") :].split("__") if k]
-        if not keys:
-            continue
-        target = out
-        for k in keys[:-1]:
-            child = target.get(k)
-            child = dict(child) if isinstance(child, dict) else {}
-            target[k] = child
-            target = child
-        try:
-            target[keys[-1]] = yaml.safe_load(raw) if raw else raw
-        except yaml.YAMLError:
-            target[keys[-1]] = raw
-    return out
-
-
-_SERVICE_LINK = re.compile(
-    r"^REPLICATOR_(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
-    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)$"
-)
-"""Variables Kubernetes injects for a Service named ``replicator...`` (``REPLICATOR_SERVICE_HOST``,
-``REPLICATOR_PORT_8080_TCP_ADDR``, ...): not config overrides."""
-
-
-def _camel(snake: str) -> str:
-    head, *rest = snake.lower().split("_")
-    return head + "".join(w.capitalize() for w in rest)
-
-
 _OBJECT = TypeAdapter(MeshObject)
 
 
@@ -422,12 +402,14 @@ def load(config_path: Path | None = None, store: Store | None = None) -> Loaded:
     path = config_path or default_config_path()
     if not path.is_file():
         raise InputError([Problem(str(path), None, None, None, "config file does not exist")])
+    stamps = file_stamps([path])
     config, source, problems = load_config(path)
     if config is None:
         raise InputError(problems)
     files, file_problems = inventory_files(path.parent, config.inventory)
+    stamps |= file_stamps(files)
     objects, object_problems = load_objects(files)
-    loaded = Loaded(path, config, source, objects, file_problems + object_problems)
+    loaded = Loaded(path, config, source, objects, file_problems + object_problems, file_stamps=stamps)
     if config.stored_objects:
         _add_stored(loaded, store)
     return loaded

@@ -44,6 +44,8 @@ log = get_logger("replicator.service.daemon")
 SHARE_TTL = 3.0
 """Seconds a replica's registration for a quota lives unless renewed (every third of it while the
 replica sends requests under that quota): how long a killed replica keeps its share."""
+
+
 class Budget:
     """The request budget of one platform quota (``schedule.rateLimits``, requests per second),
     shared by every worker of this replica that talks to it; a Retry-After pauses it for all of

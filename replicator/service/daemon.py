@@ -38,6 +38,7 @@ from replicator.service.reload import Reloaded, Reloads, prepare, removed_tenant
 from replicator.service.status import source_syncs, status_doc
 from replicator.service.workqueue import Added, Priority, TenantState, WorkQueue
 from replicator.sources.apiauth import Caller, identify
+from replicator.sources.stored import LoadedCache
 from replicator.threads import blocking
 from state import Store, StoreError
 
@@ -73,6 +74,8 @@ class Daemon:
         self.validated: Validated | None = None
         self.config_error: str | None = None
         self.store: Store | None = None
+        self.loaded_cache = LoadedCache()
+        """The inventory as last read or written here: identity sources check a write against it."""
         self.queue = WorkQueue(RETRY_BASE, RETRY_MAX, metrics=self.metrics)
         self.tenants: dict[str, TenantState] = {}
         self.budgets: dict[str, Budget] = {}
@@ -122,11 +125,14 @@ class Daemon:
             problems = found.error.problems if found.error is not None else []
             self.config_error = f"{len(problems)} problem(s): " + "; ".join(str(p) for p in problems[:5])
             self.metrics.config_valid.set(0)
+            self.loaded_cache.forget()
             log.error("config invalid, keeping the last good one", problems=[str(p) for p in problems])
             return False
         first = self.validated is None
         validated = self.validated = found.validated
         self.config_error = None
+        if found.loaded is not None:
+            self.loaded_cache.keep(found.loaded)
         self.metrics.config_valid.set(1)
         self.store = self.store or found.store
         self.budgets = self.quotas.configure(validated.config, self.budgets, self.store)

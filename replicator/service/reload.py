@@ -24,7 +24,14 @@ from typing import Any
 from replicator.core.compile import compile_tenant
 from replicator.core.model import DesiredTenant
 from replicator.engine.runner import Engine
-from replicator.inputs.loader import InputError, inventory_files, load, resolve_state_url
+from replicator.inputs.loader import (
+    InputError,
+    Loaded,
+    file_stamps,
+    inventory_files,
+    load,
+    resolve_state_url,
+)
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
 from state import Store, StoreError
@@ -39,6 +46,8 @@ class Reloaded:
     stamps: dict[str, int]
     """The watched inputs as they were read (see :func:`watched`)."""
     validated: Validated | None = None
+    loaded: Loaded | None = None
+    """What ``validated`` was built from (with the stored objects' revision it matches)."""
     error: InputError | None = None
     """Why the input is invalid (``validated`` is then None)."""
     store: Store | None = None
@@ -54,7 +63,8 @@ def prepare(config_path: Path, store: Store | None, previous: Validated | None, 
     raises StoreError."""
     stamps = watched(config_path, previous, store)
     try:
-        validated = validate(load(config_path, store))
+        loaded = load(config_path, store)
+        validated = validate(loaded)
     except InputError as e:
         return Reloaded(stamps, error=e)
     if store is None:
@@ -65,6 +75,7 @@ def prepare(config_path: Path, store: Store | None, previous: Validated | None, 
     return Reloaded(
         stamps,
         validated,
+        loaded,
         store=store,
         changed=changed_tenants(previous, validated, now),
         removed=removed_tenants(validated, store),
@@ -78,10 +89,7 @@ def watched(config_path: Path, validated: Validated | None, store: Store | None)
     if validated is not None:
         files, _ = inventory_files(config_path.parent, validated.config.inventory)
         paths += files
-    stamps = {}
-    for p in paths:
-        with contextlib.suppress(OSError):
-            stamps[str(p)] = p.stat().st_mtime_ns
+    stamps = file_stamps(paths)
     if validated is not None and validated.config.stored_objects and store is not None:
         with contextlib.suppress(StoreError):
             stamps["<stored objects>"] = store.objects_revision()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from replicator.inputs.validate import Validated
     from replicator.sources.apiauth import Caller
+    from replicator.sources.stored import LoadedCache
     from state import Store
 
 
@@ -26,6 +27,11 @@ class SourceHost(Protocol):
     @property
     def store(self) -> Store | None:
         """The state store (None until a valid config named one)."""
+
+    @property
+    def loaded_cache(self) -> LoadedCache | None:
+        """The inventory as this process last read or wrote it (see ``stored.LoadedCache``): a
+        write is checked against it instead of reading every stored object again."""
 
     def objects_changed(self) -> None:
         """Stored objects were written: reload them and queue the tenants they change. Returns at

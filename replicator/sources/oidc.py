@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import httpx
 
     from replicator.sources.host import SourceHost
+    from replicator.sources.stored import LoadedCache
     from state import Store
 
 log = get_logger("replicator.oidc")
@@ -381,7 +382,9 @@ def routes(host: SourceHost) -> list[BaseRoute]:
         from state import StoreError
 
         try:
-            answer, wrote = await blocking(write_user, host.config_path, host.store, provider, claims)
+            answer, wrote = await blocking(
+                write_user, host.config_path, host.store, provider, claims, host.loaded_cache
+            )
         except StoreError as e:
             log.error("oidc login not stored: state store unavailable", provider=name, error=str(e))
             return _error(503, "the state store is unavailable; try again")
@@ -393,7 +396,11 @@ def routes(host: SourceHost) -> list[BaseRoute]:
 
 
 def write_user(
-    config_path: Path, store: Store, provider: OidcProvider, claims: Mapping[str, Any]
+    config_path: Path,
+    store: Store,
+    provider: OidcProvider,
+    claims: Mapping[str, Any],
+    cache: LoadedCache | None = None,
 ) -> tuple[JSONResponse, bool]:
     """Create or update the meshUser of a verified login through ``replicator.sources.stored`` (blocking:
     the HTTP handler runs it in a thread). Returns the answer and whether anything was written
@@ -401,7 +408,7 @@ def write_user(
     from pydantic import ValidationError
 
     from replicator.core.inventory import MeshUser
-    from replicator.inputs.loader import InputError, load
+    from replicator.inputs.loader import InputError
     from replicator.sources import stored
     from state import ObjectOwnedError
 
@@ -433,7 +440,7 @@ def write_user(
             f"meshUser {name!r} is owned by source {existing.source!r}: not changed",
             owner=existing.source,
         ), False
-    loaded = load(config_path, store)
+    loaded = stored.current(config_path, store, cache)
     if ("meshUser", name) in loaded.file_keys:
         return _error(
             409, f"meshUser {name!r} is defined in an inventory file: not changed", owner="file"
@@ -447,7 +454,7 @@ def write_user(
         ), False
     change = stored.Change(source, puts=stored.as_loaded([user], f"oidc login ({provider.name})"))
     try:
-        stored.apply(config_path, store, change)
+        stored.apply(config_path, store, change, cache=cache)
     except InputError as e:
         return _error(
             422,

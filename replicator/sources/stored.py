@@ -1,11 +1,18 @@
 """Changing the meshObjects kept in the state store, all or nothing: a change (objects to put,
 delete or deprovision, by one source) is validated against the whole inventory it would produce
 (files plus stored objects) before anything is written, with the same located errors as
-``replicator validate``. The object API and every identity source write through here."""
+``replicator validate``. The object API and every identity source write through here.
+
+A long-running process (the daemon) keeps the inventory it read last in a :class:`LoadedCache`:
+a change is then checked against it instead of reading every stored object again, as long as the
+store's objects revision says nobody wrote since (read under the objects lock, which every writer
+holds). With 10,000 stored users reading them took about half a second, once per SCIM create.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,9 +96,56 @@ def candidate(loaded: Loaded, change: Change) -> Loaded:
     )
 
 
-def check(config_path: Path, store: Store, change: Change) -> Validated:
+class LoadedCache:
+    """The inventory (files and stored objects) as last read or written by this process, with the
+    store's objects revision it matches; safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: Loaded | None = None
+
+    def get(self, revision: int) -> Loaded | None:
+        """The cached inventory if it is the store's at ``revision`` and the files it was read from
+        are unchanged, else None."""
+        with self._lock:
+            loaded = self._loaded
+        if loaded is None or loaded.store_revision != revision or not loaded.files_unchanged():
+            return None
+        return loaded
+
+    def keep(self, loaded: Loaded) -> None:
+        """Remember ``loaded`` unless what is cached is newer (a reload that read the store before
+        a write finished must not replace what that write left)."""
+        if loaded.store_revision is None or loaded.problems:
+            return
+        with self._lock:
+            known = self._loaded.store_revision if self._loaded is not None else None
+            if known is None or loaded.store_revision >= known:
+                self._loaded = loaded
+
+    def forget(self) -> None:
+        with self._lock:
+            self._loaded = None
+
+
+def current(config_path: Path, store: Store, cache: LoadedCache | None = None) -> Loaded:
+    """The inventory with the stored objects as they are now: the cached one when it is current,
+    else read (files and store)."""
+    loaded = cache.get(store.objects_revision()) if cache is not None else None
+    return loaded if loaded is not None else load(config_path, store)
+
+
+def check(config_path: Path, store: Store, change: Change, cache: LoadedCache | None = None) -> Validated:
     """Validate the inventory ``change`` would produce; raises InputError with every problem."""
-    loaded = load(config_path, store)
+    return _check(config_path, store, change, cache)[0]
+
+
+def _check(
+    config_path: Path, store: Store, change: Change, cache: LoadedCache | None
+) -> tuple[Validated, Loaded]:
+    """``check``, also returning the inventory after the change (unwritten). The cached inventory
+    is used when it is the store's current one (the caller holds the objects lock)."""
+    loaded = current(config_path, store, cache)
     if not loaded.config.stored_objects:
         raise InputError(
             [
@@ -104,24 +158,37 @@ def check(config_path: Path, store: Store, change: Change) -> Validated:
                 )
             ]
         )
-    return validate(candidate(loaded, change))
+    after = candidate(loaded, change)
+    return validate(after), after
 
 
 def apply(
-    config_path: Path, store: Store, change: Change, *, take_over: bool = False
+    config_path: Path,
+    store: Store,
+    change: Change,
+    *,
+    take_over: bool = False,
+    cache: LoadedCache | None = None,
 ) -> tuple[Validated, int]:
     """Validate, then write ``change`` in one transaction. Returns the validated inventory and the
-    new objects revision. Raises InputError (nothing written) or ObjectOwnedError (nothing written)."""
+    new objects revision. Raises InputError (nothing written) or ObjectOwnedError (nothing written).
+    ``cache``: the process's last inventory, used when current and updated after the write."""
     with store.objects_lock():
-        return apply_locked(config_path, store, change, take_over=take_over)
+        return apply_locked(config_path, store, change, take_over=take_over, cache=cache)
 
 
 def apply_locked(
-    config_path: Path, store: Store, change: Change, *, take_over: bool = False
+    config_path: Path,
+    store: Store,
+    change: Change,
+    *,
+    take_over: bool = False,
+    cache: LoadedCache | None = None,
 ) -> tuple[Validated, int]:
     """``apply`` for a caller that already holds ``store.objects_lock()`` because its own checks
     must see the same state as the write (SCIM's userName uniqueness). The lock is not re-entrant."""
-    validated = check(config_path, store, change)
+    validated, after = _check(config_path, store, change, cache)
+    before = after.store_revision
     revision = store.write_objects(
         change.source,
         puts=[
@@ -132,6 +199,9 @@ def apply_locked(
         deprovisions=sorted(change.deprovisions),
         take_over=take_over,
     )
+    # Nobody else wrote in between (the lock): the store now holds exactly ``after``.
+    if cache is not None and before is not None and revision > before:
+        cache.keep(dataclasses.replace(after, store_revision=revision))
     return validated, revision
 
 

@@ -403,7 +403,8 @@ def test_hidden_entries_of_an_inventory_folder_are_skipped(tmp_path: Path) -> No
 def test_environment_overrides_config_keys(
     site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from replicator.inputs.loader import apply_env_overrides, load
+    from replicator.inputs.environment import apply_env_overrides
+    from replicator.inputs.loader import load
 
     env = {
         "REPLICATOR_REPLICATION__MAX_DELETIONS": "10",

@@ -670,3 +670,18 @@ def test_two_replicas_creating_one_user_name_at_once_make_one_user(
             assert names == [f"twin{i}@example.com" for i in range(4)]
     finally:
         databases.close()
+
+
+def test_one_person_s_user_name_in_other_unicode_forms_is_not_a_second_user(served: Served) -> None:
+    composed = "jos\u00e9@example.com"  # é as one code point (NFC)
+    with served.http() as http:
+        assert http.post("/Users", json=entra_user(composed)).status_code == 201
+        for twin in (
+            "jose\u0301@example.com",  # e + combining acute (NFD)
+            "JOS\u00c9@example.com ",  # upper case, a trailing space
+            "\uff4a\uff4f\uff53\u00e9@example.com",  # fullwidth letters
+        ):
+            assert error(http.post("/Users", json=entra_user(twin))) == (409, "uniqueness"), twin
+        assert http.post("/Users", json=entra_user("josef@example.com")).status_code == 201
+    names = {str(r.document["userName"]) for r in served.store().scim_resources("User")}
+    assert names == {composed, "josef@example.com"}

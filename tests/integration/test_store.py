@@ -313,3 +313,32 @@ def test_two_runs_caching_one_user_at_once_both_succeed(store_url: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_migration_0008_keys_the_users_kept_before_it_by_their_folded_user_name(store_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    import state.store
+
+    if store_url.startswith("sqlite:///"):
+        Path(store_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(store_url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(state.store._MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0007")
+        insert = text(
+            "INSERT INTO scim_resources (resource_type, id, document, revision, created_at, updated_at) "
+            "VALUES (:rt, :id, :doc, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+        conn.execute(insert, {"rt": "User", "id": "u1", "doc": '{"userName": "JOSE\\u0301@Example.com "}'})
+        conn.execute(insert, {"rt": "Group", "id": "g1", "doc": '{"displayName": "jos\\u00e9@example.com"}'})
+    engine.dispose()
+    store = Store(store_url)  # upgrades to the head
+    try:
+        assert store.scim_ids_named("User", "jos\u00e9@example.com") == ["u1"]
+        assert store.scim_ids_named("Group", "jos\u00e9@example.com") == [], "a Group is unique by nothing"
+    finally:
+        store.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from replicator.inputs.loader import InputError, load, objects_from_documents, parse_yaml_bytes
+from replicator.core.inventory import object_key
+from replicator.inputs.loader import InputError, Loaded, load, objects_from_documents, parse_yaml_bytes
 from replicator.inputs.validate import validate
 from replicator.sources import stored
 from state import ObjectOwnedError, Store
@@ -122,3 +124,62 @@ def test_stored_objects_are_ignored_unless_configured(setup: tuple[Path, Store])
     assert set(validate(load(config, store)).inventory.users) == {"alice"}
     with pytest.raises(InputError, match="storedObjects: true"):
         stored.check(config, store, stored.Change("api"))
+
+
+def _user(name: str, euid: str) -> stored.Change:
+    doc = f"apiVersion: v1\nkind: meshUser\nmetadata: {{name: {name}}}\nspec: {{euid: {euid}}}\n"
+    return _change("scim", doc)
+
+
+def _seen(loaded: Loaded) -> tuple[set[tuple[str, str]], frozenset[str]]:
+    keys = set()
+    for lo in loaded.objects:
+        key = object_key(lo.obj)
+        assert key is not None
+        keys.add((lo.obj.kind, key))
+    return keys, loaded.deprovisioned_users
+
+
+def test_the_cached_inventory_after_each_write_is_the_one_the_store_holds(setup: tuple[Path, Store]) -> None:
+    config, store = setup
+    cache = stored.LoadedCache()
+    cache.keep(load(config, store))
+    steps = [
+        _change("scim", BOB_AND_BINDING.split("---")[0]),
+        _user("carol", "carol"),
+        _change("api", "---" + BOB_AND_BINDING.split("---")[1]),
+        stored.Change("scim", deprovisions={("meshUser", "bob")}),
+        _user("bob", "bob"),  # revived
+        stored.Change("scim", deletes={("meshUser", "carol")}),
+    ]
+    for change in steps:
+        _, revision = stored.apply(config, store, change, cache=cache)
+        cached = cache.get(revision)
+        assert cached is not None, "the write left its inventory in the cache"
+        assert _seen(cached) == _seen(load(config, store))
+    assert store.objects_revision() == revision
+
+
+def test_a_write_by_another_writer_is_read_before_the_next_check(setup: tuple[Path, Store]) -> None:
+    config, store = setup
+    cache = stored.LoadedCache()
+    stored.apply(config, store, _user("bob", "bob"), cache=cache)
+    other = Store(store.engine.url.render_as_string(hide_password=False))  # another replica, no cache
+    try:
+        stored.apply(config, other, _user("carol", "dave"))
+    finally:
+        other.close()
+    with pytest.raises(InputError, match="euids must be unique"):
+        stored.apply(config, store, _user("dave", "DAVE"), cache=cache)
+
+
+def test_a_changed_inventory_file_is_read_before_the_next_check(setup: tuple[Path, Store]) -> None:
+    config, store = setup
+    cache = stored.LoadedCache()
+    stored.apply(config, store, _user("bob", "bob"), cache=cache)
+    org = config.parent / "org.yaml"
+    org.write_text(FILES + "---\napiVersion: v1\nkind: meshUser\nmetadata: {name: eve}\nspec: {euid: eve}\n")
+    stamp = org.stat().st_mtime_ns + 1_000_000  # a new modification time even on a coarse clock
+    os.utime(org, ns=(stamp, stamp))
+    with pytest.raises(InputError, match="euids must be unique"):
+        stored.apply(config, store, _user("eve2", "Eve"), cache=cache)

@@ -225,7 +225,9 @@ class ObjectsApi:
         if existing.source != SOURCE and not admin:
             raise Refused(owned_answer({(kind, key): existing.source}))
         change = stored.Change(SOURCE, deletes={(kind, key)})
-        _, revision = stored.apply(self.host.config_path, st, change, take_over=admin)
+        _, revision = stored.apply(
+            self.host.config_path, st, change, take_over=admin, cache=self.host.loaded_cache
+        )
         return revision
 
     # --- writing -------------------------------------------------------------------------------
@@ -333,7 +335,9 @@ class ObjectsApi:
         if owned and not admin:
             raise Refused(owned_answer(owned))
         change = stored.Change(SOURCE, puts=list(objects))
-        _, outcome.revision = stored.apply(self.host.config_path, st, change, take_over=admin)
+        _, outcome.revision = stored.apply(
+            self.host.config_path, st, change, take_over=admin, cache=self.host.loaded_cache
+        )
         return outcome
 
     def routes(self) -> list[BaseRoute]:

@@ -1,10 +1,13 @@
 """The two SCIM resource types, User (with the enterprise extension) and Group, as scim2-models
 classes, and how they are kept: the whole resource in the store's ``scim_resources`` table (all but
 ``id``, ``meta`` and the write-only ``password``), read back as its model with ``id`` and ``meta``
-(its URL, its times, and its version: the weak ETag of its revision)."""
+(its URL, its times, and its version: the weak ETag of its revision). A User is unique by its
+userName folded (:func:`fold`), kept in an indexed column beside the document."""
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from replicator.sources.scim.errors import ScimError
@@ -85,4 +88,18 @@ def keep(store: Store, rt: str, id: str, obj: Resource[Any]) -> ScimResource:
     document = obj.model_dump(scim_ctx=None, mode="json", by_alias=True, exclude_none=True)
     for key in ("id", "meta", "password"):
         document.pop(key, None)
-    return store.put_scim_resources([(rt, id, document)])[(rt, id)]
+    keys = {(rt, id): name_key(rt, document)}
+    return store.put_scim_resources([(rt, id, document)], name_keys=keys)[(rt, id)]
+
+
+def fold(name: str) -> str:
+    """A name as it is compared for uniqueness: Unicode NFKC (fullwidth letters, composed and
+    decomposed accents are one), case-folded, outer white space removed. "José" (composed or
+    decomposed), "JOSÉ " and "Ｊｏｓé" are one userName."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold()).strip()
+
+
+def name_key(rt: str, document: Mapping[str, object]) -> str | None:
+    """What a kept resource is unique by (``Store.scim_ids_named``): a User's folded userName."""
+    name = document.get("userName") if rt == "User" else None
+    return fold(name) if isinstance(name, str) else None

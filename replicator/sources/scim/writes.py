@@ -78,7 +78,7 @@ def write(host: SourceHost, store: Store, change: Change, *, locked: bool = Fals
         raise ScimError(503, "the configuration is not loaded")
     try:
         apply = stored.apply_locked if locked else stored.apply
-        apply(host.config_path, store, change)
+        apply(host.config_path, store, change, cache=host.loaded_cache)
     except InputError as e:
         detail = "; ".join(str(p) for p in e.problems[:10])
         unique = any("must be unique" in p.message for p in e.problems)
