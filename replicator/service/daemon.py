@@ -116,7 +116,7 @@ class Daemon:
     async def _reload(self) -> bool:
         """One reload: the slow part in a worker thread, its result applied here on the loop."""
         now = datetime.now(UTC)
-        found = await blocking(prepare, self.config_path, self.store, self.validated, now)
+        found = await blocking(prepare, self.config_path, self.store, self.validated, now, self.loaded_cache)
         return self._apply(found)
 
     def _apply(self, found: Reloaded) -> bool:

@@ -34,6 +34,7 @@ from replicator.inputs.loader import (
 )
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
+from replicator.sources.stored import LoadedCache, current
 from state import Store, StoreError
 
 log = get_logger("replicator.service.daemon")
@@ -57,13 +58,20 @@ class Reloaded:
     removed: dict[str, DesiredTenant] = field(default_factory=dict)
 
 
-def prepare(config_path: Path, store: Store | None, previous: Validated | None, now: datetime) -> Reloaded:
+def prepare(
+    config_path: Path,
+    store: Store | None,
+    previous: Validated | None,
+    now: datetime,
+    cache: LoadedCache | None = None,
+) -> Reloaded:
     """Load and validate the config and inventory and compare them with ``previous`` (blocking: run
     it in a worker thread). A broken input comes back as ``error``; a store that cannot be opened
-    raises StoreError."""
+    raises StoreError. ``cache``: the inventory this process last read or wrote, used instead of
+    reading files and store when it is still theirs (a reload after this replica's own SCIM write)."""
     stamps = watched(config_path, previous, store)
     try:
-        loaded = load(config_path, store)
+        loaded = current(config_path, store, cache) if store is not None else load(config_path, store)
         validated = validate(loaded)
     except InputError as e:
         return Reloaded(stamps, error=e)

@@ -88,9 +88,12 @@ def candidate(loaded: Loaded, change: Change) -> Loaded:
         - {k for kind, k in put_ids if kind == "meshUser"}
         - {k for kind, k in change.deletes if kind == "meshUser"}
     ) | {k for kind, k in change.deprovisions if kind == "meshUser"}
+    # A put and a deprovision of one user (SCIM ``active: false``): the store writes the document
+    # and marks it deprovisioned, so it is out of the inventory, as after a reload.
+    added = [lo for lo, oid in zip(change.puts, put_ids, strict=True) if oid not in change.deprovisions]
     return dataclasses.replace(
         loaded,
-        objects=kept + list(change.puts),
+        objects=kept + added,
         problems=problems,
         deprovisioned_users=frozenset(deprovisioned),
     )

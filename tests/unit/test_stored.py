@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -151,6 +152,8 @@ def test_the_cached_inventory_after_each_write_is_the_one_the_store_holds(setup:
         stored.Change("scim", deprovisions={("meshUser", "bob")}),
         _user("bob", "bob"),  # revived
         stored.Change("scim", deletes={("meshUser", "carol")}),
+        dataclasses.replace(_user("dan", "dan"), deprovisions={("meshUser", "dan")}),  # active: false
+        _user("dan", "dan"),  # active again
     ]
     for change in steps:
         _, revision = stored.apply(config, store, change, cache=cache)
