@@ -510,6 +510,20 @@ def bench_noop() -> None:
                 "read group by group"
             )
         record(name, r["calls_per_tenant"], "calls", note)
+        daemon = rows.get(f"daemon_{platform}")
+        if daemon is not None:
+            engine, bound = daemon["engine_calls_per_tenant"], daemon["lower_bound_per_tenant"]
+            ops = ", ".join(f"{op} {n}" for op, n in sorted(daemon["by_operation"].items()))
+            record(
+                f"noop_daemon_{platform}_calls_per_tenant",
+                daemon["calls_per_tenant"],
+                "calls",
+                f"the daemon's full resync of the same converged tenants ({daemon['tenants']}, "
+                f"{daemon['runs']} engine run(s)) after its start-up pass: "
+                f"{daemon['calls_per_tenant'] / engine:.2f}x reconcile --all ({engine:g}), "
+                f"{daemon['calls_per_tenant'] / bound:.2f}x the lower bound ({bound:g}); writes 0 "
+                f"(asserted); {ops}",
+            )
 
 
 def bench_rate_converge(tenants: int = 1000, rate: float = 20.0, fault_rate: float = 0.02) -> None:

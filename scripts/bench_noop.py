@@ -6,8 +6,10 @@ kube-apiserver, the Azure, GCP and Cloud Foundry servers). Per platform: one con
 `reconcile --all` (which also fills the lookup cache), then one more engine run with the cache
 warm, in which the driver counts every request it sends (one per HTTP request or page, see each
 driver's docstring; the AWS run goes through the counting proxy too, the Azure and GCP runs are
-cross-checked with the servers' own request logs). Writes must be 0: the row fails loudly
-otherwise. Each result is appended as a JSON line to ``$BENCH_NOOP_OUT``.
+cross-checked with the servers' own request logs). Then the daemon on the same store: after its
+start-up pass, one full resync (``daemon_<platform>`` rows), every request of it counted. Writes
+must be 0: the row fails loudly otherwise. Each result is appended as a JSON line to
+``$BENCH_NOOP_OUT``.
 
 Lower bound per tenant (the reads that cannot be avoided, lookups served from the cache), with G
 the tenant's owned groups in the state store:
@@ -142,6 +144,83 @@ def measure(
     return row
 
 
+def daemon_sweep(platform: str, config_path: Path, store: Store, engine_row: dict[str, Any]) -> None:
+    """The same no-op as a full resync of the daemon (``POST /v1/reconcile`` does the same as
+    ``Daemon.resync``): it starts on the converged store, its start-up pass runs, then the resync;
+    every request of that resync's drivers is counted. Row ``daemon_<platform>``, beside the
+    engine run's (``reconcile --all``) ``engine_row``."""
+    from replicator.service.daemon import Daemon
+    from replicator.service.workqueue import Priority
+
+    drivers: list[Any] = []
+
+    class Counting(Daemon):
+        def _driver(self, p: Any, priority: Priority = Priority.CHANGE) -> Any:
+            d = super()._driver(p, priority)
+            drivers.append(d)
+            return d
+
+    async def until(check: Callable[[], bool], what: str) -> None:
+        for _ in range(1200):
+            if check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{platform}: the daemon did not finish {what} within 60 s")
+
+    async def run() -> tuple[int, set[str]]:
+        d = Counting(config_path=config_path, listen=None, workers=2, watch_interval=0.1, grace=5)
+        await d.start()
+        try:
+            assert d.validated is not None
+            keys = set(d.validated.inventory.tenants)
+
+            def idle() -> bool:
+                return d.queue.depth() == 0 and not d._in_flight
+
+            def ran(since: dict[str, Any]) -> bool:
+                states = {k: d.tenants.get(k) for k in keys}
+                done = all(s is not None and s.last_finished != since.get(k) for k, s in states.items())
+                return done and idle()
+
+            await until(lambda: ran({}), "its start-up pass")
+            drivers.clear()
+            before = {k: d.tenants[k].last_finished for k in keys}
+            audit_before = len(store.audit_trail())
+            await d.resync(None)
+            await until(lambda: ran(before), "the resync")
+            failed = [k for k in keys if not d.tenants[k].last or not d.tenants[k].last.ok]
+            assert not failed, f"{platform}: the daemon's resync failed for {failed}"
+            assert len(store.audit_trail()) == audit_before, f"{platform}: the daemon's no-op resync audited"
+            return len(keys), keys
+        finally:
+            await d.stop()
+
+    tenants, _ = asyncio.run(run())
+    calls: dict[str, int] = {}
+    for driver in drivers:
+        for op, n in driver.api_calls.items():
+            calls[op] = calls.get(op, 0) + n
+    writes = writes_of(calls)
+    assert not writes, f"{platform}: the daemon's no-op resync wrote {writes}"
+    per_run = sum(n for op, n in calls.items() if op in _NOT_WRITE)
+    total = sum(calls.values()) - per_run
+    row = {
+        "platform": f"daemon_{platform}",
+        "tenants": tenants,
+        "runs": len(drivers),
+        "calls": total,
+        "per_run_calls": per_run,
+        "calls_per_tenant": total / tenants,
+        "engine_calls_per_tenant": engine_row["calls_per_tenant"],
+        "lower_bound_per_tenant": engine_row["lower_bound_per_tenant"],
+        "by_operation": calls,
+    }
+    out = os.environ.get("BENCH_NOOP_OUT")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def _aws(project: Project, label: str, **extra: Any) -> dict[str, Any]:
     with FaultProxy(project.aws.url, rate=0.0) as proxy:
         options = project.aws.driver_options(pollInterval=0.01, maxAttempts=1, endpointUrl=proxy.url, **extra)
@@ -156,6 +235,7 @@ def _aws(project: Project, label: str, **extra: Any) -> dict[str, Any]:
             return len(ops), len(writes)
 
         row = measure("aws", project.config_path, project.store(), seen, label)
+        daemon_sweep(label, project.config_path, project.store(), row)
     assert row["server_requests"] == row["calls"], "the proxy saw what the driver counted"
     return row
 
@@ -172,7 +252,8 @@ def test_aws_scan(proj: Project) -> None:  # noqa: F811
 
 def test_openstack(os_proj: OsProject) -> None:  # noqa: F811
     os_proj.converge()
-    measure("openstack", os_proj.config_path, os_proj.store())
+    row = measure("openstack", os_proj.config_path, os_proj.store())
+    daemon_sweep("openstack", os_proj.config_path, os_proj.store(), row)
 
 
 def _scanned(project: OsProject | GcpProject, platform: str, listed: str, not_read: str) -> None:
@@ -181,6 +262,7 @@ def _scanned(project: OsProject | GcpProject, platform: str, listed: str, not_re
     project.write_config()
     project.converge()
     row = measure(platform, project.config_path, project.store(), label=f"{platform}_scan")
+    daemon_sweep(f"{platform}_scan", project.config_path, project.store(), row)
     assert row["by_operation"].get(listed) == 1, row
     assert not_read not in row["by_operation"], row
 
@@ -191,7 +273,9 @@ def test_openstack_scan(os_proj: OsProject) -> None:  # noqa: F811
 
 def test_kubernetes(kp: KubeProject) -> None:  # noqa: F811
     kp.converge()
-    measure("kubernetes", kp.config_path, Store(f"sqlite:///{kp.root / 'state.db'}"))
+    store = Store(f"sqlite:///{kp.root / 'state.db'}")
+    row = measure("kubernetes", kp.config_path, store)
+    daemon_sweep("kubernetes", kp.config_path, store, row)
 
 
 def test_azure(az: AzProject) -> None:  # noqa: F811
@@ -203,12 +287,14 @@ def test_azure(az: AzProject) -> None:  # noqa: F811
         methods = [m for api, m, _ in az.azure.iter_requests() if api != "token"]
         return len(methods), sum(1 for m in methods if m != "GET")
 
-    measure("azure", az.config_path, az.store(), seen)
+    row = measure("azure", az.config_path, az.store(), seen)
+    daemon_sweep("azure", az.config_path, az.store(), row)
 
 
 def test_gcp(gp: GcpProject) -> None:  # noqa: F811
     gp.converge()
-    measure("gcp", gp.config_path, gp.store())
+    row = measure("gcp", gp.config_path, gp.store())
+    daemon_sweep("gcp", gp.config_path, gp.store(), row)
 
 
 def test_gcp_scan(gp: GcpProject) -> None:  # noqa: F811
@@ -217,4 +303,5 @@ def test_gcp_scan(gp: GcpProject) -> None:  # noqa: F811
 
 def test_cloudfoundry(cf: CfProject) -> None:  # noqa: F811
     cf.converge()
-    measure("cloudfoundry", cf.config_path, cf.store())
+    row = measure("cloudfoundry", cf.config_path, cf.store())
+    daemon_sweep("cloudfoundry", cf.config_path, cf.store(), row)
