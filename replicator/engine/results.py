@@ -108,6 +108,9 @@ class TenantResult:
     """The fencing token of the tenant lease the run held (runs that apply)."""
     duration: float = 0.0
     """Seconds the tenant's run took (lease, observation, plan, apply)."""
+    calls: int | None = None
+    """Requests sent to the platform for this tenant: known when the engine ran it alone (the
+    lookup included); None in a run of several tenants, whose reads are shared (``RunReport.calls``)."""
 
     @property
     def ok(self) -> bool:

@@ -235,6 +235,9 @@ class Engine:
                     if self.skip is not None and self.skip(d.ref.key):
                         return  # superseded before it started (the caller runs it afresh)
                     result = await self._leased(driver, d, lookups, policy, apply, now)
+                calls = getattr(driver, "api_calls", None)
+                if len(tenants) == 1 and calls is not None:
+                    result.calls = sum(calls.values())
                 report.results.append(result)
                 if on_done:
                     on_done(result)

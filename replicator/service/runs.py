@@ -207,6 +207,7 @@ def _finished(daemon: Daemon, item: Item, result: TenantResult, ttl: timedelta, 
         outcome=label,
         error_kind=outcome.kind.value if isinstance(outcome, Failed) else None,
         changes=result.applied,
+        platform_calls=result.calls,
         failures=state.failures,
         batch=batch,
     )

@@ -588,3 +588,30 @@ async def test_a_change_to_a_tenant_waiting_in_a_sweep_batch_runs_at_once_in_its
     finally:
         await d.stop()
         store.close()
+
+
+async def test_a_triggered_run_logs_its_start_and_its_end_with_what_it_did(daemon: Daemon) -> None:
+    from structlog.testing import capture_logs
+
+    await eventually(lambda: converged(daemon))
+    url = f"http://127.0.0.1:{daemon.port}/v1/tenants/finance/ledger/{PLATFORM}/reconcile"
+    with capture_logs() as logs:
+        async with httpx.AsyncClient() as http:
+            assert (await http.post(url, headers={"Authorization": f"Bearer {WRITE}"})).status_code == 202
+        await eventually(lambda: any(e["event"] == "reconcile finished" for e in logs))
+    started = next(e for e in logs if e["event"] == "reconcile started")
+    finished = next(e for e in logs if e["event"] == "reconcile finished")
+    assert next(e for e in logs if e["event"] == "trigger queued")["tenant"] == LEDGER
+    for event in (started, finished):
+        assert (event["tenant"], event["replica"], event["reason"]) == (
+            LEDGER,
+            daemon.replica_id,
+            "api trigger",
+        )
+        assert event["queue_wait"] >= 0
+    assert finished["outcome"] == "converged"
+    assert finished["changes"] == 0
+    assert isinstance(finished["run_id"], int)
+    assert isinstance(finished["lease_token"], int)
+    assert finished["duration"] > 0
+    assert finished["platform_calls"] > 0, "a run of one tenant says what it sent"
