@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -88,6 +89,18 @@ def file_lock(path: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+@dataclasses.dataclass
+class _Open:
+    """The transaction :meth:`Database.transaction` holds open in this thread."""
+
+    db: Database
+    session: Session
+    after: list[Callable[[], None]]
+
+
+_CURRENT: ContextVar[_Open | None] = ContextVar("state_transaction", default=None)
+
+
 class Database:
     """An open database behind one SQLAlchemy URL, migrated to the newest schema; the base of each
     part of ``Store``, which all share its engine and its transactions."""
@@ -156,6 +169,37 @@ class Database:
         self.engine.dispose()
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every call of this store in the block (in this thread) as one transaction: committed
+        when the block ends, rolled back (nothing written) when it raises. Nested blocks join the
+        outer one. A database error comes out as StoreError."""
+        current = _CURRENT.get()
+        if current is not None and current.db is self:
+            yield
+            return
+        after: list[Callable[[], None]] = []
+        try:
+            with self._begin() as session:
+                token = _CURRENT.set(_Open(self, session, after))
+                try:
+                    yield
+                finally:
+                    _CURRENT.reset(token)
+        except SQLAlchemyError as e:
+            raise self._failed(e) from e
+        for fn in after:
+            fn()
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once what was written so far is committed: at once outside a
+        :meth:`transaction`, after its commit inside one (never, when it rolls back)."""
+        current = _CURRENT.get()
+        if current is not None and current.db is self:
+            current.after.append(fn)
+        else:
+            fn()
+
+    @contextmanager
     def _tx(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back when it raises; a database
         error comes out as StoreError."""
@@ -183,6 +227,10 @@ class Database:
     def _begin(self) -> Iterator[Session]:
         """A session in a transaction (committed when the block ends), its database errors as
         they are; an in-memory database's transactions one at a time."""
+        current = _CURRENT.get()
+        if current is not None and current.db is self:  # inside transaction(): its session
+            yield current.session
+            return
         with self._turns, self._sessions.begin() as session:
             yield session
 

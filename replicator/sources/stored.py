@@ -203,8 +203,10 @@ def apply_locked(
         take_over=take_over,
     )
     # Nobody else wrote in between (the lock): the store now holds exactly ``after``.
+    # Kept once committed: a caller's transaction around this write may still roll it back.
     if cache is not None and before is not None and revision > before:
-        cache.keep(dataclasses.replace(after, store_revision=revision))
+        written = dataclasses.replace(after, store_revision=revision)
+        store.after_commit(lambda: cache.keep(written))
     return validated, revision
 
 

@@ -685,3 +685,30 @@ def test_one_person_s_user_name_in_other_unicode_forms_is_not_a_second_user(serv
         assert http.post("/Users", json=entra_user("josef@example.com")).status_code == 201
     names = {str(r.document["userName"]) for r in served.store().scim_resources("User")}
     assert names == {composed, "josef@example.com"}
+
+
+def test_a_create_that_fails_halfway_leaves_nothing_and_its_retry_succeeds(served: Served) -> None:
+    """The SCIM resource's row cannot be written (a trigger of the database refuses it, as a
+    replica dying after the meshUser was written would leave it): the meshUser is not written
+    either, so the retried create is not refused for the euid an orphan holds."""
+    from sqlalchemy import text
+
+    name = "half@example.com"
+    engine = served.store().engine
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TRIGGER refuse_half BEFORE INSERT ON scim_resources "
+                f"WHEN json_extract(NEW.document, '$.userName') = '{name}' "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )
+        )
+    with served.http() as http:
+        assert error(http.post("/Users", json=entra_user(name))) == (503, None)
+        users = [o for o in served.store().list_objects("meshUser", include_deprovisioned=True)]
+        assert [u.key for u in users if u.document["spec"].get("euid") == name] == [], "no orphan"
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_half"))
+        again = http.post("/Users", json=entra_user(name))
+        assert again.status_code == 201, again.text
+    assert served.inventory_users()[again.json()["id"]].spec.euid == name

@@ -342,3 +342,26 @@ def test_migration_0008_keys_the_users_kept_before_it_by_their_folded_user_name(
         assert store.scim_ids_named("Group", "jos\u00e9@example.com") == [], "a Group is unique by nothing"
     finally:
         store.close()
+
+
+def test_a_transaction_writes_all_of_its_calls_or_none(store: Store) -> None:
+    from state import ObjectWrite
+
+    user = {"kind": "meshUser", "metadata": {"name": "ann"}, "spec": {"euid": "ann"}}
+    done: list[str] = []
+    with pytest.raises(RuntimeError), store.transaction():
+        store.write_objects("scim", [ObjectWrite("meshUser", "ann", user)])
+        store.after_commit(lambda: done.append("kept"))
+        assert store.get_object("meshUser", "ann") is not None, "the transaction sees its own write"
+        raise RuntimeError("the second write failed")
+    assert store.get_object("meshUser", "ann") is None
+    assert store.objects_revision() == 0
+    assert done == [], "nothing to keep after a rollback"
+    with store.transaction():
+        store.write_objects("scim", [ObjectWrite("meshUser", "ann", user)])
+        store.put_scim_resources([("User", "ann", {"userName": "ann"})])
+        store.after_commit(lambda: done.append("kept"))
+        assert done == []
+    assert done == ["kept"]
+    assert store.get_object("meshUser", "ann") is not None
+    assert store.scim_resource("User", "ann") is not None

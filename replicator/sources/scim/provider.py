@@ -169,14 +169,15 @@ class Provider:
     def _replace(self, request: Request, raw: bytes) -> Response:
         from scim2_models import Context
 
-        rt, id, stored, body = self._target(request, raw)
-        try:
-            obj = model(rt).model_validate(body, scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
-            obj.replace(as_model(request, rt, stored))
-        except Exception as e:
-            raise from_exception(e) from e
-        obj.id = None
-        writes.put(self.host, self.store, rt, id, obj)
+        with self.store.objects_lock():  # read, check If-Match and write as one step
+            rt, id, stored, body = self._target(request, raw)
+            try:
+                obj = model(rt).model_validate(body, scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
+                obj.replace(as_model(request, rt, stored))
+            except Exception as e:
+                raise from_exception(e) from e
+            obj.id = None
+            writes.put(self.host, self.store, rt, id, obj, locked=True)
         log.info("scim resource replaced", resource_type=rt, id=id)
         return _answer(
             request,
@@ -193,16 +194,18 @@ class Provider:
     def _patch(self, request: Request, raw: bytes) -> Response:
         from scim2_models import Context, PatchOp
 
-        rt, id, stored, body = self._target(request, raw)
-        obj = as_model(request, rt, stored)
-        try:
-            op = PatchOp[model(rt)].model_validate(body, scim_ctx=Context.RESOURCE_PATCH_REQUEST)  # type: ignore[misc]
-            changed = op.patch(obj)
-        except Exception as e:
-            raise from_exception(e) from e
+        with self.store.objects_lock():  # read, check If-Match and write as one step
+            rt, id, stored, body = self._target(request, raw)
+            obj = as_model(request, rt, stored)
+            try:
+                op = PatchOp[model(rt)].model_validate(body, scim_ctx=Context.RESOURCE_PATCH_REQUEST)  # type: ignore[misc]
+                changed = op.patch(obj)
+            except Exception as e:
+                raise from_exception(e) from e
+            if changed:
+                obj.id, obj.meta = None, None
+                writes.put(self.host, self.store, rt, id, obj, locked=True)
         if changed:
-            obj.id, obj.meta = None, None
-            writes.put(self.host, self.store, rt, id, obj)
             log.info("scim resource patched", resource_type=rt, id=id)
         # 200 with the resource (Entra and Okta accept it; 204 is also allowed).
         return _answer(
@@ -216,8 +219,9 @@ class Provider:
     def _delete(self, request: Request) -> Response:
         rt = resource_type(request)
         id = request.path_params["id"]
-        query.if_match(request, find(self.store, rt, id))
-        writes.delete(self.host, self.store, rt, id)
+        with self.store.objects_lock():  # read, check If-Match and write as one step
+            query.if_match(request, find(self.store, rt, id))
+            writes.delete(self.host, self.store, rt, id)
         log.info("scim resource deleted", resource_type=rt, id=id)
         return Response(status_code=204)
 

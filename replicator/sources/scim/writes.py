@@ -1,13 +1,16 @@
 """Writing SCIM resources: the meshObjects a change produces are validated against the whole
 inventory (inventory files, stored objects and the change) before anything is written, then the
-SCIM resources are kept. A put (create, replace, patch) holds the store's objects lock from its
-own checks (userName uniqueness, members) to the write of its SCIM resource, so that another
-replica writing the same userName at the same moment waits and then sees this one; a delete holds
-it only while its meshObject change is validated and written. After a write the daemon is told
-that stored objects changed."""
+SCIM resources are kept. Every write holds the store's objects lock from its reads to its last
+write: a create from its checks (userName uniqueness, members), a replace, patch or delete from
+its read of the resource it changes (the provider takes the lock around both), so that another
+replica changing the same resource or userName at the same moment waits and then sees this one
+(no lost update). The meshObjects and the SCIM resources of one request are written in one
+transaction: a replica that dies in between leaves neither (no orphan meshUser whose euid would
+make every retried create a 409). After a write the daemon is told that stored objects changed."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -27,41 +30,50 @@ if TYPE_CHECKING:
 log = structlog.get_logger("replicator.scim")
 
 
-def put(host: SourceHost, store: Store, rt: str, id: str, obj: Resource[Any]) -> ScimResource:
-    """Validate and write the meshObject ``obj`` maps to, then keep ``obj`` as ``rt`` ``id``."""
-    from scim2_models import Group, User
-
-    v = host.validated
-    attribute = v.config.identity.scim.euid_attribute if v is not None else "userName"
-    # Under the objects lock from the uniqueness check to the SCIM resource's write: another
-    # replica creating the same userName at the same moment waits, then sees this one.
-    with store.objects_lock():
-        if rt == "User":
-            assert isinstance(obj, User)
-            mapping.check_unique_user_name(store, obj, id)
-            change = mapping.user_change(id, obj, attribute)
-        else:
-            assert isinstance(obj, Group)
-            change = mapping.group_change(id, obj, mapping.member_users(store, obj))
-        write(host, store, change, locked=True)
-        saved = keep(store, rt, id, obj)
+def put(
+    host: SourceHost, store: Store, rt: str, id: str, obj: Resource[Any], *, locked: bool = False
+) -> ScimResource:
+    """Validate and write the meshObject ``obj`` maps to, then keep ``obj`` as ``rt`` ``id``.
+    ``locked``: the caller holds the store's objects lock (a PATCH or PUT that read the resource
+    under it), else it is taken here."""
+    with contextlib.nullcontext() if locked else store.objects_lock(), store.transaction():
+        saved = _put_locked(host, store, rt, id, obj)
     host.objects_changed()
     return saved
 
 
+def _put_locked(host: SourceHost, store: Store, rt: str, id: str, obj: Resource[Any]) -> ScimResource:
+    from scim2_models import Group, User
+
+    v = host.validated
+    attribute = v.config.identity.scim.euid_attribute if v is not None else "userName"
+    if rt == "User":
+        assert isinstance(obj, User)
+        mapping.check_unique_user_name(store, obj, id)
+        change = mapping.user_change(id, obj, attribute)
+    else:
+        assert isinstance(obj, Group)
+        change = mapping.group_change(id, obj, mapping.member_users(store, obj))
+    write(host, store, change, locked=True)
+    return keep(store, rt, id, obj)
+
+
 def delete(host: SourceHost, store: Store, rt: str, id: str) -> None:
     """Remove ``rt`` ``id``: a User leaves the groups that hold it and its meshUser is
-    deprovisioned; a Group's meshUserGroup is deleted. Then the SCIM resource is removed."""
+    deprovisioned; a Group's meshUserGroup is deleted. Then the SCIM resource is removed. The
+    caller holds the store's objects lock from its read of the resource (If-Match) on: the groups
+    read here are the ones written back."""
     from replicator.sources.stored import Change
 
-    if rt == "User":
-        change, groups = mapping.user_removal(store, id)
-        write(host, store, change)
-        for gid, g in groups:
-            keep(store, "Group", gid, g)
-    else:
-        write(host, store, Change(mapping.SOURCE, deletes={("meshUserGroup", id)}))
-    store.put_scim_resources([], deletes=[(rt, id)])
+    with store.transaction():
+        if rt == "User":
+            change, groups = mapping.user_removal(store, id)
+            write(host, store, change, locked=True)
+            for gid, g in groups:
+                keep(store, "Group", gid, g)
+        else:
+            write(host, store, Change(mapping.SOURCE, deletes={("meshUserGroup", id)}), locked=True)
+        store.put_scim_resources([], deletes=[(rt, id)])
     host.objects_changed()
 
 
