@@ -290,6 +290,9 @@ class ScimConfig(Model):
     ``urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber``)."""
     max_page_size: int = Field(default=500, ge=1)
     """Most resources one list answer holds (``count`` is capped to it)."""
+    max_request_bytes: int = Field(default=1_000_000, ge=1)
+    """Largest request body taken (larger: 413, read no further). A User or a PATCH of a few
+    hundred members is a few kilobytes."""
 
     @field_validator("euid_attribute")
     @classmethod

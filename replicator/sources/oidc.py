@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from replicator.core.config import OIDC_ALGORITHMS, OidcProvider
 from replicator.logs import get_logger
+from replicator.sources.bodies import BodyError, parse_json, read_body
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -322,8 +323,8 @@ def _error(status: int, error: str, **extra: Any) -> JSONResponse:
 
 async def _read_token(request: Request) -> str | JSONResponse:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
-    if len(raw) > 4 * MAX_TOKEN_BYTES:
+    raw = await read_body(request, 4 * MAX_TOKEN_BYTES)
+    if raw is None:  # refused before reading it whole: the login is unauthenticated
         return _error(413, "the body is too large for a login", where="body")
     if ctype == "application/x-www-form-urlencoded":
         from urllib.parse import parse_qs
@@ -336,9 +337,11 @@ async def _read_token(request: Request) -> str | JSONResponse:
         where = "form field id_token"
     else:
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return _error(400, 'the body is not JSON: send {"idToken": "..."}', where="body")
+            body = parse_json(raw)
+        except BodyError:
+            return _error(
+                400, 'the body is not JSON (or nests too deeply): send {"idToken": "..."}', where="body"
+            )
         value = body.get("idToken") if isinstance(body, dict) else None
         where = "body.idToken"
     if not isinstance(value, str) or not value.strip():

@@ -542,3 +542,28 @@ def test_duplicate_provider_names_are_a_problem(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         load(path)
     assert any("corp" in p.message and "more than once" in p.message for p in e.value.problems), e.value
+
+
+async def test_a_huge_login_body_is_refused_before_it_is_read_whole(env: Env) -> None:
+    """The login is unauthenticated: a body over the limit is 413, declared or streamed (chunked,
+    no Content-Length); that the stream is not read past the limit is tests/unit/test_bodies.py."""
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(200):  # 12.5 MiB
+            yield b"[" * 65_536
+
+    r = await env.http.post("/v1/login/corp", content=endless(), headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()["where"]) == (413, "body")
+
+
+async def test_a_deeply_nested_login_body_is_400_without_a_traceback(env: Env) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        for depth in (40, 5_000):
+            body = b"[" * depth + b"]" * depth
+            r = await env.http.post(
+                "/v1/login/corp", content=body, headers={"content-type": "application/json"}
+            )
+            assert (r.status_code, r.json()["where"]) == (400, "body"), depth
+    assert not [e for e in logs if "exc_info" in e or e.get("log_level") == "error"], logs

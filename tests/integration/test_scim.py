@@ -712,3 +712,17 @@ def test_a_create_that_fails_halfway_leaves_nothing_and_its_retry_succeeds(serve
         again = http.post("/Users", json=entra_user(name))
         assert again.status_code == 201, again.text
     assert served.inventory_users()[again.json()["id"]].spec.euid == name
+
+
+def test_bodies_over_the_size_or_depth_limit_are_refused_without_a_traceback(served: Served) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs, served.http() as http:
+        big = http.post("/Users", content=b" " * 2_000_000, headers={"content-type": "application/scim+json"})
+        assert error(big)[0] == 413
+        for levels in (40, 5_000):
+            deep = b'{"userName": ' + b"[" * levels + b"]" * levels + b"}"
+            r = http.post("/Users", content=deep, headers={"content-type": "application/scim+json"})
+            assert error(r) == (400, "invalidSyntax"), levels
+            assert "nests deeper than" in r.json()["detail"]
+    assert not [e for e in logs if "exc_info" in e or e.get("log_level") == "error"], logs

@@ -349,11 +349,16 @@ def test_a_transaction_writes_all_of_its_calls_or_none(store: Store) -> None:
 
     user = {"kind": "meshUser", "metadata": {"name": "ann"}, "spec": {"euid": "ann"}}
     done: list[str] = []
-    with pytest.raises(RuntimeError), store.transaction():
-        store.write_objects("scim", [ObjectWrite("meshUser", "ann", user)])
-        store.after_commit(lambda: done.append("kept"))
-        assert store.get_object("meshUser", "ann") is not None, "the transaction sees its own write"
-        raise RuntimeError("the second write failed")
+
+    def fails_halfway() -> None:
+        with store.transaction():
+            store.write_objects("scim", [ObjectWrite("meshUser", "ann", user)])
+            store.after_commit(lambda: done.append("kept"))
+            assert store.get_object("meshUser", "ann") is not None, "the transaction sees its own write"
+            raise RuntimeError("the second write failed")
+
+    with pytest.raises(RuntimeError):
+        fails_halfway()
     assert store.get_object("meshUser", "ann") is None
     assert store.objects_revision() == 0
     assert done == [], "nothing to keep after a rollback"

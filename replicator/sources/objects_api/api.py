@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from replicator.core.inventory import KINDS, object_document, object_key
 from replicator.inputs.loader import STORE_FILE, LoadedObject, Problem, load
 from replicator.sources import apiauth
+from replicator.sources.bodies import read_body
 from replicator.sources.objects_api.http import (
     JSON_TYPE,
     REQUEST,
@@ -37,7 +38,6 @@ from replicator.sources.objects_api.http import (
     owned_answer,
     parse_body,
     problems_answer,
-    read_body,
     unknown_query,
     wants_yaml,
 )

@@ -95,20 +95,6 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` bytes (read no further)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def parse_body(raw: bytes, media: str) -> tuple[list[LoadedObject], list[Problem]]:
     """The meshObjects of a request body (multi-document YAML, or JSON: one object or a list),
     every problem located ``request:LINE`` like a file's."""

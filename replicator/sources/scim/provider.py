@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import importlib
-import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from starlette.responses import Response
 
+from replicator.core.config import ScimConfig
+from replicator.sources.bodies import BodyError, parse_json, read_limited
 from replicator.sources.scim import query, writes
 from replicator.sources.scim.errors import ScimError, error_answer, from_exception, json_answer
 from replicator.sources.scim.resources import as_model, find, model, resource_type, state_store
@@ -98,6 +99,16 @@ class Provider:
     def store(self) -> Store:
         return state_store(self.host)
 
+    async def _body(self, request: Request) -> bytes:
+        """The request's body, at most ``identity.scim.maxRequestBytes`` (413 past it, read no
+        further)."""
+        v = self.host.validated
+        limit = v.config.identity.scim.max_request_bytes if v is not None else ScimConfig().max_request_bytes
+        try:
+            return await read_limited(request, limit)
+        except BodyError as e:
+            raise ScimError(e.status, e.message) from e
+
     # --- endpoints -------------------------------------------------------------------------
     # Each endpoint reads the request's body on the event loop and does the rest (the store, the
     # validation of the inventory a write produces, the models) in a worker thread. Writes take
@@ -115,7 +126,7 @@ class Provider:
         Groups."""
         from scim2_models import SearchRequest
 
-        body = _parse(await request.body())
+        body = _parse(await self._body(request))
         try:
             SearchRequest.model_validate(body)
         except Exception as e:
@@ -142,7 +153,7 @@ class Provider:
         return _answer(request, obj, 200, Context.RESOURCE_QUERY_RESPONSE)
 
     async def create(self, request: Request) -> Response:
-        raw = await request.body()
+        raw = await self._body(request)
         async with self.writes:
             return await blocking(self._create, request, raw)
 
@@ -162,7 +173,7 @@ class Provider:
         return _answer(request, as_model(request, rt, stored), 201, Context.RESOURCE_CREATION_RESPONSE)
 
     async def replace(self, request: Request) -> Response:
-        raw = await request.body()
+        raw = await self._body(request)
         async with self.writes:
             return await blocking(self._replace, request, raw)
 
@@ -187,7 +198,7 @@ class Provider:
         )
 
     async def patch(self, request: Request) -> Response:
-        raw = await request.body()
+        raw = await self._body(request)
         async with self.writes:
             return await blocking(self._patch, request, raw)
 
@@ -258,11 +269,12 @@ def _policy() -> ScimPolicy:
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
-    """A request's body: a JSON object (400 ``invalidSyntax`` otherwise)."""
+    """A request's body: a JSON object, nested at most ``MAX_JSON_DEPTH`` levels (400
+    ``invalidSyntax`` otherwise)."""
     try:
-        body = json.loads(raw or b"null")
-    except ValueError as e:
-        raise ScimError(400, f"the body is not JSON: {e}", "invalidSyntax") from e
+        body = parse_json(raw or b"null")
+    except BodyError as e:
+        raise ScimError(400, e.message, "invalidSyntax") from e
     if not isinstance(body, dict):
         raise ScimError(400, "the body must be a JSON object", "invalidSyntax")
     return body
