@@ -726,3 +726,20 @@ def test_bodies_over_the_size_or_depth_limit_are_refused_without_a_traceback(ser
             assert error(r) == (400, "invalidSyntax"), levels
             assert "nests deeper than" in r.json()["detail"]
     assert not [e for e in logs if "exc_info" in e or e.get("log_level") == "error"], logs
+
+
+def test_entra_s_manager_as_a_bare_string_is_the_manager_s_id(served: Served) -> None:
+    with served.http() as http:
+        boss = http.post("/Users", json=entra_user("boss@example.com")).json()["id"]
+        uid = http.post("/Users", json=entra_user("worker@example.com")).json()["id"]
+        path = f"{ENTERPRISE}:manager"
+        for ops in (
+            [{"op": "Add", "path": path, "value": boss}],  # what Entra sends
+            [{"op": "replace", "value": {path: boss}}],  # path-less, the value an object
+            [{"op": "replace", "path": path, "value": {"value": boss}}],  # RFC 7643 form
+        ):
+            unset = [{"op": "remove", "path": path}]
+            http.patch(f"/Users/{uid}", json={"schemas": [PATCH], "Operations": unset})
+            r = http.patch(f"/Users/{uid}", json={"schemas": [PATCH], "Operations": ops})
+            assert r.status_code == 200, (ops, r.text)
+            assert r.json()[ENTERPRISE]["manager"]["value"] == boss, ops

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from replicator.core.config import ScimConfig
 from replicator.sources.bodies import BodyError, parse_json, read_limited
-from replicator.sources.scim import query, writes
+from replicator.sources.scim import dialects, query, writes
 from replicator.sources.scim.errors import ScimError, error_answer, from_exception, json_answer
 from replicator.sources.scim.resources import as_model, find, model, resource_type, state_store
 from replicator.threads import blocking
@@ -209,7 +209,9 @@ class Provider:
             rt, id, stored, body = self._target(request, raw)
             obj = as_model(request, rt, stored)
             try:
-                op = PatchOp[model(rt)].model_validate(body, scim_ctx=Context.RESOURCE_PATCH_REQUEST)  # type: ignore[misc]
+                op = PatchOp[model(rt)].model_validate(  # type: ignore[misc]
+                    dialects.rfc_patch(body), scim_ctx=Context.RESOURCE_PATCH_REQUEST
+                )
                 changed = op.patch(obj)
             except Exception as e:
                 raise from_exception(e) from e
