@@ -586,3 +586,19 @@ def test_connector_names_are_unique(tmp_path: Path, directory: Slapd) -> None:
     with pytest.raises(InputError) as e:
         load(path)
     assert any("connector name(s) used more than once: corp" in str(p) for p in e.value.problems)
+
+
+def test_member_dns_spelled_with_spaces_escapes_or_case_are_the_same_members(
+    tmp_path: Path, directory: Slapd
+) -> None:
+    """Member DNs as people write them (a space after each comma, upper case, a hex escape) name
+    the same users as the DNs of the entries. slapd hands DN-syntax values back in its own
+    pretty form; whatever it makes of these, they still match the entries' DNs. The spellings a
+    directory returns as written are compared in tests/unit/test_ldap_dn.py."""
+    spaced = ", ".join(uid_dn("alice").split(","))
+    shouting = uid_dn("bob").upper().replace("UID=BOB", "uid=B\\4fB")  # \4f is "O"
+    directory.add(*group("spaced", [spaced, shouting]))
+    path, store, connector = setup(tmp_path, directory)
+    result = ldap.sync(connector, path, store)
+    assert result.ok, result.error
+    assert stored_docs(store, "meshUserGroup")["spaced"].document["spec"]["members"] == ["alice", "bob"]

@@ -105,15 +105,49 @@ def _sid(raw: bytes) -> str:
 
 
 def normalize_dn(dn: str) -> str:
-    """A DN in a form two spellings of the same DN share (case, spaces around separators). A DN
-    ldap3 cannot parse is only trimmed and case-folded."""
-    from ldap3.utils.dn import parse_dn
+    """A DN in the form every spelling of the same DN shares, compared as RFC 4514 and the
+    caseIgnoreMatch of its attributes say: spaces around ``,``, ``+`` and ``=`` are not part of the
+    DN (directories return member DNs as they were written, ``uid=a, ou=people, dc=example``);
+    escapes (``\\,`` and ``\\2C``) are the characters they stand for; values compare without case
+    and with runs of inner spaces as one; the values of a multi-valued RDN (``cn=a+uid=b``) in any
+    order. Parsed by ldap3's DN parser; a DN it cannot parse is only trimmed and case-folded."""
+    from ldap3.utils.dn import escape_rdn, parse_dn
 
     try:
-        parts = parse_dn(dn.strip())
+        parts = parse_dn(dn.strip(), strip=True)
     except Exception:
         return dn.strip().casefold()
-    return ",".join(f"{attr.strip().casefold()}={value.strip().casefold()}" for attr, value, _ in parts)
+    rdns: list[list[str]] = [[]]
+    for attr, value, separator in parts:
+        folded = " ".join(_unescape(value).casefold().split())
+        rdns[-1].append(f"{attr.strip().casefold()}={escape_rdn(folded)}")
+        if separator != "+":
+            rdns.append([])
+    return ",".join("+".join(sorted(rdn)) for rdn in rdns if rdn)
+
+
+def _unescape(value: str) -> str:
+    """An attribute value of a DN string with its RFC 4514 escapes (``\\c``, ``\\XX``) resolved."""
+    if "\\" not in value:
+        return value
+    out = bytearray()
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and _is_hex(value[i + 1 : i + 3]):
+            out.append(int(value[i + 1 : i + 3], 16))
+            i += 3
+        elif ch == "\\" and i + 1 < len(value):
+            out += value[i + 1].encode()
+            i += 2
+        else:
+            out += ch.encode()
+            i += 1
+    return out.decode("utf-8", "replace")
+
+
+def _is_hex(pair: str) -> bool:
+    return len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair)
 
 
 def _describe(e: BaseException) -> str:
