@@ -12,6 +12,21 @@ from platforms.contract import Options
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
 
+# Lengths every source's values are held to before anything is written (the state store's
+# columns are a second line: a key of three names fits its 600 characters, an euid the lookup
+# cache's and the audit subject's 1024).
+MAX_NAME = 200
+"""Object names and the workspace and project identifiers objects name."""
+MAX_TEXT = 256
+"""User names, display names, given and family names."""
+MAX_EMAIL = 320
+"""An email address (64 for the local part, @, 255 for the domain)."""
+MAX_EUID = 1024
+"""An external user id."""
+
+Name = Annotated[str, Field(max_length=MAX_NAME)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+
 
 Obj = Options
 """Base of every meshObject model: camelCase keys, unknown keys are errors, immutable."""
@@ -24,30 +39,30 @@ class Envelope(Obj):
 
 
 class Named(Obj):
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, max_length=MAX_NAME)
     """Stable, immutable identifier of the object."""
 
 
 class InWorkspace(Named):
-    owned_by_workspace: str
+    owned_by_workspace: Name
     """Identifier of the workspace the object belongs to."""
 
 
 class InProject(Obj):
-    owned_by_workspace: str
-    owned_by_project: str
-    name: str | None = None
+    owned_by_workspace: Name
+    owned_by_project: Name
+    name: Name | None = None
     """Optional name of the object (shown in messages)."""
 
 
 class UserSpec(Obj):
-    username: str | None = None
-    email: str | None = None
-    euid: str | None = None
+    username: Text | None = None
+    email: Annotated[str, Field(max_length=MAX_EMAIL)] | None = None
+    euid: Annotated[str, Field(max_length=MAX_EUID)] | None = None
     """External user id: the user's identity on platforms with externally-provisioned users.
     Without it the user cannot be replicated there (warning USER_HAS_NO_EUID)."""
-    given_name: str | None = None
-    family_name: str | None = None
+    given_name: Text | None = None
+    family_name: Text | None = None
 
 
 class MeshUser(Envelope):
@@ -59,9 +74,9 @@ class MeshUser(Envelope):
 
 
 class UserGroupSpec(Obj):
-    members: tuple[str, ...] = ()
+    members: tuple[Name, ...] = ()
     """meshUser names."""
-    display_name: str | None = None
+    display_name: Text | None = None
 
 
 class MeshUserGroup(Envelope):
@@ -73,7 +88,7 @@ class MeshUserGroup(Envelope):
 
 
 class WorkspaceSpec(Obj):
-    display_name: str | None = None
+    display_name: Text | None = None
     tags: dict[str, str] = Field(default_factory=dict)
 
 
@@ -84,7 +99,7 @@ class MeshWorkspace(Envelope):
 
 
 class ProjectSpec(Obj):
-    display_name: str | None = None
+    display_name: Text | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     """Tags; ``#{tagCostCenter}`` in a group name pattern gives tag ``costCenter``."""
 

@@ -108,7 +108,7 @@ def _paths() -> dict[str, Any]:
                         "description": "queued: how many, and how many were waiting or running",
                         "content": any_json,
                     },
-                    "400": _answer("an empty platform"),
+                    "400": _answer("an empty platform, or an unknown query parameter"),
                     "404": _answer("unknown platform"),
                     **AUTH_ERRORS,
                 },
@@ -131,6 +131,7 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "202": {"description": "queued", "content": any_json},
+                    "400": _answer("force is not true or false, or an unknown query parameter"),
                     "404": _answer("unknown tenant"),
                     **AUTH_ERRORS,
                 },

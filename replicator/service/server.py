@@ -30,6 +30,17 @@ def build_app(daemon: Daemon) -> Starlette:
         caller = await apiauth.authorize(request, scope, daemon.identify)
         return caller if isinstance(caller, Response) else None
 
+    def unknown_parameters(request: Request, known: set[str]) -> Response | None:
+        """400 naming the query parameters the endpoint does not take (a typo is not ignored)."""
+        unknown = sorted(set(request.query_params) - known)
+        if not unknown:
+            return None
+        expected = ", ".join(sorted(known)) or "none"
+        return JSONResponse(
+            {"error": f"unknown query parameter(s) {', '.join(map(repr, unknown))} (known: {expected})"},
+            status_code=400,
+        )
+
     async def healthz(_: Request) -> Response:
         stalled = time.monotonic() - daemon.alive_at > max(STALL_SECONDS, 3 * daemon.watch_interval)
         if stalled or daemon.stopping.is_set():
@@ -49,12 +60,15 @@ def build_app(daemon: Daemon) -> Starlette:
         return await authorize(request, "read") or JSONResponse(await daemon.status())
 
     async def trigger(request: Request) -> Response:
-        denied = await authorize(request, "write")
+        denied = await authorize(request, "write") or unknown_parameters(request, {"force"})
         if denied is not None:
             return denied
         p = request.path_params
         key = f"{p['workspace']}/{p['project']}/{p['platform']}"
-        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+        raw = request.query_params.get("force", "false").lower()
+        if raw not in ("1", "true", "yes", "0", "false", "no"):
+            return JSONResponse({"error": f"force: {raw!r} is not true or false"}, status_code=400)
+        force = raw in ("1", "true", "yes")
         added = daemon.request(key, force=force)
         if added is None:
             return JSONResponse({"error": f"unknown tenant {key!r}"}, status_code=404)
@@ -64,7 +78,7 @@ def build_app(daemon: Daemon) -> Starlette:
         return JSONResponse(body, status_code=202)
 
     async def resync(request: Request) -> Response:
-        denied = await authorize(request, "write")
+        denied = await authorize(request, "write") or unknown_parameters(request, {"platform"})
         if denied is not None:
             return denied
         platform = request.query_params.get("platform")

@@ -48,6 +48,11 @@ class Change:
         return out
 
 
+MAX_EXTERNAL_ID = 1024
+"""Characters of an object's external id (a source's own id of it: a SCIM externalId, an LDAP
+DN); the store's column holds as many, on PostgreSQL and SQLite alike."""
+
+
 def candidate(loaded: Loaded, change: Change) -> Loaded:
     """The inventory as it would be after ``change`` (pure): stored objects it replaces, deletes or
     deprovisions are taken out, its puts added. File objects are never replaced: a put or delete
@@ -74,6 +79,17 @@ def candidate(loaded: Loaded, change: Change) -> Loaded:
                     f"{oid[0]} {oid[1]}",
                     None,
                     "defined in an inventory file: change it there (files are read-only here)",
+                )
+            )
+    for (kind, name), external_id in sorted(change.external_ids.items()):
+        if len(external_id) > MAX_EXTERNAL_ID:
+            problems.append(
+                Problem(
+                    "request",
+                    None,
+                    f"{kind} {name}",
+                    "externalId",
+                    f"{len(external_id)} characters; at most {MAX_EXTERNAL_ID}",
                 )
             )
     gone = set(put_ids) | change.deletes | change.deprovisions

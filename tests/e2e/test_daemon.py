@@ -615,3 +615,15 @@ async def test_a_triggered_run_logs_its_start_and_its_end_with_what_it_did(daemo
     assert isinstance(finished["lease_token"], int)
     assert finished["duration"] > 0
     assert finished["platform_calls"] > 0, "a run of one tenant says what it sent"
+
+
+async def test_unknown_query_parameters_and_a_bad_force_are_400(daemon: Daemon) -> None:
+    base = f"http://127.0.0.1:{daemon.port}"
+    auth = {"Authorization": f"Bearer {WRITE}"}
+    trigger = f"/v1/tenants/finance/ledger/{PLATFORM}/reconcile"
+    async with httpx.AsyncClient(base_url=base, headers=auth) as http:
+        typo = await http.post("/v1/reconcile", params={"platfrom": PLATFORM})
+        assert (typo.status_code, "platfrom" in typo.json()["error"]) == (400, True)
+        assert (await http.post(trigger, params={"forse": "true"})).status_code == 400
+        assert (await http.post(trigger, params={"force": "maybe"})).status_code == 400
+        assert (await http.post(trigger, params={"force": "false"})).status_code == 202

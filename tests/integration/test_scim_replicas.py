@@ -83,3 +83,31 @@ def test_concurrent_member_patches_on_two_replicas_lose_no_update(
             assert members() == (set(), set()), "every remove kept: nobody keeps access"
     finally:
         databases.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_values_over_the_length_limits_are_400_on_both_stores_and_nothing_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    from tests.integration.test_scim import error
+    from tests.integration.test_store import _postgres_database
+
+    monkeypatch.setenv("SCIM_TEST_TOKEN", TOKEN)
+    databases = _postgres_database() if backend == "postgresql" else None
+    url = next(databases) if databases is not None else "sqlite:///state.db"
+    try:
+        with _serve(write_config(tmp_path, state=url)) as served, served.http() as http:
+            too_long = [
+                entra_user("long-external@example.com", externalId="x" * 1025),
+                entra_user("u" * 250 + "@example.com"),  # userName over 256 characters
+            ]
+            for body in too_long:
+                r = http.post("/Users", json=body)
+                assert error(r) == (400, "invalidValue"), r.text
+            assert served.store().list_objects("meshUser") == []
+            assert served.store().scim_resources("User") == []
+            fits = http.post("/Users", json=entra_user("fits@example.com", externalId="x" * 1024))
+            assert fits.status_code == 201, fits.text
+    finally:
+        if databases is not None:
+            databases.close()
