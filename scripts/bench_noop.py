@@ -149,16 +149,7 @@ def daemon_sweep(platform: str, config_path: Path, store: Store, engine_row: dic
     ``Daemon.resync``): it starts on the converged store, its start-up pass runs, then the resync;
     every request of that resync's drivers is counted. Row ``daemon_<platform>``, beside the
     engine run's (``reconcile --all``) ``engine_row``."""
-    from replicator.service.daemon import Daemon
-    from replicator.service.workqueue import Priority
-
-    drivers: list[Any] = []
-
-    class Counting(Daemon):
-        def _driver(self, p: Any, priority: Priority = Priority.CHANGE) -> Any:
-            d = super()._driver(p, priority)
-            drivers.append(d)
-            return d
+    from tests.support.daemons import DriverWatchingDaemon
 
     async def until(check: Callable[[], bool], what: str) -> None:
         for _ in range(1200):
@@ -167,8 +158,9 @@ def daemon_sweep(platform: str, config_path: Path, store: Store, engine_row: dic
             await asyncio.sleep(0.05)
         raise AssertionError(f"{platform}: the daemon did not finish {what} within 60 s")
 
-    async def run() -> tuple[int, set[str]]:
-        d = Counting(config_path=config_path, listen=None, workers=2, watch_interval=0.1, grace=5)
+    async def run() -> tuple[int, dict[str, int], int]:
+        """Tenants, requests by operation and engine runs of the resync."""
+        d = DriverWatchingDaemon(config_path=config_path, listen=None, workers=2, watch_interval=0.1, grace=5)
         await d.start()
         try:
             assert d.validated is not None
@@ -183,7 +175,7 @@ def daemon_sweep(platform: str, config_path: Path, store: Store, engine_row: dic
                 return done and idle()
 
             await until(lambda: ran({}), "its start-up pass")
-            drivers.clear()
+            d.drivers.clear()
             before = {k: d.tenants[k].last_finished for k in keys}
             audit_before = len(store.audit_trail())
             await d.resync(None)
@@ -191,15 +183,11 @@ def daemon_sweep(platform: str, config_path: Path, store: Store, engine_row: dic
             failed = [k for k in keys if not d.tenants[k].last or not d.tenants[k].last.ok]
             assert not failed, f"{platform}: the daemon's resync failed for {failed}"
             assert len(store.audit_trail()) == audit_before, f"{platform}: the daemon's no-op resync audited"
-            return len(keys), keys
+            return len(keys), d.calls(), len(d.drivers)
         finally:
             await d.stop()
 
-    tenants, _ = asyncio.run(run())
-    calls: dict[str, int] = {}
-    for driver in drivers:
-        for op, n in driver.api_calls.items():
-            calls[op] = calls.get(op, 0) + n
+    tenants, calls, runs = asyncio.run(run())
     writes = writes_of(calls)
     assert not writes, f"{platform}: the daemon's no-op resync wrote {writes}"
     per_run = sum(n for op, n in calls.items() if op in _NOT_WRITE)
@@ -207,7 +195,7 @@ def daemon_sweep(platform: str, config_path: Path, store: Store, engine_row: dic
     row = {
         "platform": f"daemon_{platform}",
         "tenants": tenants,
-        "runs": len(drivers),
+        "runs": runs,
         "calls": total,
         "per_run_calls": per_run,
         "calls_per_tenant": total / tenants,

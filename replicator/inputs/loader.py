@@ -94,10 +94,15 @@ class Loaded:
     def files_unchanged(self) -> bool:
         """Whether the config and inventory files are still those this was read from (same files,
         same modification times)."""
-        if self.file_stamps is None:
-            return False
-        files, _ = inventory_files(self.config_path.parent, self.config.inventory)
-        return file_stamps([self.config_path, *files]) == self.file_stamps
+        return (
+            self.file_stamps is not None and input_stamps(self.config_path, self.config) == self.file_stamps
+        )
+
+
+def input_stamps(config_path: Path, config: Config | None) -> dict[str, int]:
+    """:func:`file_stamps` of the config file and of the inventory files ``config`` names now."""
+    files = inventory_files(config_path.parent, config.inventory)[0] if config is not None else []
+    return file_stamps([config_path, *files])
 
 
 def file_stamps(paths: Iterable[Path]) -> dict[str, int]:

@@ -49,9 +49,6 @@ class Pacer:
             return True
         return False
 
-    def waiting(self) -> int:
-        return sum(1 for *_, turn in self._waiters if not turn.done())
-
     def set_rate(self, rate: float) -> None:
         self._leak()  # what leaked so far leaked at the old rate
         self.rate = rate

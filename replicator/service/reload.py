@@ -24,14 +24,7 @@ from typing import Any
 from replicator.core.compile import compile_tenant
 from replicator.core.model import DesiredTenant
 from replicator.engine.runner import Engine
-from replicator.inputs.loader import (
-    InputError,
-    Loaded,
-    file_stamps,
-    inventory_files,
-    load,
-    resolve_state_url,
-)
+from replicator.inputs.loader import InputError, Loaded, input_stamps, resolve_state_url
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
 from replicator.sources.stored import LoadedCache, current
@@ -71,7 +64,7 @@ def prepare(
     reading files and store when it is still theirs (a reload after this replica's own SCIM write)."""
     stamps = watched(config_path, previous, store)
     try:
-        loaded = current(config_path, store, cache) if store is not None else load(config_path, store)
+        loaded = current(config_path, store, cache)
         validated = validate(loaded)
     except InputError as e:
         return Reloaded(stamps, error=e)
@@ -93,11 +86,7 @@ def prepare(
 def watched(config_path: Path, validated: Validated | None, store: Store | None) -> dict[str, int]:
     """A fingerprint of the inputs (blocking): the config and inventory files' modification times
     and the stored objects' revision (objects the API or an identity source wrote, on any replica)."""
-    paths = [config_path]
-    if validated is not None:
-        files, _ = inventory_files(config_path.parent, validated.config.inventory)
-        paths += files
-    stamps = file_stamps(paths)
+    stamps = input_stamps(config_path, validated.config if validated is not None else None)
     if validated is not None and validated.config.stored_objects and store is not None:
         with contextlib.suppress(StoreError):
             stamps["<stored objects>"] = store.objects_revision()

@@ -147,10 +147,10 @@ class LoadedCache:
             self._loaded = None
 
 
-def current(config_path: Path, store: Store, cache: LoadedCache | None = None) -> Loaded:
+def current(config_path: Path, store: Store | None, cache: LoadedCache | None = None) -> Loaded:
     """The inventory with the stored objects as they are now: the cached one when it is current,
-    else read (files and store)."""
-    loaded = cache.get(store.objects_revision()) if cache is not None else None
+    else read (files and store; without a store, the config's)."""
+    loaded = cache.get(store.objects_revision()) if cache is not None and store is not None else None
     return loaded if loaded is not None else load(config_path, store)
 
 

@@ -473,26 +473,17 @@ async def test_a_sweep_runs_a_platform_s_tenants_together_with_one_group_scan(
 ) -> None:
     """The first sweep hands the tenants of one platform to one run: one driver, one listing of
     every group (groupScanThreshold reached by the batch), instead of reads per tenant."""
-    from platforms.contract import Driver
-    from replicator.core.config import PlatformConfig
+    from tests.support.daemons import DriverWatchingDaemon
 
     proj.driver_extra = {"groupScanThreshold": 4}
     proj.write_inventory(three_tenants())
     with_api(proj, monkeypatch)
-    drivers: list[Driver] = []
-
-    class Watched(Daemon):
-        def _driver(self, platform: PlatformConfig, priority: Priority = Priority.CHANGE) -> Driver:
-            driver = super()._driver(platform, priority)
-            drivers.append(driver)
-            return driver
-
-    d = Watched(config_path=proj.config_path, listen=None, workers=2, watch_interval=0.1)
+    d = DriverWatchingDaemon(config_path=proj.config_path, listen=None, workers=2, watch_interval=0.1)
     await d.start()
     try:
         keys = [f"finance/{name}/{PLATFORM}" for name in ("ledger", "payroll", "audit")]
         await eventually(lambda: all(converged(d, k) for k in keys))
-        (driver,) = drivers
+        (driver,) = d.drivers
         calls = getattr(driver, "api_calls", {})
         assert calls["list_groups"] == 1
         assert "describe_group" not in calls, "every group was found in the scan"
