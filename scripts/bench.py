@@ -56,6 +56,7 @@ COMMANDS = {
     "daemon_failing_tenant": "scripts/bench.py --only daemon_failing_tenant (BENCH_DAEMON_HEALTHY=20)",
     "daemon_many_tenants": "scripts/bench.py --only daemon_many_tenants (BENCH_DAEMON_MANY_TENANTS=10000)",
     "daemon_noop_sweep": "scripts/bench.py --only daemon_noop_sweep (BENCH_DAEMON_NOOP_TENANTS=50)",
+    "scim_writes": "scripts/bench.py --only scim_writes (BENCH_SCIM_SIZES=10000,100000)",
 }
 _CURRENT = ["core"]
 
@@ -655,6 +656,7 @@ BENCHES = {
     "daemon_failing_tenant": lambda: bench_daemon.bench_failing_tenant(record, synthetic_site),
     "daemon_many_tenants": lambda: bench_daemon.bench_many_tenants(record, synthetic_site),
     "daemon_noop_sweep": lambda: bench_daemon.bench_noop_sweep(record, synthetic_site),
+    "scim_writes": lambda: __import__("bench_scim").bench_scim_writes(record),
 }
 _SECTION = {
     "startup": "cli_help_startup",
@@ -665,6 +667,7 @@ _SECTION = {
     "core": "core",
     "moto": "moto",
     "loop": "loop",
+    "scim_writes": "scim_writes",
 }
 
 

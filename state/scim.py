@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from state.db import Database, record_of, utcnow
+from state.db import Database, chunks, record_of, utcnow
 from state.tables import ScimResourceRow
 
 
@@ -28,14 +28,25 @@ class ScimResource:
 class ScimStore(Database):
     """The SCIM resources of ``Store``."""
 
-    def scim_resources(self, resource_type: str) -> list[ScimResource]:
+    def scim_resources(
+        self, resource_type: str, offset: int = 0, limit: int | None = None
+    ) -> list[ScimResource]:
+        """The kept resources of ``resource_type`` in the order they were created; ``offset`` and
+        ``limit`` select a page of them."""
         with self._tx() as s:
             q = (
                 select(ScimResourceRow)
                 .where(ScimResourceRow.resource_type == resource_type)
                 .order_by(ScimResourceRow.created_at, ScimResourceRow.id)
+                .offset(offset)
+                .limit(limit)
             )
             return [_scim(r) for r in s.scalars(q)]
+
+    def scim_count(self, resource_type: str) -> int:
+        with self._tx() as s:
+            q = select(func.count()).where(ScimResourceRow.resource_type == resource_type)
+            return int(s.scalar(q) or 0)
 
     def scim_resource(self, resource_type: str, id: str) -> ScimResource | None:
         with self._tx() as s:
@@ -50,6 +61,17 @@ class ScimStore(Database):
                 ScimResourceRow.resource_type == resource_type, ScimResourceRow.name_key == name_key
             )
             return sorted(s.scalars(q))
+
+    def scim_ids_among(self, resource_type: str, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are kept resources of ``resource_type`` (an indexed lookup)."""
+        found: set[str] = set()
+        with self._tx() as s:
+            for chunk in chunks(sorted(set(ids))):
+                q = select(ScimResourceRow.id).where(
+                    ScimResourceRow.resource_type == resource_type, ScimResourceRow.id.in_(chunk)
+                )
+                found.update(s.scalars(q))
+        return found
 
     def put_scim_resources(
         self,

@@ -205,7 +205,10 @@ class ScimResourceRow(Base):
     maps to is a MeshObjectRow of source ``scim`` with the same key (the SCIM id)."""
 
     __tablename__ = "scim_resources"
-    __table_args__ = (Index("ix_scim_resources_name_key", "resource_type", "name_key"),)
+    __table_args__ = (
+        Index("ix_scim_resources_name_key", "resource_type", "name_key"),
+        Index("ix_scim_resources_created", "resource_type", "created_at", "id"),
+    )
 
     resource_type: Mapped[str] = mapped_column(String(40), primary_key=True)
     """``User`` or ``Group``."""

@@ -3,10 +3,20 @@ project bindings, tenants), as typed models."""
 
 from __future__ import annotations
 
+import unicodedata
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 
 from platforms.contract import Options
 
@@ -26,6 +36,22 @@ MAX_EUID = 1024
 
 Name = Annotated[str, Field(max_length=MAX_NAME)]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+def normal(text: str) -> str:
+    """An identity attribute (user name, email, euid) as it is kept and sent on: Unicode NFC (one
+    form for "é" composed and decomposed), outer white space removed."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def fold(text: str) -> str:
+    """An identity attribute as it is compared for uniqueness (user names, euids): Unicode NFKC
+    (fullwidth letters, ligatures, composed and decomposed accents are one), case-folded, outer
+    white space removed. "José" (composed or decomposed), "JOSÉ " and "Ｊｏｓé" are one name."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+Identity = Annotated[str, AfterValidator(normal)]
 
 
 Obj = Options
@@ -56,9 +82,12 @@ class InProject(Obj):
 
 
 class UserSpec(Obj):
-    username: Text | None = None
-    email: Annotated[str, Field(max_length=MAX_EMAIL)] | None = None
-    euid: Annotated[str, Field(max_length=MAX_EUID)] | None = None
+    """A person's names. ``username``, ``email`` and ``euid`` are kept in Unicode NFC with outer
+    white space removed (:func:`normal`); euids are unique as :func:`fold` compares them."""
+
+    username: Annotated[Identity, Field(max_length=MAX_TEXT)] | None = None
+    email: Annotated[Identity, Field(max_length=MAX_EMAIL)] | None = None
+    euid: Annotated[Identity, Field(max_length=MAX_EUID)] | None = None
     """External user id: the user's identity on platforms with externally-provisioned users.
     Without it the user cannot be replicated there (warning USER_HAS_NO_EUID)."""
     given_name: Text | None = None

@@ -4,6 +4,7 @@ line, object and field. Also builds the :class:`Inventory` the core works on."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from replicator.core.inventory import (
     MeshUserGroup,
     MeshWorkspace,
     UserSubject,
+    fold,
 )
 from replicator.core.templating import PatternError, RenderError, check_group_pattern
 from replicator.inputs.loader import (
@@ -188,17 +190,12 @@ def _check_references(
             )
 
         if isinstance(o, MeshUser) and o.spec.euid:
-            other = euids.get(o.spec.euid.casefold())
+            other = euids.get(fold(o.spec.euid))
             if other is not None and other.obj is not o:
-                problem(
-                    ["spec", "euid"],
-                    f"euid {o.spec.euid!r} is also the euid of {other.label}: euids must be unique",
-                )
-            euids.setdefault(o.spec.euid.casefold(), lo)
+                problems.append(euid_problem(lo, other))
+            euids.setdefault(fold(o.spec.euid), lo)
         elif isinstance(o, MeshUserGroup):
-            for i, member in enumerate(o.spec.members):
-                if member not in inv.users and member not in loaded.deprovisioned_users:
-                    problem(["spec", "members", i], f"unknown meshUser {member!r}")
+            problems.extend(member_problems(lo, inv.users, loaded.deprovisioned_users))
         elif isinstance(o, MeshProject):
             if o.metadata.owned_by_workspace not in inv.workspaces:
                 problem(
@@ -220,6 +217,36 @@ def _check_references(
                     problem(["spec", "subjects", i, "group"], f"unknown meshUserGroup {s.group!r}")
         elif isinstance(o, MeshTenant):
             _check_tenant(config, inv, o, caps, rendered, problem)
+
+
+def euid_problem(lo: LoadedObject, other: LoadedObject) -> Problem:
+    """The user ``lo`` has the euid of ``other`` (compared folded, see :func:`fold`)."""
+    euid = lo.obj.spec.euid
+    return Problem(
+        lo.source.file,
+        lo.source.line(["spec", "euid"]),
+        lo.label,
+        "spec.euid",
+        f"euid {euid!r} is also the euid of {other.label}: euids must be unique",
+    )
+
+
+def member_problems(
+    lo: LoadedObject, users: Collection[str], deprovisioned: Collection[str]
+) -> list[Problem]:
+    """The members of the user group ``lo`` that are no user (among ``users`` or the users an
+    identity source ``deprovisioned``)."""
+    return [
+        Problem(
+            lo.source.file,
+            lo.source.line(["spec", "members", i]),
+            lo.label,
+            f"spec.members[{i}]",
+            f"unknown meshUser {member!r}",
+        )
+        for i, member in enumerate(lo.obj.spec.members)
+        if member not in users and member not in deprovisioned
+    ]
 
 
 def _check_tenant(

@@ -131,8 +131,8 @@ class Daemon:
         first = self.validated is None
         validated = self.validated = found.validated
         self.config_error = None
-        if found.loaded is not None:
-            self.loaded_cache.keep(found.loaded)
+        if found.checked is not None:
+            self.loaded_cache.keep(found.checked)
         self.metrics.config_valid.set(1)
         self.store = self.store or found.store
         self.budgets = self.quotas.configure(validated.config, self.budgets, self.store)

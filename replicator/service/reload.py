@@ -24,10 +24,11 @@ from typing import Any
 from replicator.core.compile import compile_tenant
 from replicator.core.model import DesiredTenant
 from replicator.engine.runner import Engine
-from replicator.inputs.loader import InputError, Loaded, input_stamps, resolve_state_url
+from replicator.inputs.loader import InputError, input_stamps, load, resolve_state_url
+from replicator.inputs.revise import Checked
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
-from replicator.sources.stored import LoadedCache, current
+from replicator.sources.stored import LoadedCache, cached
 from state import Store, StoreError
 
 log = get_logger("replicator.service.daemon")
@@ -40,7 +41,7 @@ class Reloaded:
     stamps: dict[str, int]
     """The watched inputs as they were read (see :func:`watched`)."""
     validated: Validated | None = None
-    loaded: Loaded | None = None
+    checked: Checked | None = None
     """What ``validated`` was built from (with the stored objects' revision it matches)."""
     error: InputError | None = None
     """Why the input is invalid (``validated`` is then None)."""
@@ -64,10 +65,14 @@ def prepare(
     reading files and store when it is still theirs (a reload after this replica's own SCIM write)."""
     stamps = watched(config_path, previous, store)
     try:
-        loaded = current(config_path, store, cache)
-        validated = validate(loaded)
+        checked = cached(store, cache)  # this replica's own write: validated already
+        if checked is None:
+            loaded = load(config_path, store)
+            checked = Checked(loaded, validate(loaded))
+            checked.index()  # built here, not by the first identity write that checks against it
     except InputError as e:
         return Reloaded(stamps, error=e)
+    validated = checked.validated
     if store is None:
         store = Store(resolve_state_url(validated.config.state, config_path))
     # Inputs the new config watches and the old did not (a new inventory file) are read now; the
@@ -76,7 +81,7 @@ def prepare(
     return Reloaded(
         stamps,
         validated,
-        loaded,
+        checked,
         store=store,
         changed=changed_tenants(previous, validated, now),
         removed=removed_tenants(validated, store),

@@ -1,5 +1,5 @@
-"""The moto fixture (the session's moto server from tests/support/sessions.py, reset), and the
-helpers the driver tests share:
+"""The moto fixture (the session's moto server from tests/support/sessions.py, reset), the SCIM
+tests' ``served`` daemon (tests/support/scim_served.py), and the helpers the driver tests share:
 ``ROOT``, ``marker``, ``RecordingBudget``, ``closing_drivers`` (the drivers a test made, closed
 after it; a module's ``make_driver`` fixture uses it, and ``driver`` is one with the default
 options) and ``assert_import_loads_no_sdk``."""
@@ -19,6 +19,7 @@ import pytest
 from platforms.contract import Driver, TenantRef
 from platforms.kit import OWNER_MARKER
 from tests.support.moto_aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoAws
+from tests.support.scim_served import served  # noqa: F401 - the SCIM tests' fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 DriverT = TypeVar("DriverT", bound=Driver)

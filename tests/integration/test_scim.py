@@ -4,165 +4,25 @@ requests shaped like Entra ID's."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
-from scim2_client import BaseSyncSCIMClient
-from scim2_models import EnterpriseUser, Group, GroupMember, PatchOp, User
+from scim2_models import Group, GroupMember, PatchOp
 
-from replicator.service.daemon import Daemon
-from state import Store
-
-TOKEN = "scim-bearer-for-tests-5d1c"
-ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-ScimUser = User[EnterpriseUser]
-
-
-class HttpxSCIMClient(BaseSyncSCIMClient):
-    """scim2-client over an ``httpx.Client`` (the client's own network engine needs ``httpx2``,
-    which is not installed; this is the same few lines for httpx)."""
-
-    def __init__(self, client: httpx.Client, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.client = client
-
-    def _stays_under_base_url(self, endpoint: str) -> bool:
-        url = self.client.build_request("GET", endpoint).url
-        base = self.client.base_url
-        return url.scheme == base.scheme and url.netloc == base.netloc and url.path.startswith(base.path)
-
-    def _parse_json(self, response: Any) -> Any:
-        return response.json()
-
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return self.client.request(method, url, **kwargs)
-
-
-@dataclass
-class Served:
-    daemon: Daemon
-    root: Path
-    base: str
-    loop: asyncio.AbstractEventLoop
-
-    def reload(self) -> None:
-        """Reload the daemon's inventory now, on its own event loop."""
-
-        asyncio.run_coroutine_threadsafe(self.daemon.reload(), self.loop).result(30)
-
-    def settled(self) -> None:
-        """Wait for the reloads the writes so far asked for (a write does not wait for its own)."""
-        asyncio.run_coroutine_threadsafe(self.daemon.settled(), self.loop).result(30)
-
-    def http(self, token: str | None = TOKEN) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base, headers=headers, timeout=30)
-
-    def scim(self) -> HttpxSCIMClient:
-        client = HttpxSCIMClient(self.http())
-        client.discover()
-        return client
-
-    def store(self) -> Store:
-        assert self.daemon.store is not None
-        return self.daemon.store
-
-    def inventory_users(self) -> dict[str, Any]:
-        self.settled()
-        assert self.daemon.validated is not None
-        return dict(self.daemon.validated.inventory.users)
-
-
-def write_config(
-    root: Path, *, enabled: bool = True, euid_attribute: str = "userName", state: str = "sqlite:///state.db"
-) -> Path:
-    (root / "inventory").mkdir(exist_ok=True)
-    (root / "inventory" / "org.yaml").write_text(
-        yaml.safe_dump_all(
-            [
-                {
-                    "apiVersion": "v1",
-                    "kind": "meshUser",
-                    "metadata": {"name": "filey"},
-                    "spec": {"euid": "taken@example.com", "email": "taken@example.com"},
-                }
-            ]
-        )
-    )
-    config = {
-        "state": state,
-        "inventory": ["inventory"],
-        "storedObjects": True,
-        "identity": {
-            "scim": {"enabled": enabled, "token": {"env": "SCIM_TEST_TOKEN"}, "euidAttribute": euid_attribute}
-        },
-    }
-    path = root / "replicator.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture
-def served(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Iterator[Served]:
-    """A daemon (in a thread with its own event loop) serving the SCIM endpoints on a free port of
-    127.0.0.1; ``@pytest.mark.parametrize("served", [{...}], indirect=True)`` passes options of
-    write_config."""
-    monkeypatch.setenv("SCIM_TEST_TOKEN", TOKEN)
-    opts: dict[str, Any] = getattr(request, "param", {})
-    with _serve(write_config(tmp_path, **opts)) as served:
-        yield served
-
-
-@contextlib.contextmanager
-def _serve(config_path: Path) -> Iterator[Served]:
-    daemon = Daemon(config_path=config_path, listen=("127.0.0.1", 0), workers=1, watch_interval=0.2, grace=2)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="scim-daemon", daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(daemon.start(), loop).result(60)
-        assert daemon.validated is not None, daemon.config_error
-        yield Served(daemon, config_path.parent, f"http://127.0.0.1:{daemon.port}/scim/v2", loop)
-    finally:
-        asyncio.run_coroutine_threadsafe(daemon.stop(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
-
-
-def error(response: httpx.Response) -> tuple[int, str | None]:
-    body = response.json()
-    assert body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"], body
-    assert response.headers["content-type"].startswith("application/scim+json")
-    return response.status_code, body.get("scimType")
-
-
-def entra_user(user_name: str, **extra: Any) -> dict[str, Any]:
-    """A POST /Users body as Entra ID sends it."""
-    return {
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
-        "externalId": f"ext-{user_name}",
-        "userName": user_name,
-        "active": True,
-        "displayName": user_name.split("@")[0].title(),
-        "emails": [{"primary": True, "type": "work", "value": user_name}],
-        "name": {"formatted": "X Y", "familyName": "Y", "givenName": "X"},
-        "phoneNumbers": [{"type": "mobile", "value": "+49 170 0000000"}],
-        ENTERPRISE: {"employeeNumber": "4711", "department": "Finance"},
-        **extra,
-    }
-
+from tests.support.scim_served import (
+    ENTERPRISE,
+    PATCH,
+    TOKEN,
+    ScimUser,
+    Served,
+    entra_user,
+    error,
+    serve,
+    write_config,
+)
 
 # --- auth and discovery ------------------------------------------------------------------------
 
@@ -343,6 +203,11 @@ def test_filters_pagination_and_attributes(served: Served) -> None:
             return {u["id"] for u in r.json().get("Resources", [])}
 
         assert ids_of('userName sw "user1"') == {ids[1]}
+        # userName and id equality are indexed lookups; userName compares case-insensitively
+        assert ids_of('userName eq "USER2@example.com"') == {ids[2]}
+        assert ids_of('userName eq "user2@example"') == set()
+        assert ids_of(f'id eq "{ids[3]}"') == {ids[3]}
+        assert ids_of('id eq "no-such-id"') == set()
         assert ids_of('userName ew "@corp.com"') == {ids[1], ids[3]}
         assert ids_of('userName co "3@"') == {ids[3]}
         assert ids_of('externalId eq "x2"') == {ids[2]}
@@ -405,6 +270,17 @@ def test_errors_are_located_and_typed(served: Served) -> None:
         }
         assert error(http.patch(f"/Users/{uid}", json=no_target)) == (400, "noTarget")
         assert error(http.get("/Users/does-not-exist")) == (404, None)
+        # attributes/excludedAttributes must name attributes of the resource type (RFC 7644 3.9)
+        assert error(http.get("/Users", params={"attributes": "nosuch.attr"})) == (400, "invalidPath")
+        assert error(http.get(f"/Users/{uid}", params={"excludedAttributes": "emails.nosuch"})) == (
+            400,
+            "invalidPath",
+        )
+        assert error(http.get("/Groups", params={"attributes": "userName"})) == (400, "invalidPath")
+        search = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "attributes": ["nope"]}
+        assert error(http.post("/.search", json=search)) == (400, "invalidPath")
+        ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"
+        assert http.get("/Users", params={"attributes": f"name.givenName,{ext}"}).status_code == 200
         # If-Match: a stale version is refused, the current one accepted
         stale = http.put(f"/Users/{uid}", json=entra_user("erin@example.com"), headers={"If-Match": 'W/"99"'})
         assert error(stale) == (412, None)
@@ -596,6 +472,15 @@ def test_search_conditional_get_and_discovery_methods(served: Served) -> None:
         assert [r["id"] for r in only_users["Resources"]] == [user["id"]]
         assert set(only_users["Resources"][0]) <= {"id", "schemas", "meta"}
 
+        # Unfiltered, the root pages through the Users, then the Groups, reading only the page.
+        more = [http.post("/Users", json=entra_user(f"ivy{n}@example.com")).json()["id"] for n in range(2)]
+        listing = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}
+        page = http.post("/.search", json={**listing, "startIndex": 3, "count": 2}).json()
+        assert (page["totalResults"], page["itemsPerPage"]) == (4, 2)
+        assert [r["id"] for r in page["Resources"]] == [more[1], group["id"]]
+        first = http.post("/.search", json={**listing, "count": 1}).json()
+        assert [r["id"] for r in first["Resources"]] == [user["id"]]
+
         same = http.get(f"/Users/{user['id']}", headers={"If-None-Match": user["meta"]["version"]})
         assert same.status_code == 304
 
@@ -639,7 +524,7 @@ def test_two_replicas_creating_one_user_name_at_once_make_one_user(
     url = next(databases)
     try:
         config_path = write_config(tmp_path, euid_attribute="employeeNumber", state=url)
-        with _serve(config_path) as a, _serve(config_path) as b:
+        with serve(config_path) as a, serve(config_path) as b:
             for attempt in range(4):
                 name = f"twin{attempt}@example.com"
                 barrier = threading.Barrier(2)

@@ -8,12 +8,12 @@ from __future__ import annotations
 from scim2_tester import check_server
 from scim2_tester.utils import Status
 
-from tests.integration.test_scim import HttpxSCIMClient, Served, served  # noqa: F401 - the fixture
+from tests.support.scim_served import HttpxSCIMClient, Served
 
 PASSED = {Status.SUCCESS, Status.COMPLIANT, Status.ACCEPTABLE}
 
 
-def test_scim2_tester_checks_pass(served: Served) -> None:  # noqa: F811
+def test_scim2_tester_checks_pass(served: Served) -> None:
     client = HttpxSCIMClient(served.http())
     results = check_server(client)
     assert len(results) > 20, "the checker ran"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_scim import PATCH, TOKEN, Served, _serve, entra_user, write_config
+from tests.support.scim_served import PATCH, TOKEN, Served, entra_user, serve, write_config
 
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 N = 50
@@ -58,7 +58,7 @@ def test_concurrent_member_patches_on_two_replicas_lose_no_update(
     url = next(databases)
     try:
         config_path = write_config(tmp_path, state=url)
-        with _serve(config_path) as a, _serve(config_path) as b:
+        with serve(config_path) as a, serve(config_path) as b:
             with a.http() as http:
                 made = [http.post("/Users", json=entra_user(f"m{i}@example.com")) for i in range(N)]
                 uids = [r.json()["id"] for r in made]
@@ -89,14 +89,14 @@ def test_concurrent_member_patches_on_two_replicas_lose_no_update(
 def test_values_over_the_length_limits_are_400_on_both_stores_and_nothing_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
-    from tests.integration.test_scim import error
     from tests.integration.test_store import _postgres_database
+    from tests.support.scim_served import error
 
     monkeypatch.setenv("SCIM_TEST_TOKEN", TOKEN)
     databases = _postgres_database() if backend == "postgresql" else None
     url = next(databases) if databases is not None else "sqlite:///state.db"
     try:
-        with _serve(write_config(tmp_path, state=url)) as served, served.http() as http:
+        with serve(write_config(tmp_path, state=url)) as served, served.http() as http:
             too_long = [
                 entra_user("long-external@example.com", externalId="x" * 1025),
                 entra_user("u" * 250 + "@example.com"),  # userName over 256 characters

@@ -10,6 +10,7 @@ import pytest
 
 from replicator.core.inventory import object_key
 from replicator.inputs.loader import InputError, Loaded, load, objects_from_documents, parse_yaml_bytes
+from replicator.inputs.revise import Checked
 from replicator.inputs.validate import validate
 from replicator.sources import stored
 from state import ObjectOwnedError, Store
@@ -144,7 +145,8 @@ def _seen(loaded: Loaded) -> tuple[set[tuple[str, str]], frozenset[str]]:
 def test_the_cached_inventory_after_each_write_is_the_one_the_store_holds(setup: tuple[Path, Store]) -> None:
     config, store = setup
     cache = stored.LoadedCache()
-    cache.keep(load(config, store))
+    loaded = load(config, store)
+    cache.keep(Checked(loaded, validate(loaded)))
     steps = [
         _change("scim", BOB_AND_BINDING.split("---")[0]),
         _user("carol", "carol"),
@@ -159,7 +161,7 @@ def test_the_cached_inventory_after_each_write_is_the_one_the_store_holds(setup:
         _, revision = stored.apply(config, store, change, cache=cache)
         cached = cache.get(revision)
         assert cached is not None, "the write left its inventory in the cache"
-        assert _seen(cached) == _seen(load(config, store))
+        assert _seen(cached.loaded) == _seen(load(config, store))
     assert store.objects_revision() == revision
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from replicator.core.config import LdapAttributes, LdapConnector
-from replicator.core.inventory import MeshUser, MeshUserGroup
+from replicator.core.inventory import MeshUser, MeshUserGroup, fold
 from replicator.sources.ldap.directory import Directory, Entry, normalize_dn
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
@@ -187,7 +187,7 @@ def _admit_users(candidates: list[_Candidate], existing: Existing, mapped: Mappe
             mapped.skip("meshUser", entry, name, f"not a valid meshUser: {e}")
             continue
         if euid:
-            claimed[euid.casefold()] = f"meshUser {name} ({entry.dn})"
+            claimed[fold(euid)] = f"meshUser {name} ({entry.dn})"
         mapped.users.append(user)
         mapped.external_ids[("meshUser", name)] = entry.dn
         by_dn[normalize_dn(entry.dn)] = name
@@ -196,13 +196,13 @@ def _admit_users(candidates: list[_Candidate], existing: Existing, mapped: Mappe
 
 def _keeps_first(candidate: _Candidate, stored_euids: dict[str, str]) -> tuple[bool, str]:
     """Sort key: the user that already has its euid in the store first, then by DN."""
-    held = stored_euids.get(candidate.spec.get("euid", "").casefold()) != candidate.name
+    held = stored_euids.get(fold(candidate.spec.get("euid", ""))) != candidate.name
     return held, normalize_dn(candidate.entry.dn)
 
 
 def _euid_holder(euid: str, existing: Existing, claimed: dict[str, str]) -> str | None:
     """Who has ``euid`` already: a user of another source or a file, or one admitted before."""
-    folded = euid.casefold()
+    folded = fold(euid)
     if folded in existing.foreign_euids:
         return existing.foreign_euids[folded]
     if folded in claimed:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from replicator.core.config import LdapConnector
-from replicator.core.inventory import GroupSubject, MeshProjectBinding, MeshUser, MeshUserGroup
+from replicator.core.inventory import GroupSubject, MeshProjectBinding, MeshUser, MeshUserGroup, fold
 from replicator.logs import get_logger
 from replicator.sources.ldap.directory import PageHook, SyncError, read_directory
 from replicator.sources.ldap.mapping import Existing, Mapped, Skipped, map_directory, mesh_user_group
@@ -211,14 +211,14 @@ def _existing(
         spec = o.document.get("spec")
         euid = spec.get("euid") if isinstance(spec, dict) else None
         if o.kind == "meshUser" and isinstance(euid, str):
-            stored_euids[euid.casefold()] = o.key
+            stored_euids[fold(euid)] = o.key
     foreign_euids: dict[str, str] = {}
     for lo in loaded.objects:
         obj = lo.obj
         if isinstance(obj, MeshUser) and obj.spec.euid:
             key = ("meshUser", str(obj.metadata.name))
             if owners.get(key) != source or key in loaded.file_keys:
-                foreign_euids[obj.spec.euid.casefold()] = lo.label
+                foreign_euids[fold(obj.spec.euid)] = lo.label
     return Existing(source, loaded.file_keys, owners, foreign_euids, stored_euids)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from replicator.core.inventory import fold
 from replicator.sources.scim.errors import ScimError
-from replicator.sources.scim.resources import fold, models
+from replicator.sources.scim.resources import models
 
 if TYPE_CHECKING:
     from scim2_models import EnterpriseUser, Group, User
@@ -53,7 +54,6 @@ def user_removal(store: Store, id: str) -> tuple[Change, list[tuple[str, Group]]
     from replicator.sources.stored import Change, as_loaded
 
     _, group_model = models()
-    users = {r.id for r in store.scim_resources("User")} - {id}
     groups = []
     for g in store.scim_resources("Group"):
         members = g.document.get("members") or []
@@ -63,7 +63,7 @@ def user_removal(store: Store, id: str) -> tuple[Change, list[tuple[str, Group]]
             groups.append((g.id, group))
     change = Change(
         SOURCE,
-        puts=as_loaded([mesh_group(gid, g, users) for gid, g in groups], "SCIM DELETE"),
+        puts=as_loaded([mesh_group(gid, g, _users_among(store, g)) for gid, g in groups], "SCIM DELETE"),
         deprovisions={("meshUser", id)},
     )
     return change, groups
@@ -136,13 +136,19 @@ def euid(user: User[EnterpriseUser], attribute: str) -> str | None:
 
 
 def member_users(store: Store, group: Group) -> set[str]:
-    """The ids of the kept Users (400 for a member of ``group`` that is no User or Group here)."""
-    users = {r.id for r in store.scim_resources("User")}
-    groups = {r.id for r in store.scim_resources("Group")}
+    """The ids of the members of ``group`` that are kept Users (400 for a member that is no User
+    or Group here); indexed lookups of the members, not a read of every User."""
+    users = _users_among(store, group)
+    groups = store.scim_ids_among("Group", {m.value for m in group.members or [] if m.value} - users)
     for m in group.members or []:
         if m.value not in users and m.value not in groups:
             raise ScimError(400, f"members: {m.value!r} is no User or Group of this service", "invalidValue")
     return users
+
+
+def _users_among(store: Store, group: Group) -> set[str]:
+    """The members of ``group`` that are kept Users."""
+    return store.scim_ids_among("User", {m.value for m in group.members or [] if m.value})
 
 
 def check_unique_user_name(store: Store, user: User[EnterpriseUser], id: str | None) -> None:

@@ -6,10 +6,10 @@ userName folded (:func:`fold`), kept in an indexed column beside the document.""
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from replicator.core.inventory import fold
 from replicator.sources.scim.errors import ScimError
 
 if TYPE_CHECKING:
@@ -90,13 +90,6 @@ def keep(store: Store, rt: str, id: str, obj: Resource[Any]) -> ScimResource:
         document.pop(key, None)
     keys = {(rt, id): name_key(rt, document)}
     return store.put_scim_resources([(rt, id, document)], name_keys=keys)[(rt, id)]
-
-
-def fold(name: str) -> str:
-    """A name as it is compared for uniqueness: Unicode NFKC (fullwidth letters, composed and
-    decomposed accents are one), case-folded, outer white space removed. "José" (composed or
-    decomposed), "JOSÉ " and "Ｊｏｓé" are one userName."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold()).strip()
 
 
 def name_key(rt: str, document: Mapping[str, object]) -> str | None:
