@@ -51,9 +51,6 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-Identity = Annotated[str, AfterValidator(normal)]
-
-
 Obj = Options
 """Base of every meshObject model: camelCase keys, unknown keys are errors, immutable."""
 
@@ -85,9 +82,9 @@ class UserSpec(Obj):
     """A person's names. ``username``, ``email`` and ``euid`` are kept in Unicode NFC with outer
     white space removed (:func:`normal`); euids are unique as :func:`fold` compares them."""
 
-    username: Annotated[Identity, Field(max_length=MAX_TEXT)] | None = None
-    email: Annotated[Identity, Field(max_length=MAX_EMAIL)] | None = None
-    euid: Annotated[Identity, Field(max_length=MAX_EUID)] | None = None
+    username: Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(normal)] | None = None
+    email: Annotated[str, Field(max_length=MAX_EMAIL), AfterValidator(normal)] | None = None
+    euid: Annotated[str, Field(max_length=MAX_EUID), AfterValidator(normal)] | None = None
     """External user id: the user's identity on platforms with externally-provisioned users.
     Without it the user cannot be replicated there (warning USER_HAS_NO_EUID)."""
     given_name: Text | None = None

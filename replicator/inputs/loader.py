@@ -163,6 +163,7 @@ def parse_yaml_bytes(raw: bytes, name: str) -> tuple[list[tuple[Any, yaml.Node]]
     if deep is not None:
         return [], [_deep_problem(path, deep)]
     docs: list[tuple[Any, yaml.Node]] = []
+    node: yaml.Node | None = None
     loader = _Loader(text)
     try:
         while loader.check_node():
@@ -182,6 +183,9 @@ def parse_yaml_bytes(raw: bytes, name: str) -> tuple[list[tuple[Any, yaml.Node]]
         if _is_libyaml_depth_limit(reason):
             return docs, [_deep_problem(path, line or 1)]
         return docs, [Problem(str(path), line, None, None, f"invalid YAML: {reason}")]
+    except (ValueError, RecursionError) as e:  # an int of thousands of digits (Python's limit)
+        line = node.start_mark.line + 1 if node is not None else None
+        return docs, [Problem(str(path), line, None, None, f"invalid YAML: {str(e) or type(e).__name__}")]
     finally:
         loader.dispose()
     return docs, []

@@ -5,6 +5,7 @@ JSON body before anything walks it. Every endpoint that takes a body reads it th
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,16 +50,31 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 
 def parse_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """The JSON value of ``raw``; :class:`BodyError` (400) when it is no JSON or nests deeper than
-    ``max_depth``."""
+    """The JSON value of ``raw``; :class:`BodyError` (400) when it is no JSON (also ``NaN``,
+    ``Infinity``, a number too large for a float, a lone UTF-16 surrogate such as ``"\\ud800"``,
+    which is no character) or nests deeper than ``max_depth``."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError as e:
         raise BodyError(400, f"the body nests deeper than {max_depth} levels") from e
     except (ValueError, UnicodeDecodeError) as e:
         raise BodyError(400, f"the body is not JSON: {e}") from e
     if depth(value, max_depth) > max_depth:
         raise BodyError(400, f"the body nests deeper than {max_depth} levels")
+    bad = lone_surrogate(value)
+    if bad is not None:
+        raise BodyError(400, f"the body is not JSON: {bad!r} holds a lone UTF-16 surrogate, no character")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is no JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:20]} is too large")
     return value
 
 
@@ -76,3 +92,23 @@ def depth(value: Any, stop: int) -> int:
                 return deepest
             todo.extend((child, level) for child in (item.values() if isinstance(item, dict) else item))
     return deepest
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first string (key or value) of ``value`` that cannot be encoded as UTF-8 (it holds a
+    lone surrogate, which JSON's and YAML's escapes can spell), shortened; None when there is none.
+    Walked without recursion."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return item[:40]
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return None

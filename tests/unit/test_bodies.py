@@ -60,3 +60,34 @@ def test_json_within_the_limit_is_parsed() -> None:
     assert depth("scalar", 10) == 0
     with pytest.raises(BodyError, match="not JSON"):
         parse_json(b"{oops")
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b'{"a": NaN}', "NaN is no JSON value"),
+        (b'{"a": -Infinity}', "-Infinity is no JSON value"),
+        (b'{"a": 1e999}', "too large"),
+        (b'{"userName": "\\ud800"}', "lone UTF-16 surrogate"),
+        (b'{"\\udfff": 1}', "lone UTF-16 surrogate"),
+    ],
+)
+def test_what_json_cannot_hold_is_a_400(raw: bytes, why: str) -> None:
+    with pytest.raises(BodyError, match=why) as e:
+        parse_json(raw)
+    assert e.value.status == 400
+
+
+def test_a_surrogate_pair_is_one_character() -> None:
+    assert parse_json(b'{"name": "\\ud83d\\ude00", "n": 1.5}') == {"name": "\U0001f600", "n": 1.5}
+
+
+def test_an_integer_of_thousands_of_digits_is_a_located_problem_not_a_crash() -> None:
+    from replicator.inputs.loader import parse_yaml_bytes
+
+    docs, problems = parse_yaml_bytes(
+        b"kind: meshUser\nmetadata:\n  name: " + b"9" * 5000 + b"\n", "org.yaml"
+    )
+    assert docs == []
+    assert [(p.file, p.line) for p in problems] == [("org.yaml", 1)]
+    assert "invalid YAML" in problems[0].message

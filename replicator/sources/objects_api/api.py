@@ -250,7 +250,10 @@ class ObjectsApi:
         raw = await read_body(request, max_bytes)
         if raw is None:
             return error_answer(413, f"the request body is larger than {max_bytes} bytes")
-        objects, problems = parse_body(raw, media)
+        parsed = await in_thread(parse_body, raw, media)  # up to maxRequestBytes of YAML: not on the loop
+        if isinstance(parsed, Response):
+            return parsed
+        objects, problems = parsed
         if problems:
             return problems_answer(problems)
         if not objects:

@@ -23,6 +23,7 @@ from replicator.inputs.loader import (
     parse_yaml_bytes,
 )
 from replicator.logs import get_logger
+from replicator.sources.bodies import lone_surrogate
 from replicator.threads import blocking
 from state import ObjectOwnedError, StoreError
 
@@ -107,6 +108,8 @@ def parse_body(raw: bytes, media: str) -> tuple[list[LoadedObject], list[Problem
             ]
         except json.JSONDecodeError as e:
             return [], [Problem(REQUEST, e.lineno, None, None, f"invalid JSON: {e.msg}")]
+        except (ValueError, RecursionError) as e:  # a number of thousands of digits; deep nesting
+            return [], [Problem(REQUEST, None, None, None, f"invalid JSON: {str(e) or type(e).__name__}")]
         # JSON is YAML: parse it again for the nodes, so that every problem has its line.
         docs, problems = parse_yaml_bytes(raw, REQUEST)
         if problems or len(docs) != 1:
@@ -119,10 +122,21 @@ def parse_body(raw: bytes, media: str) -> tuple[list[LoadedObject], list[Problem
             located = list(zip(value, nodes, strict=False))
         if not located:
             return [], []
-        return objects_from_documents(located, REQUEST)
+        return _objects(located)
     docs, problems = parse_yaml_bytes(raw, REQUEST)
     if problems:
         return [], problems
+    return _objects(docs)
+
+
+def _objects(docs: Sequence[tuple[Any, yaml.Node | None]]) -> tuple[list[LoadedObject], list[Problem]]:
+    for data, node in docs:
+        bad = lone_surrogate(data)
+        if bad is not None:
+            line = node.start_mark.line + 1 if node is not None else None
+            return [], [
+                Problem(REQUEST, line, None, None, f"{bad!r} holds a lone UTF-16 surrogate, no character")
+            ]
     return objects_from_documents(docs, REQUEST)
 
 

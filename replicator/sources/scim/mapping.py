@@ -8,13 +8,14 @@ of this service."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from replicator.core.inventory import fold
 from replicator.sources.scim.errors import ScimError
 from replicator.sources.scim.resources import models
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
     from scim2_models import EnterpriseUser, Group, User
 
     from replicator.core.inventory import MeshUser, MeshUserGroup
@@ -75,20 +76,22 @@ def _mesh_user(id: str, user: User[EnterpriseUser], attribute: str) -> MeshUser:
     emails = list(user.emails or [])
     primary = next((e for e in emails if e.primary), emails[0] if emails else None)
     name = user.name
-    return MeshUser.model_validate(
-        {
-            "kind": "meshUser",
-            "metadata": {"name": id},
-            "spec": _without_none(
-                {
-                    "username": user.user_name,
-                    "email": primary.value if primary is not None else None,
-                    "euid": euid(user, attribute),
-                    "givenName": name.given_name if name is not None else None,
-                    "familyName": name.family_name if name is not None else None,
-                }
-            ),
-        }
+    document = {
+        "kind": "meshUser",
+        "metadata": {"name": id},
+        "spec": _without_none(
+            {
+                "username": user.user_name,
+                "email": primary.value if primary is not None else None,
+                "euid": euid(user, attribute),
+                "givenName": name.given_name if name is not None else None,
+                "familyName": name.family_name if name is not None else None,
+            }
+        ),
+    }
+    attributes = {"username": "userName", "email": "emails", "euid": f"{attribute} (the euid)"}
+    return _valid(
+        MeshUser, document, {**attributes, "givenName": "name.givenName", "familyName": "name.familyName"}
     )
 
 
@@ -100,13 +103,32 @@ def mesh_group(id: str, group: Group, users: set[str]) -> MeshUserGroup:
     for m in group.members or []:
         if m.value in users and m.value not in members:
             members.append(m.value)
-    return MeshUserGroup.model_validate(
-        {
-            "kind": "meshUserGroup",
-            "metadata": {"name": id},
-            "spec": _without_none({"members": members, "displayName": group.display_name}),
-        }
-    )
+    document = {
+        "kind": "meshUserGroup",
+        "metadata": {"name": id},
+        "spec": _without_none({"members": members, "displayName": group.display_name}),
+    }
+    return _valid(MeshUserGroup, document, {"members": "members", "displayName": "displayName"})
+
+
+_Model = TypeVar("_Model", bound="BaseModel")
+
+
+def _valid(model: type[_Model], document: dict[str, Any], attributes: dict[str, str]) -> _Model:
+    """``document`` as ``model``; a value it does not take (too long, say) is a 400
+    ``invalidValue`` naming the SCIM attribute it came from (``attributes``: spec field -> SCIM
+    attribute), before anything is written."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(document)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors()[:5]:
+            loc = [str(part) for part in err["loc"]]
+            field = loc[1] if len(loc) > 1 and loc[0] == "spec" else ".".join(loc)
+            problems.append(f"{attributes.get(field, field)}: {err['msg']}")
+        raise ScimError(400, "; ".join(problems), "invalidValue") from e
 
 
 def euid(user: User[EnterpriseUser], attribute: str) -> str | None:
