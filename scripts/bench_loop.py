@@ -5,7 +5,7 @@ again (every 20 ms, one request at a time) and reads `replicator_event_loop_lag_
 from `/metrics` every 0.25 s, while:
 
 - (a) ``BENCH_LOOP_USERS`` (10,000) SCIM users are created through the SCIM API by
-  ``BENCH_LOOP_CLIENTS`` (4) concurrent clients (each write validates the whole inventory and
+  ``BENCH_LOOP_CLIENTS`` (4) concurrent clients (each write is validated and
   asks for a reload, so the daemon's CPU is busy the whole time);
 - (b) the daemon's sweep over ``BENCH_LOOP_TENANTS`` (1,000) tenants on moto (AWS Identity Center
   over HTTP): every tenant queued at start (one group, one member, one permission set each),

@@ -86,6 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=max(1, args.workers),
         grace=args.grace,
         store_outage=args.store_outage,
+        freeze_heap=True,
     )
     from replicator.service.daemon import DaemonError
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 from collections import Counter as Tally
@@ -34,7 +35,7 @@ from replicator.service import runs
 from replicator.service.budgets import Budget, QuotaShares
 from replicator.service.gates import PriorityGate
 from replicator.service.metrics import Metrics, sample_loop_lag
-from replicator.service.reload import Reloaded, Reloads, prepare, removed_tenants, watched
+from replicator.service.reload import Reloaded, Reloads, prepare, removed_tenants, tune_collector, watched
 from replicator.service.status import source_syncs, status_doc
 from replicator.service.workqueue import Added, Priority, TenantState, WorkQueue
 from replicator.sources.apiauth import Caller, identify
@@ -68,6 +69,10 @@ class Daemon:
     watch_interval: float = 5.0
     store_outage: float = 300.0
     """Seconds the state store may be unreachable before the daemon exits with an error."""
+    freeze_heap: bool = False
+    """Tune Python's cyclic collector for a large inventory (``reload.tune_collector``) and take
+    the heap out of its scans after each full reload (``reload.settle_heap``): for the daemon's
+    own process, not for one embedded in another (tests)."""
 
     def __post_init__(self) -> None:
         self.metrics = Metrics()
@@ -116,7 +121,14 @@ class Daemon:
     async def _reload(self) -> bool:
         """One reload: the slow part in a worker thread, its result applied here on the loop."""
         now = datetime.now(UTC)
-        found = await blocking(prepare, self.config_path, self.store, self.validated, now, self.loaded_cache)
+        found = await blocking(
+            functools.partial(prepare, freeze=self.freeze_heap),
+            self.config_path,
+            self.store,
+            self.validated,
+            now,
+            self.loaded_cache,
+        )
         return self._apply(found)
 
     def _apply(self, found: Reloaded) -> bool:
@@ -303,6 +315,8 @@ class Daemon:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         self._loop = asyncio.get_running_loop()
+        if self.freeze_heap:
+            tune_collector()
         await self._reload()  # a store that cannot be opened raises; a bad input is reported
         await blocking(self._claim_sqlite)
         schedule = self.validated.config.schedule if self.validated else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,11 +59,15 @@ def prepare(
     previous: Validated | None,
     now: datetime,
     cache: LoadedCache | None = None,
+    *,
+    freeze: bool = False,
 ) -> Reloaded:
     """Load and validate the config and inventory and compare them with ``previous`` (blocking: run
     it in a worker thread). A broken input comes back as ``error``; a store that cannot be opened
     raises StoreError. ``cache``: the inventory this process last read or wrote, used instead of
-    reading files and store when it is still theirs (a reload after this replica's own SCIM write)."""
+    reading files and store when it is still theirs (a reload after this replica's own SCIM write).
+    ``freeze``: after a full read, take the heap out of the cyclic collector's scans (see
+    :func:`settle_heap`; for the daemon's own process)."""
     stamps = watched(config_path, previous, store)
     try:
         checked = cached(store, cache)  # this replica's own write: validated already
@@ -70,6 +75,8 @@ def prepare(
             loaded = load(config_path, store)
             checked = Checked(loaded, validate(loaded))
             checked.index()  # built here, not by the first identity write that checks against it
+            if freeze:
+                settle_heap()
     except InputError as e:
         return Reloaded(stamps, error=e)
     validated = checked.validated
@@ -86,6 +93,33 @@ def prepare(
         changed=changed_tenants(previous, validated, now),
         removed=removed_tenants(validated, store),
     )
+
+
+YOUNG_COLLECTION = 100_000
+"""Allocations between two collections of the youngest generation in the daemon's process
+(Python's default: 700)."""
+
+
+def tune_collector() -> None:
+    """The daemon's process: collect the young generation every ``YOUNG_COLLECTION`` allocations
+    instead of every 700. A write of an identity source makes new containers of the inventory's
+    size (the users by name, the objects in order: 100,000 entries each with 100,000 users), and
+    each collection that finds them young walks every entry; at Python's default that happened
+    several times per write (with 100,000 stored users a SCIM Group PATCH took 67 ms at the
+    median, 42 ms with this). Most of a write's objects are freed by reference counting before the
+    next collection."""
+    gc.set_threshold(YOUNG_COLLECTION, 10, 10)
+
+
+def settle_heap() -> None:
+    """The inventory just read lives until the next full reload, and with 100,000 users it is
+    millions of objects that each full pass of Python's cyclic collector would walk again. The
+    young generations are collected, then everything alive is frozen (``gc.freeze``): the
+    collector skips it from now on. An inventory holds no reference cycles, so what it frees
+    later is freed by reference counting; the cost is that cyclic garbage in the old generation
+    at this moment is kept (little: it is collected young)."""
+    gc.collect(1)
+    gc.freeze()
 
 
 def watched(config_path: Path, validated: Validated | None, store: Store | None) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,36 @@ def test_a_changed_inventory_file_is_read_before_the_next_check(setup: tuple[Pat
     os.utime(org, ns=(stamp, stamp))
     with pytest.raises(InputError, match="euids must be unique"):
         stored.apply(config, store, _user("eve2", "Eve"), cache=cache)
+
+
+def test_an_inventory_holds_no_reference_cycles_so_freezing_it_keeps_no_garbage(
+    setup: tuple[Path, Store],
+) -> None:
+    """What ``reload.settle_heap`` relies on: a loaded, validated, indexed and revised inventory is
+    freed by reference counting alone once dropped."""
+    import gc
+
+    from replicator.inputs.revise import revise
+    from replicator.service.reload import prepare
+
+    config, store = setup
+    stored.apply(config, store, _change("scim", BOB_AND_BINDING))
+    gc.collect()
+    gc.disable()
+    try:
+        loaded = load(config, store)
+        checked = Checked(loaded, validate(loaded))
+        checked.index()
+        revised = revise(checked, stored.edit(loaded, _user("carol", "carol")))
+        assert revised is not None
+        del loaded, checked, revised
+        assert gc.collect() == 0, "objects of the inventory were only freed by the cyclic collector"
+    finally:
+        gc.enable()
+    frozen = gc.get_freeze_count()
+    try:
+        found = prepare(config, store, None, datetime.now(UTC), freeze=True)
+        assert found.validated is not None
+        assert gc.get_freeze_count() > frozen, "a full reload froze the heap"
+    finally:
+        gc.unfreeze()
