@@ -32,7 +32,7 @@ SECRETS: dict[str, str] = {
     "gcp private key material (tests/integration/test_gcp_driver.py)": "s3cr3t-key-material",
     "slapd root password (tests/support/slapd.py ROOT_PASSWORD)": "slapd-root-secret-for-tests",
     "ldap bind password (tests/support/slapd.py READER_PASSWORD)": "ldap-reader-secret-for-tests",
-    "scim bearer token (tests/integration/test_scim.py TOKEN)": "scim-bearer-for-tests-5d1c",
+    "scim bearer token (tests/support/scim_served.py TOKEN)": "scim-bearer-for-tests-5d1c",
     "object API read key (tests/integration/test_objects_api.py READ_KEY)": "objects-api-read-key",
     "object API write key (tests/integration/test_objects_api.py WRITE_KEY)": "objects-api-write-key",
 }

@@ -31,7 +31,7 @@ def test_the_values_are_the_ones_the_suite_uses() -> None:
         "tests/e2e/test_daemon.py": ['"read-key-value"', '"write-key-value"'],
         "tests/integration/test_aws_driver.py": ['"Sup3rS3cretValue"'],
         "tests/integration/test_gcp_driver.py": ["s3cr3t-key-material"],
-        "tests/integration/test_scim.py": ['"scim-bearer-for-tests-5d1c"'],
+        "tests/support/scim_served.py": ['"scim-bearer-for-tests-5d1c"'],
         "tests/integration/test_objects_api.py": ['"objects-api-read-key"', '"objects-api-write-key"'],
     }
     for path, needles in sources.items():

@@ -167,6 +167,9 @@ async def test_a_reload_runs_off_the_loop_and_coalesces_the_writes_made_meanwhil
     served, d = on_sqlite, on_sqlite.daemon
     gate = Gate(monkeypatch)
     before = d._reloads.runs
+    # A reload that reads and validates everything again (as after another replica's write); one
+    # after this replica's own write starts from the inventory that write validated.
+    d.loaded_cache.forget()
     d.objects_changed()
     await served.until(gate.entered.is_set, "the reload reached its validation")
     assert d._reloads.busy
@@ -214,3 +217,24 @@ async def test_the_event_loop_lag_is_exported(on_sqlite: Served) -> None:
     exported = (await on_sqlite.http.get("/metrics")).text
     assert "replicator_event_loop_lag_seconds_bucket" in exported
     assert "replicator_event_loop_lag_last_seconds" in exported
+
+
+async def test_the_reload_after_this_replica_s_own_write_reuses_that_write_s_validation(
+    on_sqlite: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served, d = on_sqlite, on_sqlite.daemon
+    validations: list[object] = []
+    real = reload.validate
+
+    def counted(loaded: Any) -> Any:
+        validations.append(loaded)
+        return real(loaded)
+
+    monkeypatch.setattr(reload, "validate", counted)
+    write = {**YAML, "Authorization": f"Bearer {WRITE_KEY}"}
+    r = await served.http.put("/api/meshobjects", content=as_yaml(user("reused")), headers=write)
+    assert r.status_code == 200, r.text
+    await d.settled()
+    assert d.validated is not None
+    assert "reused" in d.validated.inventory.users
+    assert validations == [], "the reload validated the whole inventory again"
