@@ -28,9 +28,9 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
-    """Set up structlog for the process. ``fmt`` is json, console or auto: JSON lines unless stdout
-    is a terminal: a container gets JSON, a person gets console lines."""
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    """Set up structlog for the process; log lines go to stderr. ``fmt`` is json, console or auto:
+    JSON lines unless stderr is a terminal: a container gets JSON, a person gets console lines."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=True)
         if use_json

@@ -37,6 +37,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from replicator.core.inventory import MeshTenant
     from replicator.inputs.loader import load
 
     loaded = load(args.config)  # the store URL is all status needs; inventory problems do not matter
@@ -47,8 +48,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         warnings = [w for w in store.open_warnings() if not wanted or w.tenant in wanted]
         statuses = store.tenant_statuses()
         syncs = [] if wanted else store.syncs()
+        known = {t.key for t in store.known_tenants()} if wanted else set()
     finally:
         store.close()
+    known |= {r.tenant for r in runs} | {
+        lo.obj.key for lo in loaded.objects if isinstance(lo.obj, MeshTenant)
+    }
+    unknown = sorted(wanted - known)
+    if unknown:
+        for key in unknown:
+            print(
+                f"error: unknown tenant {key!r}: not in the inventory and never run "
+                "(write WORKSPACE/PROJECT/PLATFORM)",
+                file=sys.stderr,
+            )
+        return EXIT_ERROR
     if args.output == "json":
         doc = {
             "sources": [s.as_json() for s in syncs],

@@ -33,7 +33,15 @@ def validated(args: argparse.Namespace) -> Validated:
     from replicator.inputs.loader import load
     from replicator.inputs.validate import validate
 
-    return validate(load(args.config))
+    v = validate(load(args.config))
+    if v.inventory.empty:
+        entries = ", ".join(v.config.inventory) or "none: the config's `inventory` is empty"
+        print(
+            f"warning: the inventory is empty: no users, bindings or tenants were read (inventory: "
+            f"{entries}); nothing will be planned or reconciled",
+            file=sys.stderr,
+        )
+    return v
 
 
 def open_store(v: Validated | Loaded, config_path: Path | None) -> Store:
@@ -137,6 +145,11 @@ def reconcile_summary(args: argparse.Namespace, report: RunReport) -> int:
                 f"{r.key}: PENDING (platform): {r.applied} changes applied; the platform has not caught "
                 f"up yet: {r.pending} (the next run goes on after {r.requeue_after:g} s)"
             )
+        elif r.ok and getattr(args, "dry_run", False):
+            w = len(r.plan.warnings) if r.plan else 0
+            n = len(r.plan.changes) if r.plan else 0
+            state = f"would apply {n} changes" if n else "converged"
+            print(f"{r.key}: {state} (dry run, nothing applied), {w} warnings")
         elif r.ok:
             w = len(r.plan.warnings) if r.plan else 0
             print(f"{r.key}: converged, {r.applied} changes applied, {w} warnings")
@@ -152,10 +165,17 @@ def reconcile_summary(args: argparse.Namespace, report: RunReport) -> int:
             print(f"  {r.key}: {warning.code.value}: {warning.message}")
     ok = len(report.results) - len(report.failed) - len(report.requeued)
     pending = f", {len(report.requeued)} pending on the platform" if report.requeued else ""
-    print(
-        f"Reconciled {ok} of {len(report.results)} tenants{pending}, "
-        f"{sum(r.applied for r in report.results)} changes applied, {report.warnings} warnings."
-    )
+    if getattr(args, "dry_run", False):
+        planned = sum(len(r.plan.changes) for r in report.results if r.plan is not None)
+        print(
+            f"Dry run: planned {ok} of {len(report.results)} tenants, {planned} changes would be "
+            f"applied, none was; {report.warnings} warnings."
+        )
+    else:
+        print(
+            f"Reconciled {ok} of {len(report.results)} tenants{pending}, "
+            f"{sum(r.applied for r in report.results)} changes applied, {report.warnings} warnings."
+        )
     if report.failed or report.requeued:
         return EXIT_ERROR
     if args.fail_on_warnings and report.warnings:

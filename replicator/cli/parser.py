@@ -48,7 +48,7 @@ def add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
         "--log-format",
         choices=("auto", "json", "console"),
         default=argparse.SUPPRESS if suppress else "auto",
-        help="log lines as JSON or for people (default: JSON unless stderr is a terminal)",
+        help="log lines (on stderr) as JSON or for people (default: JSON unless stderr is a terminal)",
     )
     p.add_argument(
         "--log-level",
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         "platforms exactly as the organisation's projects, bindings and landing zones say.",
     )
     add_common(parser, suppress=False)
+    from replicator import __version__
+
+    parser.add_argument("--version", action="version", version=f"replicator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
@@ -126,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("run", "the daemon: scheduled and triggered reconciles, health, metrics, API")
     p.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT")
-    p.add_argument("--replica-id", default=None, help="name of this replica (default: the host name)")
+    p.add_argument(
+        "--replica-id", default=None, help="name of this replica (default: HOSTNAME-PID, one per process)"
+    )
     p.add_argument("--workers", type=int, default=4, help="tenants reconciled at once (all platforms)")
     p.add_argument(
         "--grace", type=float, default=30.0, help="seconds in-flight changes get to finish on stop"

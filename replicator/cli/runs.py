@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from datetime import UTC, datetime
 
@@ -81,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     daemon = Daemon(
         config_path=args.config or default_config_path(),
-        replica_id=args.replica_id or socket.gethostname(),
+        replica_id=args.replica_id or f"{socket.gethostname()}-{os.getpid()}",
         listen=(host, int(port)),
         workers=max(1, args.workers),
         grace=args.grace,

@@ -14,6 +14,15 @@ def apply_env_overrides(data: dict[str, Any], environ: os._Environ[str] | dict[s
     """``REPLICATOR_<PATH>`` overrides a config key: ``__`` separates levels, ``SNAKE_CASE`` becomes
     camelCase (``REPLICATOR_SCHEDULE__INTERVAL=5m``, ``REPLICATOR_REPLICATION__MAX_DELETIONS=10``).
     Values are read as YAML scalars."""
+    return with_overrides(data, environ)[0]
+
+
+def with_overrides(
+    data: dict[str, Any], environ: os._Environ[str] | dict[str, str]
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """:func:`apply_env_overrides`, and which variable set which key path (so that a problem
+    with the value names the variable, not a line of the file)."""
+    overridden: dict[tuple[str, ...], str] = {}
     out = dict(data)
     for name, raw in sorted(environ.items()):
         if (
@@ -36,7 +45,17 @@ def apply_env_overrides(data: dict[str, Any], environ: os._Environ[str] | dict[s
             target[keys[-1]] = yaml.safe_load(raw) if raw else raw
         except yaml.YAMLError:
             target[keys[-1]] = raw
-    return out
+        overridden[tuple(keys)] = name
+    return out, overridden
+
+
+def overriding(loc: tuple[Any, ...], overridden: dict[tuple[str, ...], str]) -> str | None:
+    """The variable that set the config key at ``loc`` (or a key above it), or None."""
+    for n in range(len(loc), 0, -1):
+        name = overridden.get(tuple(str(k) for k in loc[:n]))
+        if name is not None:
+            return name
+    return None
 
 
 _SERVICE_LINK = re.compile(

@@ -4,8 +4,8 @@ where every object came from so each problem can be reported with file, line, ob
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,42 +16,19 @@ from pydantic import TypeAdapter, ValidationError
 
 from replicator.core.config import Config
 from replicator.core.inventory import KINDS, MeshObject
-from replicator.inputs.environment import apply_env_overrides
+from replicator.inputs.environment import overriding, with_overrides
+from replicator.inputs.yamlread import MAX_DEPTH as MAX_DEPTH
+from replicator.inputs.yamlread import InputError as InputError
+from replicator.inputs.yamlread import Problem as Problem
+from replicator.inputs.yamlread import field_path as field_path
+from replicator.inputs.yamlread import locate as locate
+from replicator.inputs.yamlread import parse_yaml_bytes as parse_yaml_bytes
+from replicator.inputs.yamlread import read_yaml_documents as read_yaml_documents
 
 if TYPE_CHECKING:
     from state import Store
 
 _YAML_SUFFIXES = (".yaml", ".yml")
-# libyaml's loader when PyYAML was built with it (10x faster); both keep line numbers in nodes.
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@dataclass(frozen=True, order=True)
-class Problem:
-    """One thing wrong with the input, located as precisely as the input allows."""
-
-    file: str
-    line: int | None
-    obj: str | None
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file + (f":{self.line}" if self.line else "")
-        parts = [where]
-        if self.obj:
-            parts.append(self.obj)
-        if self.field:
-            parts.append(self.field)
-        return ": ".join(parts) + ": " + self.message
-
-
-class InputError(Exception):
-    """The config or the inventory cannot be used; ``problems`` lists every reason."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0, p.message))
-        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 @dataclass
@@ -114,139 +91,6 @@ def file_stamps(paths: Iterable[Path]) -> dict[str, int]:
     return stamps
 
 
-def locate(node: yaml.Node | None, path: Iterable[str | int]) -> int | None:
-    """Line (1-based) of the deepest node ``path`` reaches; parts that do not match (pydantic's
-    union tags) are skipped."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for part in path:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if getattr(key, "value", None) == part:
-                    node, line = value, key.start_mark.line + 1
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-    return line
-
-
-def field_path(loc: Sequence[str | int]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
-
-
-def read_yaml_documents(path: Path) -> tuple[list[tuple[Any, yaml.Node]], list[Problem]]:
-    """Every document of a YAML file with its node; a syntax error is a located problem."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        return [], [Problem(str(path), None, None, None, f"cannot read: {e}")]
-    return parse_yaml_bytes(raw, str(path))
-
-
-def parse_yaml_bytes(raw: bytes, name: str) -> tuple[list[tuple[Any, yaml.Node]], list[Problem]]:
-    """Every document of YAML (or JSON, a subset) text named ``name`` in messages."""
-    path = name
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        where = raw[: e.start].count(b"\n") + 1
-        return [], [Problem(str(path), where, None, None, f"cannot read: {e}")]
-    deep = _too_deep(text)
-    if deep is not None:
-        return [], [_deep_problem(path, deep)]
-    docs: list[tuple[Any, yaml.Node]] = []
-    node: yaml.Node | None = None
-    loader = _Loader(text)
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is not None:
-                docs.append((loader.construct_document(node), node))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        position = getattr(e, "position", None)  # a ReaderError (a character YAML does not allow)
-        if mark is not None:
-            line: int | None = mark.line + 1
-        elif isinstance(position, int):
-            line = text[:position].count("\n") + 1
-        else:
-            line = None
-        reason = getattr(e, "problem", None) or str(e)
-        if _is_libyaml_depth_limit(reason):
-            return docs, [_deep_problem(path, line or 1)]
-        return docs, [Problem(str(path), line, None, None, f"invalid YAML: {reason}")]
-    except (ValueError, RecursionError) as e:  # an int of thousands of digits (Python's limit)
-        line = node.start_mark.line + 1 if node is not None else None
-        return docs, [Problem(str(path), line, None, None, f"invalid YAML: {str(e) or type(e).__name__}")]
-    finally:
-        loader.dispose()
-    return docs, []
-
-
-MAX_DEPTH = 100
-"""Nesting levels a YAML file may have (meshObjects need fewer than ten). Composing a document is
-recursive in libyaml's binding: tens of thousands of ``[`` crash the process (segfault)."""
-_BRACKETS = re.compile(r"[\[\]{}]")
-# Quoted scalars (they start at a token boundary) and comments: their brackets do not nest.
-_NOT_STRUCTURE = re.compile(r"""(?<![^\s\[{,:])(?:"(?:[^"\\]|\\.)*"|'(?:[^']|'')*')|(?<!\S)#[^\n]*""")
-
-
-def _too_deep(text: str) -> int | None:
-    """The line where ``text`` nests deeper than MAX_DEPTH, or None. A cheap estimate of the flow
-    nesting first (block nesting needs indentation, so it cannot be deep in a small file); only
-    when it says "deep" are the events parsed (iteratively) for the exact depth and line."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return None
-    depth = estimate = 0
-    for ch in _BRACKETS.findall(_NOT_STRUCTURE.sub("", text)):
-        depth = depth + 1 if ch in "[{" else max(depth - 1, 0)
-        estimate = max(estimate, depth)
-        if estimate > MAX_DEPTH:
-            break
-    if estimate <= MAX_DEPTH:
-        return None
-    loader = _Loader(text)
-    depth = 0
-    try:
-        while True:
-            event = loader.get_event()  # type: ignore[no-untyped-call]
-            if event is None or isinstance(event, yaml.StreamEndEvent):
-                return None
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    mark = event.start_mark
-                    return int(mark.line) + 1 if mark is not None else 1
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-    except yaml.YAMLError as e:
-        if _is_libyaml_depth_limit(getattr(e, "problem", None) or str(e)):
-            mark = getattr(e, "problem_mark", None)
-            return int(mark.line) + 1 if mark is not None else 1
-        return None  # composing reports it, with its line
-    finally:
-        loader.dispose()
-
-
-def _is_libyaml_depth_limit(reason: str) -> bool:
-    """libyaml 0.2.6 (bundled since PyYAML 6.0.4) stops at 1,000 levels by itself, with its own
-    message, and its scanner can give up before our event pass has seen 100 levels: the same input
-    gets the same message whichever parser stops first."""
-    return "maximum nesting depth" in reason
-
-
-def _deep_problem(path: Path | str, line: int) -> Problem:
-    return Problem(str(path), line, None, None, f"nested deeper than {MAX_DEPTH} levels")
-
-
 def default_config_path() -> Path:
     return Path(os.environ.get("REPLICATOR_CONFIG") or "replicator.yaml")
 
@@ -273,11 +117,16 @@ def load_config(path: Path) -> tuple[Config | None, Source, list[Problem]]:
         return None, source, problems
     if len(docs) != 1 or not isinstance(docs[0][0], dict):
         return None, source, [Problem(str(path), 1, None, None, "the config file must be one YAML mapping")]
-    data = apply_env_overrides(docs[0][0], os.environ)
+    data, overridden = with_overrides(docs[0][0], os.environ)
     try:
         return Config.model_validate(data), source, []
     except ValidationError as e:
-        return None, source, _validation_problems(e, str(path), source.node, None)
+        problems = _validation_problems(e, str(path), source.node, None)
+        for i, error in enumerate(e.errors(include_url=False)):  # one problem per error, in order
+            name = overriding(tuple(error["loc"]), overridden)
+            if name is not None:  # the value came from the environment: no line of the file has it
+                problems[i] = dataclasses.replace(problems[i], file=f"environment variable {name}", line=None)
+        return None, source, problems
 
 
 _OBJECT = TypeAdapter(MeshObject)
@@ -410,11 +259,20 @@ def load(config_path: Path | None = None, store: Store | None = None) -> Loaded:
     cross-reference checks live in :mod:`replicator.inputs.validate`."""
     path = config_path or default_config_path()
     if not path.is_file():
-        raise InputError([Problem(str(path), None, None, None, "config file does not exist")])
+        why = (
+            f"is a folder: name the config file in it (-c {path / 'replicator.yaml'})"
+            if path.is_dir()
+            else "config file does not exist"
+        )
+        raise InputError([Problem(str(path), None, None, None, why)])
     stamps = file_stamps([path])
     config, source, problems = load_config(path)
     if config is None:
-        raise InputError(problems)
+        # Every problem at once: the inventory files' own (syntax, fields) beside the config's.
+        # Checks across objects need a valid config and come once it is.
+        entries = _inventory_entries(source.node)
+        files, file_problems = inventory_files(path.parent, entries) if entries else ([], [])
+        raise InputError(problems + file_problems + load_objects(files)[1])
     files, file_problems = inventory_files(path.parent, config.inventory)
     stamps |= file_stamps(files)
     objects, object_problems = load_objects(files)
@@ -422,6 +280,18 @@ def load(config_path: Path | None = None, store: Store | None = None) -> Loaded:
     if config.stored_objects:
         _add_stored(loaded, store)
     return loaded
+
+
+def _inventory_entries(node: yaml.Node | None) -> list[str]:
+    """The ``inventory`` entries of a config file that did not validate, when they are a list of
+    strings (else none: that is one of the config's problems)."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    for key, value in node.value:
+        if key.value == "inventory" and isinstance(value, yaml.SequenceNode):
+            items = [v.value for v in value.value if isinstance(v, yaml.ScalarNode)]
+            return items if len(items) == len(value.value) else []
+    return []
 
 
 def _add_stored(loaded: Loaded, store: Store | None) -> None:

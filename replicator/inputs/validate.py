@@ -149,8 +149,7 @@ def _build_inventory(objects: list[LoadedObject], problems: list[Problem]) -> In
         elif isinstance(o, MeshTenant):
             key, table = o.key, tenants
         else:
-            bindings.append(o)
-            continue
+            key, table = _binding_key(o), None
         previous = first_seen.get((o.kind, key))
         if previous is not None:
             problems.append(
@@ -164,7 +163,10 @@ def _build_inventory(objects: list[LoadedObject], problems: list[Problem]) -> In
             )
             continue
         first_seen[(o.kind, key)] = lo
-        table[key] = o
+        if table is None:
+            bindings.append(o)
+        else:
+            table[key] = o
     return Inventory(
         users=users,
         groups=groups,
@@ -173,6 +175,16 @@ def _build_inventory(objects: list[LoadedObject], problems: list[Problem]) -> In
         bindings=tuple(bindings),
         tenants=tenants,
     )
+
+
+def _binding_key(b: MeshProjectBinding) -> Any:
+    """What makes two bindings one: a named binding its workspace, project and name; an unnamed
+    one everything it says (the same role for the same subjects twice is a copy, not a second
+    grant)."""
+    m = b.metadata
+    if m.name:
+        return (m.owned_by_workspace, m.owned_by_project, m.name)
+    return (m.owned_by_workspace, m.owned_by_project, None, b.spec)  # frozen: hashable by value
 
 
 def _check_references(
@@ -189,7 +201,8 @@ def _check_references(
                 Problem(lo.source.file, lo.source.line(path), lo.label, field_path(path) or None, message)
             )
 
-        if isinstance(o, MeshUser) and o.spec.euid:
+        if isinstance(o, MeshUser) and o.spec.euid and inv.users.get(o.metadata.name) is o:
+            # (a second user of one name is reported as a duplicate, not as its own euid twin)
             other = euids.get(fold(o.spec.euid))
             if other is not None and other.obj is not o:
                 problems.append(euid_problem(lo, other))
@@ -287,7 +300,9 @@ def _check_tenant(
     for alias in sorted(aliases):
         try:
             name = group_name(platform, cap, tenant, alias, tags)
-        except (RenderError, PatternError) as e:
+        except PatternError:
+            return  # the pattern itself is wrong: reported once, at the platform, not per tenant
+        except RenderError as e:  # this tenant's data does not fit it (a tag its project lacks)
             problem(["spec"], f"userGroupNamePattern of {platform.identifier}: {e}")
             return
         why = cap.check_group_name(name)

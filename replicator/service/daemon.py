@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import signal
+import socket
 import time
+import uuid
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -98,6 +101,10 @@ class Daemon:
         self._warnings: dict[str, Tally[str]] = {}
         self._sqlite_claim: int | None = None
         """The token of this replica's claim on a SQLite store."""
+        self._sqlite_holder = f"{self.replica_id} (pid {os.getpid()}, {uuid.uuid4().hex[:8]})"
+        """Who holds that claim: this process, whatever its replica id (two processes started
+        with one id, the host name by default, must not both take it)."""
+        self._socket: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reloads = Reloads(self._reload)
         self._store_down_since: float | None = None
@@ -189,20 +196,20 @@ class Daemon:
         store = self.store
         if store is None or store.engine.dialect.name != "sqlite":
             return
-        self._sqlite_claim = store.acquire_lease(SQLITE_REPLICA_LEASE, self.replica_id, SQLITE_CLAIM_TTL)
+        self._sqlite_claim = store.acquire_lease(SQLITE_REPLICA_LEASE, self._sqlite_holder, SQLITE_CLAIM_TTL)
         if self._sqlite_claim is None:
             holder = store.lease_holder(SQLITE_REPLICA_LEASE)
             raise DaemonError(
-                f"the SQLite state store {store.safe_url} is in use by replica {holder!r}: SQLite serves "
+                f"the SQLite state store {store.safe_url} is in use by {holder}: SQLite serves "
                 "one replica; for several, use PostgreSQL (state: postgresql://...). A replica that was "
                 f"killed frees it within {int(SQLITE_CLAIM_TTL.total_seconds())} s."
             )
 
     def _renew_sqlite_claim(self, store: Store, claim: int) -> None:
         """Extend the claim; one that lapsed (the loop stalled past its TTL) is taken again."""
-        if store.renew_lease(SQLITE_REPLICA_LEASE, self.replica_id, claim, SQLITE_CLAIM_TTL):
+        if store.renew_lease(SQLITE_REPLICA_LEASE, self._sqlite_holder, claim, SQLITE_CLAIM_TTL):
             return
-        again = store.acquire_lease(SQLITE_REPLICA_LEASE, self.replica_id, SQLITE_CLAIM_TTL)
+        again = store.acquire_lease(SQLITE_REPLICA_LEASE, self._sqlite_holder, SQLITE_CLAIM_TTL)
         if again is None:
             log.error("lost the claim on the SQLite store", holder=store.lease_holder(SQLITE_REPLICA_LEASE))
         else:
@@ -317,8 +324,14 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         if self.freeze_heap:
             tune_collector()
-        await self._reload()  # a store that cannot be opened raises; a bad input is reported
-        await blocking(self._claim_sqlite)
+        self._socket = self._bind()  # first: a port in use stops the start before anything runs
+        try:
+            await self._reload()  # a store that cannot be opened raises; a bad input is reported
+            await blocking(self._claim_sqlite)
+        except BaseException:
+            if self._socket is not None:
+                self._socket.close()
+            raise
         schedule = self.validated.config.schedule if self.validated else None
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._scheduler.add_job(
@@ -347,8 +360,8 @@ class Daemon:
         self._tasks.append(asyncio.ensure_future(self._watch()))
         self._tasks.append(asyncio.ensure_future(self.quotas.keep(self._finished)))
         self._tasks.append(asyncio.ensure_future(sample_loop_lag(self.metrics, self.stopping)))
-        if self.listen is not None:
-            await self._serve(*self.listen)
+        if self._socket is not None:
+            await self._serve(self._socket)
         log.info("daemon started", replica=self.replica_id, port=self.port, tenants=len(self.tenants))
 
     def _finished(self) -> bool:
@@ -377,22 +390,31 @@ class Daemon:
             await self.reload()
         return result
 
-    async def _serve(self, host: str, port: int) -> None:
+    def _bind(self) -> socket.socket | None:
+        """The listening socket of ``listen`` (None without one); a DaemonError when it cannot be
+        bound (the port is in use, the address is not this host's)."""
+        if self.listen is None:
+            return None
+        host, port = self.listen
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            return socket.create_server((host, port), family=family)
+        except OSError as e:
+            raise DaemonError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+
+    async def _serve(self, sock: socket.socket) -> None:
         import uvicorn
 
         from replicator.service.server import build_app
 
-        config = uvicorn.Config(
-            build_app(self), host=host, port=port, log_config=None, lifespan="off", access_log=False
-        )
+        config = uvicorn.Config(build_app(self), log_config=None, lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
-        self._tasks.append(asyncio.ensure_future(self._server.serve()))
+        self._tasks.append(asyncio.ensure_future(self._server.serve(sockets=[sock])))
         while not self._server.started:
             if self._tasks[-1].done():
-                self._tasks[-1].result()  # the server could not start (port taken): raise why
+                self._tasks[-1].result()  # the server could not start: raise why
             await asyncio.sleep(0.02)
-        sockets = [s for srv in self._server.servers for s in srv.sockets]
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.port = sock.getsockname()[1]
 
     async def stop(self) -> None:
         """Stop taking work, let changes in flight finish within the grace period, then exit."""
@@ -416,7 +438,7 @@ class Daemon:
             if self._sqlite_claim is not None:
                 with contextlib.suppress(StoreError):
                     claim = self._sqlite_claim
-                    await blocking(self.store.release_lease, SQLITE_REPLICA_LEASE, self.replica_id, claim)
+                    await blocking(self.store.release_lease, SQLITE_REPLICA_LEASE, self._sqlite_holder, claim)
             await blocking(self.store.close)
         log.info("stopped")
 

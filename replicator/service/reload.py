@@ -23,9 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from replicator.core.compile import compile_tenant
+from replicator.core.config import SecretRef
 from replicator.core.model import DesiredTenant
 from replicator.engine.runner import Engine
-from replicator.inputs.loader import InputError, input_stamps, load, resolve_state_url
+from replicator.inputs.loader import (
+    InputError,
+    Loaded,
+    Problem,
+    field_path,
+    input_stamps,
+    load,
+    resolve_state_url,
+)
 from replicator.inputs.revise import Checked
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
@@ -79,6 +88,9 @@ def prepare(
                 settle_heap()
     except InputError as e:
         return Reloaded(stamps, error=e)
+    unreadable = unreadable_secrets(checked.loaded)
+    if unreadable:
+        return Reloaded(stamps, error=InputError(unreadable))
     validated = checked.validated
     if store is None:
         store = Store(resolve_state_url(validated.config.state, config_path))
@@ -109,6 +121,29 @@ def tune_collector() -> None:
     median, 42 ms with this). Most of a write's objects are freed by reference counting before the
     next collection."""
     gc.set_threshold(YOUNG_COLLECTION, 10, 10)
+
+
+def unreadable_secrets(loaded: Loaded) -> list[Problem]:
+    """The daemon's own secrets that cannot be read now, located in the config: an API key's and
+    the SCIM bearer token. A key whose secret is missing would refuse every caller without a word;
+    the daemon reports the config as invalid instead (not ready, ``configError``), and keeps the
+    last good one on a reload. ``replicator validate`` does not check them: CI has no secrets."""
+    config, source = loaded.config, loaded.config_source
+    named: list[tuple[list[str | int], str, SecretRef]] = [
+        (["api", "keys", i, "secret"], f"api key {k.name}", k.secret) for i, k in enumerate(config.api.keys)
+    ]
+    scim = config.identity.scim
+    if scim.enabled and scim.token is not None:
+        named.append((["identity", "scim", "token"], "identity.scim", scim.token))
+    problems = []
+    for path, what, secret in named:
+        try:
+            secret.resolve()
+        except ValueError as e:
+            problems.append(
+                Problem(source.file, source.line(path), what, field_path(path), f"cannot be read: {e}")
+            )
+    return problems
 
 
 def settle_heap() -> None:

@@ -448,3 +448,149 @@ def test_environment_overrides_config_keys(
     code, _, err = run(capsys, "validate", "-c", str(site))
     assert code == 1
     assert "replication.maxDeletions" in err
+
+
+# --- every problem at once, each where it is -----------------------------------------------------
+
+BINDINGS_TWICE = """\
+kind: meshUser
+metadata: {name: a}
+spec: {euid: a, email: a@example.com}
+---
+kind: meshWorkspace
+metadata: {name: ws}
+---
+kind: meshProject
+metadata: {name: p, ownedByWorkspace: ws}
+---
+kind: meshProjectBinding
+metadata: {ownedByWorkspace: ws, ownedByProject: p, name: b1}
+spec: {role: admin, subjects: [{user: a}]}
+---
+kind: meshProjectBinding
+metadata: {ownedByWorkspace: ws, ownedByProject: p, name: b1}
+spec: {role: admin, subjects: [{user: a}]}
+---
+kind: meshProjectBinding
+metadata: {ownedByWorkspace: ws, ownedByProject: p}
+spec: {role: admin, subjects: [{user: a}]}
+---
+kind: meshProjectBinding
+metadata: {ownedByWorkspace: ws, ownedByProject: p}
+spec: {role: admin, subjects: [{user: a}]}
+---
+kind: meshProjectBinding
+metadata: {ownedByWorkspace: ws, ownedByProject: p}
+spec: {role: reader, subjects: [{user: a}]}
+"""
+
+
+def test_a_key_given_twice_is_a_located_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write(
+        tmp_path / "replicator.yaml", yaml.safe_dump(good_config()) + "state: sqlite:///other.db\n"
+    )
+    write(tmp_path / "org.yaml", "kind: meshUser\nmetadata: {name: a}\nspec: {euid: a, euid: b}\n")
+    code, _, err = run(capsys, "-c", str(config), "validate")
+    assert code == 1
+    assert f"error: {config}:" in err
+    assert "duplicate key 'state' (first at line" in err
+    write(config, yaml.safe_dump(good_config()))
+    code, _, err = run(capsys, "-c", str(config), "validate")
+    assert code == 1
+    assert f"error: {tmp_path / 'org.yaml'}:3: invalid YAML: duplicate key 'euid' (first at line 3)" in err
+
+
+def test_a_binding_given_twice_is_a_located_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(tmp_path / "replicator.yaml", yaml.safe_dump(good_config()))
+    org = write(tmp_path / "org.yaml", BINDINGS_TWICE)
+    code, _, err = run(capsys, "-c", str(config), "validate")
+    assert code == 1
+    problems = [line for line in err.splitlines() if line.startswith("error:")]
+    assert problems == [
+        f"error: {org}:16: meshProjectBinding ws/p/b1: metadata: duplicate meshProjectBinding: "
+        f"already defined at {org}:11",
+        f"error: {org}:24: meshProjectBinding ws/p: metadata: duplicate meshProjectBinding: "
+        f"already defined at {org}:19",
+    ], err
+
+
+def test_an_invalid_config_does_not_hide_the_inventory_s_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = good_config()
+    bad["landingZones"][0]["roleMappings"]["admin"]["platformGroupAlias"] = 7
+    config = write(tmp_path / "replicator.yaml", yaml.safe_dump(bad))
+    write(tmp_path / "org.yaml", "kind: meshUser\nmetadata: {name: a}\nspec: {bogus: 1}\n")
+    code, _, err = run(capsys, "-c", str(config), "validate")
+    assert code == 1
+    assert "platformGroupAlias: Input should be a valid string" in err
+    assert f"error: {tmp_path / 'org.yaml'}:3: meshUser a: spec.bogus: unknown field" in err
+    assert "2 problem(s) found." in err
+
+
+def test_a_bad_value_from_the_environment_names_the_variable_not_a_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(
+        tmp_path / "replicator.yaml", yaml.safe_dump({**good_config(), "schedule": {"interval": "5m"}})
+    )
+    write(tmp_path / "org.yaml", GOOD_INVENTORY)
+    monkeypatch.setenv("REPLICATOR_SCHEDULE__INTERVAL", "banana")
+    code, _, err = run(capsys, "-c", str(config), "validate")
+    assert code == 1
+    assert (
+        "error: environment variable REPLICATOR_SCHEDULE__INTERVAL: schedule.interval: Value error, " in err
+    )
+    assert f"{config}:" not in err
+
+
+def test_messages_a_new_user_meets_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A folder given as the config.
+    code, _, err = run(capsys, "-c", str(tmp_path), "validate")
+    assert code == 1
+    assert f"is a folder: name the config file in it (-c {tmp_path / 'replicator.yaml'})" in err
+
+    # An empty inventory is valid, and says so.
+    config = write(tmp_path / "replicator.yaml", yaml.safe_dump({**good_config(), "inventory": []}))
+    code, _, err = run(capsys, "-c", str(config), "validate")
+    assert code == 0
+    assert "warning: the inventory is empty: no users, bindings or tenants were read" in err
+
+    # A file that cannot be read comes first: it is the cause of what follows.
+    write(config, yaml.safe_dump({**good_config(), "inventory": ["zz-people.yaml", "missing.yaml"]}))
+    write(
+        tmp_path / "zz-people.yaml",
+        "kind: meshUser\nmetadata: {name: a}\nspec: {euid: a}\n---\n"
+        "kind: meshUser\nmetadata: {name: a}\nspec: {euid: a}\n---\n"
+        "kind: meshUserGroup\nmetadata: {name: g}\nspec: {members: [nobody]}\n",
+    )
+    code, _, err = run(capsys, "-c", str(config), "validate")
+    assert code == 1
+    problems = [line for line in err.splitlines() if line.startswith("error:")]
+    assert problems[0] == f"error: {tmp_path / 'missing.yaml'}: inventory file or folder does not exist"
+    # A user given twice is a duplicate, not the twin of its own euid.
+    assert any("duplicate meshUser: already defined at" in p for p in problems)
+    assert not any("also the euid of meshUser a" in p for p in problems), problems
+    assert len(problems) == 3, problems
+
+
+def test_a_wrong_group_name_pattern_is_reported_once_not_per_tenant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(
+        tmp_path / "replicator.yaml", yaml.safe_dump(good_config(userGroupNamePattern="#{noSuchThing}-x"))
+    )
+    tenants = "".join(
+        f"---\nkind: meshProject\nmetadata: {{name: p{i}, ownedByWorkspace: ws}}\n---\nkind: meshTenant\n"
+        f"metadata: {{ownedByWorkspace: ws, ownedByProject: p{i}, platformIdentifier: aws.eu-central-1}}\n"
+        f"spec: {{localId: '12345678901{i}', landingZoneIdentifier: lz}}\n"
+        for i in range(3)
+    )
+    write(tmp_path / "org.yaml", "kind: meshWorkspace\nmetadata: {name: ws}\n" + tenants)
+    code, _, err = run(capsys, "-c", str(config), "validate")
+    assert code == 1
+    problems = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(problems) == 1, problems
+    assert "noSuchThing" in problems[0]

@@ -248,6 +248,21 @@ def test_dry_run_changes_nothing(proj: Project) -> None:
     assert r.code == 0
     assert "+ create group" in r.out
     assert proj.aws.groups() == {}
+    # It says what it would do, never "converged" while changes are pending.
+    assert f"{LEDGER}: would apply 10 changes (dry run, nothing applied)" in r.out
+    assert "converged" not in r.out
+    assert "Dry run: planned 1 of 1 tenants, 10 changes would be applied, none was" in r.out
+    proj.converge()
+    again = proj.cli("reconcile", "--all", "--dry-run")
+    assert f"{LEDGER}: converged (dry run, nothing applied)" in again.out
+
+
+def test_status_of_an_unknown_tenant_is_an_error(proj: Project) -> None:
+    proj.converge()
+    assert proj.cli("status", "--tenant", LEDGER).code == 0
+    r = proj.cli("status", "--tenant", "finance/nope/aws.eu-central-1")
+    assert r.code == 1
+    assert "unknown tenant 'finance/nope/aws.eu-central-1'" in r.err
 
 
 def test_audit_log_and_records_for_every_change(proj: Project) -> None:

@@ -238,3 +238,25 @@ async def test_the_reload_after_this_replica_s_own_write_reuses_that_write_s_val
     assert d.validated is not None
     assert "reused" in d.validated.inventory.users
     assert validations == [], "the reload validated the whole inventory again"
+
+
+async def test_an_api_key_whose_secret_cannot_be_read_is_a_config_error_not_a_silent_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OBJ_KEY_READ", READ_KEY)
+    monkeypatch.delenv("OBJ_KEY_WRITE", raising=False)
+    path = write_project(tmp_path)
+    d = Daemon(config_path=path, listen=("127.0.0.1", 0), workers=0, watch_interval=60, grace=1)
+    await d.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.port}", timeout=60) as http:
+            assert d.validated is None
+            assert d.config_error is not None
+            assert "api key ci: api.keys[1].secret: cannot be read" in d.config_error
+            assert "OBJ_KEY_WRITE is not set" in d.config_error
+            assert (await http.get("/readyz")).status_code == 503
+            monkeypatch.setenv("OBJ_KEY_WRITE", WRITE_KEY)
+            assert await d.reload()
+            assert (await http.get("/readyz")).status_code == 200
+    finally:
+        await d.stop()

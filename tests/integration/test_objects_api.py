@@ -212,6 +212,17 @@ async def test_put_json_one_object_or_a_list(api: Api) -> None:
     assert broken.status_code == 422
     assert broken.json()["errors"][0]["message"].startswith("invalid JSON")
     assert api.store.get_object("meshUser", "erin") is None
+    # A key given twice is refused, in JSON as in YAML (both would keep the last one silently).
+    twice = '{"kind": "meshUser", "metadata": {"name": "gina"}, "spec": {"euid": "a", "euid": "b"}}'
+    r = await api.http.put("/api/meshobjects", content=twice, headers=headers)
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["message"] == "invalid JSON: duplicate key 'euid'"
+    r = await api.http.put(
+        "/api/meshobjects", content=twice, headers={**headers, "Content-Type": "application/yaml"}
+    )
+    assert r.status_code == 422
+    assert "duplicate key 'euid'" in r.json()["errors"][0]["message"]
+    assert api.store.get_object("meshUser", "gina") is None
 
 
 async def test_an_invalid_document_is_located_and_nothing_is_written(api: Api) -> None:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from replicator.cli import main
 from replicator.inputs import loader as loader_module
+from replicator.inputs import yamlread
 from tests.support.moto_aws import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoAws
 
 RUN_TIMEOUT = 20  # seconds one validate or plan may take before it counts as a hang
@@ -378,7 +379,7 @@ def test_too_deep_gets_one_message_whichever_parser_stops_first(
     """PyYAML 6.0.4 bundles a libyaml that stops at 1,000 levels with its own message, and its
     scanner stops before our event pass sees level 101; the pure-Python parser has no limit. Each
     depth, each parser: the loader's own message, on the line where the nesting is."""
-    monkeypatch.setattr(loader_module, "_Loader", loader)
+    monkeypatch.setattr(yamlread, "_Loader", loader)
     opening, closing = brackets
     inner = "a: 1" if opening == "{" else "1"
     text = "kind: meshUser\n\nspec: " + opening * levels + inner + closing * levels + "\n"

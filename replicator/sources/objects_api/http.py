@@ -101,7 +101,7 @@ def parse_body(raw: bytes, media: str) -> tuple[list[LoadedObject], list[Problem
     every problem located ``request:LINE`` like a file's."""
     if media == JSON_TYPE:
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, object_pairs_hook=_unique_keys)
         except UnicodeDecodeError as e:
             return [], [
                 Problem(REQUEST, raw[: e.start].count(b"\n") + 1, None, None, f"cannot read: {e.reason}")
@@ -127,6 +127,16 @@ def parse_body(raw: bytes, media: str) -> tuple[list[LoadedObject], list[Problem
     if problems:
         return [], problems
     return _objects(docs)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique (JSON would keep the last of two silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
 
 
 def _objects(docs: Sequence[tuple[Any, yaml.Node | None]]) -> tuple[list[LoadedObject], list[Problem]]:
