@@ -12,12 +12,37 @@ from replicator.cli.common import EXIT_ERROR, EXIT_OK, open_store, validated
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    v = validated(args)
+    from replicator.inputs.loader import InputError
+
+    if args.output != "json":
+        v = validated(args)
+    else:
+        try:
+            v = validated(args)
+        except InputError as e:
+            problems = [
+                {"file": p.file, "line": p.line, "object": p.obj, "field": p.field, "message": p.message}
+                for p in e.problems
+            ]
+            print(json.dumps({"valid": False, "problems": problems}, indent=2))
+            return EXIT_ERROR
     inv = v.inventory
+    counts = {
+        "platforms": len(v.config.platforms),
+        "landingZones": len(v.config.landing_zones),
+        "users": len(inv.users),
+        "userGroups": len(inv.groups),
+        "projects": len(inv.projects),
+        "bindings": len(inv.bindings),
+        "tenants": len(inv.tenants),
+    }
+    if args.output == "json":
+        print(json.dumps({"valid": True, "problems": [], "counts": counts}, indent=2))
+        return EXIT_OK
     print(
-        f"valid: {len(v.config.platforms)} platforms, {len(v.config.landing_zones)} landing zones, "
-        f"{len(inv.users)} users, {len(inv.groups)} user groups, {len(inv.projects)} projects, "
-        f"{len(inv.bindings)} bindings, {len(inv.tenants)} tenants"
+        f"valid: {counts['platforms']} platforms, {counts['landingZones']} landing zones, "
+        f"{counts['users']} users, {counts['userGroups']} user groups, {counts['projects']} projects, "
+        f"{counts['bindings']} bindings, {counts['tenants']} tenants"
     )
     return EXIT_OK
 
@@ -155,7 +180,9 @@ def cmd_apikey(args: argparse.Namespace) -> int:
             return EXIT_OK
         if action == "revoke":
             if not store.revoke_api_key(args.name):
-                print(f"error: no stored API key named {args.name!r}", file=sys.stderr)
+                in_config = any(k.name == args.name for k in loaded.config.api.keys)
+                where = ": it is in the config file (api.keys); remove it there" if in_config else ""
+                print(f"error: no stored API key named {args.name!r}{where}", file=sys.stderr)
                 return EXIT_ERROR
             print(f"revoked API key {args.name!r}", file=sys.stderr)
             return EXIT_OK
@@ -165,22 +192,44 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = [
         {
             "name": r.name,
+            "source": "store",
             "scopes": list(r.scopes),
             "createdAt": r.created_at.isoformat(),
             "lastUsedAt": r.last_used_at.isoformat() if r.last_used_at else None,
         }
         for r in records
     ]
+    for key in loaded.config.api.keys:
+        ref = key.secret
+        try:
+            ref.resolve()
+            readable = True
+        except ValueError:
+            readable = False
+        rows.append(
+            {
+                "name": key.name,
+                "source": "config",
+                "scopes": list(key.scopes),
+                "secretFrom": f"env {ref.env}" if ref.env else f"file {ref.file}",
+                "secretReadable": readable,
+            }
+        )
     if args.output == "json":
         print(json.dumps({"keys": rows}, indent=2))
     elif not rows:
-        print("no stored API keys (keys in the config file are not listed)")
+        print("no API keys (none stored, none in the config file)")
     else:
         for row in rows:
-            print(
-                f"{row['name']}  {','.join(row['scopes'])}  created {row['createdAt']}  "
-                f"last used {row['lastUsedAt'] or 'never'}"
-            )
+            if row["source"] == "store":
+                print(
+                    f"{row['name']}  {','.join(row['scopes'])}  stored, created {row['createdAt']}  "
+                    f"last used {row['lastUsedAt'] or 'never'}"
+                )
+            else:
+                unreadable = "" if row["secretReadable"] else " (cannot be read here)"
+                joined = ",".join(row["scopes"])
+                print(f"{row['name']}  {joined}  config, secret from {row['secretFrom']}{unreadable}")
     return EXIT_OK
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -46,10 +47,9 @@ def validated(args: argparse.Namespace) -> Validated:
 
 def open_store(v: Validated | Loaded, config_path: Path | None) -> Store:
 
-    from replicator.inputs.loader import default_config_path, resolve_state_url
-    from state import Store
+    from replicator.inputs.loader import default_config_path, open_state
 
-    return Store(resolve_state_url(v.config.state, config_path or default_config_path()))
+    return open_state(v.config, config_path or default_config_path())
 
 
 def run_engine(
@@ -136,7 +136,50 @@ def plan_errors(report: RunReport) -> list[tuple[str, str]]:
     return sorted(errors)
 
 
+def reconcile_doc(args: argparse.Namespace, report: RunReport) -> dict[str, object]:
+    """``reconcile -o json`` and ``apply -o json``: every tenant with its outcome (``converged``,
+    ``changes-planned`` in a dry run, ``pending``, ``failed``, ``held``) and the totals."""
+    dry = bool(getattr(args, "dry_run", False))
+    tenants: list[dict[str, object]] = [
+        {"tenant": key, "outcome": "held", "error": why} for key, why in sorted(report.held.items())
+    ]
+    for r in report.results:
+        planned = len(r.plan.changes) if r.plan else 0
+        outcome = (
+            "pending"
+            if r.requeued
+            else "failed"
+            if not r.ok
+            else "changes-planned"
+            if dry and planned
+            else "converged"
+        )
+        tenants.append(
+            {
+                "tenant": r.key,
+                "outcome": outcome,
+                "changesApplied": r.applied,
+                "changesPlanned": planned if dry else None,
+                "withheld": len(r.plan.withheld) if r.plan else 0,
+                "warnings": [{"code": w.code.value, "message": w.message} for w in r.warnings],
+                "error": r.error,
+                "errorKind": r.error_kind,
+            }
+        )
+    return {
+        "dryRun": dry,
+        "tenants": tenants,
+        "failed": len(report.failed),
+        "pending": len(report.requeued),
+        "changesApplied": sum(r.applied for r in report.results),
+        "warnings": report.warnings,
+    }
+
+
 def reconcile_summary(args: argparse.Namespace, report: RunReport) -> int:
+    if getattr(args, "output", "text") == "json":
+        print(json.dumps(reconcile_doc(args, report), indent=2))
+        return _exit_code(args, report)
     for key, why in sorted(report.held.items()):
         print(f"{key}: not reconciled: {why}")
     for r in report.results:
@@ -176,6 +219,10 @@ def reconcile_summary(args: argparse.Namespace, report: RunReport) -> int:
             f"Reconciled {ok} of {len(report.results)} tenants{pending}, "
             f"{sum(r.applied for r in report.results)} changes applied, {report.warnings} warnings."
         )
+    return _exit_code(args, report)
+
+
+def _exit_code(args: argparse.Namespace, report: RunReport) -> int:
     if report.failed or report.requeued:
         return EXIT_ERROR
     if args.fail_on_warnings and report.warnings:

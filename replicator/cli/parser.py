@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_common(p, suppress=True)
         return p
 
-    cmd("validate", "check config and inventory; print every problem with file, object and field")
+    p = cmd("validate", "check config and inventory; print every problem with file, object and field")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     cmd("schema", "print the JSON Schema of the config and of the inventory objects")
 
     p = cmd("plan", "dry run: print the changes a reconcile would make, and the warnings")
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("apply", "apply a plan file written by `plan --out`, exactly, or refuse when it is stale")
     p.add_argument("plan_file", type=Path, metavar="PLAN_FILE")
     p.add_argument("--fail-on-warnings", action="store_true", help="exit 3 when converged with warnings")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
     p = cmd("snapshot", "record the observed state of the owned objects, for `plan --observed`")
     add_selection(p)
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="confirm removals the deletion guard withheld (maxDeletions, empty desired state)",
     )
     p.add_argument("--fail-on-warnings", action="store_true", help="exit 3 when converged with warnings")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.add_argument(
         "--wait-pending",
         type=seconds,

@@ -26,7 +26,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     _, report = run_engine(args, apply=not args.dry_run, wait_pending=args.wait_pending)
     plans = [r.plan for r in report.results if r.plan is not None]
-    if args.dry_run:
+    if args.dry_run and args.output != "json":  # (JSON: `plan -o json` prints the plans)
         sys.stdout.write(plans_text(plans))
     return reconcile_summary(args, report)
 

@@ -134,8 +134,31 @@ def explain_user(
         "euid": euid,
         "platformEuid": platform_euid,
         "chains": chains,
+        "removals": _removals(plan, _platform_ids(matches, observed, platform_euid)),
         "warnings": warnings,
     }
+
+
+def _platform_ids(matches: Any, observed: ObservedTenant, platform_euid: str | None) -> set[str]:
+    """The platform user ids of the explained user: the one its lookup found, else (no binding
+    is left, so nothing looked it up) the members of the owned groups named by its platform euid."""
+    if len(matches) == 1:
+        return {matches[0].id}
+    if len(matches) > 1 or not platform_euid:
+        return set()
+    wanted = platform_euid.casefold()
+    return {m.id for g in observed.groups for m in g.members if m.name and m.name.casefold() == wanted}
+
+
+def _removals(plan: Plan, user_ids: set[str]) -> list[dict[str, Any]]:
+    """What the plan takes from the platform users ``user_ids`` (access no binding grants any
+    more), the removals the deletion guard withholds included."""
+    return [
+        {"action": c.action.value, "group": c.group, "withheld": withheld}
+        for changes, withheld in ((plan.changes, False), (plan.withheld, True))
+        for c in changes
+        if c.user is not None and c.user.id in user_ids and not c.action.adds
+    ]
 
 
 def _used_values(pattern: str, values: dict[str, str], tags: dict[str, str]) -> dict[str, str]:
@@ -233,6 +256,15 @@ def explain_text(doc: dict[str, Any]) -> str:
                 f"    user:     {c['platformUser']['name']} (id {c['platformUser']['id']}); {c['current']}"
             )
         lines.append(f"    -> {c['outcome']}")
+    if doc["removals"]:
+        lines.append("  pending removals (access no binding grants any more):")
+    for r in doc["removals"]:
+        why = (
+            "  [withheld by the deletion guard: reconcile --allow-deletions confirms it]"
+            if r["withheld"]
+            else ""
+        )
+        lines.append(f"    - {r['action']} {r['group']}{why}")
     for w in doc["warnings"]:
         lines.append(f"  ! {w['code']}: {w['message']}")
     return "\n".join(lines) + "\n"

@@ -303,12 +303,12 @@ def _add_stored(loaded: Loaded, store: Store | None) -> None:
         if key is not None:
             shadowed.add((lo.obj.kind, key))
     loaded.file_keys = frozenset(shadowed)
-    from state import Store, StoreError
+    from state import StoreError
 
     own = store is None
     try:
         if store is None:
-            store = Store(resolve_state_url(loaded.config.state, loaded.config_path))
+            store = open_state(loaded.config, loaded.config_path)
         try:
             loaded.store_revision = store.objects_revision()
             objects, deprovisioned, problems = stored_objects(store, shadowed)
@@ -329,6 +329,31 @@ def _add_stored(loaded: Loaded, store: Store | None) -> None:
     loaded.objects += objects
     loaded.deprovisioned_users = frozenset(deprovisioned)
     loaded.problems += problems
+
+
+def open_state(config: Config, config_path: Path) -> Store:
+    """The config's state store, opened. A SQLite file whose folder does not exist is refused
+    (StoreError): a typo in ``state`` would otherwise start a new, empty store, and a replicator
+    that forgets which groups it owns leaves them behind for good. A new file in a folder that
+    exists is created, with a warning (the first run of a new installation)."""
+    from replicator.logs import get_logger
+    from state import Store, StoreError
+
+    url = resolve_state_url(config.state, config_path)
+    prefix = "sqlite:///"
+    path = Path(url[len(prefix) :]) if url.startswith(prefix) and url != prefix + ":memory:" else None
+    if path is not None and not path.parent.is_dir():
+        raise StoreError(
+            f"the state store's folder {path.parent} does not exist: create it, or correct `state:` in "
+            f"{config_path} (a new, empty store would forget which groups the replicator owns)"
+        )
+    new = path is not None and not path.exists()
+    store = Store(url)
+    if new:
+        get_logger("replicator.state").warning(
+            "created a new, empty state store; if one should exist, check `state:`", path=str(path)
+        )
+    return store
 
 
 def resolve_state_url(url: str, config_path: Path) -> str:

@@ -33,7 +33,7 @@ from replicator.inputs.loader import (
     field_path,
     input_stamps,
     load,
-    resolve_state_url,
+    open_state,
 )
 from replicator.inputs.revise import Checked
 from replicator.inputs.validate import Validated, validate
@@ -93,7 +93,7 @@ def prepare(
         return Reloaded(stamps, error=InputError(unreadable))
     validated = checked.validated
     if store is None:
-        store = Store(resolve_state_url(validated.config.state, config_path))
+        store = open_state(validated.config, config_path)
     # Inputs the new config watches and the old did not (a new inventory file) are read now; the
     # others keep the stamp read before loading, so a change made meanwhile reloads once more.
     stamps = {k: stamps.get(k, v) for k, v in watched(config_path, validated, store).items()}

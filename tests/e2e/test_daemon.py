@@ -90,6 +90,7 @@ async def test_starts_reconciles_and_serves(daemon: Daemon, proj: Project) -> No
         assert 'replicator_reconcile_duration_seconds_count{platform="aws.eu-central-1"} 1.0' in metrics
         assert "replicator_last_success_timestamp_seconds" in metrics
         assert "replicator_queue_depth 0.0" in metrics
+        assert "_created" not in metrics, "no *_created series: nothing uses them"
 
         assert (await http.get("/v1/status")).status_code == 401
         assert (await http.get("/v1/status", headers={"Authorization": "Bearer wrong"})).status_code == 401
@@ -262,7 +263,7 @@ async def test_sqlite_refuses_a_second_replica(proj: Project, monkeypatch: pytes
     await first.start()
     try:
         second = Daemon(config_path=proj.config_path, replica_id="two", listen=None, workers=1)
-        with pytest.raises(DaemonError, match="in use by replica 'one': SQLite serves one replica"):
+        with pytest.raises(DaemonError, match=r"in use by one \(pid \d+, \w+\): SQLite serves one replica"):
             await second.start()
         await second.stop()
     finally:

@@ -97,3 +97,27 @@ def test_explain_errors(proj: Project) -> None:
     assert proj.cli("explain", "--tenant", "x/y/z", "--user", "alice").code == 1
     assert proj.cli("explain", "--tenant", LEDGER, "--group", "mst-nope").code == 1
     assert proj.cli("explain", "--tenant", LEDGER).code == 1, "--user or --group is required"
+
+
+def test_explain_shows_the_removals_a_run_would_make_and_those_the_guard_withholds(proj: Project) -> None:
+    proj.converge()
+    # bob and carol lose their "user" binding; with maxDeletions 1 the guard withholds both removals.
+    proj.write_inventory(standard_inventory(admin=("alice",), user=(), reader=("dave",)))
+    proj.replication = {"maxDeletions": 1}
+    proj.write_config()
+    doc = proj.cli("explain", "--tenant", LEDGER, "--user", "bob", "-o", "json").json()
+    assert doc["chains"] == []
+    assert doc["removals"] == [
+        {"action": "remove_member", "group": "mst-finance.ledger-user", "withheld": True}
+    ]
+    text = proj.cli("explain", "--tenant", LEDGER, "--user", "bob").out
+    assert "pending removals (access no binding grants any more):" in text
+    assert "- remove_member mst-finance.ledger-user  [withheld by the deletion guard" in text
+    proj.replication = {"maxDeletions": 10}
+    proj.write_config()
+    doc = proj.cli("explain", "--tenant", LEDGER, "--user", "bob", "-o", "json").json()
+    assert doc["removals"] == [
+        {"action": "remove_member", "group": "mst-finance.ledger-user", "withheld": False}
+    ]
+    alice = proj.cli("explain", "--tenant", LEDGER, "--user", "alice", "-o", "json").json()
+    assert alice["removals"] == []

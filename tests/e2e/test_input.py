@@ -429,9 +429,16 @@ def test_environment_overrides_config_keys(
     monkeypatch.setenv("REPLICATOR_REPLICATION__MAX_DELETIONS", "7")
     config = load(site).config
     assert config.replication.max_deletions == 7
-    code, out, _ = run(capsys, "status", "-c", str(site))
+    # A store whose folder does not exist is not created: a typo would start an empty store.
+    code, _, err = run(capsys, "status", "-c", str(site))
+    assert code == 1
+    assert f"the state store's folder {other_db.parent} does not exist" in err
+    assert not other_db.parent.exists()
+    other_db.parent.mkdir()
+    code, out, err = run(capsys, "status", "-c", str(site))
     assert code == 0
     assert out == "no runs recorded yet\n"
+    assert "created a new, empty state store" in err
     assert other_db.exists()
     with Store(f"sqlite:///{other_db}") as store:  # an identity source's sync shows in status
         store.start_sync("ldap:corp")

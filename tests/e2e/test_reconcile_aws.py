@@ -379,3 +379,25 @@ def test_reconcile_leaves_a_tenant_a_daemon_is_working_on(proj: Project) -> None
         proj.converge()
         assert store.lease_holder(LEDGER) is None, "the command released the lease it took"
         assert store.acquire_lease(LEDGER, "replica-0", timedelta(minutes=5)) is not None
+
+
+def test_validate_and_reconcile_speak_json(proj: Project) -> None:
+    v = proj.cli("validate", "-o", "json")
+    assert v.code == 0
+    assert v.json()["valid"] is True
+    assert v.json()["counts"]["tenants"] == 1
+    dry = proj.cli("reconcile", "--all", "--dry-run", "-o", "json")
+    assert dry.code == 0
+    (tenant,) = dry.json()["tenants"]
+    assert (tenant["tenant"], tenant["outcome"], tenant["changesPlanned"]) == (LEDGER, "changes-planned", 10)
+    done = proj.cli("reconcile", "--all", "-o", "json")
+    assert done.code == 0
+    (tenant,) = done.json()["tenants"]
+    assert (tenant["outcome"], tenant["changesApplied"], tenant["error"]) == ("converged", 10, None)
+    proj.write_inventory([{"kind": "meshUser", "metadata": {"name": "x"}, "spec": {"bogus": 1}}])
+    bad = proj.cli("validate", "-o", "json")
+    assert bad.code == 1
+    (problem,) = bad.json()["problems"]
+    assert (problem["field"], problem["message"]) == ("spec.bogus", "unknown field")
+    assert isinstance(problem["line"], int)
+    assert problem["file"].endswith("org.yaml")

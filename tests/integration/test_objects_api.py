@@ -427,6 +427,7 @@ async def test_limits_and_media_types(api: Api) -> None:
 
 
 async def test_stored_objects_off_answers_409(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OBJ_KEY_READ", READ_KEY)
     monkeypatch.setenv("OBJ_KEY_WRITE", WRITE_KEY)
     path = write_project(tmp_path, stored_objects=False)
     d = Daemon(config_path=path, listen=("127.0.0.1", 0), workers=0, watch_interval=0.2, grace=1)
@@ -460,13 +461,20 @@ async def test_stored_api_keys_are_hashed_listed_and_revoked(
     code, out, _ = cli(api.config_path, capsys, "apikey", "list", "-o", "json")
     listed = {k["name"]: k for k in json.loads(out)["keys"]}
     assert code == 0
-    assert set(listed) == {"root", "deploy"}
+    assert set(listed) == {"root", "deploy", "dash", "ci"}, "the config file's keys are listed too"
     assert secret not in out
+    assert READ_KEY not in out
     assert listed["deploy"]["scopes"] == ["read", "write"]
     assert listed["deploy"]["lastUsedAt"] is not None
+    assert (listed["deploy"]["source"], listed["dash"]["source"]) == ("store", "config")
+    assert listed["dash"]["secretFrom"] == "env OBJ_KEY_READ"
     code, out, _ = cli(api.config_path, capsys, "apikey", "list")
     assert code == 0
-    assert "deploy  read,write" in out
+    assert "deploy  read,write  stored" in out
+    assert "dash  read  config, secret from env OBJ_KEY_READ" in out
+    code, _, err = cli(api.config_path, capsys, "apikey", "revoke", "dash")
+    assert code == 1
+    assert "it is in the config file (api.keys); remove it there" in err
 
     assert cli(api.config_path, capsys, "apikey", "create", "deploy")[0] == 1, "names are unique"
     code, _, err = cli(api.config_path, capsys, "apikey", "create", "x", "--scopes", "read,root")

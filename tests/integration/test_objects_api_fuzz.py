@@ -43,6 +43,13 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with pytest.MonkeyPatch.context() as mp:  # the config's keys must be readable for it to be valid
+        mp.setenv("OBJ_KEY_READ", "fuzz-config-read-key")
+        mp.setenv("OBJ_KEY_WRITE", "fuzz-config-write-key")
+        yield from _live(tmp_path_factory)
+
+
+def _live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("fuzz")
     path = write_project(root)
     store_url = f"sqlite:///{root / 'state.db'}"
