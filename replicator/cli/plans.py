@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from replicator.cli.render import plans_json, plans_text
+    from replicator.cli.render import coloured, plans_json, plans_text
     from replicator.core import planfile
 
     if args.observed:
@@ -40,7 +40,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         notes = []
     plans = [r.plan for r in report.results if r.plan is not None]
     errors = plan_errors(report)
-    text = plans_json(plans, errors, held=report.held) if args.output == "json" else plans_text(plans, errors)
+    text = (
+        plans_json(plans, errors, held=report.held)
+        if args.output == "json"
+        else coloured(plans_text(plans, errors), sys.stdout)
+    )
     sys.stdout.write(text)
     if args.output != "json":
         for key, why in sorted(report.held.items()):

@@ -71,6 +71,27 @@ def plans_text(plans: Sequence[Plan], errors: Sequence[tuple[str, str]] = ()) ->
     return "\n".join(lines) + "\n"
 
 
+_COLOURS = {"+": "32", "-": "31", "!": "33", "~": "36"}
+"""ANSI colours of the plan's lines by their mark: green adds, red removals, yellow warnings and
+the guard, cyan kept grants."""
+
+
+def coloured(text: str, stream: Any) -> str:
+    """``text`` (plan output) with ANSI colours when ``stream`` is a terminal and ``NO_COLOR`` is
+    unset (no-color.org); unchanged otherwise (a pipe, a file, CI logs)."""
+    import os
+
+    if os.environ.get("NO_COLOR") or not getattr(stream, "isatty", lambda: False)():
+        return text
+    out = []
+    for line in text.split("\n"):
+        stripped = line.lstrip()
+        mark = "-" if stripped.startswith("(withheld)") else stripped[:1]
+        colour = "31" if stripped.startswith("ERROR") else _COLOURS.get(mark)
+        out.append(f"\x1b[{colour}m{line}\x1b[0m" if colour and stripped else line)
+    return "\n".join(out)
+
+
 def plans_json(
     plans: Sequence[Plan],
     errors: Sequence[tuple[str, str]] = (),

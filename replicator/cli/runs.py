@@ -13,7 +13,7 @@ from replicator.cli.common import EXIT_ERROR, EXIT_OK, open_store, reconcile_sum
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from replicator.cli.render import plans_text
+    from replicator.cli.render import coloured, plans_text
 
     if not args.tenant and not args.all:
         print(
@@ -27,7 +27,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     _, report = run_engine(args, apply=not args.dry_run, wait_pending=args.wait_pending)
     plans = [r.plan for r in report.results if r.plan is not None]
     if args.dry_run and args.output != "json":  # (JSON: `plan -o json` prints the plans)
-        sys.stdout.write(plans_text(plans))
+        sys.stdout.write(coloured(plans_text(plans), sys.stdout))
     return reconcile_summary(args, report)
 
 

@@ -91,8 +91,18 @@ def file_stamps(paths: Iterable[Path]) -> dict[str, int]:
     return stamps
 
 
-def default_config_path() -> Path:
-    return Path(os.environ.get("REPLICATOR_CONFIG") or "replicator.yaml")
+def default_config_path(start: Path | None = None) -> Path:
+    """``$REPLICATOR_CONFIG``, else the ``replicator.yaml`` of the working folder or of the
+    nearest folder above it, the way git finds ``.git`` (a command run in ``inventory/teams`` uses
+    the project's config); else ``replicator.yaml`` (which then does not exist, and says so)."""
+    if os.environ.get("REPLICATOR_CONFIG"):
+        return Path(os.environ["REPLICATOR_CONFIG"])
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "replicator.yaml"
+        if candidate.is_file():
+            return candidate if folder != here else Path("replicator.yaml")
+    return Path("replicator.yaml")
 
 
 def _validation_problems(

@@ -601,3 +601,19 @@ def test_a_wrong_group_name_pattern_is_reported_once_not_per_tenant(
     problems = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(problems) == 1, problems
     assert "noSuchThing" in problems[0]
+
+
+def test_the_config_is_found_from_a_subfolder_the_way_git_finds_its_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLICATOR_CONFIG", raising=False)
+    write(tmp_path / "replicator.yaml", yaml.safe_dump({**good_config(), "inventory": ["inventory"]}))
+    write(tmp_path / "inventory" / "teams" / "org.yaml", GOOD_INVENTORY)
+    monkeypatch.chdir(tmp_path / "inventory" / "teams")
+    code, out, err = run(capsys, "validate")
+    assert code == 0, err
+    assert out.startswith("valid: 1 platforms")
+    monkeypatch.chdir(tmp_path.parent)  # above the project: nothing to find
+    code, _, err = run(capsys, "validate")
+    assert code == 1
+    assert "error: replicator.yaml: config file does not exist" in err
