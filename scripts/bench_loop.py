@@ -170,23 +170,29 @@ def scim_user(i: int) -> dict[str, Any]:
     }
 
 
+def scim_site(root: Path) -> Path:
+    """A config in ``root`` with SCIM on (token from ``BENCH_SCIM_TOKEN``), stored objects read from
+    ``root/state.db`` and one workspace in the inventory files; returns the config's path."""
+    (root / "inventory").mkdir()
+    (root / "inventory" / "org.yaml").write_text(
+        yaml.safe_dump({"kind": "meshWorkspace", "metadata": {"name": "bench"}})
+    )
+    config = {
+        "state": "sqlite:///state.db",
+        "inventory": ["inventory"],
+        "storedObjects": True,
+        "identity": {"scim": {"enabled": True, "token": {"env": "BENCH_SCIM_TOKEN"}}},
+    }
+    (root / "replicator.yaml").write_text(yaml.safe_dump(config))
+    return root / "replicator.yaml"
+
+
 def bench_scim(record: Record, users: int, clients: int) -> None:
     import httpx
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "inventory").mkdir()
-        (root / "inventory" / "org.yaml").write_text(
-            yaml.safe_dump({"kind": "meshWorkspace", "metadata": {"name": "bench"}})
-        )
-        config = {
-            "state": "sqlite:///state.db",
-            "inventory": ["inventory"],
-            "storedObjects": True,
-            "identity": {"scim": {"enabled": True, "token": {"env": "BENCH_SCIM_TOKEN"}}},
-        }
-        (root / "replicator.yaml").write_text(yaml.safe_dump(config))
-        with daemon(root / "replicator.yaml", {"BENCH_SCIM_TOKEN": SCIM_TOKEN}, workers=1) as base:
+        with daemon(scim_site(root), {"BENCH_SCIM_TOKEN": SCIM_TOKEN}, workers=1) as base:
             todo = iter(range(users))
             lock = threading.Lock()
             errors: list[str] = []

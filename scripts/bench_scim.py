@@ -25,8 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-from bench_loop import SCIM_TOKEN, daemon, scim_user  # scripts/ is on sys.path
+from bench_loop import SCIM_TOKEN, daemon, scim_site, scim_user  # scripts/ is on sys.path
 
 Record = Callable[[str, float | None, str, str], None]
 GROUP_SIZE = 100
@@ -120,22 +119,12 @@ def bench_size(record: Record, users: int, writes: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "inventory").mkdir()
-        (root / "inventory" / "org.yaml").write_text(
-            yaml.safe_dump({"kind": "meshWorkspace", "metadata": {"name": "bench"}})
-        )
-        config = {
-            "state": "sqlite:///state.db",
-            "inventory": ["inventory"],
-            "storedObjects": True,
-            "identity": {"scim": {"enabled": True, "token": {"env": "BENCH_SCIM_TOKEN"}}},
-        }
-        (root / "replicator.yaml").write_text(yaml.safe_dump(config))
+        config = scim_site(root)
         t = time.perf_counter()
         groups = fill(f"sqlite:///{root / 'state.db'}", users)
         filled = time.perf_counter() - t
         t = time.perf_counter()
-        with daemon(root / "replicator.yaml", {"BENCH_SCIM_TOKEN": SCIM_TOKEN}, workers=1) as base:
+        with daemon(config, {"BENCH_SCIM_TOKEN": SCIM_TOKEN}, workers=1) as base:
             started = time.perf_counter() - t
             headers = {"Authorization": f"Bearer {SCIM_TOKEN}"}
             times: dict[str, list[float]] = {"lookup": [], "create": [], "user_patch": [], "group_patch": []}

@@ -18,6 +18,7 @@ import yaml
 from replicator.service.daemon import Budget, Daemon
 from replicator.service.workqueue import Priority
 from tests.e2e.conftest import PLATFORM, Project, standard_inventory
+from tests.support.daemons import wait_ready
 from tests.support.local_server import free_port
 
 LEDGER = f"finance/ledger/{PLATFORM}"
@@ -147,21 +148,6 @@ async def test_a_paused_budget_holds_every_caller() -> None:
     started = time.monotonic()
     await asyncio.gather(*(budget.__aenter__() for _ in range(3)))
     assert time.monotonic() - started >= 0.3
-
-
-def wait_ready(proc: subprocess.Popen[str], port: int, seconds: float, log: Callable[[], str]) -> None:
-    """Until the daemon ``proc`` answers /readyz on ``port`` (at most ``seconds``); if it dies
-    first, fail with what ``log`` returns."""
-    deadline = time.monotonic() + seconds
-    while True:
-        assert proc.poll() is None, log()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the daemon did not get ready"
-        time.sleep(0.1)
 
 
 def test_sigterm_stops_the_process_cleanly(proj: Project) -> None:

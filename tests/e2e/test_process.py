@@ -7,14 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from replicator import __version__
+from tests.support.daemons import wait_ready
 from tests.support.local_server import free_port
 
 
@@ -34,19 +33,6 @@ def _run(config: Path, port: int, *extra: str) -> subprocess.Popen[str]:
         text=True,
         env={**os.environ},
     )
-
-
-def _ready(proc: subprocess.Popen[str], port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the daemon did not get ready"
-        time.sleep(0.1)
 
 
 def test_version() -> None:
@@ -69,7 +55,7 @@ def test_a_port_in_use_is_a_message_and_exit_1(tmp_path: Path) -> None:
     port = free_port()
     proc = _run(config, port)
     try:
-        _ready(proc, port)
+        wait_ready(proc, port, 30, lambda: proc.communicate()[1][-2000:])
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
@@ -82,7 +68,7 @@ def test_a_second_daemon_on_one_sqlite_store_is_refused(tmp_path: Path, replica:
     first_port = free_port()
     first = _run(config, first_port, *replica)
     try:
-        _ready(first, first_port)
+        wait_ready(first, first_port, 30, lambda: first.communicate()[1][-2000:])
         second = _run(config, free_port(), *replica)
         _, err = second.communicate(timeout=60)
         assert second.returncode == 1, err

@@ -8,11 +8,9 @@ or an exception, in structlog's stream or in the standard library's (uvicorn's).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from replicator.service.daemon import Daemon
+from tests.support.daemons import daemon_in_thread
 from tests.support.oidc_issuer import AUDIENCE, OidcIssuer
 
 SCIM_TOKEN = "hostile-scim-token-51f0"
@@ -148,29 +146,13 @@ class Served:
         ]
 
 
-@contextlib.contextmanager
-def _daemon(config: Path) -> Iterator[Daemon]:
-    daemon = Daemon(config_path=config, listen=("127.0.0.1", 0), workers=1, watch_interval=0.5, grace=2)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="hostile-daemon", daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(daemon.start(), loop).result(60)
-        assert daemon.validated is not None, daemon.config_error
-        yield daemon
-    finally:
-        asyncio.run_coroutine_threadsafe(daemon.stop(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with pytest.MonkeyPatch.context() as mp, OidcIssuer() as issuer:
         mp.setenv("HOSTILE_SCIM_TOKEN", SCIM_TOKEN)
         mp.setenv("HOSTILE_API_KEY", API_KEY)
-        with _daemon(_config(tmp_path_factory.mktemp("hostile"), issuer.url)) as daemon:
+        config = _config(tmp_path_factory.mktemp("hostile"), issuer.url)
+        with daemon_in_thread(config, watch_interval=0.5, name="hostile-daemon") as (daemon, _):
             base = f"http://127.0.0.1:{daemon.port}"
             headers = {"Authorization": f"Bearer {SCIM_TOKEN}"}
             with httpx.Client(base_url=f"{base}/scim/v2", headers=headers) as http:

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from state import Store
+from tests.support.daemons import wait_ready
 from tests.support.local_server import free_port
 from tests.support.scim_served import TOKEN, entra_user, write_config
 
@@ -40,16 +40,7 @@ def replica(config: Path, name: str) -> Iterator[tuple[subprocess.Popen[bytes], 
         [*argv, "--listen", f"127.0.0.1:{port}", "--replica-id", name], env=env, stdout=log, stderr=log
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (config.parent / f"{name}.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the replica did not get ready"
-            time.sleep(0.1)
+        wait_ready(proc, port, 60, lambda: (config.parent / f"{name}.log").read_text()[-3000:])
         yield proc, f"http://127.0.0.1:{port}/scim/v2"
     finally:
         if proc.poll() is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from scim2_models import EnterpriseUser, User
 
 from replicator.service.daemon import Daemon
 from state import Store
+from tests.support.daemons import daemon_in_thread
 
 TOKEN = "scim-bearer-for-tests-5d1c"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -125,19 +125,8 @@ def served(
 
 @contextlib.contextmanager
 def serve(config_path: Path) -> Iterator[Served]:
-    daemon = Daemon(config_path=config_path, listen=("127.0.0.1", 0), workers=1, watch_interval=0.2, grace=2)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="scim-daemon", daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(daemon.start(), loop).result(60)
-        assert daemon.validated is not None, daemon.config_error
+    with daemon_in_thread(config_path, watch_interval=0.2, name="scim-daemon") as (daemon, loop):
         yield Served(daemon, config_path.parent, f"http://127.0.0.1:{daemon.port}/scim/v2", loop)
-    finally:
-        asyncio.run_coroutine_threadsafe(daemon.stop(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
 
 
 def error(response: httpx.Response) -> tuple[int, str | None]:

@@ -181,19 +181,16 @@ def _candidates(ast: FilterNode, rt: str, store: Store) -> list[ScimResource]:
         return store.scim_resources(rt)
     attr = ast.attr_path.attr.lower()
     if attr == "id" and not ast.attr_path.uri:
-        ids = store.scim_ids_among(rt, {ast.value})
-    elif attr == "username" and rt == "User" and not ast.attr_path.sub_attr:
-        ids = set(store.scim_ids_named(rt, fold(ast.value)))
-    else:
-        if attr == "meta" or ast.attr_path.uri:
-            return store.scim_resources(rt)
-        needle = _folded(json.dumps(ast.value, ensure_ascii=False)[1:-1])
-        return [
-            r
-            for r in store.scim_resources(rt)
-            if needle in _folded(json.dumps(r.document, ensure_ascii=False))
-        ]
-    return [r for r in (store.scim_resource(rt, id) for id in sorted(ids)) if r is not None]
+        found = store.scim_resource(rt, ast.value)
+        return [found] if found is not None else []
+    if attr == "username" and rt == "User" and not ast.attr_path.sub_attr:
+        named = (store.scim_resource(rt, id) for id in store.scim_ids_named(rt, fold(ast.value)))
+        return [r for r in named if r is not None]
+    resources = store.scim_resources(rt)
+    if attr == "meta" or ast.attr_path.uri:
+        return resources
+    needle = _folded(json.dumps(ast.value, ensure_ascii=False)[1:-1])
+    return [r for r in resources if needle in _folded(json.dumps(r.document, ensure_ascii=False))]
 
 
 def if_match(request: Request, stored: ScimResource) -> None:
