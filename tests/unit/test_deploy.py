@@ -1,5 +1,5 @@
 """The container image (Dockerfile, .dockerignore) and the Kubernetes example
-(examples/deploy/kubernetes) checked against the code they package, without a Docker engine or a
+(deploy/kubernetes) checked against the code they package, without a Docker engine or a
 cluster: routes, ports, the console script, the extras, the CLI's own argument parser and
 validation, the daemon's grace period."""
 
@@ -31,7 +31,7 @@ from replicator.service.server import build_app
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-DEPLOY = ROOT / "examples" / "deploy" / "kubernetes"
+DEPLOY = ROOT / "deploy" / "kubernetes"
 PLACEHOLDER = "CHANGE-ME"
 
 
