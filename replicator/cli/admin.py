@@ -171,7 +171,10 @@ def cmd_apikey(args: argparse.Namespace) -> int:
         if action == "create":
             secret, digest = new_secret()
             store.create_api_key(args.name, digest, scopes)
-            print(secret)
+            if args.output == "json":
+                print(json.dumps({"name": args.name, "scopes": scopes, "secret": secret}, indent=2))
+            else:
+                print(secret)
             print(
                 f"created API key {args.name!r} with scopes {', '.join(scopes)}: the secret above is "
                 "shown only this once",
@@ -184,6 +187,8 @@ def cmd_apikey(args: argparse.Namespace) -> int:
                 where = ": it is in the config file (api.keys); remove it there" if in_config else ""
                 print(f"error: no stored API key named {args.name!r}{where}", file=sys.stderr)
                 return EXIT_ERROR
+            if args.output == "json":
+                print(json.dumps({"name": args.name, "revoked": True}, indent=2))
             print(f"revoked API key {args.name!r}", file=sys.stderr)
             return EXIT_OK
         records = store.api_keys()

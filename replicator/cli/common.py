@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -77,7 +77,8 @@ def run_engine(
         engine = Engine(v, store, allow_deletions=args.allow_deletions, **engine_options)
         now = datetime.now(UTC)
         tenants = engine.select(now, args.tenant, args.platform)
-        with ProgressBar(len(tenants), "reconcile" if apply else "plan") as tick:
+        label = args.command if apply or args.command != "apply" else "checking the plan"
+        with ProgressBar(len(tenants), label) as tick:
             report = asyncio.run(engine.run(tenants, apply=apply, now=now, on_done=tick))
         if apply and wait_pending > 0 and report.requeued:
             report = asyncio.run(requeue_pending(engine, tenants, report, wait_pending))
@@ -231,31 +232,54 @@ def _exit_code(args: argparse.Namespace, report: RunReport) -> int:
 
 
 class ProgressBar:
-    """A progress bar on a terminal for runs over many tenants; silent otherwise."""
+    """A progress bar on stderr, when it is a terminal, for a run still going after ``DELAY``
+    seconds: quick runs print nothing extra, and the bar is erased when the run ends. It counts
+    tenants done; the bar appears on its own, between two tenants too (a timer thread starts it)."""
 
-    def __init__(self, total: int, label: str) -> None:
+    DELAY = 2.0
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+        import threading
+
         self.total, self.label = total, label
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = 0
+        self.closed = False
+        self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
         self.bar: Progress | None = None
         self.task: TaskID | None = None
 
     def __enter__(self) -> Callable[[TenantResult], None]:
-        if self.total > 3 and sys.stderr.isatty():
-            try:
-                from rich.progress import Progress
-            except ImportError:
-                return self._plain
-            self.bar = Progress(transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=self.total)
+        import threading
+
+        if self.total > 0 and self.stream.isatty():
+            self.timer = threading.Timer(self.DELAY, self._show)
+            self.timer.daemon = True
+            self.timer.start()
         return self._tick
 
-    def _tick(self, _result: TenantResult) -> None:
-        if self.bar is not None and self.task is not None:
-            self.bar.advance(self.task)
+    def _show(self) -> None:
+        from rich.console import Console
+        from rich.progress import Progress
 
-    def _plain(self, _result: TenantResult) -> None:
-        return None
+        with self.lock:
+            if self.closed:
+                return
+            self.bar = Progress(console=Console(file=self.stream), transient=True)
+            self.task = self.bar.add_task(self.label, total=self.total, completed=self.done)
+            self.bar.start()
+
+    def _tick(self, _result: TenantResult) -> None:
+        with self.lock:
+            self.done += 1
+            if self.bar is not None and self.task is not None:
+                self.bar.update(self.task, completed=self.done)
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        with self.lock:
+            self.closed = True
+            if self.timer is not None:
+                self.timer.cancel()
+            if self.bar is not None:
+                self.bar.stop()

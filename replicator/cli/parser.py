@@ -75,12 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = cmd("validate", "check config and inventory; print every problem with file, object and field")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add_output(p)
     cmd("schema", "print the JSON Schema of the config and of the inventory objects")
 
     p = cmd("plan", "dry run: print the changes a reconcile would make, and the warnings")
     add_selection(p)
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add_output(p)
     p.add_argument(
         "--out", type=Path, metavar="FILE", help="also write a plan file (JSON) that `replicator apply` takes"
     )
@@ -97,11 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("apply", "apply a plan file written by `plan --out`, exactly, or refuse when it is stale")
     p.add_argument("plan_file", type=Path, metavar="PLAN_FILE")
     p.add_argument("--fail-on-warnings", action="store_true", help="exit 3 when converged with warnings")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add_output(p)
 
     p = cmd("snapshot", "record the observed state of the owned objects, for `plan --observed`")
     add_selection(p)
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="FILE", help="where to write it")
+    p.add_argument("--out", type=Path, metavar="FILE", help="where to write it (required)")
+    # `-o FILE` was this command's file option before -o meant the output format everywhere: a value
+    # other than text or json is still taken as the file, with a deprecation warning.
+    p.add_argument("-o", "--output", default="text", metavar="{text,json}", help=OUTPUT_HELP)
 
     p = cmd("reconcile", "apply the desired state to the chosen tenants")
     add_selection(p)
@@ -113,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="confirm removals the deletion guard withheld (maxDeletions, empty desired state)",
     )
     p.add_argument("--fail-on-warnings", action="store_true", help="exit 3 when converged with warnings")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add_output(p)
     p.add_argument(
         "--wait-pending",
         type=seconds,
@@ -128,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="meshUser name, username, email or euid")
     who.add_argument("--group", help="a group name as rendered on the platform")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add_output(p)
 
     p = cmd("run", "the daemon: scheduled and triggered reconciles, health, metrics, API")
     p.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT")
@@ -157,10 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--platform", help="only the tenants of this platform identifier")
     p.add_argument("--timeout", type=seconds, default=30.0, metavar="SECONDS")
+    add_output(p)
 
     p = cmd("status", "last run per tenant from the state store, with open warnings")
     p.add_argument("--tenant", action="append", default=[], metavar="WS/PROJECT/PLATFORM")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add_output(p)
 
     p = cmd("apikey", "API keys of the daemon kept in the state store (only their SHA-256 is stored)")
     keys = p.add_subparsers(dest="apikey_command", required=True, parser_class=Parser, metavar="ACTION")
@@ -168,20 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(k, suppress=True)
     k.add_argument("name", metavar="NAME")
     k.add_argument("--scopes", default="read", help="comma-separated: read, write, admin (default read)")
+    add_output(k)
     k = keys.add_parser("list", help="names, scopes, created, last used (never secrets)")
     add_common(k, suppress=True)
-    k.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add_output(k)
     k = keys.add_parser("revoke", help="delete a key: it is refused at once")
     add_common(k, suppress=True)
     k.add_argument("name", metavar="NAME")
+    add_output(k)
 
     p = cmd("sync", "sync an identity source into the state store now (the daemon does it on a schedule)")
     sources = p.add_subparsers(dest="sync_source", required=True, parser_class=Parser, metavar="SOURCE")
     k = sources.add_parser("ldap", help="read the LDAP directories (identity.ldap)", description="sync LDAP")
     add_common(k, suppress=True)
     k.add_argument("--connector", metavar="NAME", help="only this connector (default: every one)")
-    k.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add_output(k)
     return parser
+
+
+OUTPUT_HELP = "output format: text for people (default) or json, one documented shape per command"
+
+
+def add_output(p: argparse.ArgumentParser) -> None:
+    """``-o/--output``: the output format, the same option on every command that prints a result
+    (files a command writes have their own option, ``--out``)."""
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text", help=OUTPUT_HELP)
 
 
 def add_selection(p: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from replicator.cli.common import (
@@ -33,6 +34,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from replicator.cli.render import coloured, plans_json, plans_text
     from replicator.core import planfile
 
+    if args.out is not None and not args.out.parent.is_dir():  # before the platforms are read
+        print(f"error: --out {args.out}: folder {args.out.parent} does not exist", file=sys.stderr)
+        return EXIT_ERROR
     if args.observed:
         v, report, notes = _plan_offline(args)
     else:
@@ -146,9 +150,35 @@ def _mark_unresolved(plan: Plan) -> Plan:
     return replace(plan, changes=tuple(mark(c) for c in plan.changes))
 
 
+def snapshot_target(args: argparse.Namespace) -> str | None:
+    """Settle ``--out`` and ``-o`` of ``snapshot``; a usage error as a message, else None.
+
+    ``-o FILE`` is what this command took before ``-o`` meant the output format on every command: a
+    value other than ``text`` or ``json`` is still the file, with a warning, while no ``--out`` is
+    given. It is to go in a later release."""
+    if args.output not in ("text", "json"):
+        if args.out is not None:
+            return f"-o/--output {args.output!r}: choose text or json (the file is --out)"
+        print(
+            f"warning: `snapshot -o FILE` is deprecated: write `--out {args.output}`; -o is the output "
+            "format (text or json) on every command",
+            file=sys.stderr,
+        )
+        args.out, args.output = Path(args.output), "text"
+    if args.out is None:
+        return "the file to write is required: --out FILE"
+    if not args.out.parent.is_dir():  # before the platforms are read, not after
+        return f"--out {args.out}: folder {args.out.parent} does not exist"
+    return None
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from replicator.core import planfile
 
+    usage = snapshot_target(args)
+    if usage is not None:
+        print(f"replicator snapshot: error: {usage}", file=sys.stderr)
+        return EXIT_ERROR
     args.allow_deletions = False
     v, report = run_engine(args, apply=False)
     failed = [r for r in report.results if r.observed is None]
@@ -176,7 +206,10 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     doc = planfile.snapshot_doc(datetime.now(UTC).isoformat(timespec="seconds"), tenants, lookups)
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    print(f"snapshot of {len(tenants)} tenants written to {args.out}")
+    if args.output == "json":
+        print(json.dumps({"file": str(args.out), "tenants": sorted(tenants)}, indent=2))
+    else:
+        print(f"snapshot of {len(tenants)} tenants written to {args.out}")
     return EXIT_OK
 
 

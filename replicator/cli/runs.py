@@ -130,6 +130,9 @@ def cmd_resync(args: argparse.Namespace) -> int:
         reason = getattr(e, "reason", e)
         print(f"error: cannot reach the daemon at {args.url}: {reason}", file=sys.stderr)
         return EXIT_ERROR
+    if args.output == "json":
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
     merged = doc.get("mergedInto", {})
     scope = f" of platform {args.platform}" if args.platform else ""
     print(

@@ -4,6 +4,7 @@ signals. The HTTP surface is exercised over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -424,7 +425,7 @@ async def test_two_runs_of_one_tenant_on_one_replica_never_overlap(
 
 
 async def test_a_full_resync_on_demand_through_the_api_and_the_cli(
-    daemon: Daemon, proj: Project, monkeypatch: pytest.MonkeyPatch
+    daemon: Daemon, proj: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from replicator.cli.main import main
 
@@ -448,6 +449,10 @@ async def test_a_full_resync_on_demand_through_the_api_and_the_cli(
     code = await asyncio.to_thread(main, ["resync", "--url", base, "--platform", PLATFORM])
     assert code == 0
     await eventually(lambda: runs(daemon) >= 3)
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["resync", "--url", base, "-o", "json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["tenants"] == 1, "-o json prints the daemon's answer"
     monkeypatch.setenv("REPLICATOR_API_KEY", READ)
     assert await asyncio.to_thread(main, ["resync", "--url", base]) == 1
     monkeypatch.delenv("REPLICATOR_API_KEY")

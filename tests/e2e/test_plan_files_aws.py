@@ -115,7 +115,7 @@ def test_files_that_are_not_plan_files_get_a_located_error(proj: Project) -> Non
 def test_a_plan_against_a_snapshot_equals_the_live_plan(proj: Project) -> None:
     converge(proj)
     snap = proj.root / "snap.json"
-    r = proj.cli("snapshot", "-o", str(snap))
+    r = proj.cli("snapshot", "--out", str(snap))
     assert r.code == 0, r.err
     assert "snapshot of 1 tenants" in r.out
     # The pull request: erin joins, carol leaves.
@@ -136,10 +136,45 @@ def test_a_plan_against_a_snapshot_equals_the_live_plan(proj: Project) -> None:
     assert "planned against the snapshot" in offline.err
 
 
+def test_snapshot_writes_to_out_and_o_is_the_output_format(proj: Project) -> None:
+    converge(proj)
+    snap = proj.root / "snap.json"
+    r = proj.cli("snapshot", "--out", str(snap), "-o", "json")
+    assert r.code == 0, r.err
+    assert r.json() == {"file": str(snap), "tenants": [LEDGER]}
+    assert json.loads(snap.read_text())["kind"] == "snapshot"
+
+    # The former `-o FILE` still writes the file, with a deprecation warning.
+    old = proj.root / "old.json"
+    r = proj.cli("snapshot", "-o", str(old))
+    assert r.code == 0, r.err
+    assert f"`snapshot -o FILE` is deprecated: write `--out {old}`" in r.err
+    assert json.loads(old.read_text())["tenants"].keys() == {LEDGER}
+
+    # Refused before any platform is read (the platform is now unreachable, so reading it would be
+    # a different error): no file named, a folder that does not exist, both -o and --out.
+    proj.platform_extra = {"aws": {**proj.aws.driver_options(), "endpointUrl": "http://127.0.0.1:9"}}
+    proj.write_config()
+    for args, message in (
+        ((), "the file to write is required: --out FILE"),
+        (("--out", str(proj.root / "nowhere" / "s.json")), f"folder {proj.root / 'nowhere'} does not exist"),
+        (("--out", str(snap), "-o", "yaml"), "-o/--output 'yaml': choose text or json (the file is --out)"),
+    ):
+        r = proj.cli("snapshot", *args)
+        assert r.code == 1, args
+        assert message in r.err, r.err
+        assert "Traceback" not in r.err
+        assert "could not be observed" not in r.err
+    r = proj.cli("plan", "--out", str(proj.root / "nowhere" / "p.json"))
+    assert r.code == 1
+    assert f"folder {proj.root / 'nowhere'} does not exist" in r.err
+    assert "could not be observed" not in r.err
+
+
 def test_users_missing_from_the_snapshot_are_marked(proj: Project) -> None:
     converge(proj)
     snap = proj.root / "snap.json"
-    assert proj.cli("snapshot", "-o", str(snap)).code == 0
+    assert proj.cli("snapshot", "--out", str(snap)).code == 0
     docs = standard_inventory(admin=("alice", "frank"), user=("bob", "carol"), reader=("dave",))
     proj.write_inventory([user("frank", "frank"), *docs])
     r = proj.cli("plan", "--observed", str(snap))

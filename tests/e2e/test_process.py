@@ -7,12 +7,14 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from replicator import __version__
+from tests.e2e.conftest import Project
 from tests.support.daemons import wait_ready
 from tests.support.local_server import free_port
 
@@ -79,3 +81,50 @@ def test_a_second_daemon_on_one_sqlite_store_is_refused(tmp_path: Path, replica:
         first.terminate()
         first.communicate(timeout=30)
     assert first.returncode == 0
+
+
+def test_a_long_plan_shows_progress_on_a_terminal_and_none_in_a_pipe(proj: Project) -> None:
+    """stderr a terminal (a pseudo-terminal here) and a run slower than the bar's delay: the bar
+    appears; the same run with stderr in a pipe prints no bar."""
+    import pty
+
+    from replicator.cli.common import ProgressBar
+    from tests.e2e.test_daemon import three_tenants
+    from tests.support.faults import FaultProxy
+
+    proj.write_inventory(three_tenants())
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    env.pop("NO_COLOR", None)
+    argv = [sys.executable, "-m", "replicator", "-c", str(proj.config_path), "plan"]
+    # Every answer of moto held 0.8 s: the plan takes several seconds.
+    with FaultProxy(proj.aws.url, rate=1.0, faults={"slow": 1.0}, slow_seconds=0.8) as proxy:
+        proj.platform_extra = {"aws": proj.aws.driver_options(endpointUrl=proxy.url)}
+        proj.write_config()
+        main, terminal = pty.openpty()
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=terminal, env=env)
+            os.close(terminal)
+            shown = b""
+            while True:
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # EIO: the process closed its end
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            out = proc.communicate(timeout=60)[0]
+        finally:
+            os.close(main)
+        assert proc.returncode == 0, shown.decode(errors="replace")
+        assert b"plan" in shown
+        assert "\u2501".encode() in shown, "rich's bar"
+        assert b"Plan:" in out or b"+ " in out, "the plan itself goes to stdout"
+        assert "\u2501".encode() not in out
+
+        started = time.monotonic()
+        piped = subprocess.run(argv, capture_output=True, env=env, timeout=60)
+        took = time.monotonic() - started
+    assert piped.returncode == 0
+    assert took > ProgressBar.DELAY + 1, "slow enough for the bar, had stderr been a terminal"
+    assert "\u2501".encode() not in piped.stderr

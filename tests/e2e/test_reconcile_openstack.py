@@ -254,7 +254,7 @@ def test_a_saved_plan_applies_exactly_or_is_refused_when_keystone_changed(os_pro
 def test_a_plan_against_a_keystone_snapshot_equals_the_live_plan(os_proj: OsProject) -> None:
     os_proj.converge()
     snap = os_proj.root / "snap.json"
-    assert os_proj.cli("snapshot", "-o", str(snap)).code == 0
+    assert os_proj.cli("snapshot", "--out", str(snap)).code == 0
     os_proj.write_inventory(
         os_proj.inventory({"admin": ("alice", "erin"), "user": ("carol",), "reader": ("dave",)})
     )

@@ -480,6 +480,15 @@ async def test_stored_api_keys_are_hashed_listed_and_revoked(
     code, _, err = cli(api.config_path, capsys, "apikey", "create", "x", "--scopes", "read,root")
     assert code == 1
     assert "--scopes" in err
+    code, out, _ = cli(
+        api.config_path, capsys, "apikey", "create", "bot", "--scopes", "write,read", "-o", "json"
+    )
+    created = json.loads(out)
+    assert code == 0
+    assert (created["name"], created["scopes"]) == ("bot", ["read", "write"])
+    assert (await api.put(as_yaml(user("dave")), secret=created["secret"])).status_code == 200
+    code, out, _ = cli(api.config_path, capsys, "apikey", "revoke", "bot", "-o", "json")
+    assert (code, json.loads(out)) == (0, {"name": "bot", "revoked": True})
     code, _, _ = cli(api.config_path, capsys, "apikey", "revoke", "deploy")
     assert code == 0
     r = await api.put(as_yaml(user("carol")), secret=secret)
