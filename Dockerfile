@@ -32,6 +32,9 @@ ENV PIP_NO_COMPILE=1 \
     UV_LINK_MODE=copy \
     UV_PROJECT_ENVIRONMENT=/opt/venv
 
+# bash for the arrays below; a failing command anywhere in a RUN fails the build.
+SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
+
 WORKDIR /src
 # uv, pinned with its hashes, installs from uv.lock: the image holds exactly the versions CI tested.
 COPY requirements/uv.txt ./requirements/uv.txt
@@ -45,9 +48,9 @@ COPY state ./state
 # (EXTRAS=aws,postgres becomes --extra aws --extra postgres), and the project itself as a wheel, not
 # editable. --locked refuses a uv.lock that does not match pyproject.toml. uv runs from the base
 # image, so the venv copied into the final stage holds no packaging tools.
-RUN set -eu; extras=""; \
-    for extra in $(echo "${EXTRAS}" | tr ',' ' '); do extras="${extras} --extra ${extra}"; done; \
-    uv sync --locked --no-editable --python /usr/local/bin/python3.11 ${extras} \
+RUN IFS=, read -ra names <<< "${EXTRAS}"; extras=(); \
+    for extra in "${names[@]}"; do extras+=(--extra "${extra}"); done; \
+    uv sync --locked --no-editable --python /usr/local/bin/python3.11 "${extras[@]}" \
  && /opt/venv/bin/python -c "import replicator.cli, platforms.registry, state"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from replicator.cli.common import EXIT_ERROR, EXIT_OK, open_store, validated
@@ -288,3 +289,29 @@ def cmd_sync(args: argparse.Namespace) -> int:
             if not r.ok:
                 print(r.summary(), file=sys.stderr)
     return EXIT_ERROR if failed else EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """The completion script of ``args.shell`` for every command and option, from the parser itself
+    (shtab): the commands, their options and choices; files where an option takes a path."""
+    import shtab
+
+    from replicator.cli.parser import build_parser
+
+    parser = build_parser()
+    for sub in walk_parsers(parser):
+        for action in sub._actions:
+            if action.type is Path:
+                action.complete = shtab.FILE  # type: ignore[attr-defined]
+    print(shtab.complete(parser, shell=args.shell), end="")
+    return EXIT_OK
+
+
+def walk_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every sub-command's parser under it."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += walk_parsers(sub)
+    return found

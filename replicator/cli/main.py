@@ -29,6 +29,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": admin.cmd_status,
     "apikey": admin.cmd_apikey,
     "sync": admin.cmd_sync,
+    "completion": admin.cmd_completion,
 }
 
 

@@ -187,7 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(k, suppress=True)
     k.add_argument("--connector", metavar="NAME", help="only this connector (default: every one)")
     add_output(k)
+
+    p = cmd(
+        "completion",
+        "print the shell completion script: `source <(replicator completion bash)`, or see docs/cli.md",
+    )
+    p.add_argument("shell", choices=SHELLS, metavar="SHELL", help=f"one of {', '.join(SHELLS)}")
     return parser
+
+
+SHELLS = ("bash", "zsh", "tcsh", "fish", "powershell")
+"""The shells shtab writes completion scripts for."""
 
 
 OUTPUT_HELP = "output format: text for people (default) or json, one documented shape per command"

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -49,8 +54,6 @@ def test_o_is_the_output_format_on_every_command_that_has_it() -> None:
 
 
 def test_snapshot_takes_a_former_o_file_and_refuses_an_unknown_format_with_out() -> None:
-    from pathlib import Path
-
     from replicator.cli.plans import snapshot_target
 
     args = build_parser().parse_args(["snapshot", "-o", "snap.json"])
@@ -102,3 +105,56 @@ def test_the_progress_bar_shows_only_for_a_run_still_going_after_its_delay(
     with ProgressBar(5, "plan", piped) as tick:
         time.sleep(0.1)
     assert piped.getvalue() == "", "no bar when stderr is not a terminal"
+
+
+COMPLETE = """
+source <("$REPLICATOR" -m replicator completion bash)
+comp() {
+  COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+  COMPREPLY=(); _shtab_replicator; printf '%s ' "${COMPREPLY[@]}"; echo
+}
+comp replicator pl
+comp replicator plan -o ''
+comp replicator apikey ''
+comp replicator snapshot --o
+comp replicator apply "$DIR/pl"
+comp replicator -c "$DIR/rep"
+"""
+
+
+def test_bash_completes_commands_choices_and_files_as_a_user_types_them(tmp_path: Path) -> None:
+    """The script `replicator completion bash` prints, sourced in a real bash and asked as the
+    shell asks at a TAB."""
+    bash = shutil.which("bash")
+    assert bash, "bash is part of every machine this runs on"
+    (tmp_path / "plan.json").write_text("{}")
+    (tmp_path / "replicator.yaml").write_text("")
+    env = {"PATH": os.environ["PATH"], "REPLICATOR": sys.executable, "DIR": str(tmp_path)}
+    out = subprocess.run([bash, "-c", COMPLETE], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "plan ",
+        "text json ",
+        "create list revoke ",
+        "--out --output ",
+        f"{tmp_path}/plan.json ",
+        f"{tmp_path}/replicator.yaml ",
+    ]
+
+
+@pytest.mark.parametrize("shell", ["zsh", "tcsh", "fish", "powershell"])
+def test_every_shell_gets_a_script_naming_every_command(shell: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "replicator", "completion", shell], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    for command in ("validate", "plan", "apply", "snapshot", "reconcile", "explain", "run", "completion"):
+        assert command in out.stdout, (shell, command)
+
+
+def test_an_unknown_shell_is_a_usage_error() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "replicator", "completion", "cmd.exe"], capture_output=True, text=True
+    )
+    assert out.returncode == 1
+    assert "invalid choice: 'cmd.exe'" in out.stderr
