@@ -16,6 +16,9 @@ from replicator.cli import admin, plans, runs
 from replicator.cli.common import EXIT_ERROR
 from replicator.cli.parser import build_parser
 
+EXIT_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a tool whose reader went away."""
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": admin.cmd_validate,
     "schema": admin.cmd_schema,
@@ -54,6 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # stdout closed early (`replicator status | head`): quiet, as other Unix tools are. Python
+        # would report the failed flush at exit: stdout goes to /dev/null first.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except Exception as e:  # the last line of defence: a message, never a traceback
         from replicator.engine.results import UnknownTenantError
         from state import StoreError

@@ -10,6 +10,11 @@ from typing import Any
 import yaml
 
 
+NOT_OVERRIDES = frozenset({"REPLICATOR_CONFIG", "REPLICATOR_URL", "REPLICATOR_API_KEY"})
+"""The command line's own variables: the config file, and the daemon address and API key of
+``replicator resync``. Set in the same shell as every other command, they override no key."""
+
+
 def apply_env_overrides(data: dict[str, Any], environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
     """``REPLICATOR_<PATH>`` overrides a config key: ``__`` separates levels, ``SNAKE_CASE`` becomes
     camelCase (``REPLICATOR_SCHEDULE__INTERVAL=5m``, ``REPLICATOR_REPLICATION__MAX_DELETIONS=10``).
@@ -27,7 +32,7 @@ def with_overrides(
     for name, raw in sorted(environ.items()):
         if (
             not name.startswith("REPLICATOR_")
-            or name == "REPLICATOR_CONFIG"
+            or name in NOT_OVERRIDES
             or name.startswith("REPLICATOR_KEY_")
             or _SERVICE_LINK.match(name)
         ):

@@ -553,6 +553,23 @@ def test_a_bad_value_from_the_environment_names_the_variable_not_a_line(
     assert f"{config}:" not in err
 
 
+def test_the_command_line_s_own_variables_override_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`replicator resync` reads REPLICATOR_URL and REPLICATOR_API_KEY: exported in a shell, they
+    must not turn into the config keys `url` and `apiKey` for every other command."""
+    config = write(tmp_path / "replicator.yaml", yaml.safe_dump(good_config()))
+    write(tmp_path / "org.yaml", GOOD_INVENTORY)
+    monkeypatch.setenv("REPLICATOR_URL", "http://127.0.0.1:8080")
+    monkeypatch.setenv("REPLICATOR_API_KEY", "rpk_x")
+    code, _, err = run(capsys, "-c", str(config), "validate")
+    assert (code, err) == (0, "")
+    monkeypatch.setenv("REPLICATOR_UR", "typo")
+    code, _, err = run(capsys, "-c", str(config), "validate")
+    assert code == 1
+    assert "environment variable REPLICATOR_UR: ur: unknown field" in err
+
+
 def test_messages_a_new_user_meets_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # A folder given as the config.
     code, _, err = run(capsys, "-c", str(tmp_path), "validate")

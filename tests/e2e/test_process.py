@@ -128,3 +128,16 @@ def test_a_long_plan_shows_progress_on_a_terminal_and_none_in_a_pipe(proj: Proje
     assert piped.returncode == 0
     assert took > ProgressBar.DELAY + 1, "slow enough for the bar, had stderr been a terminal"
     assert "\u2501".encode() not in piped.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """`replicator schema | head -1`: the pipe closes before the output is written; no message."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replicator", "schema"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == ""
