@@ -224,7 +224,7 @@ def reconcile_summary(args: argparse.Namespace, report: RunReport) -> int:
 
 
 def _exit_code(args: argparse.Namespace, report: RunReport) -> int:
-    if report.failed or report.requeued:
+    if report.failed or report.requeued or report.guarded:
         return EXIT_ERROR
     if args.fail_on_warnings and report.warnings:
         return EXIT_WARNINGS

@@ -67,7 +67,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             },
         )
         args.out.write_text(plans_json(plans, errors, section, held=report.held), encoding="utf-8")
-    if report.failed:
+    if report.failed or report.guarded:
         return EXIT_ERROR
     if args.fail_on_warnings and report.warnings:
         return EXIT_WARNINGS

@@ -157,6 +157,12 @@ class RunReport:
         return [r for r in self.results if not r.ok]
 
     @property
+    def guarded(self) -> list[str]:
+        """Tenants ``held`` by the deletion guard (the inventory read as empty while the store
+        records tenants): a failure, as the guard's refusals are, not a policy that leaves them."""
+        return sorted(k for k, why in self.held.items() if why.startswith("DELETION_GUARD"))
+
+    @property
     def requeued(self) -> list[TenantResult]:
         """Tenants the platform had not caught up with (to run again after a delay)."""
         return [r for r in self.results if r.requeued]

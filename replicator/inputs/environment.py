@@ -9,7 +9,6 @@ from typing import Any
 
 import yaml
 
-
 NOT_OVERRIDES = frozenset({"REPLICATOR_CONFIG", "REPLICATOR_URL", "REPLICATOR_API_KEY"})
 """The command line's own variables: the config file, and the daemon address and API key of
 ``replicator resync``. Set in the same shell as every other command, they override no key."""

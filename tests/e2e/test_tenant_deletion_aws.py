@@ -188,7 +188,13 @@ def test_delete_removed_tenants_deletes_them_but_never_on_an_empty_inventory(pro
     proj.write_inventory([])
     r = proj.cli("reconcile", "--all")
     assert "DELETION_GUARD: the inventory is empty" in r.out
+    assert r.code == 1, "the guard fails the run, as it does past maxDeletions"
     assert len(proj.aws.groups()) == 6, "an empty source deletes nothing"
+    for args in (("plan",), ("plan", "--allow-deletions"), ("reconcile", "--all", "--allow-deletions")):
+        r = proj.cli(*args)
+        assert r.code == 1, (args, r.out)
+        assert "DELETION_GUARD: the inventory is empty" in r.out
+    assert len(proj.aws.groups()) == 6, "not even --allow-deletions deletes on an empty inventory"
 
     proj.write_inventory(two_tenants(with_payroll=False))
     converge(proj)
