@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 export UV_PROJECT_ENVIRONMENT = $(VENV)
 export UV_PYTHON_DOWNLOADS = never
 
-.PHONY: install lint test unit integration demo bench clean kube-backend ldap-backend lock test-latest
+.PHONY: install lint test unit integration demo demo-keep bench clean kube-backend ldap-backend prometheus-backend lock test-latest
 
 $(UV): requirements/uv.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -59,7 +59,25 @@ ldap-backend:
 	    || echo "ldap-backend: could not install slapd: the LDAP tests skip (fail under CI=true)"; \
 	  else echo "ldap-backend: slapd missing and not root with apt-get: the LDAP tests skip"; fi; }
 
-test: lint kube-backend ldap-backend
+# promtool from Debian's prometheus package for the tests of deploy/prometheus (the alert rules and
+# their unit tests, tests/unit/test_monitoring.py), when missing and we are root with apt-get (a
+# failure only makes those tests skip, or fail when CI=true); promtool lands in /usr/bin. The
+# package also brings the Prometheus server and enables its service, which must not run here: the
+# install runs under a policy-rc.d that refuses every service start (Docker images ship one; when
+# there is none, a temporary one, removed afterwards), and the service is then disabled for the
+# next boot (systemd and sysv-rc).
+prometheus-backend:
+	-@command -v promtool >/dev/null || test -x /usr/bin/promtool || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    rc=/usr/sbin/policy-rc.d; \
+	    if [ ! -e $$rc ]; then trap "rm -f $$rc" EXIT; printf '#!/bin/sh\nexit 101\n' >$$rc; chmod 755 $$rc; fi; \
+	    if DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; then \
+	      deb-systemd-helper disable prometheus.service >/dev/null 2>&1; \
+	      update-rc.d prometheus disable >/dev/null 2>&1; true; \
+	    else echo "prometheus-backend: could not install promtool: the promtool tests skip (fail under CI=true)"; fi; \
+	  else echo "prometheus-backend: promtool missing and not root with apt-get: the promtool tests skip"; fi; }
+
+test: lint kube-backend ldap-backend prometheus-backend
 	$(BIN)/pytest -q
 
 # A new uv.lock from pyproject.toml's ranges, every package at its newest allowed version.
@@ -69,7 +87,7 @@ lock: $(UV)
 # The suite on the newest versions pyproject.toml allows (what `pip install replicator` gives a
 # library user today), ignoring uv.lock: drift shows up here before it reaches the lock. The test
 # that the environment is the locked one does not apply.
-test-latest: $(UV) kube-backend ldap-backend
+test-latest: $(UV) kube-backend ldap-backend prometheus-backend
 	$(UV) venv -q --allow-existing --python $(PYTHON) $(LATEST)
 	VIRTUAL_ENV=$(LATEST) $(UV) pip install -q --upgrade -e '.[dev]'
 	$(call LINT,$(LATEST)/bin)
@@ -83,6 +101,10 @@ integration: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+# The demo, then the emulator and a daemon stay up with the commands to try next; Ctrl-C stops them.
+demo-keep: $(STAMP)
+	$(BIN)/python scripts/demo.py --keep
 
 # Speed numbers (bench/results.md) and the long randomized fault scenario (docs/testing.md).
 bench: $(STAMP)

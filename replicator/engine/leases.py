@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -64,6 +64,8 @@ class TenantLeases:
     store: Store
     holder: str
     ttl: timedelta
+    on_lost: Callable[[], None] | None = None
+    """Called once for each lease lost (the daemon counts them: ``replicator_lease_lost_total``)."""
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[Lease | Held]:
@@ -97,6 +99,8 @@ class TenantLeases:
         if not ok and not lease.lost.is_set():
             lease.lost.set()
             log.warning("lease lost", tenant=lease.key, replica=lease.holder, lease_token=lease.token)
+            if self.on_lost is not None:
+                self.on_lost()
         return ok
 
     async def _keep_renewing(self, lease: Lease) -> None:

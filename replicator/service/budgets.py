@@ -93,10 +93,11 @@ class Budget:
         if self._pacer is not None and self.rate:
             self._pacer.set_rate(self.rate / self.replicas)
 
-    def at(self, priority: Priority) -> CallBudget:
+    def at(self, priority: Priority, throttled: Callable[[], None] | None = None) -> CallBudget:
         """This budget as the requests of work at ``priority`` enter it: waiting requests of a
-        change go before those of a resync."""
-        return _AtPriority(self, priority)
+        change go before those of a resync. ``throttled`` is called on each pause (a platform's
+        answer that said how long to wait): the driver that got it counts it there."""
+        return _AtPriority(self, priority, throttled)
 
     async def __aenter__(self) -> None:
         await self.enter(Priority.CHANGE)
@@ -127,8 +128,8 @@ class Budget:
 class _AtPriority:
     """A :class:`Budget` entered at one priority (see :meth:`Budget.at`)."""
 
-    def __init__(self, budget: Budget, priority: Priority) -> None:
-        self.budget, self.priority = budget, priority
+    def __init__(self, budget: Budget, priority: Priority, throttled: Callable[[], None] | None) -> None:
+        self.budget, self.priority, self.throttled = budget, priority, throttled
 
     async def __aenter__(self) -> None:
         await self.budget.enter(self.priority)
@@ -137,6 +138,8 @@ class _AtPriority:
         await self.budget.__aexit__(*exc)
 
     def pause(self, seconds: float) -> None:
+        if self.throttled is not None:
+            self.throttled()
         self.budget.pause(seconds)
 
 

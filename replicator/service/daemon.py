@@ -147,9 +147,12 @@ class Daemon:
             self.loaded_cache.forget()
             log.error("config invalid, keeping the last good one", problems=[str(p) for p in problems])
             return False
-        first = self.validated is None
+        previous, first = self.validated, self.validated is None
         validated = self.validated = found.validated
         self.config_error = None
+        if previous is not None:  # a set difference of the keys, not a walk over every series
+            gone = previous.inventory.tenants.keys() - validated.inventory.tenants.keys()
+            self.metrics.forget_tenants(gone)
         if found.checked is not None:
             self.loaded_cache.keep(found.checked)
         self.metrics.config_valid.set(1)
@@ -303,9 +306,11 @@ class Daemon:
 
     def _driver(self, platform: PlatformConfig, priority: Priority = Priority.CHANGE) -> Driver:
         """The driver of a run at ``priority``: its requests wait for the platform's budget before
-        those of lower-priority runs."""
+        those of lower-priority runs; each pause the platform asks for is counted
+        (``replicator_platform_throttled_total``)."""
         driver = default_driver(platform)
-        driver.budget = self.budgets[platform.identifier].at(priority)
+        throttled = self.metrics.platform_throttled.labels(platform.identifier)  # exported from 0
+        driver.budget = self.budgets[platform.identifier].at(priority, throttled.inc)
         return driver
 
     async def reconcile(self, key: str) -> TenantResult | None:

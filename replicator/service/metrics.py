@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -58,6 +59,25 @@ class Metrics:
             "replicator_platform_calls_total",
             "Requests sent to a platform by reconciles (pages and retries counted)",
             ["platform"],
+            registry=r,
+        )
+        # Every pause of a platform's request budget: the platform answered "throttled, retry after
+        # N seconds" (HTTP 429, or 503 with Retry-After), which every driver reports through
+        # ``CallBudget.pause``. Throttling an SDK retried by itself without such an answer (botocore's
+        # backoff on AWS throttling errors) does not reach the budget and is not counted here.
+        self.platform_throttled = Counter(
+            "replicator_platform_throttled_total",
+            "Answers in which a platform throttled a reconcile and said how long to wait (HTTP 429, or "
+            "503 with Retry-After): each paused the platform's request budget for every worker",
+            ["platform"],
+            registry=r,
+        )
+        # No tenant label: the log line "lease lost" names the tenant.
+        self.lease_lost = Counter(
+            "replicator_lease_lost_total",
+            "Tenant leases lost by runs of this replica: a renewal refused (another run took the "
+            "tenant after the lease expired) or impossible (the state store did not answer); the run "
+            "stops before its next change",
             registry=r,
         )
         self.queue_depth = Gauge("replicator_queue_depth", "Tenants waiting to be reconciled", registry=r)
@@ -133,6 +153,14 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def forget_tenants(self, removed: Iterable[str]) -> None:
+        """Drop the ``replicator_last_success_timestamp_seconds`` series of tenants removed from the
+        inventory: nothing reconciles them any more, and an alert on the age of their last success
+        would fire for them for ever."""
+        for tenant in removed:
+            with contextlib.suppress(KeyError):  # never succeeded here: no series
+                self.last_success.remove(tenant)
 
 
 async def sample_loop_lag(metrics: Metrics, stopping: asyncio.Event, interval: float = LAG_INTERVAL) -> None:

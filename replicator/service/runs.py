@@ -149,7 +149,7 @@ async def reconcile_items(
         v,
         store,
         make_driver=lambda platform: daemon._driver(platform, priority),
-        leases=TenantLeases(store, daemon.replica_id, ttl),
+        leases=TenantLeases(store, daemon.replica_id, ttl, on_lost=daemon.metrics.lease_lost.inc),
         gate=lambda platform, key: daemon.gates[platform].enter(priority, lambda: changed(key)),
         skip=superseded,
     )
@@ -257,7 +257,9 @@ def record(
         case Converged() | Changed():
             queue.forget(key)
             state.failures, state.last_success = 0, state.last_finished
-            metrics.last_success.labels(key).set(state.last_finished.timestamp())
+            if daemon.validated is not None and key in daemon.validated.inventory.tenants:
+                # (not a removed tenant whose deletion ran: see ``Metrics.forget_tenants``)
+                metrics.last_success.labels(key).set(state.last_finished.timestamp())
         case Requeue(after=after):
             metrics.requeues.labels(platform).inc()
             if not stopping:

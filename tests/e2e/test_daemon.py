@@ -290,6 +290,7 @@ async def test_a_replica_that_loses_its_lease_stops_applying_at_once(
             assert result is not None
             assert result.error_kind == "lease"
             assert "lost the lease" in (result.error or "")
+            assert d.metrics.registry.get_sample_value("replicator_lease_lost_total") == 1.0
             assert applied() <= stolen_at + 1, "at most the change in flight when the lease went"
             assert store.lease_holder(LEDGER) == "b", "the other replica's lease is left alone"
             trail = store.audit_trail(LEDGER)
