@@ -144,11 +144,8 @@ class Engine:
             if platform is None or rec.platform not in self.v.capabilities:
                 held[rec.key] = (rec.platform, f"its platform {rec.platform!r} is no longer configured")
             elif self.v.inventory.empty:
-                held[rec.key] = (
-                    rec.platform,
-                    "DELETION_GUARD: the inventory is empty; nothing is deleted (check `inventory:`; "
-                    "a tenant to delete is marked `deleted: true` in it)",
-                )
+                why = "the inventory is empty; nothing is deleted (a tenant to go is marked deleted: true)"
+                held[rec.key] = (rec.platform, f"DELETION_GUARD: {why}")
             elif not rec.local_id:
                 held[rec.key] = (rec.platform, "its platform id is unknown (no run of it ever finished)")
             elif not (self.allow_deletions or platform.delete_removed_tenants):

@@ -109,11 +109,13 @@ def test_demo_keep_leaves_a_daemon_to_try_and_stops_it_on_ctrl_c(tmp_path: Path)
         edited = shell(f"{source} && {edit[1]}", tmp_path)
         assert edited.returncode == 0, edited.stderr
         assert "4e9f4e31-dave" in (tmp_path / "demo" / "inventory" / "bindings.yaml").read_text()
-        # The daemon applies the edit by itself.
-        out.wait_for("subject=dave@example.com", 60)
-        metrics = httpx.get(f"{url}/metrics").text
+        # The daemon applies the edit by itself, and counts it.
         added = 'replicator_changes_applied_total{action="add_member",platform="aws.eu-central-1"} 1.0'
-        assert added in metrics
+        deadline = time.monotonic() + 60
+        while added not in httpx.get(f"{url}/metrics").text:
+            assert time.monotonic() < deadline, out.text[-4000:]
+            time.sleep(0.2)
+        out.wait_for("outcome=applied platform=aws.eu-central-1 subject=dave@example.com", 10)
         explained = shell(f"{source} && replicator explain --tenant {LEDGER} --user dave -o json", tmp_path)
         assert explained.returncode == 0, explained.stderr
         chains = {c["group"]: c for c in json.loads(explained.stdout)["chains"]}

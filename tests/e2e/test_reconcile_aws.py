@@ -185,8 +185,9 @@ def test_empty_inventory_deletes_nothing(proj: Project) -> None:
     proj.converge()
     proj.write_inventory([])
     r = proj.cli("reconcile", "--all")
-    assert r.code == 0
+    assert r.code == 1, "the deletion guard holds every recorded tenant: a failure, not a success"
     assert "Reconciled 0 of 0 tenants" in r.out
+    assert f"{LEDGER}: not reconciled: DELETION_GUARD: the inventory is empty" in r.out
     assert sorted(proj.aws.groups()) == [ADMIN, READER, USER]
     assert proj.member_names(USER) == ["bob", "carol"]
 
