@@ -92,6 +92,9 @@ class OwnedGroup:
     """When the store first recorded the group (the create's intent; None: not known). Drivers of
     eventually consistent directories tell a group created a moment ago, which a replica may not
     show yet, from one deleted by hand."""
+    project_role: str = ""
+    """The meshProject role the group stands for, as recorded ("": not recorded yet). The deletion
+    guard tells a group renamed through its alias (same role, same users) from access taken away."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ class OwnedGroupRecord:
     """Platform user ids this replicator added to the group (and has not removed since)."""
     created_at: datetime | None = None
     """When the group was first recorded (its create's intent)."""
+    project_role: str = ""
+    """The meshProject role the group stands for ("" where not recorded yet)."""
 
 
 class OwnedGroupStore(Database):
@@ -42,16 +44,27 @@ class OwnedGroupStore(Database):
             )
             return [_owned(r) for r in rows]
 
-    def record_group_intent(self, platform: str, tenant: str, alias: str, name: str) -> None:
+    def record_group_intent(
+        self, platform: str, tenant: str, alias: str, name: str, project_role: str = ""
+    ) -> None:
         """Written before the create call: a crash after it leaves a pending record the next run
         completes (the driver adopts the group by name if it carries our marker)."""
         now = utcnow()
         with self._tx() as s:
             row = self._group_row(s, platform, tenant, name)
             if row is None:
-                s.add(_pending(platform, tenant, alias, name, now))
+                s.add(_pending(platform, tenant, alias, name, now, project_role))
             else:
                 row.alias, row.updated_at = alias, now
+                row.project_role = project_role or row.project_role
+
+    def set_group_project_role(self, platform: str, tenant: str, name: str, project_role: str) -> None:
+        """Record the meshProject role an owned group stands for (groups recorded before the role
+        was, filled in by the next applying run)."""
+        with self._tx() as s:
+            row = self._group_row(s, platform, tenant, name)
+            if row is not None and row.project_role != project_role:
+                row.project_role, row.updated_at = project_role, utcnow()
 
     def confirm_group(self, platform: str, tenant: str, name: str, platform_id: str, alias: str) -> None:
         now = utcnow()
@@ -118,13 +131,16 @@ class OwnedGroupStore(Database):
         )
 
 
-def _pending(platform: str, tenant: str, alias: str, name: str, now: datetime) -> OwnedGroupRow:
+def _pending(
+    platform: str, tenant: str, alias: str, name: str, now: datetime, project_role: str = ""
+) -> OwnedGroupRow:
     """A new record of a group about to be created: no platform id, no roles, state pending."""
     return OwnedGroupRow(
         platform=platform,
         tenant=tenant,
         alias=alias,
         name=name,
+        project_role=project_role,
         platform_id=None,
         roles=[],
         state="pending",

@@ -51,6 +51,8 @@ class OwnedGroupRow(Base):
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     members: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     """Platform user ids this replicator added (migration 0004)."""
+    project_role: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    """The meshProject role the group stands for ("" where not yet recorded; migration 0010)."""
     state: Mapped[str] = mapped_column(String(20))  # pending | active
     created_at: Mapped[Timestamp]
     updated_at: Mapped[Timestamp]

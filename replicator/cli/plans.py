@@ -106,7 +106,7 @@ def _plan_offline(args: argparse.Namespace) -> tuple[Validated, RunReport, list[
             for key, doc in snap.tenants.items():
                 _, owned = planfile.observed_from_doc(doc)
                 for o in owned:
-                    store.record_group_intent(doc["platform"], key, o.alias, o.name)
+                    store.record_group_intent(doc["platform"], key, o.alias, o.name, o.project_role)
                     if o.platform_id is not None:
                         store.confirm_group(doc["platform"], key, o.name, o.platform_id, o.alias)
                     store.set_group_roles(doc["platform"], key, o.name, o.roles)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from platforms.contract import (
@@ -225,16 +225,20 @@ def plan_tenant(
 
     target_names = {t.name for t in targets.values() if t is not None}
     desired_aliases = {g.alias for g in desired.groups}
+    role_of = _role_of(desired, owned)
     for g in sorted(observed.groups, key=lambda g: g.name):
         if g.name in target_names:
             continue
         replaced = g.alias in desired_aliases
+        successor = next((d.name for d in desired.groups if d.project_role == role_of(g)), None)
         lost = sorted(r for r in g.roles if r not in granted_by_us.get(g.name, frozenset()))
         note = (
             ("tenant removed from the inventory" if desired.removed else "tenant deleted")
             if desired.deleted
             else f"renamed: replaced by {_name_of(desired, g.alias)}"
             if replaced
+            else f"renamed: replaced by {successor} (the role {role_of(g)} has a new platformGroupAlias)"
+            if successor
             else "no role maps to this alias any more"
         )
         changes += [
@@ -259,7 +263,7 @@ def plan_tenant(
         )
 
     ordered = order_changes(changes)
-    blocked = _guard(desired, observed, desired_members, ordered, guard)
+    blocked = _guard(desired, observed, owned, desired_members, ordered, guard)
     applied = ordered
     withheld: tuple[Change, ...] = ()
     if blocked:
@@ -332,15 +336,21 @@ def _sync_group(
 def _guard(
     desired: DesiredTenant,
     observed: ObservedTenant,
+    owned: Sequence[OwnedGroup],
     desired_members: Mapping[str, Mapping[PlatformUser, str]],
     changes: Sequence[Change],
     guard: Guard,
 ) -> str | None:
-    """Why removals must wait for an operator, or None."""
+    """Why removals must wait for an operator, or None. What counts is access taken away for
+    good, (meshProject role, user) pairs: a member moved from a renamed group to its successor
+    (a new name pattern or platformGroupAlias, the same role) loses nothing."""
     if guard.allow_deletions or desired.deleted or all(c.action.adds for c in changes):
         return None
-    managed = {(g.alias, u.id) for g in observed.groups for u in g.members}
-    wanted = {(alias, u.id) for alias, users in desired_members.items() for u in users}
+    role = _role_of(desired, owned)
+    managed = {(role(g), u.id) for g in observed.groups for u in g.members}
+    wanted = {
+        (g.project_role or f"alias {g.alias}", u.id) for g in desired.groups for u in desired_members[g.alias]
+    }
     lost = managed - wanted
     if guard.source_empty:
         return "DELETION_GUARD: the inventory is empty (a failed or truncated source?); nothing is removed"
@@ -357,6 +367,30 @@ def _guard(
             f"more than maxDeletions allows ({guard.limit}); nothing is removed"
         )
     return None
+
+
+def _role_of(desired: DesiredTenant, owned: Sequence[OwnedGroup]) -> Callable[[ObservedGroup], str]:
+    """The meshProject role an owned group stands for: as the store recorded it; else that of the
+    desired group of its alias; else, for a group recorded before roles were, that of the one
+    desired group granted exactly the platform roles we granted it (a renamed alias keeps them);
+    else its alias, which then only a group of the same alias carries on."""
+    recorded = {o.name: o.project_role for o in owned if o.project_role}
+    granted = {o.name: o.roles for o in owned}
+    by_alias = {g.alias: g.project_role for g in desired.groups if g.project_role}
+    by_roles: dict[frozenset[str], list[str]] = {}
+    for g in desired.groups:
+        if g.roles and g.project_role:
+            by_roles.setdefault(g.roles, []).append(g.project_role)
+
+    def role(g: ObservedGroup) -> str:
+        if g.name in recorded:
+            return recorded[g.name]
+        if g.alias in by_alias:
+            return by_alias[g.alias]
+        same = by_roles.get(granted.get(g.name, frozenset()), [])
+        return same[0] if len(same) == 1 else f"alias {g.alias}"
+
+    return role
 
 
 def fingerprint(observed: ObservedTenant, owned: Sequence[OwnedGroup]) -> str:

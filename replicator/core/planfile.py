@@ -96,6 +96,7 @@ def observed_doc(observed: ObservedTenant, owned: Sequence[OwnedGroup]) -> dict[
                 "platformId": o.platform_id,
                 "roles": sorted(o.roles),
                 "members": sorted(o.members),
+                "projectRole": o.project_role,
             }
             for o in sorted(owned, key=lambda o: o.name)
         ],
@@ -116,7 +117,12 @@ def observed_from_doc(doc: Mapping[str, Any]) -> tuple[ObservedTenant, tuple[Own
     )
     owned = tuple(
         OwnedGroup(
-            o["alias"], o["name"], o["platformId"], frozenset(o["roles"]), frozenset(o.get("members", ()))
+            o["alias"],
+            o["name"],
+            o["platformId"],
+            frozenset(o["roles"]),
+            frozenset(o.get("members", ())),
+            project_role=o.get("projectRole", ""),
         )
         for o in doc["owned"]
     )

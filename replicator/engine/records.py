@@ -55,6 +55,7 @@ def adopt(
     acted, a crash between the call and the record) left the record behind the platform:
 
     - groups the driver found by name with our marker are confirmed; vanished ones forgotten;
+    - the meshProject role each desired group stands for is recorded (for the deletion guard);
     - a role that is on an owned group and desired for it is recorded as ours (its grant may
       have happened without the answer reaching us), so that it is revoked when unmapped;
     - a recorded role or member the group no longer has is forgotten (its revoke or removal
@@ -65,10 +66,13 @@ def adopt(
     platform, tenant = ref.platform, ref.key
     known = {o.name: o for o in owned}
     wanted_roles = {g.name: g.roles for g in desired.groups}
+    project_roles = {g.name: g.project_role for g in desired.groups}
     for g in observed.groups:
         rec = known.get(g.name)
         if rec is None or rec.platform_id != g.id:
             store.confirm_group(platform, tenant, g.name, g.id, g.alias)
+        if project_roles.get(g.name) and (rec is None or rec.project_role != project_roles[g.name]):
+            store.set_group_project_role(platform, tenant, g.name, project_roles[g.name])
         recorded_roles = rec.roles if rec is not None else frozenset()
         for role in sorted((g.roles & wanted_roles.get(g.name, frozenset())) - recorded_roles):
             store.add_group_role(platform, tenant, g.name, role)

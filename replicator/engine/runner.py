@@ -319,7 +319,8 @@ class Engine:
                 run_id = result.run_id = await blocking(begin_run, self.store, ref)
             records = await blocking(self.store.owned_groups, ref.platform, ref.key)
             owned = [
-                OwnedGroup(r.alias, r.name, r.platform_id, r.roles, r.members, r.created_at) for r in records
+                OwnedGroup(r.alias, r.name, r.platform_id, r.roles, r.members, r.created_at, r.project_role)
+                for r in records
             ]
             observed = await driver.observe(ref, owned, {g.alias: g.name for g in desired.groups})
             result.observed, result.owned = observed, tuple(owned)
@@ -440,7 +441,8 @@ class Engine:
                 )
             await self._audit(run_id, ref.key, ref.platform, change, "started")
             if change.action is Action.CREATE_GROUP:
-                intent = (ref.platform, ref.key, change.alias, change.group)
+                role = next((g.project_role for g in plan.tenant.groups if g.name == change.group), "")
+                intent = (ref.platform, ref.key, change.alias, change.group, role)
                 await blocking(self.store.record_group_intent, *intent)
             try:
                 new_id = await apply_with_retries(
