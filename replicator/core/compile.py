@@ -35,6 +35,22 @@ def pattern_values(tenant: MeshTenant, alias: str) -> dict[str, str]:
     }
 
 
+def tenant_tags(config: Config, inventory: Inventory, tenant: MeshTenant) -> dict[str, str]:
+    """The tags ``#{tag<Name>}`` reads for a tenant: its workspace's, its landing zone's, its own
+    and its project's, the more specific winning a name they share (project, tenant, landing zone,
+    workspace)."""
+    meta = tenant.metadata
+    workspace = inventory.workspaces.get(meta.owned_by_workspace)
+    zone = config.landing_zone(tenant.spec.landing_zone_identifier)
+    project = inventory.projects.get((meta.owned_by_workspace, meta.owned_by_project))
+    return {
+        **(workspace.spec.tags if workspace else {}),
+        **(zone.tags if zone else {}),
+        **tenant.spec.tags,
+        **(project.spec.tags if project else {}),
+    }
+
+
 def group_name(
     platform: PlatformConfig, caps: Capabilities, tenant: MeshTenant, alias: str, tags: dict[str, str]
 ) -> str:
@@ -53,8 +69,7 @@ def compile_tenant(
     if platform is None:  # validation refuses this; compile stays total
         raise ValueError(f"{tenant.key}: unknown platform {meta.platform_identifier!r}")
     ref = TenantRef(tenant.key, meta.platform_identifier, tenant.spec.local_id)
-    project = inventory.projects.get((meta.owned_by_workspace, meta.owned_by_project))
-    tags = dict(project.spec.tags) if project else {}
+    tags = tenant_tags(config, inventory, tenant)
     mappings = effective_role_mappings(config, tenant)
     warnings: set[ReplicationWarning] = set()
 

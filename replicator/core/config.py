@@ -126,6 +126,19 @@ class LandingZone(Model):
     """Identifier of the platform this landing zone belongs to."""
     role_mappings: dict[str, RoleMapping] = Field(default_factory=dict)
     """meshProject role (admin, user, reader, ...) -> platform group alias and platform roles."""
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Tags of every tenant in this landing zone, for ``#{tag<Name>}`` in group name patterns
+    (a tenant's, project's own tag of the same name comes first)."""
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # YAML turns `costCenter: 4711` into a number; tags are text
+            return {
+                k: (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v)
+                for k, v in value.items()
+            }
+        return value
 
 
 class ScheduleConfig(Model):

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from platforms.contract import Action, Capabilities, ObservedTenant
-from replicator.core.compile import effective_role_mappings, pattern_values
+from replicator.core.compile import effective_role_mappings, pattern_values, tenant_tags
 from replicator.core.config import Config
 from replicator.core.euid import transform_euid
 from replicator.core.inventory import Inventory, MeshTenant, MeshUser, UserSubject, binding_label
@@ -41,8 +41,7 @@ def explain_user(
     meta = tenant.metadata
     platform = config.platform(meta.platform_identifier)
     assert platform is not None
-    project = inventory.projects.get((meta.owned_by_workspace, meta.owned_by_project))
-    tags = dict(project.spec.tags) if project else {}
+    tags = tenant_tags(config, inventory, tenant)
     zone = config.landing_zone(tenant.spec.landing_zone_identifier)
     mappings = effective_role_mappings(config, tenant)
     name = user.metadata.name

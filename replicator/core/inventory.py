@@ -113,9 +113,26 @@ class MeshUserGroup(Envelope):
     spec: UserGroupSpec = UserGroupSpec()
 
 
-class WorkspaceSpec(Obj):
-    display_name: Text | None = None
+class Tagged(Obj):
+    """A spec with ``tags``: text values (YAML turns ``costCenter: 4711`` into a number, tags are
+    text); ``#{tagCostCenter}`` in a group name pattern reads tag ``costCenter``."""
+
     tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tags_as_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("tags"), dict):
+            data = dict(data)
+            data["tags"] = {
+                k: (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v)
+                for k, v in data["tags"].items()
+            }
+        return data
+
+
+class WorkspaceSpec(Tagged):
+    display_name: Text | None = None
 
 
 class MeshWorkspace(Envelope):
@@ -124,22 +141,8 @@ class MeshWorkspace(Envelope):
     spec: WorkspaceSpec = WorkspaceSpec()
 
 
-class ProjectSpec(Obj):
+class ProjectSpec(Tagged):
     display_name: Text | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
-    """Tags; ``#{tagCostCenter}`` in a group name pattern gives tag ``costCenter``."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _tags_as_text(cls, data: Any) -> Any:
-        # YAML turns `costCenter: 4711` into an int; tags are text.
-        if isinstance(data, dict) and isinstance(data.get("tags"), dict):
-            data = dict(data)
-            data["tags"] = {
-                k: (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v)
-                for k, v in data["tags"].items()
-            }
-        return data
 
 
 class MeshProject(Envelope):
@@ -194,7 +197,7 @@ class TenantMeta(Obj):
     platform_identifier: str
 
 
-class TenantSpec(Obj):
+class TenantSpec(Tagged):
     local_id: str
     """The platform's id of the tenant: AWS account id, subscription id, project id, namespace."""
     landing_zone_identifier: str

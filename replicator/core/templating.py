@@ -101,7 +101,8 @@ def tag_key(placeholder: str, tags: Mapping[str, str]) -> str | None:
 
 
 def render(pattern: str, values: Mapping[str, str], tags: Mapping[str, str] | None = None) -> str:
-    """Fill a pattern. ``values`` holds the plain placeholders; ``tags`` the project's tags."""
+    """Fill a pattern. ``values`` holds the plain placeholders; ``tags`` the tenant's tags (see
+    ``compile.tenant_tags``)."""
     out: list[str] = []
     for part in _parsed(pattern):
         if isinstance(part, str):
@@ -113,7 +114,8 @@ def render(pattern: str, values: Mapping[str, str], tags: Mapping[str, str] | No
             key = tag_key(part.name, tags or {})
             if key is None:
                 raise RenderError(
-                    f"{part.text}: the project has no tag {part.name[3:4].lower() + part.name[4:]!r}"
+                    f"{part.text}: no tag {part.name[3:4].lower() + part.name[4:]!r} on the project, the "
+                    "tenant, its landing zone or the workspace"
                 )
             value = (tags or {})[key]
         else:

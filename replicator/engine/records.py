@@ -21,6 +21,14 @@ def group_names(store: Store, tenants: Sequence[DesiredTenant]) -> int:
     return names
 
 
+def owned_groups(store: Store, ref: TenantRef) -> list[OwnedGroup]:
+    """The store's records of the tenant's owned groups, as the driver and the planner take them."""
+    return [
+        OwnedGroup(r.alias, r.name, r.platform_id, r.roles, r.members, r.created_at, r.project_role)
+        for r in store.owned_groups(ref.platform, ref.key)
+    ]
+
+
 def begin_run(store: Store, ref: TenantRef) -> int:
     """Record the start of an applying run of the tenant (and the tenant); returns the run's id.
     The run starts when it starts, not at the run's ``now`` (the desired state's time, a whole

@@ -18,7 +18,6 @@ from platforms.contract import (
     Change,
     Driver,
     ObservedTenant,
-    OwnedGroup,
     PendingError,
     PlatformError,
     PlatformUser,
@@ -32,7 +31,7 @@ from replicator.core.config import KeepMatching, PlatformConfig
 from replicator.core.model import DesiredTenant
 from replicator.core.plan import GrantPolicy, Guard, Plan, plan_tenant
 from replicator.engine.leases import Held, TenantLeases
-from replicator.engine.records import adopt, begin_run, end_tenant, group_names, record
+from replicator.engine.records import adopt, begin_run, end_tenant, group_names, owned_groups, record
 from replicator.engine.results import FailureKind, LeaseLostError, RunReport, TenantResult, UnknownTenantError
 from replicator.engine.retries import PendingChange, apply_with_retries, unknown_user
 from replicator.inputs.validate import Validated
@@ -317,11 +316,7 @@ class Engine:
         try:
             if apply:
                 run_id = result.run_id = await blocking(begin_run, self.store, ref)
-            records = await blocking(self.store.owned_groups, ref.platform, ref.key)
-            owned = [
-                OwnedGroup(r.alias, r.name, r.platform_id, r.roles, r.members, r.created_at, r.project_role)
-                for r in records
-            ]
+            owned = await blocking(owned_groups, self.store, ref)
             observed = await driver.observe(ref, owned, {g.alias: g.name for g in desired.groups})
             result.observed, result.owned = observed, tuple(owned)
             guard = Guard(

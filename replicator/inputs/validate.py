@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from platforms.contract import PLATFORM_TYPES, Capabilities
 from platforms.registry import driver_class
-from replicator.core.compile import effective_role_mappings, group_name
+from replicator.core.compile import effective_role_mappings, group_name, tenant_tags
 from replicator.core.config import Config, PlatformConfig
 from replicator.core.euid import EuidPatternError, check_euid_pattern
 from replicator.core.inventory import (
@@ -292,8 +292,7 @@ def _check_tenant(
     if platform is None or m.platform_identifier not in caps or zone is None:
         return
     cap = caps[m.platform_identifier]
-    project = inv.projects.get((m.owned_by_workspace, m.owned_by_project))
-    tags = dict(project.spec.tags) if project else {}
+    tags = tenant_tags(config, inv, tenant)
     aliases: dict[str, list[str]] = defaultdict(list)
     for role, mapping in effective_role_mappings(config, tenant).items():
         aliases[mapping.platform_group_alias].append(role)

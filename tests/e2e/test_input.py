@@ -238,7 +238,9 @@ def test_group_name_problems_are_found_per_tenant(site: Path, capsys: pytest.Cap
     write(site, yaml.safe_dump(good_config(userGroupNamePattern="#{tagOwner}-#{platformGroupAlias}")))
     code, _, err = run(capsys, "validate", "-c", str(site))
     assert code == 1
-    assert "#{tagOwner}: the project has no tag 'owner'" in err
+    assert (
+        "#{tagOwner}: no tag 'owner' on the project, the tenant, its landing zone or the workspace" in err
+    )
 
     write(site, yaml.safe_dump(good_config(userGroupNamePattern="team-#{platformGroupAlias}")))
     inventory_with(
