@@ -70,6 +70,10 @@ class PlatformUser:
     """The platform's immutable id of the user (what memberships refer to)."""
     name: str
     """The value of the lookup attribute (userName, userPrincipalName, ...) as the platform spells it."""
+    awaiting_login: bool = field(default=False, compare=False)
+    """The platform keeps no user object under this name yet and creates one at the first login
+    (OpenShift): a membership may name it, and takes effect once that exact name logs in. The plan
+    adds such a member and warns (``USER_AWAITING_LOGIN``), so a wrong euid pattern shows."""
 
 
 @dataclass(frozen=True)

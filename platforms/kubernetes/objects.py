@@ -18,6 +18,7 @@ FIELD_MANAGER = "replicator"
 RBAC = "rbac.authorization.k8s.io"
 RBAC_PATH = "/apis/rbac.authorization.k8s.io/v1"
 GROUPS_PATH = "/apis/user.openshift.io/v1/groups"
+USERS_PATH = "/apis/user.openshift.io/v1/users"
 
 
 def short_hash(text: str, n: int = 8) -> str:

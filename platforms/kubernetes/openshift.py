@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
-from platforms.contract import ObservedGroup, ObservedTenant
+from platforms.contract import ObservedGroup, ObservedTenant, PlatformUser
 from platforms.kubernetes.base import RbacDriver
 from platforms.kubernetes.driver import KubernetesDriver
 from platforms.kubernetes.objects import (
@@ -15,6 +16,7 @@ from platforms.kubernetes.objects import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     TENANT_LABEL,
+    USERS_PATH,
     binds,
     group_subject,
     is_ours_as,
@@ -35,6 +37,33 @@ class OpenShiftDriver(RbacDriver):
     capabilities = dataclasses.replace(KubernetesDriver.capabilities, external_grants_default="keep")
     strips_foreign_bindings: ClassVar[bool] = True
     ensure_user_refusal = "not supported"
+
+    LOOKUP_GETS: ClassVar[int] = 20
+    """Up to this many names are looked up one GET each; more, by listing every User (paged)."""
+    LOOKUP_PAGE: ClassVar[int] = 500
+
+    async def lookup_users(self, euids: Sequence[str]) -> dict[str, tuple[PlatformUser, ...]]:
+        """Every name is a user a Group may list, but OpenShift creates the User object only at the
+        first login ("Upon log in, every user of the system receives a User and Identity resource",
+        OKD's User and group APIs, user.openshift.io/v1 User). A name without one is returned
+        ``awaiting_login``: the membership is written and the plan warns, so that a wrong euid
+        pattern shows instead of a group that silently never works."""
+        known = await self._user_names(euids)
+        return {e: (PlatformUser(e, e, awaiting_login=e not in known),) for e in euids}
+
+    async def _user_names(self, euids: Sequence[str]) -> set[str]:
+        if len(euids) <= self.LOOKUP_GETS:
+            found = [await self._get("users", f"{USERS_PATH}/{quote(e, safe='')}") for e in euids]
+            return {e for e, user in zip(euids, found, strict=True) if user is not None}
+        names: set[str] = set()
+        token = ""
+        while True:
+            query = [("limit", str(self.LOOKUP_PAGE)), *([("continue", token)] if token else [])]
+            doc = await self._request("LIST users", "GET", USERS_PATH, query=query) or {}
+            names |= {str(meta(u)["name"]) for u in doc.get("items") or []}
+            token = str((doc.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return names & set(euids)
 
     async def _group(self, name: str) -> dict[str, Any] | None:
         group: dict[str, Any] | None = await self._get("groups", f"{GROUPS_PATH}/{name}")

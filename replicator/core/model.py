@@ -20,6 +20,9 @@ class WarningCode(StrEnum):
     FOREIGN_GROUP_NAME_TAKEN = "FOREIGN_GROUP_NAME_TAKEN"
     BINDING_EXPIRED = "BINDING_EXPIRED"
     UNMAPPED_ROLE = "UNMAPPED_ROLE"
+    USER_AWAITING_LOGIN = "USER_AWAITING_LOGIN"
+    """The platform has no user object under the name yet (OpenShift creates it at the first login):
+    the membership is written and takes effect once that exact name logs in."""
     PLATFORM_PENDING = "PLATFORM_PENDING"
     """The platform has not caught up with this run's own writes yet (eventual consistency): the
     tenant is requeued and the warning clears once it converges."""

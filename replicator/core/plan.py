@@ -148,6 +148,18 @@ def resolve_members(
                         euid=m.euid,
                     )
                 )
+            if user.awaiting_login:
+                warnings.append(
+                    ReplicationWarning(
+                        WarningCode.USER_AWAITING_LOGIN,
+                        m.user,
+                        f"user {m.user}: the platform has no user {user.name!r} yet; the membership "
+                        "takes effect when that exact name first logs in (check the euid pattern if "
+                        "it never does)",
+                        user=m.user,
+                        euid=m.euid,
+                    )
+                )
             found[user] = m.platform_euid
     return found, candidates, warnings
 

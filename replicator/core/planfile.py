@@ -210,7 +210,10 @@ def snapshot_doc(
         "createdAt": created_at,
         "tenants": dict(sorted(tenants.items())),
         "lookups": {
-            p: {e: sorted([u.id, u.name] for u in users) for e, users in sorted(by_euid.items())}
+            p: {
+                e: sorted([u.id, u.name, *(["awaitingLogin"] if u.awaiting_login else [])] for u in users)
+                for e, users in sorted(by_euid.items())
+            }
             for p, by_euid in sorted(lookups.items())
         },
     }

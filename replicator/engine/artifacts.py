@@ -145,7 +145,10 @@ def read_snapshot(path: Path) -> Snapshot:
             if not isinstance(v.get("platform"), str):
                 raise ValueError(f"tenant {k}: no platform")
         lookups = {
-            p: {e: tuple(PlatformUser(i, n) for i, n in users) for e, users in by_euid.items()}
+            p: {
+                e: tuple(PlatformUser(i, n, "awaitingLogin" in rest) for i, n, *rest in users)
+                for e, users in by_euid.items()
+            }
             for p, by_euid in doc["lookups"].items()
         }
         return Snapshot(path, str(doc["createdAt"]), tenants, lookups)

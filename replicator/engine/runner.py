@@ -253,7 +253,7 @@ class Engine:
         self, driver: Driver, platform_id: str, tenants: list[DesiredTenant], now: datetime
     ) -> dict[str, tuple[PlatformUser, ...]]:
         """Every transformed euid of these tenants: from the cache when fresh, else one batched
-        driver lookup. Found users are cached; not-found is asked again next run."""
+        driver lookup. Found users are cached; not-found (or awaiting a first login) is asked again."""
         euids = sorted({m.platform_euid for d in tenants for g in d.groups for m in g.members})
         ttl = timedelta(seconds=self.v.config.replication.lookup_cache_ttl)
         cached = (
@@ -268,7 +268,8 @@ class Engine:
             absent = [e for e in missing if e not in fresh]
             if absent:
                 raise PlatformError(f"the driver returned no lookup result for {len(absent)} euids")
-            found = {e: [(u.id, u.name) for u in fresh[e]] for e in missing}
+            # A user awaiting the first login is not cached, as not-found is not: asked again.
+            found = {e: [(u.id, u.name) for u in fresh[e] if not u.awaiting_login] for e in missing}
             await blocking(self.store.store_lookups, platform_id, found, now)
             result.update({e: fresh[e] for e in missing})
         log.debug("lookup", platform=platform_id, euids=len(euids), cached=len(cached), asked=len(missing))

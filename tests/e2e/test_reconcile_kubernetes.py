@@ -303,7 +303,8 @@ def test_openshift_groups_filled_and_bound(kp: KubeProject) -> None:
     assert kp.allows("carol", "delete", "pods", "ledger", groups=(user_group,))
     assert kp.denies("carol", "get", "pods", "ledger")
     assert kp.cli("plan", "--detailed-exitcode").code == 0
-    assert _no_op_calls(kp) == {"LIST groups": 2, "LIST rolebindings": 2}
+    # The five names never logged in (no User objects here): asked again on every run, not cached.
+    assert _no_op_calls(kp) == {"LIST groups": 2, "LIST rolebindings": 2, "GET users": 5}
 
     kp.write_inventory(
         kp.tenants(ledger={**STANDARD, "user": ("bob",)}, payroll={"admin": ("erin",), "reader": ("alice",)})
@@ -311,6 +312,39 @@ def test_openshift_groups_filled_and_bound(kp: KubeProject) -> None:
     kp.converge()
     assert kp.admin.groups()[user_group]["users"] == ["bob@example.com"]
     assert kp.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_openshift_member_who_never_logged_in_is_added_with_a_warning(kp: KubeProject) -> None:
+    """A Group may name any user, but OpenShift makes the User only at the first login: carol has
+    none yet, so her membership is written and plan, reconcile and status warn."""
+    kp.type = "openshift"
+    # Plain names: a custom resource's name must be a DNS subdomain, stricter than OpenShift's own
+    # User names (which take the identity provider's name, an email address included).
+    kp.platform_extra = {"euidPattern": "%s"}
+    kp.write_config()
+    present = ["alice", "bob", "dave", "erin"]
+    for name in present:
+        kp.admin.log_in(name)
+    try:
+        r = kp.cli("plan")
+        assert "+ add member carol to" in r.out
+        awaiting = "USER_AWAITING_LOGIN: user carol: the platform has no user 'carol' yet"
+        assert awaiting in r.out
+        assert r.out.count("USER_AWAITING_LOGIN") == 1, r.out
+        kp.converge()
+        assert "carol" in kp.admin.groups()[kp.group("ledger", "user")]["users"]
+        status = kp.cli("status", "-o", "json").json()
+        codes = {w["code"] for t in status["tenants"] for w in t["warnings"]}
+        assert "USER_AWAITING_LOGIN" in codes
+
+        kp.admin.log_in("carol")
+        present.append("carol")
+        r = kp.cli("reconcile", "--all", "--fail-on-warnings")
+        assert r.code == 0, r.out + r.err
+        assert "USER_AWAITING_LOGIN" not in r.out
+    finally:
+        for name in present:
+            kp.admin.forget_user(name)
 
 
 def test_openshift_keeps_external_grants(kp: KubeProject) -> None:

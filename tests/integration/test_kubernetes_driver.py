@@ -246,6 +246,33 @@ async def test_kubeconfig_context_and_insecure_skip(kube: KubeCluster, tmp_path:
     await drv.close()
 
 
+@pytest.mark.parametrize("names", [3, 25], ids=["one GET each", "a paged LIST"])
+async def test_openshift_lookup_marks_names_without_a_user_object(
+    kube: KubeCluster, tmp_path: Path, names: int
+) -> None:
+    """OpenShift makes a User at the first login: names without one come back awaiting it."""
+    prefix = unique("u")
+    wanted = [f"{prefix}-{i}" for i in range(names)]
+    logged_in = wanted[::2]
+    for name in logged_in:
+        kube.admin.log_in(name)
+    drv = OpenShiftDriver("openshift.test", options(kube, tmp_path))
+    drv.LOOKUP_PAGE = 4  # several pages of the cluster's Users
+    try:
+        found = await drv.lookup_users(wanted)
+        assert {e: u.awaiting_login for e, (u,) in found.items()} == {e: e not in logged_in for e in wanted}
+        assert all(u == PlatformUser(e, e) for e, (u,) in found.items())
+        if names > OpenShiftDriver.LOOKUP_GETS:
+            assert drv.api_calls["LIST users"] > 1, "paged"
+            assert "GET users" not in drv.api_calls
+        else:
+            assert dict(drv.api_calls) == {"GET users": names}
+    finally:
+        await drv.close()
+        for name in logged_in:
+            kube.admin.forget_user(name)
+
+
 async def test_openshift_group_and_binding(kube: KubeCluster, tmp_path: Path) -> None:
     ns = unique("ns")
     name = unique("ws") + ".ledger-reader"

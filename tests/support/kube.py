@@ -50,6 +50,35 @@ GROUP_CRD: dict[str, Any] = {
 }
 
 
+# OpenShift's User (user.openshift.io/v1, cluster-scoped): made by the OAuth server at a name's first
+# login ("Upon log in, every user of the system receives a User and Identity resource", OKD's User
+# and group APIs). A test makes one to stand for that login; the driver reads them to warn about
+# memberships of names that never logged in.
+USER_CRD: dict[str, Any] = {
+    **GROUP_CRD,
+    "metadata": {"name": "users.user.openshift.io"},
+    "spec": {
+        **GROUP_CRD["spec"],
+        "names": {"plural": "users", "singular": "user", "kind": "User", "listKind": "UserList"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "fullName": {"type": "string"},
+                            "identities": {"type": "array", "items": {"type": "string"}},
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
 Groups = tuple[str, ...]
 
 
@@ -147,17 +176,22 @@ class KubeCluster:
             ],
         )
         self.admin = KubeAdmin(self.server, self.token, self.ca_file)
-        self.admin.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", GROUP_CRD)
-        self._wait(60, self._crd_ready, "the OpenShift Group CRD to be established")
+        for crd in (GROUP_CRD, USER_CRD):
+            self.admin.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        self._wait(60, self._crd_ready, "the OpenShift Group and User CRDs to be established")
         self._wait(60, self._view_has_rules, "the view ClusterRole to be aggregated")
 
     def _crd_ready(self) -> bool:
-        crd = self.admin.get(
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/groups.user.openshift.io"
-        )
-        conditions = ((crd or {}).get("status") or {}).get("conditions") or []
-        established = any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-        return established and self.admin.get("/apis/user.openshift.io/v1/groups") is not None
+        for plural in ("groups", "users"):
+            crd = self.admin.get(
+                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{plural}.user.openshift.io"
+            )
+            conditions = ((crd or {}).get("status") or {}).get("conditions") or []
+            if not any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                return False
+            if self.admin.get(f"/apis/user.openshift.io/v1/{plural}") is None:
+                return False
+        return True
 
     def _view_has_rules(self) -> bool:
         role = self.admin.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/view")
@@ -302,6 +336,14 @@ class KubeAdmin:
 
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
+
+    def log_in(self, name: str) -> None:
+        """What OpenShift's OAuth server does at a name's first login: a User object of that name."""
+        user = {"apiVersion": "user.openshift.io/v1", "kind": "User", "metadata": {"name": name}}
+        self.request("POST", "/apis/user.openshift.io/v1/users", user)
+
+    def forget_user(self, name: str) -> None:
+        self.request("DELETE", f"/apis/user.openshift.io/v1/users/{name}")
 
     def groups(self) -> dict[str, dict[str, Any]]:
         doc = self.request("GET", "/apis/user.openshift.io/v1/groups")
