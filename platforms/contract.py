@@ -39,6 +39,9 @@ class Action(StrEnum):
     REVOKE = "revoke"
     REMOVE_MEMBER = "remove_member"
     DELETE_GROUP = "delete_group"
+    DELETE_USER = "delete_user"
+    """A user the replicator created and no binding needs any more (``deprovisionCreatedUsers``):
+    not of a tenant, so the change names no group."""
 
     @property
     def adds(self) -> bool:
@@ -270,6 +273,9 @@ class Driver(ABC):
         self.options = options
         self.budget: CallBudget = Unlimited()
         """Set by the engine (the daemon shares one per platform); see :class:`CallBudget`."""
+        self.created_users: set[str] = set()
+        """Platform user ids this instance created (``ensure_user`` that did not find the user):
+        the engine records them as the replicator's own; only those are ever deprovisioned."""
 
     @classmethod
     def capabilities_for(cls, options: Any) -> Capabilities:

@@ -24,6 +24,7 @@ from state.tenants import TenantStore
 # importable from here.
 # isort: off
 from state.apikeys import ApiKeyRecord as ApiKeyRecord
+from state.lookups import CreatedUserRecord as CreatedUserRecord
 from state.db import StoreError as StoreError
 from state.objects import ObjectOwnedError as ObjectOwnedError
 from state.objects import ObjectWrite as ObjectWrite

@@ -116,6 +116,19 @@ class WarningRow(TenantEventColumns, Base):
     cleared_at: Mapped[Timestamp | None]
 
 
+class CreatedUserRow(Base):
+    """A platform user the replicator created (an OpenStack federated user, an Entra ID guest), and
+    since when no binding needs it (``deprovisionCreatedUsers``; migration 0011)."""
+
+    __tablename__ = "created_users"
+
+    platform: Mapped[str] = mapped_column(String(200), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(600), primary_key=True)
+    euid: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[Timestamp]
+    unneeded_since: Mapped[Timestamp | None]
+
+
 class LookupRow(Base):
     """A found platform user for a transformed euid (not-found is never cached)."""
 

@@ -349,6 +349,19 @@ class AzureDriver(AzureGraph, AzureArm):
             delete,
         )
 
+    async def _delete_user(self, user: PlatformUser) -> None:
+        """``DELETE /users/{id}``: a guest this replicator invited (Entra ID keeps it restorable
+        among the deleted items for 30 days). A 404: deleted already."""
+
+        async def call(client: Any) -> None:
+            await client.users.by_user_id(user.id).delete()
+
+        try:
+            await self._graph_call("delete_user", call)
+        except NotFoundError:
+            return
+        self._born.pop(user.id.lower(), None)
+
     async def _ensure_user(self, euid: str) -> str:
         """Invite ``euid`` (an e-mail address) as a B2B guest; Graph returns the existing guest when
         the address was invited before."""
@@ -391,6 +404,7 @@ class AzureDriver(AzureGraph, AzureArm):
                     )
                 user = PlatformUser(id=str(invited.id), name=euid)
                 self._note_created(user.id)
+                self.created_users.add(user.id)
             self._users[euid.casefold()] = (user,)
             return user.id
 

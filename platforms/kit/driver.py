@@ -108,6 +108,11 @@ class BaseDriver(Driver, Generic[OptionsT]):
             if not change.euid:
                 raise PermanentError(f"{name} ensure_user: the change names no euid")
             return await self._ensure_user(change.euid)
+        if action is Action.DELETE_USER:
+            if change.user is None:
+                raise PermanentError(f"{name} delete_user: the change names no user")
+            await self._delete_user(change.user)
+            return None
         self._check_change(tenant, change)
         if action is Action.CREATE_GROUP:
             return await self._create_group(tenant, change.group)
@@ -134,6 +139,11 @@ class BaseDriver(Driver, Generic[OptionsT]):
         raise PermanentError(f"{name}: unknown action {action!r}")
 
     # --- the hooks ------------------------------------------------------------------------------
+
+    async def _delete_user(self, user: PlatformUser) -> None:
+        """Delete a user this replicator created; gone already is done. Platforms that create no
+        users refuse."""
+        raise PermanentError(f"{self.platform_name} delete_user: this platform creates no users")
 
     def _check_change(self, tenant: TenantRef, change: Change) -> None:
         """Refuse a change (other than ``ensure_user``) before its hook runs; nothing by default."""

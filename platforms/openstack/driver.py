@@ -349,7 +349,15 @@ class OpenstackDriver(OpenstackCalls):
             ) from exc
         user_id = str(resp["user"]["id"])
         self._users.add(PlatformUser(user_id, euid))
+        self.created_users.add(user_id)
         return user_id
+
+    async def _delete_user(self, user: PlatformUser) -> None:
+        """``DELETE /v3/users/{id}`` (a 404: deleted already)."""
+        try:
+            await self._call("delete_user", "DELETE", f"/users/{user.id}")
+        except NotFoundError:
+            return
 
     # --- capabilities ---------------------------------------------------------------------------
 

@@ -207,6 +207,10 @@ def reconcile_summary(args: argparse.Namespace, report: RunReport) -> int:
     for r in report.results:
         for warning in r.warnings:
             print(f"  {r.key}: {warning.code.value}: {warning.message}")
+    from replicator.cli.render import users_text
+
+    for line in users_text(report.users, applied=not getattr(args, "dry_run", False)):
+        print(line)
     ok = len(report.results) - len(report.failed) - len(report.requeued)
     pending = f", {len(report.requeued)} pending on the platform" if report.requeued else ""
     if getattr(args, "dry_run", False):
@@ -224,7 +228,7 @@ def reconcile_summary(args: argparse.Namespace, report: RunReport) -> int:
 
 
 def _exit_code(args: argparse.Namespace, report: RunReport) -> int:
-    if report.failed or report.requeued or report.guarded:
+    if report.failed or report.requeued or report.guarded or report.users_failed:
         return EXIT_ERROR
     if args.fail_on_warnings and report.warnings:
         return EXIT_WARNINGS

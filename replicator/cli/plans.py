@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from replicator.cli.render import coloured, plans_json, plans_text
+    from replicator.cli.render import coloured, plans_json, plans_text, users_text
     from replicator.core import planfile
 
     if args.out is not None and not args.out.parent.is_dir():  # before the platforms are read
@@ -45,7 +45,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plans = [r.plan for r in report.results if r.plan is not None]
     errors = plan_errors(report)
     text = (
-        plans_json(plans, errors, held=report.held)
+        plans_json(plans, errors, held=report.held, users=report.users)
         if args.output == "json"
         else coloured(plans_text(plans, errors), sys.stdout)
     )
@@ -53,6 +53,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.output != "json":
         for key, why in sorted(report.held.items()):
             print(f"{key}: not planned: {why}")
+        for line in users_text(report.users, applied=False):
+            print(line)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.out:
@@ -67,7 +69,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             },
         )
         args.out.write_text(plans_json(plans, errors, section, held=report.held), encoding="utf-8")
-    if report.failed or report.guarded:
+    if report.failed or report.guarded or report.users_failed:
         return EXIT_ERROR
     if args.fail_on_warnings and report.warnings:
         return EXIT_WARNINGS

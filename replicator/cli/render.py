@@ -9,6 +9,7 @@ from typing import Any
 
 from platforms.contract import Action, Change
 from replicator.core.plan import Plan
+from replicator.engine.results import UserResult
 
 FORMAT_VERSION = 1
 
@@ -97,6 +98,7 @@ def plans_json(
     errors: Sequence[tuple[str, str]] = (),
     artifact: dict[str, Any] | None = None,
     held: Mapping[str, str] | None = None,
+    users: Sequence[UserResult] = (),
 ) -> str:
     """The plan as JSON; with ``artifact`` (see :mod:`replicator.engine.artifacts`) a plan file for
     ``apply``."""
@@ -127,8 +129,46 @@ def plans_json(
         ],
         "errors": [{"tenant": k, "error": e} for k, e in errors],
         "held": [{"tenant": k, "reason": why} for k, why in sorted((held or {}).items())],
+        "users": [users_json(u) for u in users],
         "summary": summary(plans),
     }
     if artifact is not None:
         doc["artifact"] = artifact
     return json.dumps(doc, indent=2) + "\n"
+
+
+def users_json(u: UserResult) -> dict[str, Any]:
+    """One platform's deprovisioning of created users (``deprovisionCreatedUsers``)."""
+    plan = u.plan
+    return {
+        "platform": u.platform,
+        "delete": [{"id": c.user_id, "euid": c.euid} for c in (plan.delete if plan else ())],
+        "waiting": [
+            {"id": c.user_id, "euid": c.euid, "deleteAfter": at.isoformat()}
+            for c, at in (plan.waiting if plan else ())
+        ],
+        "blocked": plan.blocked if plan else None,
+        "deleted": u.deleted,
+        "error": u.error,
+    }
+
+
+def users_text(users: Sequence[UserResult], applied: bool) -> list[str]:
+    """Lines about each platform's created users no binding needs (none when there are none)."""
+    lines: list[str] = []
+    for u in users:
+        plan = u.plan
+        if u.error:
+            lines.append(f"{u.platform}: users: FAILED: {u.error}")
+        if plan is None or not (plan.delete or plan.waiting):
+            continue
+        lines.append(f"{u.platform}: users the replicator created that no binding needs")
+        for c in plan.delete:
+            verb = "deleted" if applied and not plan.blocked else "delete"
+            lines.append(f"  - {verb} user {c.euid} (id {c.user_id}): grace period over")
+        for c, at in plan.waiting:
+            when = f"{at:%Y-%m-%d %H:%M} UTC"
+            lines.append(f"  ~ user {c.euid} (id {c.user_id}): deleted after {when} if still unneeded")
+        if plan.blocked:
+            lines.append(f"  ! {plan.blocked}; --allow-deletions confirms")
+    return lines

@@ -77,6 +77,17 @@ class KeepMatching(Model):
         return v
 
 
+class DeprovisionConfig(Model):
+    """``deprovisionCreatedUsers``: delete the users the replicator created on this platform once no
+    binding of any of its tenants needs them, after a grace period. Users it found are never
+    touched."""
+
+    enabled: bool = False
+    grace_period: Duration = 7 * 86400.0
+    """How long a created user stays after the last binding that needed it went (default 7 days):
+    a binding back within it keeps the user, with its history on the platform."""
+
+
 class PlatformConfig(Model):
     """One platform instance (``<platform>.<location>``) and how the replicator talks to it.
 
@@ -106,6 +117,9 @@ class PlatformConfig(Model):
     as it is and reported, unless ``--allow-deletions`` is given."""
     skip_group_cleanup: bool = False
     """When a tenant is deleted, revoke its groups' roles but keep the groups (and their members)."""
+    deprovision_created_users: DeprovisionConfig = DeprovisionConfig()
+    """Off by default; only for platforms that create users (OpenStack ``federatedIdp``, Azure
+    ``b2bGuestInvitation``)."""
 
     _options: Any = PrivateAttr(default=None)
 

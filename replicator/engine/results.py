@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from platforms.contract import ObservedTenant, OwnedGroup
+from replicator.core.deprovision import UserPlan
 from replicator.core.model import ReplicationWarning, WarningCode
 from replicator.core.plan import Plan
 
@@ -145,8 +146,24 @@ class TenantResult:
 
 
 @dataclass
+class UserResult:
+    """The deprovisioning step of one platform's run (``deprovisionCreatedUsers``)."""
+
+    platform: str
+    plan: UserPlan | None = None
+    deleted: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and (self.plan is None or self.plan.blocked is None)
+
+
+@dataclass
 class RunReport:
     results: list[TenantResult] = field(default_factory=list)
+    users: list[UserResult] = field(default_factory=list)
+    """Per platform whose created users the run looked at (whole-platform runs only)."""
     held: dict[str, str] = field(default_factory=dict)
     """Tenants removed from the inventory that were left alone, with the reason (see select)."""
     calls: dict[str, int] = field(default_factory=dict)
@@ -173,4 +190,10 @@ class RunReport:
 
     @property
     def pending(self) -> int:
-        return sum(len(r.plan.changes) + len(r.plan.withheld) for r in self.results if r.plan)
+        users = sum(len(u.plan.delete) for u in self.users if u.plan)
+        return users + sum(len(r.plan.changes) + len(r.plan.withheld) for r in self.results if r.plan)
+
+    @property
+    def users_failed(self) -> list[UserResult]:
+        """Platforms whose users step failed or the deletion guard held."""
+        return [u for u in self.users if not u.ok]

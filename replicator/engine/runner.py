@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from platforms.contract import (
     Action,
@@ -30,7 +30,9 @@ from replicator.core.compile import compile_all
 from replicator.core.config import KeepMatching, PlatformConfig
 from replicator.core.model import DesiredTenant
 from replicator.core.plan import GrantPolicy, Guard, Plan, plan_tenant
+from replicator.engine.deprovision import deprovision
 from replicator.engine.leases import Held, TenantLeases
+from replicator.engine.lookups import lookup
 from replicator.engine.records import adopt, begin_run, end_tenant, group_names, owned_groups, record
 from replicator.engine.results import FailureKind, LeaseLostError, RunReport, TenantResult, UnknownTenantError
 from replicator.engine.retries import PendingChange, apply_with_retries, unknown_user
@@ -101,6 +103,8 @@ class Engine:
         self.make_driver = make_driver
         self.change_attempts = change_attempts
         self.retry_wait = retry_wait
+        self.whole_platforms: set[str] = set()
+        self.needed: defaultdict[str, set[str]] = defaultdict(set)
         self.held_removed: dict[str, str] = {}
         """After :meth:`select`: tenants the store knows and the inventory no longer has that are
         left as they are, with the reason."""
@@ -123,6 +127,13 @@ class Engine:
             for k, (p, why) in held.items()
             if (not tenants or k in tenants) and (platform is None or p == platform)
         }
+        # Whose created users this run may deprovision: every tenant of the platform chosen, none
+        # of them left on it while removed from the inventory; and which euids its bindings need.
+        left = {p for p, _ in held.values()}
+        self.whole_platforms = set() if tenants else {p for p in self.v.capabilities if p not in left}
+        self.needed = defaultdict(set)
+        for d in desired.values():
+            self.needed[d.ref.platform].update(m.platform_euid for g in d.groups for m in g.members)
         if platform is not None:
             chosen = [d for d in chosen if d.ref.platform == platform]
         return chosen
@@ -206,7 +217,7 @@ class Engine:
             return
         try:
             try:
-                lookups = await self._lookup(driver, platform_id, tenants, now)
+                lookups = await lookup(self.store, driver, self.v, platform_id, tenants, now)
             except (PlatformError, StoreError) as e:
                 for d in tenants:
                     result = TenantResult(
@@ -243,37 +254,16 @@ class Engine:
                     on_done(result)
 
             await asyncio.gather(*(one(d) for d in tenants))
+            if platform.deprovision_created_users.enabled and platform_id in self.whole_platforms:
+                needed, deletions = self.needed[platform_id], self.allow_deletions
+                users = deprovision(self.store, driver, self.v, platform, needed, apply=apply, now=now,
+                                    allow_deletions=deletions, audit=self._audit)  # fmt: skip
+                report.users.append(await users)
         finally:
             calls = getattr(driver, "api_calls", None)
             if calls is not None:
                 report.calls[platform_id] = report.calls.get(platform_id, 0) + sum(calls.values())
             await driver.close()
-
-    async def _lookup(
-        self, driver: Driver, platform_id: str, tenants: list[DesiredTenant], now: datetime
-    ) -> dict[str, tuple[PlatformUser, ...]]:
-        """Every transformed euid of these tenants: from the cache when fresh, else one batched
-        driver lookup. Found users are cached; not-found (or awaiting a first login) is asked again."""
-        euids = sorted({m.platform_euid for d in tenants for g in d.groups for m in g.members})
-        ttl = timedelta(seconds=self.v.config.replication.lookup_cache_ttl)
-        cached = (
-            await blocking(self.store.cached_lookups, platform_id, euids, ttl, now)
-            if ttl.total_seconds() > 0
-            else {}
-        )
-        result = {e: tuple(PlatformUser(i, n) for i, n in users) for e, users in cached.items()}
-        missing = [e for e in euids if e not in result]
-        if missing:
-            fresh = await driver.lookup_users(missing)
-            absent = [e for e in missing if e not in fresh]
-            if absent:
-                raise PlatformError(f"the driver returned no lookup result for {len(absent)} euids")
-            # A user awaiting the first login is not cached, as not-found is not: asked again.
-            found = {e: [(u.id, u.name) for u in fresh[e] if not u.awaiting_login] for e in missing}
-            await blocking(self.store.store_lookups, platform_id, found, now)
-            result.update({e: fresh[e] for e in missing})
-        log.debug("lookup", platform=platform_id, euids=len(euids), cached=len(cached), asked=len(missing))
-        return result
 
     async def _leased(
         self,
@@ -469,6 +459,8 @@ class Engine:
                 # The next run's lookup finds the user from the cache, not from the platform.
                 found = {change.euid: [(new_id, change.euid)]}
                 await blocking(self.store.store_lookups, ref.platform, found, now)
+                if new_id in driver.created_users:  # made, not found: ours to deprovision later
+                    await blocking(self.store.record_created_user, ref.platform, new_id, change.euid, now)
             await blocking(record, self.store, ref.platform, ref.key, change, new_id, ids)
             await self._audit(run_id, ref.key, ref.platform, change, "applied")
             result.applied += 1

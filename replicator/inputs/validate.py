@@ -102,6 +102,13 @@ def _check_platforms(loaded: Loaded, problems: list[Problem]) -> dict[str, Capab
                 problem(path, obj, pr.message)
             continue
         caps[p.identifier] = platform_caps = driver.capabilities_for(p._options)
+        if p.deprovision_created_users.enabled and not platform_caps.ensures_users:
+            problem(
+                [*base, "deprovisionCreatedUsers", "enabled"],
+                obj,
+                "this platform creates no users (OpenStack with federatedIdp, Azure with "
+                "b2bGuestInvitation do): there is nothing to deprovision",
+            )
         for role, mapping in p.role_mappings.items():
             for j, r in enumerate(mapping.platform_roles):
                 why = platform_caps.check_role(r)

@@ -663,8 +663,9 @@ def test_action_order_constant() -> None:
         Action.REVOKE,
         Action.REMOVE_MEMBER,
         Action.DELETE_GROUP,
+        Action.DELETE_USER,
     )
-    assert [a.adds for a in ACTION_ORDER] == [True, True, True, True, False, False, False]
+    assert [a.adds for a in ACTION_ORDER] == [True, True, True, True, False, False, False, False]
 
 
 def test_order_changes_sorts_by_action_then_group_then_subject() -> None:
