@@ -1,5 +1,6 @@
 """The replicator's memory: owned groups, tenants, runs, audit trail, warnings, leases, the lookup
-cache, stored meshObjects, API keys, identity-source syncs and SCIM resources.
+cache and the users the replicator created, stored meshObjects, API keys, identity-source syncs
+and SCIM resources.
 
 ``Store`` (``state/store.py``) is the one object callers use. ``state/db.py`` opens and migrates the
 database; ``owned``, ``tenants``, ``runs``, ``leases``, ``lookups``, ``objects``, ``apikeys``, ``syncs``
@@ -9,6 +10,7 @@ tables, ``migrations`` their Alembic versions."""
 from state.store import (
     ApiKeyRecord,
     AuditRecord,
+    CreatedUserRecord,
     ObjectOwnedError,
     ObjectWrite,
     OwnedGroupRecord,
@@ -24,6 +26,7 @@ from state.store import (
 __all__ = [
     "ApiKeyRecord",
     "AuditRecord",
+    "CreatedUserRecord",
     "ObjectOwnedError",
     "ObjectWrite",
     "OwnedGroupRecord",

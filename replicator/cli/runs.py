@@ -7,9 +7,14 @@ import asyncio
 import json
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from replicator.cli.common import EXIT_ERROR, EXIT_OK, open_store, reconcile_summary, run_engine, validated
+
+if TYPE_CHECKING:
+    from replicator.core.config import PlatformConfig
+    from state import CreatedUserRecord
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -50,6 +55,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         engine = Engine(v, store)
         now = datetime.now(UTC)
         report = asyncio.run(engine.run(engine.select(now, [args.tenant]), apply=False, now=now))
+        created = store.created_users(tenant.metadata.platform_identifier)
     finally:
         store.close()
     (result,) = report.results
@@ -60,6 +66,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if user is not None:
         doc = explain_user(v.config, v.inventory, tenant, caps, result.plan, result.observed, user, now)
         text = explain_text(doc)
+        platform = v.config.platform(tenant.metadata.platform_identifier)
+        record = next((c for c in created if c.euid == doc.get("platformEuid")), None)
+        if record is not None and platform is not None:
+            text += created_note(doc, record, platform)
     else:
         found = explain_group(result.plan, result.observed, args.group)
         if found is None:
@@ -68,6 +78,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
         doc, text = found, group_text(found)
     sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.output == "json" else text)
     return EXIT_OK
+
+
+def created_note(doc: dict[str, Any], record: CreatedUserRecord, platform: PlatformConfig) -> str:
+    """For explain: the user is one the replicator created on the platform (``createdUser`` in
+    ``doc``), and when deprovisioning deletes it if no binding needs it by then."""
+    option = platform.deprovision_created_users
+    since = record.unneeded_since
+    after = since + timedelta(seconds=option.grace_period) if since and option.enabled else None
+    doc["createdUser"] = {
+        "id": record.user_id,
+        "createdAt": record.created_at.isoformat(),
+        "unneededSince": since.isoformat() if since else None,
+        "deleteAfter": after.isoformat() if after else None,
+    }
+    line = f"  created by the replicator on {record.created_at:%Y-%m-%d} (id {record.user_id})"
+    if since is not None and after is not None:
+        line += f"; no binding needs it since {since:%Y-%m-%d}, deleted after {after:%Y-%m-%d %H:%M} UTC"
+    return line + "\n"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

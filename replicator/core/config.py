@@ -28,11 +28,11 @@ Model = Options
 """Base of every config model: camelCase keys, unknown keys are errors, docstrings documented."""
 
 
-_DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
+_DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
 
 
 def parse_duration(value: Any) -> float:
-    """``90``, ``"90s"``, ``"10m"``, ``"1h30m"`` -> seconds."""
+    """``90``, ``"90s"``, ``"10m"``, ``"1h30m"``, ``"7d"`` -> seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value < 0:
             raise ValueError("a duration cannot be negative")
@@ -40,9 +40,9 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m and any(m.groups()):
-            h, mi, s = (int(g or 0) for g in m.groups())
-            return float(h * 3600 + mi * 60 + s)
-    raise ValueError(f"{value!r} is not a duration (examples: 30s, 10m, 1h30m)")
+            d, h, mi, s = (int(g or 0) for g in m.groups())
+            return float(d * 86400 + h * 3600 + mi * 60 + s)
+    raise ValueError(f"{value!r} is not a duration (examples: 30s, 10m, 1h30m, 7d)")
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(lambda v: f"{int(v)}s")]

@@ -254,7 +254,8 @@ class Engine:
                     on_done(result)
 
             await asyncio.gather(*(one(d) for d in tenants))
-            if platform.deprovision_created_users.enabled and platform_id in self.whole_platforms:
+            clean = all(r.ok and not r.requeued for r in report.results if r.platform == platform_id)
+            if platform.deprovision_created_users.enabled and platform_id in self.whole_platforms and clean:
                 needed, deletions = self.needed[platform_id], self.allow_deletions
                 users = deprovision(self.store, driver, self.v, platform, needed, apply=apply, now=now,
                                     allow_deletions=deletions, audit=self._audit)  # fmt: skip

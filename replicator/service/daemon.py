@@ -34,7 +34,7 @@ from replicator.engine.runner import default_driver
 from replicator.inputs.loader import default_config_path
 from replicator.inputs.validate import Validated
 from replicator.logs import get_logger
-from replicator.service import runs
+from replicator.service import runs, users
 from replicator.service.budgets import Budget, QuotaShares
 from replicator.service.gates import PriorityGate
 from replicator.service.metrics import Metrics, sample_loop_lag
@@ -360,6 +360,7 @@ class Daemon:
                 max_instances=1,
                 id=f"ldap-sync:{connector.name}",
             )
+        users.schedule(self, self._scheduler)
         self._scheduler.start()
         self._tasks = [asyncio.ensure_future(runs.work(self)) for _ in range(self.workers)]
         self._tasks.append(asyncio.ensure_future(self._watch()))

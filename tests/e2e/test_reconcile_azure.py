@@ -236,6 +236,33 @@ def test_b2b_guests_are_invited_once_and_added(az: AzProject) -> None:
     assert len(az.azure.state.invitations) == 1
 
 
+def test_an_invited_guest_no_binding_needs_is_deleted_after_the_grace_period(az: AzProject) -> None:
+    """deprovisionCreatedUsers: zoe, invited by the replicator, goes once unbound for a day; the
+    directory's own users are never touched."""
+    from sqlalchemy import text
+
+    az.driver_extra = {"b2bGuestInvitation": {"enabled": True}}
+    az.platform_extra = {"deprovisionCreatedUsers": {"enabled": True, "gracePeriod": "1d"}}
+    az.write_config()
+    zoe = [user("zoe", "zoe"), binding("finance", "ledger", "reader", "zoe")]
+    az.write_inventory(az.inventory(extra=zoe))
+    az.converge()
+    guest = az.azure.user_by_mail("zoe@example.com")
+    assert guest is not None
+    az.write_inventory(az.inventory(extra=[user("zoe", "zoe")]))
+    az.converge()
+    assert az.azure.user_by_mail("zoe@example.com") is not None, "within the grace period"
+    with az.store() as store, store.engine.begin() as conn:
+        conn.execute(text("UPDATE created_users SET unneeded_since = '2020-01-01 00:00:00+00:00'"))
+    r = az.cli("reconcile", "--all")
+    assert r.code == 0, r.out + r.err
+    assert f"- deleted user zoe@example.com (id {guest['id']})" in r.out
+    assert az.azure.user_by_mail("zoe@example.com") is None
+    assert guest["id"] in az.azure.state.deleted_users, "restorable among the deleted items"
+    assert az.azure.user_by_mail("alice@example.com") is not None
+    assert az.cli("plan", "--detailed-exitcode").code == 0
+
+
 def test_throttling_short_waits_converge_a_long_one_fails_only_that_run(az: AzProject) -> None:
     az.azure.throttle("GET", "^/v1.0/users$", count=1, retry_after="0.05")
     az.azure.throttle("PUT", "roleAssignments", count=2, status=503, retry_after="0.05")

@@ -96,6 +96,9 @@ class _State:
     """Assignment id (lower case) -> ARM JSON."""
     invitations: list[dict[str, Any]] = field(default_factory=list)
     created: dict[str, float] = field(default_factory=dict)
+    deleted_users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Users deleted through Graph: Entra ID keeps them restorable among its deleted items for 30
+    days (see graph.py), with the groups they were in."""
     """Object id -> time.monotonic() of its creation through the API (replication lag); seeded
     objects are known everywhere at once."""
     tokens: set[str] = field(default_factory=set)

@@ -247,6 +247,20 @@ class GraphApi:
                 raise graph_error(404, "Request_ResourceNotFound", f"Resource '{mid}' does not exist.")
             st.members[gid].remove(mid)
             return 204, None, {}
+        m = re.fullmatch(r"/users/([^/]+)", path)
+        if m and method == "DELETE":
+            # "When deleted, user resources ... are moved to a temporary container and if the user is
+            # restored within 30 days, these objects are restored to them. The user is also restored
+            # to any groups they were a member of" (Graph, Delete user, user-delete): out of every
+            # group now, kept aside with them, gone from /users at once.
+            uid = m.group(1)
+            if uid not in st.users:
+                raise self._not_found(uid)
+            groups = [gid for gid, ids in st.members.items() if uid in ids]
+            for gid in groups:
+                st.members[gid].remove(uid)
+            st.deleted_users[uid] = {**st.users.pop(uid), "memberOf": groups}
+            return 204, None, {}
         if path == "/invitations" and method == "POST":
             return 201, self._invite(body), {}
         raise graph_error(400, "BadRequest", f"Resource not found for the segment in {method} {path}")
