@@ -340,17 +340,43 @@ class ScimConfig(Model):
         return self
 
 
+class SamlProvider(Model):
+    """A SAML 2.0 identity provider (AD FS, Google, ...) whose signed assertions the daemon accepts at
+    its assertion consumer service, ``POST /v1/saml/{name}/acs`` (HTTP-POST binding, IdP-initiated);
+    the user is created or updated as an OIDC login does it (docs/saml.md)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    """Short name; stored users carry the source ``saml:<name>``."""
+    idp_metadata: str
+    """The IdP's metadata XML file (relative to the config file): its entity id and signing
+    certificates."""
+    sp_entity_id: str
+    """This service provider's entity id: assertions must name it as their audience."""
+    acs_url: str = Field(pattern=r"^https?://")
+    """The public URL of ``/v1/saml/{name}/acs`` as the IdP posts to it (Recipient, Destination)."""
+    attributes: ClaimMapping = ClaimMapping(
+        id="NameID", username="NameID", email="email", given_name="givenName", family_name="surname",
+        euid="NameID",
+    )  # fmt: skip
+    """Which attribute fills which meshUser field; ``NameID`` is the subject's NameID."""
+    leeway: Duration = 60.0
+    """Clock skew allowed on NotBefore and NotOnOrAfter."""
+
+
 class IdentityConfig(Model):
     """Where users and user groups come from besides the inventory files. Every source writes into
     the state store: set ``storedObjects: true`` to use them."""
 
     oidc: tuple[OidcProvider, ...] = ()
+    saml: tuple[SamlProvider, ...] = ()
     ldap: tuple[LdapConnector, ...] = ()
     scim: ScimConfig = ScimConfig()
 
-    @field_validator("oidc")
+    @field_validator("oidc", "saml")
     @classmethod
-    def _unique_oidc_names(cls, v: tuple[OidcProvider, ...]) -> tuple[OidcProvider, ...]:
+    def _unique_provider_names(
+        cls, v: tuple[OidcProvider, ...] | tuple[SamlProvider, ...]
+    ) -> tuple[OidcProvider, ...] | tuple[SamlProvider, ...]:
         names = [p.name for p in v]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

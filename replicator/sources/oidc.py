@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from replicator.core.config import OIDC_ALGORITHMS, OidcProvider
 from replicator.logs import get_logger
 from replicator.sources.bodies import BodyError, parse_json, read_body
+from replicator.sources.logins import error, write_login
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -304,28 +305,11 @@ def user_document(provider: OidcProvider, claims: Mapping[str, Any]) -> dict[str
     }
 
 
-def changed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
-    if old is None:
-        return sorted(new.get("spec", {}))
-    before, after = old.get("spec", {}) or {}, new.get("spec", {})
-    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-
-
-def _located(p: Any) -> dict[str, Any]:
-    """A loader Problem as JSON: where (file:line, object, field) and what."""
-    where = p.file + (f":{p.line}" if p.line else "")
-    return {"where": where, "object": p.obj, "field": p.field, "message": p.message}
-
-
-def _error(status: int, error: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, **extra}, status_code=status)
-
-
 async def _read_token(request: Request) -> str | JSONResponse:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await read_body(request, 4 * MAX_TOKEN_BYTES)
     if raw is None:  # refused before reading it whole: the login is unauthenticated
-        return _error(413, "the body is too large for a login", where="body")
+        return error(413, "the body is too large for a login", where="body")
     if ctype == "application/x-www-form-urlencoded":
         from urllib.parse import parse_qs
 
@@ -339,13 +323,13 @@ async def _read_token(request: Request) -> str | JSONResponse:
         try:
             body = parse_json(raw)
         except BodyError:
-            return _error(
+            return error(
                 400, 'the body is not JSON (or nests too deeply): send {"idToken": "..."}', where="body"
             )
         value = body.get("idToken") if isinstance(body, dict) else None
         where = "body.idToken"
     if not isinstance(value, str) or not value.strip():
-        return _error(400, 'no ID token: send {"idToken": "..."} or the form field id_token', where=where)
+        return error(400, 'no ID token: send {"idToken": "..."} or the form field id_token', where=where)
     return value.strip()
 
 
@@ -362,10 +346,10 @@ def routes(host: SourceHost) -> list[BaseRoute]:
         name = request.path_params["provider"]
         validated = host.validated
         if validated is None or host.store is None:
-            return _error(503, "the daemon has no valid configuration yet")
+            return error(503, "the daemon has no valid configuration yet")
         provider = next((p for p in validated.config.identity.oidc if p.name == name), None)
         if provider is None:
-            return _error(404, f"unknown OIDC provider {name!r}", where="path")
+            return error(404, f"unknown OIDC provider {name!r}", where="path")
         token = await _read_token(request)
         if isinstance(token, Response):
             return token
@@ -380,7 +364,7 @@ def routes(host: SourceHost) -> list[BaseRoute]:
             )
         except ProviderUnavailable as e:
             log.error("oidc provider unavailable", provider=name, error=str(e))
-            return _error(503, f"identity provider {name!r} unavailable: {e}")
+            return error(503, f"identity provider {name!r} unavailable: {e}")
         from replicator.threads import blocking
         from state import StoreError
 
@@ -390,7 +374,7 @@ def routes(host: SourceHost) -> list[BaseRoute]:
             )
         except StoreError as e:
             log.error("oidc login not stored: state store unavailable", provider=name, error=str(e))
-            return _error(503, "the state store is unavailable; try again")
+            return error(503, "the state store is unavailable; try again")
         if wrote:
             host.objects_changed()  # reload soon: the user's tenants are queued if they changed
         return answer
@@ -405,69 +389,14 @@ def write_user(
     claims: Mapping[str, Any],
     cache: LoadedCache | None = None,
 ) -> tuple[JSONResponse, bool]:
-    """Create or update the meshUser of a verified login through ``replicator.sources.stored`` (blocking:
-    the HTTP handler runs it in a thread). Returns the answer and whether anything was written
-    (then the caller reloads the inventory)."""
-    from pydantic import ValidationError
-
-    from replicator.core.inventory import MeshUser
-    from replicator.inputs.loader import InputError
-    from replicator.sources import stored
-    from state import ObjectOwnedError
-
-    source = f"oidc:{provider.name}"
+    """Create or update the meshUser of a verified login (blocking: the HTTP handler runs it in a
+    thread). Returns the answer and whether anything was written (then the caller reloads)."""
     try:
         doc = user_document(provider, claims)
     except MissingClaim as e:
-        return _error(
-            422, f"the ID token's claim {e.claim!r} is {e.why}", where=f"token claim {e.claim}"
-        ), False
-    name = doc["metadata"]["name"]
-    try:
-        user = MeshUser.model_validate(doc)
-    except ValidationError as e:
-        problems = [
-            {
-                "where": f"token claim {provider.claims.id}"
-                if err["loc"][:2] == ("metadata", "name")
-                else "meshUser " + ".".join(str(x) for x in err["loc"]),
-                "message": err["msg"],
-            }
-            for err in e.errors()
-        ]
-        return _error(422, "the token does not give a valid meshUser", problems=problems), False
-    existing = store.get_object("meshUser", name)
-    if existing is not None and existing.source != source:
-        return _error(
-            409,
-            f"meshUser {name!r} is owned by source {existing.source!r}: not changed",
-            owner=existing.source,
-        ), False
-    loaded = stored.current(config_path, store, cache)
-    if ("meshUser", name) in loaded.file_keys:
-        return _error(
-            409, f"meshUser {name!r} is defined in an inventory file: not changed", owner="file"
-        ), False
-    fields = changed_fields(existing.document if existing else None, doc)
-    revived = existing is not None and existing.deprovisioned_at is not None
-    if existing is not None and not fields and not revived:
-        log.info("oidc login", user=name, provider=provider.name, changed=[])
-        return JSONResponse(
-            {"user": name, "euid": doc["spec"]["euid"], "created": False, "changed": False}
-        ), False
-    change = stored.Change(source, puts=stored.as_loaded([user], f"oidc login ({provider.name})"))
-    try:
-        stored.apply(config_path, store, change, cache=cache)
-    except InputError as e:
-        return _error(
-            422,
-            "the login's meshUser does not fit the inventory: not changed",
-            problems=[_located(p) for p in e.problems],
-        ), False
-    except ObjectOwnedError as e:
-        return _error(409, f"not changed: {e}"), False
-    log.info("oidc login", user=name, provider=provider.name, created=existing is None, changed=fields)
-    return JSONResponse(
-        {"user": name, "euid": doc["spec"]["euid"], "created": existing is None, "changed": True},
-        status_code=201 if existing is None else 200,
-    ), True
+        why = f"the ID token's claim {e.claim!r} is {e.why}"
+        return error(422, why, where=f"token claim {e.claim}"), False
+    return write_login(
+        config_path, store, f"oidc:{provider.name}", f"oidc login ({provider.name})", doc,
+        f"token claim {provider.claims.id}", cache,
+    )  # fmt: skip
