@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 export UV_PROJECT_ENVIRONMENT = $(VENV)
 export UV_PYTHON_DOWNLOADS = never
 
-.PHONY: install lint test unit integration demo demo-keep bench clean kube-backend ldap-backend prometheus-backend lock test-latest
+.PHONY: install lint test unit integration demo demo-keep bench clean kube-backend ldap-backend prometheus-backend saml-backend lock test-latest
 
 $(UV): requirements/uv.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -59,6 +59,15 @@ ldap-backend:
 	    || echo "ldap-backend: could not install slapd: the LDAP tests skip (fail under CI=true)"; \
 	  else echo "ldap-backend: slapd missing and not root with apt-get: the LDAP tests skip"; fi; }
 
+# xmlsec1 from Debian for SAML login (pysaml2 checks XML signatures with it; the SAML tests), when
+# missing and we are root with apt-get (a failure only makes those tests skip, or fail when CI=true).
+saml-backend:
+	-@command -v xmlsec1 >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends xmlsec1 >/dev/null \
+	    || echo "saml-backend: could not install xmlsec1: the SAML tests skip (fail under CI=true)"; \
+	  else echo "saml-backend: xmlsec1 missing and not root with apt-get: the SAML tests skip"; fi; }
+
 # promtool from Debian's prometheus package for the tests of deploy/prometheus (the alert rules and
 # their unit tests, tests/unit/test_monitoring.py), when missing and we are root with apt-get (a
 # failure only makes those tests skip, or fail when CI=true); promtool lands in /usr/bin. The
@@ -77,7 +86,7 @@ prometheus-backend:
 	    else echo "prometheus-backend: could not install promtool: the promtool tests skip (fail under CI=true)"; fi; \
 	  else echo "prometheus-backend: promtool missing and not root with apt-get: the promtool tests skip"; fi; }
 
-test: lint kube-backend ldap-backend prometheus-backend
+test: lint kube-backend ldap-backend prometheus-backend saml-backend
 	$(BIN)/pytest -q
 
 # A new uv.lock from pyproject.toml's ranges, every package at its newest allowed version.
@@ -87,7 +96,7 @@ lock: $(UV)
 # The suite on the newest versions pyproject.toml allows (what `pip install replicator` gives a
 # library user today), ignoring uv.lock: drift shows up here before it reaches the lock. The test
 # that the environment is the locked one does not apply.
-test-latest: $(UV) kube-backend ldap-backend prometheus-backend
+test-latest: $(UV) kube-backend ldap-backend prometheus-backend saml-backend
 	$(UV) venv -q --allow-existing --python $(PYTHON) $(LATEST)
 	VIRTUAL_ENV=$(LATEST) $(UV) pip install -q --upgrade -e '.[dev]'
 	$(call LINT,$(LATEST)/bin)

@@ -17,7 +17,7 @@ from state.owned import OwnedGroupStore
 from state.quotas import QuotaStore
 from state.runs import RunStore
 from state.scim import ScimStore
-from state.syncs import SyncStore
+from state.syncs import AssertionStore, SyncStore
 from state.tenants import TenantStore
 
 # The records, errors, tables and helpers state.store held before it was split by concern stay
@@ -73,6 +73,7 @@ class Store(
     ObjectStore,
     ApiKeyStore,
     SyncStore,
+    AssertionStore,
     ScimStore,
 ):
     """The state store behind one SQLAlchemy URL: opening it creates or upgrades the schema to the

@@ -1,16 +1,17 @@
-"""Identity-source sync records: the last sync of each source (LDAP connector), when it ran, how
-it ended, what it read, and when it last completed."""
+"""Identity-source records: the last sync of each source (LDAP connector), when it ran, how it
+ended, what it read, and when it last completed; and the SAML assertions seen (replays)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from state.db import Database, record_of, utcnow
-from state.tables import SourceSyncRow
+from state.tables import SeenAssertionRow, SourceSyncRow
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,20 @@ class SyncStore(Database):
 
 def _sync(r: SourceSyncRow) -> SourceSyncRecord:
     return record_of(SourceSyncRecord, r)
+
+
+class AssertionStore(Database):
+    """SAML assertions seen, for replay protection (part of ``Store``)."""
+
+    def remember_assertion(self, key: str, keep_until: datetime) -> bool:
+        """Record ``key`` until ``keep_until``; False when it is recorded already (a replay, on this
+        replica or another). Expired records are dropped on the way."""
+        from sqlalchemy import delete
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(SeenAssertionRow).values(key=key, expires_at=keep_until)
+        with self._tx() as s:
+            s.execute(delete(SeenAssertionRow).where(SeenAssertionRow.expires_at < utcnow()))
+            done: Any = s.execute(insert.on_conflict_do_nothing(index_elements=[SeenAssertionRow.key]))
+            return bool(done.rowcount)  # 0: the key was there (a CursorResult; typed as a Result)

@@ -129,6 +129,17 @@ class CreatedUserRow(Base):
     unneeded_since: Mapped[Timestamp | None]
 
 
+class SeenAssertionRow(Base):
+    """A SAML assertion accepted once, kept until it expires: the same one again is a replay
+    (migration 0012)."""
+
+    __tablename__ = "seen_assertions"
+
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    """``<provider>:<assertion ID>``."""
+    expires_at: Mapped[Timestamp] = mapped_column(index=True)
+
+
 class LookupRow(Base):
     """A found platform user for a transformed euid (not-found is never cached)."""
 

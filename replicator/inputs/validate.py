@@ -115,6 +115,15 @@ def _check_platforms(loaded: Loaded, problems: list[Problem]) -> dict[str, Capab
                 if why:
                     problem([*base, "roleMappings", role, "platformRoles", j], obj, why)
 
+    for i, sp in enumerate(config.identity.saml):
+        metadata = loaded.config_path.parent / sp.idp_metadata
+        if not metadata.is_file():
+            where: list[str | int] = ["identity", "saml", i, "idpMetadata"]
+            problems.append(
+                Problem(src.file, src.line(where), f"saml provider {sp.name}", "idpMetadata",
+                        f"no IdP metadata file {metadata}")
+            )  # fmt: skip
+
     zones: set[str] = set()
     for i, z in enumerate(config.landing_zones):
         obj = f"landing zone {z.identifier}"

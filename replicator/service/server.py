@@ -103,12 +103,13 @@ def build_app(daemon: Daemon) -> Starlette:
 
         return JSONResponse(openapi_document())
 
-    from replicator.sources import objects_api, oidc, scim
+    from replicator.sources import objects_api, oidc, saml, scim
 
     return Starlette(
         routes=[
             *objects_api.routes(daemon),
             *oidc.routes(daemon),
+            *saml.routes(daemon),
             *scim.routes(daemon),
             Route("/api/openapi.json", openapi, methods=["GET"]),
             Route("/healthz", healthz),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +110,14 @@ def _config(root: Path, issuer: str) -> Path:
         },
         "api": {"keys": [{"name": "ops", "secret": {"env": "HOSTILE_API_KEY"}, "scopes": ["admin"]}]},
     }
+    if shutil.which("xmlsec1"):  # SAML login too (test_saml_login.py says why it may be missing)
+        from tests.support.saml_idp import SP_ENTITY, SamlIdp
+
+        idp = SamlIdp(root, "http://127.0.0.1:9/v1/saml/corp/acs")
+        config["identity"]["saml"] = [  # type: ignore[index]
+            {"name": "corp", "idpMetadata": idp.metadata_file.name, "spEntityId": SP_ENTITY,
+             "acsUrl": "http://127.0.0.1:9/v1/saml/corp/acs"}
+        ]  # fmt: skip
     path = root / "replicator.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -143,6 +152,15 @@ class Served:
             ("POST", "/v1/reconcile", api, json_type),
             ("POST", "/v1/tenants/ws/p/nowhere/reconcile", api, json_type),
             ("GET", "/v1/status", api, json_type),
+            *(
+                [
+                    ("POST", "/v1/saml/corp/acs", None, "application/x-www-form-urlencoded"),
+                    ("POST", "/v1/saml/corp/acs", None, json_type),
+                    ("GET", "/v1/saml/corp/metadata", None, json_type),
+                ]
+                if shutil.which("xmlsec1")
+                else []
+            ),
         ]
 
 
