@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from platforms.contract import Action, Change, Driver, PlatformError, PlatformUser, TenantRef
 from replicator.core.config import PlatformConfig
 from replicator.core.deprovision import CreatedUser, plan_users
+from replicator.engine.leases import Held, TenantLeases
 from replicator.engine.results import UserResult
 from replicator.inputs.validate import Validated
 from replicator.logs import get_logger
@@ -83,3 +84,18 @@ async def deprovision(
         result.error = f"deprovisioning users: {e}"
         log.error("users not deprovisioned", platform=platform.identifier, error=result.error)
     return result
+
+
+async def under_lease(
+    leases: TenantLeases | None, platform: str, run: Callable[[], Awaitable[UserResult]]
+) -> UserResult | None:
+    """``run`` holding the platform's users lease (``users/<platform>``), so that one run at a
+    time deprovisions (another replica's sweep, a ``reconcile --all``); None when another holds
+    it. Without ``leases`` (a plan), just ``run``."""
+    if leases is None:
+        return await run()
+    async with leases.hold(f"users/{platform}") as lease:
+        if isinstance(lease, Held):
+            log.info("users left to another run", platform=platform, holder=lease.holder)
+            return None
+        return await run()

@@ -30,7 +30,7 @@ from replicator.core.compile import compile_all
 from replicator.core.config import KeepMatching, PlatformConfig
 from replicator.core.model import DesiredTenant
 from replicator.core.plan import GrantPolicy, Guard, Plan, plan_tenant
-from replicator.engine.deprovision import deprovision
+from replicator.engine.deprovision import deprovision, under_lease
 from replicator.engine.leases import Held, TenantLeases
 from replicator.engine.lookups import lookup
 from replicator.engine.records import adopt, begin_run, end_tenant, group_names, owned_groups, record
@@ -256,10 +256,13 @@ class Engine:
             await asyncio.gather(*(one(d) for d in tenants))
             clean = all(r.ok and not r.requeued for r in report.results if r.platform == platform_id)
             if platform.deprovision_created_users.enabled and platform_id in self.whole_platforms and clean:
-                needed, deletions = self.needed[platform_id], self.allow_deletions
-                users = deprovision(self.store, driver, self.v, platform, needed, apply=apply, now=now,
-                                    allow_deletions=deletions, audit=self._audit)  # fmt: skip
-                report.users.append(await users)
+                needed, allowed = self.needed[platform_id], self.allow_deletions
+                run = functools.partial(
+                    deprovision, self.store, driver, self.v, platform, needed,
+                    apply=apply, now=now, allow_deletions=allowed, audit=self._audit,
+                )
+                users = await under_lease(self.leases if apply else None, platform_id, run)
+                report.users.extend([users] if users is not None else [])
         finally:
             calls = getattr(driver, "api_calls", None)
             if calls is not None:

@@ -6,11 +6,12 @@ withheld removals must not be overtaken by a user's deletion)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from replicator.engine.deprovision import deprovision
-from replicator.engine.leases import Held, TenantLeases
+from replicator.engine.deprovision import deprovision, under_lease
+from replicator.engine.leases import TenantLeases
 from replicator.engine.runner import Engine
 from replicator.logs import get_logger
 from replicator.service.workqueue import Priority
@@ -47,17 +48,15 @@ async def sweep_users(daemon: Daemon) -> list[UserResult]:
             left = p not in engine.whole_platforms  # a tenant removed from the inventory is left there
             log.info("users not swept", platform=p, unsettled=unsettled[:5], removed_tenant_left=left)
             continue
-        async with leases.hold(f"users/{p}") as lease:
-            if isinstance(lease, Held):
-                continue  # another replica sweeps them
-            driver = daemon._driver(platform, Priority.RESYNC)
-            try:
-                result = await deprovision(
-                    store, driver, v, platform, engine.needed[p],
-                    apply=True, allow_deletions=False, now=now, audit=engine._audit,
-                )  # fmt: skip
-            finally:
-                await driver.close()
+        driver = daemon._driver(platform, Priority.RESYNC)
+        run = functools.partial(deprovision, store, driver, v, platform, engine.needed[p], apply=True,
+                                allow_deletions=False, now=now, audit=engine._audit)  # fmt: skip
+        try:
+            result = await under_lease(leases, p, run)
+        finally:
+            await driver.close()
+        if result is None:
+            continue  # another replica sweeps them
         if result.deleted:
             log.info("users deprovisioned", platform=p, deleted=result.deleted)
         done.append(result)

@@ -153,6 +153,28 @@ def test_a_run_with_a_tenant_the_guard_holds_deletes_no_user(os_proj: OsProject)
     assert len(os_proj.world.federated_users(idp, "zoe@example.com")) == 1
 
 
+def test_a_run_leaves_the_users_to_the_one_that_holds_their_lease(os_proj: OsProject) -> None:
+    """Another run (a daemon's sweep) holds users/<platform>: reconcile --all deletes nobody and
+    does not fail; once the lease is free it does."""
+    idp, _ = federated(os_proj)
+    bind(os_proj, "zoe")
+    os_proj.converge()
+    bind(os_proj)
+    os_proj.converge()
+    age_unneeded(os_proj, 2)
+    with os_proj.store() as store:
+        token = store.acquire_lease("users/openstack.test", "replica-9", timedelta(minutes=5))
+        assert token is not None
+    r = os_proj.cli("reconcile", "--all")
+    assert r.code == 0, r.out + r.err
+    assert "delete user" not in r.out
+    assert len(os_proj.world.federated_users(idp, "zoe@example.com")) == 1
+    with os_proj.store() as store:
+        store.release_lease("users/openstack.test", "replica-9", token)
+    assert "- deleted user zoe@example.com" in os_proj.converge().out
+    assert os_proj.world.federated_users(idp, "zoe@example.com") == []
+
+
 def test_validate_refuses_the_option_where_no_user_is_created(os_proj: OsProject) -> None:
     os_proj.platform_extra = {"deprovisionCreatedUsers": {"enabled": True}}
     os_proj.write_config()
