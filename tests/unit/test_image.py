@@ -39,10 +39,20 @@ def test_final_stage_runs_as_a_numeric_non_root_user(final: Stage) -> None:
     assert image_uid(final) != 0
 
 
+RUNTIME_PACKAGES = {"xmlsec1"}
+"""Debian packages the final stage may install: tools the application runs (SAML's signature
+checks), never build tools."""
+
+
 def test_final_stage_installs_and_builds_nothing(final: Stage) -> None:
     for rest in final.all("RUN"):
-        for tool in ("pip install", "pip wheel", "apt-get install", "apt install", "gcc", "build-essential"):
+        for tool in ("pip install", "pip wheel", "apt install", "gcc", "build-essential"):
             assert tool not in rest, f"final stage runs {tool!r}: build in the first stage"
+        for installed in re.findall(r"apt-get install ([^&;]*)", rest):
+            packages = {w for w in installed.split() if not w.startswith("-")}
+            assert packages <= RUNTIME_PACKAGES, f"final stage installs {packages - RUNTIME_PACKAGES}"
+            assert "--no-install-recommends" in installed
+            assert "rm -rf /var/lib/apt/lists/*" in rest, "the package lists stay out of the image"
 
 
 def test_build_stage_pip_settings(stages: list[Stage]) -> None:
@@ -273,6 +283,26 @@ def test_the_build_stage_turns_extras_into_uv_arguments(
     argv = argv_file.read_text().splitlines()
     assert argv[:3] == ["sync", "--locked", "--no-editable"]
     assert [a for a in argv[3:] if a not in ("--python", "/usr/local/bin/python3.11")] == expected
+
+
+@pytest.mark.parametrize(("extras", "installs"), [("aws,saml,postgres", True), ("aws,postgres", False)])
+def test_the_final_stage_adds_xmlsec1_only_for_saml(
+    final: Stage, tmp_path: Path, extras: str, installs: bool
+) -> None:
+    """The final stage's RUN, by /bin/sh as Docker runs it, with apt-get and rm stubbed on PATH."""
+    (run,) = [rest for rest in final.all("RUN") if "xmlsec1" in rest]
+    calls, stubs = tmp_path / "calls", tmp_path / "bin"
+    stubs.mkdir()
+    for tool in ("apt-get", "rm"):  # rm too: the real one would empty this machine's package lists
+        (stubs / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\n')
+        (stubs / tool).chmod(0o755)
+    env = {"EXTRAS": extras, "PATH": f"{stubs}:/usr/bin:/bin"}
+    out = subprocess.run(["/bin/sh", "-c", run], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    done = calls.read_text().splitlines() if calls.exists() else []
+    expected = ["apt-get update", "apt-get install -y --no-install-recommends xmlsec1", "rm -rf"]
+    seen = [" ".join(c.split()[:2]) if c.startswith("rm ") else c for c in done]  # rm gets the glob expanded
+    assert seen == (expected if installs else [])
 
 
 def container_engine() -> str | None:
