@@ -5,7 +5,8 @@
 #   docker build --build-arg EXTRAS=aws,postgres -t replicator .
 #
 # EXTRAS is a comma-separated list of extras from pyproject.toml's [project.optional-dependencies]
-# (aws, postgres, openstack, kubernetes, openshift, azure, gcp, cloudfoundry); only those drivers' SDKs are installed.
+# (aws, postgres, openstack, kubernetes, openshift, azure, gcp, cloudfoundry, saml); only those drivers' SDKs are installed
+# (saml adds Debian's xmlsec1 to the final image).
 # Never `dev`: that pulls the test and lint tool chain. Empty EXTRAS = the core only (SQLite state).
 #
 # Runtime conventions:
