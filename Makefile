@@ -36,7 +36,7 @@ install: $(STAMP)
 
 # The lint and test recipes, for the locked .venv and for .venv-latest.
 define LINT
-	$(1)/ruff check replicator platforms state tests scripts
+	$(1)/ruff check replicator platforms state tests scripts bench
 	$(1)/mypy
 	$(1)/lint-imports
 endef

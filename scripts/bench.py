@@ -57,6 +57,7 @@ COMMANDS = {
     "daemon_many_tenants": "scripts/bench.py --only daemon_many_tenants (BENCH_DAEMON_MANY_TENANTS=10000)",
     "daemon_noop_sweep": "scripts/bench.py --only daemon_noop_sweep (BENCH_DAEMON_NOOP_TENANTS=50)",
     "scim_writes": "scripts/bench.py --only scim_writes (BENCH_SCIM_SIZES=10000,100000)",
+    "scale": "scripts/bench.py --only scale (BENCH_SCALE_TENANTS=10000,100000; bench/generate.py)",
 }
 _CURRENT = ["core"]
 
@@ -657,6 +658,7 @@ BENCHES = {
     "daemon_many_tenants": lambda: bench_daemon.bench_many_tenants(record, synthetic_site),
     "daemon_noop_sweep": lambda: bench_daemon.bench_noop_sweep(record, synthetic_site),
     "scim_writes": lambda: __import__("bench_scim").bench_scim_writes(record),
+    "scale": lambda: __import__("bench_scale").bench_scale(record),
 }
 _SECTION = {
     "startup": "cli_help_startup",
@@ -668,6 +670,7 @@ _SECTION = {
     "moto": "moto",
     "loop": "loop",
     "scim_writes": "scim_writes",
+    "scale": "scale",
 }
 
 
