@@ -50,8 +50,15 @@ def measure(config: Path) -> dict[str, float]:
 
 
 def bench_scale(record: Record) -> None:
-    sys.path.insert(0, str(ROOT))
-    from bench.generate import generate
+    import importlib.util
+
+    # By path: scripts/bench.py is the module `bench` in this process, not the bench/ folder.
+    spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "bench" / "generate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    generate = module.generate
 
     sizes = [int(n) for n in os.environ.get("BENCH_SCALE_TENANTS", "10000,100000").split(",")]
     per_tenant: list[float] = []
