@@ -147,11 +147,11 @@ def keep(port: int) -> int:
         + "".join(f"export {k}={v}\n" for k, v in CREDENTIALS.items())
     )
     argv = [sys.executable, "-m", "replicator", "-c", str(WORK / "replicator.yaml"), "--log-format"]
+    # In this script's process group: Ctrl-C on the terminal reaches both, the daemon stops
+    # gracefully by itself and this script waits for it; killing the group stops both.
     daemon = subprocess.Popen(
         [*argv, "console", "run", "--listen", f"127.0.0.1:{port}", "--grace", "5"],
         env={**os.environ, **CREDENTIALS},
-        # Its own process group: Ctrl-C reaches this script, which stops the daemon itself, in order.
-        start_new_session=True,
     )
     def asked_to_stop(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the demo as Ctrl-C does

@@ -4,6 +4,7 @@ and the metrics; that everything stopped, from the ports."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -81,6 +82,7 @@ def test_demo_keep_leaves_a_daemon_to_try_and_stops_it_on_ctrl_c(tmp_path: Path)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # a group of its own: a failed test kills the daemon with it
     )
     out = Output(proc)
     try:
@@ -125,9 +127,15 @@ def test_demo_keep_leaves_a_daemon_to_try_and_stops_it_on_ctrl_c(tmp_path: Path)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(timeout=60) == 0, out.text[-4000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        try:
+            os.killpg(proc.pid, 0)  # anyone left in the demo's process group (its daemon)?
+            leftover = True
+        except ProcessLookupError:
+            leftover = False
+        with contextlib.suppress(ProcessLookupError):  # the script and its daemon, if still there
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not leftover, "a process of the demo outlived it"
     out.thread.join(10)
     assert "daemon stopped (exit 0); emulator stopped" in out.text
     assert "Traceback" not in out.text
