@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -118,5 +119,13 @@ def build_app(daemon: Daemon) -> Starlette:
             Route("/v1/status", status),
             Route("/v1/reconcile", resync, methods=["POST"]),
             Route("/v1/tenants/{workspace}/{project}/{platform}/reconcile", trigger, methods=["POST"]),
-        ]
+        ],
+        # A path no route matches (an encoded "/" splits a segment in two) or a method a route
+        # does not take: a JSON error like every other answer, not Starlette's plain text.
+        exception_handlers={HTTPException: http_error},
     )
+
+
+async def http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
