@@ -25,59 +25,36 @@ from tests.support.local_server import free_port
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "kube-backend.sh"
 
-GROUP_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "groups.user.openshift.io"},
-    "spec": {
-        "group": "user.openshift.io",
-        "scope": "Cluster",
-        "names": {"plural": "groups", "singular": "group", "kind": "Group", "listKind": "GroupList"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {"users": {"type": "array", "items": {"type": "string"}}},
-                    }
-                },
-            }
-        ],
-    },
-}
+def openshift_crd(kind: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """A cluster-scoped ``user.openshift.io/v1`` kind registered as a CustomResourceDefinition."""
+    plural = f"{kind.lower()}s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.user.openshift.io"},
+        "spec": {
+            "group": "user.openshift.io",
+            "scope": "Cluster",
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "listKind": f"{kind}List"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": properties}},
+                }
+            ],
+        },
+    }
 
 
+STRINGS = {"type": "array", "items": {"type": "string"}}
+GROUP_CRD = openshift_crd("Group", {"users": STRINGS})
 # OpenShift's User (user.openshift.io/v1, cluster-scoped): made by the OAuth server at a name's first
 # login ("Upon log in, every user of the system receives a User and Identity resource", OKD's User
 # and group APIs). A test makes one to stand for that login; the driver reads them to warn about
 # memberships of names that never logged in.
-USER_CRD: dict[str, Any] = {
-    **GROUP_CRD,
-    "metadata": {"name": "users.user.openshift.io"},
-    "spec": {
-        **GROUP_CRD["spec"],
-        "names": {"plural": "users", "singular": "user", "kind": "User", "listKind": "UserList"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "fullName": {"type": "string"},
-                            "identities": {"type": "array", "items": {"type": "string"}},
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
+USER_CRD = openshift_crd("User", {"fullName": {"type": "string"}, "identities": STRINGS})
 
 Groups = tuple[str, ...]
 
