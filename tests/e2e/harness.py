@@ -201,6 +201,7 @@ class E2EProject:
     driver_extra: dict[str, Any] = field(default_factory=dict)  # more keys of its driver block
     extra_platforms: list[dict[str, Any]] = field(default_factory=list)
     extra_zones: list[dict[str, Any]] = field(default_factory=list)
+    schedule: dict[str, Any] = field(default_factory=dict)  # the config's schedule block, when set
     ws: str = "finance"
     users: dict[str, str] = field(default_factory=dict)  # name -> the backend's user id, where kept
 
@@ -255,6 +256,8 @@ class E2EProject:
             "platforms": [self.platform_config(), *self.extra_platforms],
             "landingZones": [self.landing_zone(), *self.extra_zones],
         }
+        if self.schedule:
+            config["schedule"] = self.schedule
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def write_inventory(self, docs: list[dict[str, Any]], name: str = "org.yaml") -> None:
