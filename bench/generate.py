@@ -93,9 +93,14 @@ def generate(out: Path, tenants: int, users: int | None = None, seed: int = 7) -
                 {
                     "kind": "meshTenant",
                     "metadata": {
-                        "ownedByWorkspace": ws, "ownedByProject": prj, "platformIdentifier": PLATFORM
+                        "ownedByWorkspace": ws,
+                        "ownedByProject": prj,
+                        "platformIdentifier": PLATFORM,
                     },
-                    "spec": {"localId": f"{t:012d}", "landingZoneIdentifier": ZONES[t % len(ZONES)]},
+                    "spec": {
+                        "localId": str(100_000_000_000 + t),
+                        "landingZoneIdentifier": ZONES[t % len(ZONES)],
+                    },
                 }
             )
             seen: set[tuple[str, str]] = set()

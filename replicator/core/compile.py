@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+from operator import attrgetter
 
 from platforms.contract import Capabilities, TenantRef
 from replicator.core.config import Config, PlatformConfig, RoleMapping
@@ -12,6 +13,10 @@ from replicator.core.euid import transform_euid
 from replicator.core.inventory import Inventory, MeshProjectBinding, MeshTenant, UserSubject, binding_label
 from replicator.core.model import DesiredGroup, DesiredMember, DesiredTenant, ReplicationWarning, WarningCode
 from replicator.core.templating import render
+
+_MEMBER_ORDER = attrgetter("platform_euid", "user")
+"""The order of a group's members: that of :class:`DesiredMember` (a user is in a group once, so
+the two fields decide), compared in C rather than by the dataclass's ``__lt__``."""
 
 
 def effective_role_mappings(config: Config, tenant: MeshTenant) -> dict[str, RoleMapping]:
@@ -132,7 +137,7 @@ def compile_tenant(
                     alias=alias,
                     name=group_name(platform, caps, tenant, alias, tags),
                     roles=frozenset(mapping.platform_roles),
-                    members=tuple(sorted(members[role].values())),
+                    members=tuple(sorted(members[role].values(), key=_MEMBER_ORDER)),
                     project_role=role,
                 )
             )
@@ -178,7 +183,7 @@ def _merge_aliases(groups: list[DesiredGroup]) -> tuple[DesiredGroup, ...]:
             g.alias,
             prev.name,
             prev.roles | g.roles,
-            tuple(sorted(merged.values())),
+            tuple(sorted(merged.values(), key=_MEMBER_ORDER)),
             f"{prev.project_role},{g.project_role}",
         )
     return tuple(by_alias.values())

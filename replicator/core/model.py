@@ -28,7 +28,7 @@ class WarningCode(StrEnum):
     tenant is requeued and the warning clears once it converges."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ReplicationWarning:
     code: WarningCode
     subject: str
@@ -42,7 +42,7 @@ class ReplicationWarning:
         return (self.code.value, self.subject)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class DesiredMember:
     platform_euid: str
     """The euid after the platform's euid pattern: what the lookup matches."""
@@ -53,7 +53,7 @@ class DesiredMember:
     """The bindings that give this membership (for explain)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredGroup:
     alias: str
     name: str

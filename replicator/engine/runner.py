@@ -38,6 +38,7 @@ from replicator.engine.results import FailureKind, LeaseLostError, RunReport, Te
 from replicator.engine.retries import PendingChange, apply_with_retries, unknown_user
 from replicator.inputs.validate import Validated
 from replicator.logs import get_logger
+from replicator.memory import bulk
 from replicator.threads import blocking
 from state import Store, StoreError
 
@@ -112,7 +113,8 @@ class Engine:
     def select(
         self, now: datetime, tenants: Sequence[str] = (), platform: str | None = None
     ) -> list[DesiredTenant]:
-        desired = compile_all(self.v.config, self.v.inventory, self.v.capabilities, now)
+        with bulk():  # a large inventory compiles without the collector walking it again and again
+            desired = compile_all(self.v.config, self.v.inventory, self.v.capabilities, now)
         removed, held = self.removed_tenants(desired)
         unknown = [t for t in tenants if t not in desired and t not in removed and t not in held]
         if unknown:

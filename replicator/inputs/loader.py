@@ -6,17 +6,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from replicator.core.config import Config
-from replicator.core.inventory import KINDS, MeshObject
+from replicator.core.inventory import (
+    KINDS,
+    MeshProject,
+    MeshProjectBinding,
+    MeshTenant,
+    MeshUser,
+    MeshUserGroup,
+    MeshWorkspace,
+)
 from replicator.inputs.environment import overriding, with_overrides
+from replicator.inputs.fastyaml import fast_documents
 from replicator.inputs.yamlread import MAX_DEPTH as MAX_DEPTH
 from replicator.inputs.yamlread import InputError as InputError
 from replicator.inputs.yamlread import Problem as Problem
@@ -24,6 +34,8 @@ from replicator.inputs.yamlread import field_path as field_path
 from replicator.inputs.yamlread import locate as locate
 from replicator.inputs.yamlread import parse_yaml_bytes as parse_yaml_bytes
 from replicator.inputs.yamlread import read_yaml_documents as read_yaml_documents
+from replicator.inputs.yamlread import too_deep
+from replicator.memory import bulk
 
 if TYPE_CHECKING:
     from state import Store
@@ -31,22 +43,63 @@ if TYPE_CHECKING:
 _YAML_SUFFIXES = (".yaml", ".yml")
 
 
-@dataclass
-class Source:
-    """Where an object was read: its file and its YAML node (for field line numbers)."""
+class FileNodes:
+    """The YAML nodes of one inventory file, for the lines of its problems: read by the located
+    loader the first time a problem needs a line (the fast path keeps no node per value)."""
 
-    file: str
-    node: yaml.Node | None
+    __slots__ = ("_nodes", "digest", "path")
+
+    def __init__(self, path: str, digest: int, nodes: list[yaml.Node] | None = None) -> None:
+        self.path, self.digest = path, digest
+        self._nodes: list[yaml.Node] | None = nodes
+
+    def node(self, index: int) -> yaml.Node | None:
+        """The node of the file's ``index``-th document (None: the file changed since it was read,
+        or cannot be read now: no line rather than a wrong one)."""
+        if self._nodes is None:
+            try:
+                raw = Path(self.path).read_bytes()
+            except OSError:
+                raw = b""
+            docs = parse_yaml_bytes(raw, self.path)[0] if zlib.crc32(raw) == self.digest else []
+            self._nodes = [node for _, node in docs]
+        return self._nodes[index] if 0 <= index < len(self._nodes) else None
+
+
+class Source:
+    """Where an object was read: its file and its YAML node (for field line numbers), or the
+    file's :class:`FileNodes` and the object's document index there."""
+
+    __slots__ = ("file", "index", "node", "nodes")
+
+    def __init__(
+        self, file: str, node: yaml.Node | None = None, nodes: FileNodes | None = None, index: int = 0
+    ) -> None:
+        self.file, self.node, self.nodes, self.index = file, node, nodes, index
 
     def line(self, path: Iterable[str | int] = ()) -> int | None:
-        return locate(self.node, path)
+        node = self.node if self.node is not None or self.nodes is None else self.nodes.node(self.index)
+        return locate(node, path)
 
 
-@dataclass
 class LoadedObject:
-    obj: Any
-    source: Source
-    label: str
+    """A validated meshObject, where it was read, and its label in messages."""
+
+    __slots__ = ("_label", "obj", "source")
+
+    def __init__(self, obj: Any, source: Source, label: str | None = None) -> None:
+        self.obj, self.source, self._label = obj, source, label
+
+    @property
+    def label(self) -> str:
+        """``kind workspace/project/name/platform`` (the parts the object has), as :func:`_label`
+        gives it for the object's document; computed when a message needs it."""
+        if self._label is None:
+            m = self.obj.metadata
+            parts = (getattr(m, a, None) for a in ("owned_by_workspace", "owned_by_project", "name",
+                                                    "platform_identifier"))  # fmt: skip
+            self._label = f"{self.obj.kind} {'/'.join(str(p) for p in parts if p)}".strip()
+        return self._label
 
 
 @dataclass
@@ -106,17 +159,18 @@ def default_config_path(start: Path | None = None) -> Path:
 
 
 def _validation_problems(
-    err: ValidationError, file: str, node: yaml.Node | None, obj: str | None, skip: int = 0
+    err: ValidationError, file: str, line: Callable[[Sequence[str | int]], int | None], obj: str | None
 ) -> list[Problem]:
+    """One problem per error of ``err``, located in ``file`` by ``line`` (of a field's path)."""
     problems = []
     for e in err.errors(include_url=False):
-        loc = tuple(e["loc"])[skip:]
+        loc = tuple(e["loc"])
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif e["type"] == "missing":
             msg = "required field is missing"
-        problems.append(Problem(file, locate(node, loc), obj, field_path(loc) or None, msg))
+        problems.append(Problem(file, line(loc), obj, field_path(loc) or None, msg))
     return problems
 
 
@@ -131,7 +185,7 @@ def load_config(path: Path) -> tuple[Config | None, Source, list[Problem]]:
     try:
         return Config.model_validate(data), source, []
     except ValidationError as e:
-        problems = _validation_problems(e, str(path), source.node, None)
+        problems = _validation_problems(e, str(path), source.line, None)
         for i, error in enumerate(e.errors(include_url=False)):  # one problem per error, in order
             name = overriding(tuple(error["loc"]), overridden)
             if name is not None:  # the value came from the environment: no line of the file has it
@@ -139,7 +193,12 @@ def load_config(path: Path) -> tuple[Config | None, Source, list[Problem]]:
         return None, source, problems
 
 
-_OBJECT = TypeAdapter(MeshObject)
+_MODELS: dict[str, type[BaseModel]] = {
+    m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
+    for m in (MeshUser, MeshUserGroup, MeshWorkspace, MeshProject, MeshProjectBinding, MeshTenant)
+}
+"""The model of each kind: a document is validated by its kind's model directly (a union of six
+models is several times slower to dispatch in pydantic)."""
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -187,47 +246,74 @@ def inventory_files(base: Path, entries: Sequence[str]) -> tuple[list[Path], lis
 
 
 def load_objects(files: Sequence[Path]) -> tuple[list[LoadedObject], list[Problem]]:
+    """The meshObjects of ``files``. A file is read by the fast path when it can be
+    (:mod:`replicator.inputs.fastyaml`), and again by the located loader when it cannot, or when
+    anything in it is wrong: every problem is reported as the located loader reads the file."""
     objects: list[LoadedObject] = []
     problems: list[Problem] = []
     for f in files:
-        docs, doc_problems = read_yaml_documents(f)
-        problems += doc_problems
-        more, more_problems = objects_from_documents(docs, str(f))
+        try:
+            raw = f.read_bytes()
+        except OSError as e:
+            problems.append(Problem(str(f), None, None, None, f"cannot read: {e}"))
+            continue
+        data = _fast(raw)
+        if data is not None:
+            nodes = FileNodes(str(f), zlib.crc32(raw))  # read again only for a problem's line
+            more, more_problems = objects_from_documents([(d, None) for d in data], str(f), nodes)
+            if not more_problems:
+                objects += more
+                continue
+        docs, doc_problems = parse_yaml_bytes(raw, str(f))
+        nodes = FileNodes(str(f), zlib.crc32(raw), [node for _, node in docs])
+        more, more_problems = objects_from_documents([(d, None) for d, _ in docs], str(f), nodes)
         objects += more
-        problems += more_problems
+        problems += doc_problems + more_problems
     return objects, problems
 
 
+def _fast(raw: bytes) -> list[Any] | None:
+    """The documents of a file by the fast path (:mod:`replicator.inputs.fastyaml`), or None."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if too_deep(text) is not None else fast_documents(text)
+
+
 def objects_from_documents(
-    docs: Sequence[tuple[Any, yaml.Node | None]], file: str
+    docs: Sequence[tuple[Any, yaml.Node | None]], file: str, nodes: FileNodes | None = None
 ) -> tuple[list[LoadedObject], list[Problem]]:
-    """Typed meshObjects from parsed documents; every problem located in ``file``."""
+    """Typed meshObjects from parsed documents; every problem located in ``file`` (by the
+    document's node, or by ``nodes``, the file's, when the documents came without)."""
     objects: list[LoadedObject] = []
     problems: list[Problem] = []
-    for data, node in docs:
+    for index, (data, given) in enumerate(docs):
         if data is None:
             continue
-        label = _label(data)
+        source = Source(file, given, nodes, index)
         if not isinstance(data, dict):
-            problems.append(Problem(file, locate(node, ()), None, None, "a meshObject must be a mapping"))
+            problems.append(Problem(file, source.line(), None, None, "a meshObject must be a mapping"))
             continue
-        if data.get("kind") not in KINDS:
+        kind = data.get("kind")
+        model = _MODELS.get(kind) if isinstance(kind, str) else None
+        if model is None:
             problems.append(
                 Problem(
                     file,
-                    locate(node, ["kind"]),
-                    label,
+                    source.line(["kind"]),
+                    _label(data),
                     "kind",
                     f"unknown kind {_short(data.get('kind'))} (known: {', '.join(KINDS)})",
                 )
             )
             continue
         try:
-            obj = _OBJECT.validate_python(data)
+            obj = model.model_validate(data)
         except ValidationError as e:
-            problems += _validation_problems(e, file, node, label, skip=1)
+            problems += _validation_problems(e, file, source.line, _label(data))
             continue
-        objects.append(LoadedObject(obj, Source(file, node), label))
+        objects.append(LoadedObject(obj, source))
     return objects, problems
 
 
@@ -267,7 +353,11 @@ def load(config_path: Path | None = None, store: Store | None = None) -> Loaded:
     """Read config and inventory (with ``storedObjects``, the objects kept in ``store``, or in the
     config's state store when none is given). Raises InputError with every problem found while reading; the
     cross-reference checks live in :mod:`replicator.inputs.validate`."""
-    path = config_path or default_config_path()
+    with bulk():
+        return _load(config_path or default_config_path(), store)
+
+
+def _load(path: Path, store: Store | None) -> Loaded:
     if not path.is_file():
         why = (
             f"is a folder: name the config file in it (-c {path / 'replicator.yaml'})"

@@ -35,6 +35,7 @@ from replicator.inputs.loader import (
     _validation_problems,
     field_path,
 )
+from replicator.memory import bulk
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class Validated:
 
 def validate(loaded: Loaded) -> Validated:
     """Check everything; raise InputError listing every problem, or return the usable input."""
+    with bulk():
+        return _validate(loaded)
+
+
+def _validate(loaded: Loaded) -> Validated:
     problems = list(loaded.problems)
     caps = _check_platforms(loaded, problems)
     inventory = _build_inventory(loaded.objects, problems)
@@ -97,7 +103,7 @@ def _check_platforms(loaded: Loaded, problems: list[Problem]) -> dict[str, Capab
             context = {"replication": config.replication}
             p._options = driver.options_model.model_validate(block, context=context)
         except ValidationError as e:
-            for pr in _validation_problems(e, src.file, None, obj):
+            for pr in _validation_problems(e, src.file, lambda _: None, obj):
                 path = [*base, p.type, *(pr.field or "").split(".")]
                 problem(path, obj, pr.message)
             continue

@@ -116,7 +116,7 @@ def parse_yaml_bytes(raw: bytes, name: str) -> tuple[list[tuple[Any, yaml.Node]]
     except UnicodeDecodeError as e:
         where = raw[: e.start].count(b"\n") + 1
         return [], [Problem(str(path), where, None, None, f"cannot read: {e}")]
-    deep = _too_deep(text)
+    deep = too_deep(text)
     if deep is not None:
         return [], [_deep_problem(path, deep)]
     docs: list[tuple[Any, yaml.Node]] = []
@@ -156,7 +156,7 @@ _BRACKETS = re.compile(r"[\[\]{}]")
 _NOT_STRUCTURE = re.compile(r"""(?<![^\s\[{,:])(?:"(?:[^"\\]|\\.)*"|'(?:[^']|'')*')|(?<!\S)#[^\n]*""")
 
 
-def _too_deep(text: str) -> int | None:
+def too_deep(text: str) -> int | None:
     """The line where ``text`` nests deeper than MAX_DEPTH, or None. A cheap estimate of the flow
     nesting first (block nesting needs indentation, so it cannot be deep in a small file); only
     when it says "deep" are the events parsed (iteratively) for the exact depth and line."""
