@@ -58,7 +58,8 @@ def _own_attribute_docs(klass: type) -> dict[str, str]:
 def _describe_fields(schema: dict[str, Any], cls: type) -> None:
     """``json_schema_extra`` of every config block: each property without a description gets the
     docstring of its field."""
-    fields: Mapping[str, Any] = getattr(cls, "model_fields", {})
+    # a model's fields, or a pydantic dataclass's
+    fields: Mapping[str, Any] = getattr(cls, "model_fields", None) or getattr(cls, "__pydantic_fields__", {})
     properties = schema.get("properties") or {}
     for name, doc in attribute_docs(cls).items():
         info = fields.get(name)

@@ -1,11 +1,17 @@
 """meshObjects: who exists and who may do what (users, user groups, workspaces, projects,
-project bindings, tenants), as typed models."""
+project bindings, tenants), as typed models.
+
+The models are pydantic dataclasses with slots, frozen: an inventory holds millions of them, and
+a binding so made takes about 270 bytes where a ``BaseModel`` took about 2,000 (no ``__dict__``,
+no set of the fields given). They validate as the config's models do (camelCase keys, unknown
+keys are errors) and keep the two methods the rest of the code calls, ``model_validate`` and
+``model_dump``."""
 
 from __future__ import annotations
 
 import unicodedata
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -17,8 +23,9 @@ from pydantic import (
     Tag,
     model_validator,
 )
+from pydantic.dataclasses import dataclass
 
-from platforms.contract import Options
+from platforms.contract import OPTIONS_CONFIG
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$"
 
@@ -51,26 +58,52 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-Obj = Options
-"""Base of every meshObject model: camelCase keys, unknown keys are errors, immutable."""
+_C = TypeVar("_C", bound=type)
+_CONFIG = ConfigDict(**{k: v for k, v in OPTIONS_CONFIG.items() if k != "frozen"})  # type: ignore[typeddict-item]
 
 
+def _model(cls: _C) -> _C:
+    """A meshObject model: a frozen pydantic dataclass with slots, keyword arguments only, read as
+    the config's models are (camelCase keys, unknown keys are errors)."""
+    made = dataclass(config=_CONFIG, frozen=True, slots=True, kw_only=True)
+    return made(cls)  # type: ignore[return-value]
+
+
+class Obj:
+    """Base of every meshObject model: the two methods of a pydantic model the code calls."""
+
+    __slots__ = ()
+
+    @classmethod
+    def model_validate(cls, data: Any) -> Self:
+        """The object from its document (a mapping); ValidationError for every problem."""
+        return cls.__pydantic_validator__.validate_python(data)  # type: ignore[attr-defined,no-any-return]
+
+    def model_dump(self, **options: Any) -> dict[str, Any]:
+        """The object as a dict (``mode``, ``by_alias``, ``exclude_defaults``, ... as pydantic's)."""
+        return self.__pydantic_serializer__.to_python(self, **options)  # type: ignore[attr-defined,no-any-return]
+
+
+@_model
 class Envelope(Obj):
     """What every meshObject has before its ``kind``, ``metadata`` and ``spec``."""
 
     api_version: Literal["v1"] = "v1"
 
 
+@_model
 class Named(Obj):
     name: str = Field(pattern=_NAME, max_length=MAX_NAME)
     """Stable, immutable identifier of the object."""
 
 
+@_model
 class InWorkspace(Named):
     owned_by_workspace: Name
     """Identifier of the workspace the object belongs to."""
 
 
+@_model
 class InProject(Obj):
     owned_by_workspace: Name
     owned_by_project: Name
@@ -78,6 +111,7 @@ class InProject(Obj):
     """Optional name of the object (shown in messages)."""
 
 
+@_model
 class UserSpec(Obj):
     """A person's names. ``username``, ``email`` and ``euid`` are kept in Unicode NFC with outer
     white space removed (:func:`normal`); euids are unique as :func:`fold` compares them."""
@@ -91,6 +125,7 @@ class UserSpec(Obj):
     family_name: Text | None = None
 
 
+@_model
 class MeshUser(Envelope):
     """A person (stable id = the OIDC subject)."""
 
@@ -99,12 +134,14 @@ class MeshUser(Envelope):
     spec: UserSpec = UserSpec()
 
 
+@_model
 class UserGroupSpec(Obj):
     members: tuple[Name, ...] = ()
     """meshUser names."""
     display_name: Text | None = None
 
 
+@_model
 class MeshUserGroup(Envelope):
     """A set of users bound together."""
 
@@ -113,6 +150,7 @@ class MeshUserGroup(Envelope):
     spec: UserGroupSpec = UserGroupSpec()
 
 
+@_model
 class Tagged(Obj):
     """A spec with ``tags``: text values (YAML turns ``costCenter: 4711`` into a number, tags are
     text); ``#{tagCostCenter}`` in a group name pattern reads tag ``costCenter``."""
@@ -131,30 +169,36 @@ class Tagged(Obj):
         return data
 
 
+@_model
 class WorkspaceSpec(Tagged):
     display_name: Text | None = None
 
 
+@_model
 class MeshWorkspace(Envelope):
     kind: Literal["meshWorkspace"]
     metadata: Named
     spec: WorkspaceSpec = WorkspaceSpec()
 
 
+@_model
 class ProjectSpec(Tagged):
     display_name: Text | None = None
 
 
+@_model
 class MeshProject(Envelope):
     kind: Literal["meshProject"]
     metadata: InWorkspace
     spec: ProjectSpec = ProjectSpec()
 
 
+@_model
 class UserSubject(Obj):
     user: str
 
 
+@_model
 class GroupSubject(Obj):
     group: str
 
@@ -175,6 +219,7 @@ Subject = Annotated[
 ]
 
 
+@_model
 class BindingSpec(Obj):
     role: str
     """A meshProject role that landing zones map (admin, user, reader, ...)."""
@@ -183,6 +228,7 @@ class BindingSpec(Obj):
     """Optional: the access ends by itself at the first run after this time."""
 
 
+@_model
 class MeshProjectBinding(Envelope):
     """Gives users and user groups a role on a project."""
 
@@ -191,12 +237,14 @@ class MeshProjectBinding(Envelope):
     spec: BindingSpec
 
 
+@_model
 class TenantMeta(Obj):
     owned_by_workspace: str
     owned_by_project: str
     platform_identifier: str
 
 
+@_model
 class TenantSpec(Tagged):
     local_id: str
     """The platform's id of the tenant: AWS account id, subscription id, project id, namespace."""
@@ -213,6 +261,7 @@ class TenantSpec(Tagged):
         return data
 
 
+@_model
 class MeshTenant(Envelope):
     """A project's presence on one platform."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from replicator.core.config import Config
 from replicator.core.inventory import (
@@ -24,6 +24,7 @@ from replicator.core.inventory import (
     MeshUser,
     MeshUserGroup,
     MeshWorkspace,
+    Obj,
 )
 from replicator.inputs.environment import overriding, with_overrides
 from replicator.inputs.fastyaml import fast_documents
@@ -158,6 +159,17 @@ def default_config_path(start: Path | None = None) -> Path:
     return Path("replicator.yaml")
 
 
+_MESSAGES = {
+    # a model's (the config's) and a pydantic dataclass's (a meshObject's) words for one thing
+    "extra_forbidden": "unknown field",
+    "unexpected_keyword_argument": "unknown field",
+    "missing": "required field is missing",
+    "missing_keyword_argument": "required field is missing",
+    "model_type": "must be a mapping",
+    "dataclass_type": "must be a mapping",
+}
+
+
 def _validation_problems(
     err: ValidationError, file: str, line: Callable[[Sequence[str | int]], int | None], obj: str | None
 ) -> list[Problem]:
@@ -165,11 +177,7 @@ def _validation_problems(
     problems = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif e["type"] == "missing":
-            msg = "required field is missing"
+        msg = _MESSAGES.get(e["type"], e["msg"])
         problems.append(Problem(file, line(loc), obj, field_path(loc) or None, msg))
     return problems
 
@@ -193,10 +201,13 @@ def load_config(path: Path) -> tuple[Config | None, Source, list[Problem]]:
         return None, source, problems
 
 
-_MODELS: dict[str, type[BaseModel]] = {
-    m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
-    for m in (MeshUser, MeshUserGroup, MeshWorkspace, MeshProject, MeshProjectBinding, MeshTenant)
-}
+_MODELS: dict[str, type[Obj]] = dict(
+    zip(
+        KINDS,
+        (MeshUser, MeshUserGroup, MeshWorkspace, MeshProject, MeshProjectBinding, MeshTenant),
+        strict=True,
+    )
+)
 """The model of each kind: a document is validated by its kind's model directly (a union of six
 models is several times slower to dispatch in pydantic)."""
 

@@ -15,10 +15,9 @@ from replicator.sources.scim.errors import ScimError
 from replicator.sources.scim.resources import models
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
     from scim2_models import EnterpriseUser, Group, User
 
-    from replicator.core.inventory import MeshUser, MeshUserGroup
+    from replicator.core.inventory import MeshUser, MeshUserGroup, Obj
     from replicator.sources.stored import Change
     from state import Store
 
@@ -111,7 +110,7 @@ def mesh_group(id: str, group: Group, users: set[str]) -> MeshUserGroup:
     return _valid(MeshUserGroup, document, {"members": "members", "displayName": "displayName"})
 
 
-_Model = TypeVar("_Model", bound="BaseModel")
+_Model = TypeVar("_Model", bound="Obj")
 
 
 def _valid(model: type[_Model], document: dict[str, Any], attributes: dict[str, str]) -> _Model:
