@@ -10,6 +10,7 @@ keys are errors) and keep the two methods the rest of the code calls, ``model_va
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -302,9 +303,48 @@ class Inventory(BaseModel):
             index.setdefault((b.metadata.owned_by_workspace, b.metadata.owned_by_project), []).append(b)
         return {k: tuple(v) for k, v in index.items()}
 
+    @cached_property
+    def tenants_by_project(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        """(workspace, project) -> the keys of its tenants."""
+        index: dict[tuple[str, str], list[str]] = {}
+        for key, t in self.tenants.items():
+            index.setdefault((t.metadata.owned_by_workspace, t.metadata.owned_by_project), []).append(key)
+        return {k: tuple(v) for k, v in index.items()}
+
+    @cached_property
+    def projects_by_subject(self) -> dict[tuple[str, str], frozenset[tuple[str, str]]]:
+        """(``user`` or ``group``, name) -> the (workspace, project) of each binding naming it."""
+        index: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        for project, bindings in self.bindings_by_project.items():
+            for b in bindings:
+                for s in b.spec.subjects:
+                    subject = ("user", s.user) if isinstance(s, UserSubject) else ("group", s.group)
+                    index.setdefault(subject, set()).add(project)
+        return {k: frozenset(v) for k, v in index.items()}
+
+    @cached_property
+    def groups_by_member(self) -> dict[str, tuple[str, ...]]:
+        """meshUser name -> the user groups that have it as a member."""
+        index: dict[str, list[str]] = {}
+        for name, g in self.groups.items():
+            for member in g.spec.members:
+                index.setdefault(member, []).append(name)
+        return {k: tuple(v) for k, v in index.items()}
+
     @property
     def empty(self) -> bool:
         return not (self.users or self.bindings or self.tenants)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Inventory:
+        """A copy with ``update``; the indexes above are built again for it, not copied (pydantic
+        copies what a ``cached_property`` keeps, which would describe the original)."""
+        copy = super().model_copy(update=update, deep=deep)
+        for name in _INDEXES:
+            copy.__dict__.pop(name, None)
+        return copy
+
+
+_INDEXES = tuple(name for name, value in vars(Inventory).items() if isinstance(value, cached_property))
 
 
 def binding_label(b: MeshProjectBinding, index: int | None = None) -> str:

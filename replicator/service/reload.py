@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from replicator.core.affected import touched_tenants
 from replicator.core.compile import compile_tenant
 from replicator.core.config import SecretRef
 from replicator.core.model import DesiredTenant
@@ -168,9 +169,15 @@ def watched(config_path: Path, validated: Validated | None, store: Store | None)
 
 
 def changed_tenants(old: Validated | None, new: Validated, now: datetime) -> list[str]:
+    """The tenants of ``new`` whose desired state, platform or replication settings differ from
+    ``old``'s (all, the first time). Only those an inventory change touches are compiled (see
+    :func:`~replicator.core.affected.touched_tenants`); every tenant when the config changed."""
     keys = [k for k, t in new.inventory.tenants.items() if t.metadata.platform_identifier in new.capabilities]
     if old is None:
         return sorted(keys)
+    if old.config == new.config and old.capabilities == new.capabilities:
+        touched = touched_tenants(old.inventory, new.inventory)
+        keys = [k for k in keys if k in touched]
     return sorted(
         key
         for key in keys
