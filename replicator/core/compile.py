@@ -66,9 +66,17 @@ def group_name(
 
 
 def compile_tenant(
-    config: Config, inventory: Inventory, tenant: MeshTenant, caps: Capabilities, now: datetime
+    config: Config,
+    inventory: Inventory,
+    tenant: MeshTenant,
+    caps: Capabilities,
+    now: datetime,
+    euids: dict[tuple[str, str], str] | None = None,
 ) -> DesiredTenant:
-    """Bindings (user groups expanded, expired ones dropped) x landing-zone role mapping x platform."""
+    """Bindings (user groups expanded, expired ones dropped) x landing-zone role mapping x platform.
+    ``euids``: the transformed euids of earlier tenants, (pattern, euid) -> platform euid, shared
+    by :func:`compile_all` so that a user in many tenants has one string for it, not one each."""
+    euids = {} if euids is None else euids
     meta = tenant.metadata
     platform = config.platform(meta.platform_identifier)
     if platform is None:  # validation refuses this; compile stays total
@@ -82,6 +90,7 @@ def compile_tenant(
     members: dict[str, dict[str, DesiredMember]] = defaultdict(dict)  # role -> user -> member
     for index, binding in enumerate(bindings):
         label = binding_label(binding, index)
+        only: tuple[str, ...] = (label,)  # the via of every member of this binding alone: one tuple for all
         if binding.spec.expires_at is not None and binding.spec.expires_at <= now:
             warnings.add(
                 ReplicationWarning(
@@ -119,14 +128,17 @@ def compile_tenant(
                 )
                 continue
             previous = members[role].get(user_name)
-            via = (
-                previous.via
-                if previous and label in previous.via
-                else (*(previous.via if previous else ()), label)
-            )
-            members[role][user_name] = DesiredMember(
-                transform_euid(platform.euid_pattern, euid), user_name, euid, via
-            )
+            if previous is None:
+                via = only
+            elif label in previous.via:
+                via = previous.via
+            else:
+                via = (*previous.via, label)
+            key = (platform.euid_pattern, euid)
+            platform_euid = euids.get(key)
+            if platform_euid is None:
+                platform_euid = euids[key] = transform_euid(platform.euid_pattern, euid)
+            members[role][user_name] = DesiredMember(platform_euid, user_name, euid, via)
 
     groups: list[DesiredGroup] = []
     if not tenant.spec.deleted:
@@ -193,9 +205,10 @@ def compile_all(
     config: Config, inventory: Inventory, caps_by_platform: dict[str, Capabilities], now: datetime
 ) -> dict[str, DesiredTenant]:
     """Every tenant whose platform has a driver, by tenant key."""
+    euids: dict[tuple[str, str], str] = {}
     return {
         key: compile_tenant(
-            config, inventory, tenant, caps_by_platform[tenant.metadata.platform_identifier], now
+            config, inventory, tenant, caps_by_platform[tenant.metadata.platform_identifier], now, euids
         )
         for key, tenant in sorted(inventory.tenants.items())
         if tenant.metadata.platform_identifier in caps_by_platform

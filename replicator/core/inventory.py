@@ -9,6 +9,7 @@ keys are errors) and keep the two methods the rest of the code calls, ``model_va
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 from collections.abc import Mapping
 from functools import cached_property
@@ -42,7 +43,13 @@ MAX_EMAIL = 320
 MAX_EUID = 1024
 """An external user id."""
 
-Name = Annotated[str, Field(max_length=MAX_NAME)]
+Name = Annotated[str, Field(max_length=MAX_NAME), AfterValidator(sys.intern)]
+"""An identifier objects name: interned, since a large inventory repeats each many times (a
+project's in each of its bindings, a user's in each binding and group naming them) and the parser
+makes a new string of each."""
+Ref = Annotated[str, AfterValidator(sys.intern)]
+"""A reference to an object, interned as :data:`Name` is (its length is checked where it is
+defined)."""
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 
 
@@ -196,12 +203,12 @@ class MeshProject(Envelope):
 
 @_model
 class UserSubject(Obj):
-    user: str
+    user: Ref
 
 
 @_model
 class GroupSubject(Obj):
-    group: str
+    group: Ref
 
 
 def _subject_kind(v: Any) -> str | None:
@@ -222,7 +229,7 @@ Subject = Annotated[
 
 @_model
 class BindingSpec(Obj):
-    role: str
+    role: Ref
     """A meshProject role that landing zones map (admin, user, reader, ...)."""
     subjects: tuple[Subject, ...]
     expires_at: AwareDatetime | None = None
@@ -240,16 +247,16 @@ class MeshProjectBinding(Envelope):
 
 @_model
 class TenantMeta(Obj):
-    owned_by_workspace: str
-    owned_by_project: str
-    platform_identifier: str
+    owned_by_workspace: Ref
+    owned_by_project: Ref
+    platform_identifier: Ref
 
 
 @_model
 class TenantSpec(Tagged):
     local_id: str
     """The platform's id of the tenant: AWS account id, subscription id, project id, namespace."""
-    landing_zone_identifier: str
+    landing_zone_identifier: Ref
     deleted: bool = False
     """True: revoke all access, then delete the owned groups; the record is kept as Deleted."""
 
