@@ -342,6 +342,11 @@ class Inventory(BaseModel):
     def empty(self) -> bool:
         return not (self.users or self.bindings or self.tenants)
 
+    def build_indexes(self) -> None:
+        """Build every index now (each is otherwise built by its first use)."""
+        for name in _INDEXES:
+            getattr(self, name)
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Inventory:
         """A copy with ``update``; the indexes above are built again for it, not copied (pydantic
         copies what a ``cached_property`` keeps, which would describe the original)."""

@@ -6,8 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,18 +15,15 @@ import yaml
 from pydantic import ValidationError
 
 from replicator.core.config import Config
-from replicator.core.inventory import (
-    KINDS,
-    MeshProject,
-    MeshProjectBinding,
-    MeshTenant,
-    MeshUser,
-    MeshUserGroup,
-    MeshWorkspace,
-    Obj,
-)
+from replicator.inputs.documents import FileNodes as FileNodes
+from replicator.inputs.documents import FileRead as FileRead
+from replicator.inputs.documents import LoadedObject as LoadedObject
+from replicator.inputs.documents import Source as Source
+from replicator.inputs.documents import _validation_problems as _validation_problems
+from replicator.inputs.documents import load_objects as load_objects
+from replicator.inputs.documents import objects_from_documents as objects_from_documents
+from replicator.inputs.documents import read_files
 from replicator.inputs.environment import overriding, with_overrides
-from replicator.inputs.fastyaml import fast_documents
 from replicator.inputs.yamlread import MAX_DEPTH as MAX_DEPTH
 from replicator.inputs.yamlread import InputError as InputError
 from replicator.inputs.yamlread import Problem as Problem
@@ -35,81 +31,12 @@ from replicator.inputs.yamlread import field_path as field_path
 from replicator.inputs.yamlread import locate as locate
 from replicator.inputs.yamlread import parse_yaml_bytes as parse_yaml_bytes
 from replicator.inputs.yamlread import read_yaml_documents as read_yaml_documents
-from replicator.inputs.yamlread import too_deep
 from replicator.memory import bulk
 
 if TYPE_CHECKING:
     from state import Store
 
 _YAML_SUFFIXES = (".yaml", ".yml")
-
-
-class FileNodes:
-    """The YAML nodes of one inventory file, for the lines of its problems: read by the located
-    loader the first time a problem needs a line (the fast path keeps no node per value)."""
-
-    __slots__ = ("_nodes", "digest", "path")
-
-    def __init__(self, path: str, digest: int, nodes: list[yaml.Node] | None = None) -> None:
-        self.path, self.digest = path, digest
-        self._nodes: list[yaml.Node] | None = nodes
-
-    def node(self, index: int) -> yaml.Node | None:
-        """The node of the file's ``index``-th document (None: the file changed since it was read,
-        or cannot be read now: no line rather than a wrong one)."""
-        if self._nodes is None:
-            try:
-                raw = Path(self.path).read_bytes()
-            except OSError:
-                raw = b""
-            docs = parse_yaml_bytes(raw, self.path)[0] if zlib.crc32(raw) == self.digest else []
-            self._nodes = [node for _, node in docs]
-        return self._nodes[index] if 0 <= index < len(self._nodes) else None
-
-
-class Source:
-    """Where an object was read: its file and its YAML node (for field line numbers), or the
-    file's :class:`FileNodes` and the object's document index there."""
-
-    __slots__ = ("file", "index", "node", "nodes")
-
-    def __init__(
-        self, file: str, node: yaml.Node | None = None, nodes: FileNodes | None = None, index: int = 0
-    ) -> None:
-        self.file, self.node, self.nodes, self.index = file, node, nodes, index
-
-    def line(self, path: Iterable[str | int] = ()) -> int | None:
-        node = self.node if self.node is not None or self.nodes is None else self.nodes.node(self.index)
-        return locate(node, path)
-
-
-class LoadedObject:
-    """A validated meshObject, where it was read, and its label in messages. An object of an
-    inventory file keeps the file's :class:`FileNodes` and its document index, and makes its
-    :class:`Source` when asked (a million objects, a million fewer objects kept)."""
-
-    __slots__ = ("_index", "_label", "_where", "obj")
-
-    def __init__(
-        self, obj: Any, source: Source | FileNodes, label: str | None = None, index: int = 0
-    ) -> None:
-        self.obj, self._where, self._label, self._index = obj, source, label, index
-
-    @property
-    def source(self) -> Source:
-        where = self._where
-        return where if isinstance(where, Source) else Source(where.path, None, where, self._index)
-
-    @property
-    def label(self) -> str:
-        """``kind workspace/project/name/platform`` (the parts the object has), as :func:`_label`
-        gives it for the object's document; computed when a message needs it."""
-        if self._label is None:
-            m = self.obj.metadata
-            parts = (getattr(m, a, None) for a in ("owned_by_workspace", "owned_by_project", "name",
-                                                    "platform_identifier"))  # fmt: skip
-            self._label = f"{self.obj.kind} {'/'.join(str(p) for p in parts if p)}".strip()
-        return self._label
 
 
 @dataclass
@@ -130,6 +57,8 @@ class Loaded:
     file_stamps: dict[str, int] | None = None
     """The config and inventory files' modification times, taken before they were read (see
     :func:`file_stamps`; None: not from files)."""
+    files: dict[str, FileRead] = field(default_factory=dict)
+    """What each inventory file gave, by path (see :func:`load_objects`)."""
 
     def files_unchanged(self) -> bool:
         """Whether the config and inventory files are still those this was read from (same files,
@@ -137,6 +66,21 @@ class Loaded:
         return (
             self.file_stamps is not None and input_stamps(self.config_path, self.config) == self.file_stamps
         )
+
+
+def changed_objects(before: Loaded, after: Loaded) -> list[Any] | None:
+    """The objects, in either load, of the inventory files whose bytes differ between the two
+    (both versions of each, and those of a file added or removed): all that may differ when the
+    stored objects are the same. None when they may not be (another store revision)."""
+    stored = (before.store_revision, before.deprovisioned_users)
+    if stored != (after.store_revision, after.deprovisioned_users):
+        return None
+    out: list[Any] = []
+    for path in before.files.keys() | after.files.keys():
+        a, b = before.files.get(path), after.files.get(path)
+        if a is not b:
+            out += [lo.obj for r in (a, b) if r is not None for lo in r.objects]
+    return out
 
 
 def input_stamps(config_path: Path, config: Config | None) -> dict[str, int]:
@@ -168,29 +112,6 @@ def default_config_path(start: Path | None = None) -> Path:
     return Path("replicator.yaml")
 
 
-_MESSAGES = {
-    # a model's (the config's) and a pydantic dataclass's (a meshObject's) words for one thing
-    "extra_forbidden": "unknown field",
-    "unexpected_keyword_argument": "unknown field",
-    "missing": "required field is missing",
-    "missing_keyword_argument": "required field is missing",
-    "model_type": "must be a mapping",
-    "dataclass_type": "must be a mapping",
-}
-
-
-def _validation_problems(
-    err: ValidationError, file: str, line: Callable[[Sequence[str | int]], int | None], obj: str | None
-) -> list[Problem]:
-    """One problem per error of ``err``, located in ``file`` by ``line`` (of a field's path)."""
-    problems = []
-    for e in err.errors(include_url=False):
-        loc = tuple(e["loc"])
-        msg = _MESSAGES.get(e["type"], e["msg"])
-        problems.append(Problem(file, line(loc), obj, field_path(loc) or None, msg))
-    return problems
-
-
 def load_config(path: Path) -> tuple[Config | None, Source, list[Problem]]:
     docs, problems = read_yaml_documents(path)
     source = Source(str(path), docs[0][1] if docs else None)
@@ -208,39 +129,6 @@ def load_config(path: Path) -> tuple[Config | None, Source, list[Problem]]:
             if name is not None:  # the value came from the environment: no line of the file has it
                 problems[i] = dataclasses.replace(problems[i], file=f"environment variable {name}", line=None)
         return None, source, problems
-
-
-_MODELS: dict[str, type[Obj]] = dict(
-    zip(
-        KINDS,
-        (MeshUser, MeshUserGroup, MeshWorkspace, MeshProject, MeshProjectBinding, MeshTenant),
-        strict=True,
-    )
-)
-"""The model of each kind: a document is validated by its kind's model directly (a union of six
-models is several times slower to dispatch in pydantic)."""
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """A value read from YAML for a message, bounded: only scalars are shown (YAML aliases turn a
-    small file into an exponentially large structure, whose ``str`` would never finish)."""
-    text = repr(value) if isinstance(value, str | int | float | bool | None) else f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _label(data: Any) -> str:
-    if not isinstance(data, dict):
-        return "object"
-    kind = data.get("kind", "object")
-    raw_meta = data.get("metadata")
-    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
-    ident = "/".join(
-        str(meta[k]) if isinstance(meta[k], str | int | float | bool) else _short(meta[k])
-        for k in ("ownedByWorkspace", "ownedByProject", "name", "platformIdentifier")
-        if meta.get(k)
-    )
-    kind_text = kind if isinstance(kind, str) else _short(kind)
-    return f"{kind_text} {ident}".strip()
 
 
 def inventory_files(base: Path, entries: Sequence[str]) -> tuple[list[Path], list[Problem]]:
@@ -263,79 +151,6 @@ def inventory_files(base: Path, entries: Sequence[str]) -> tuple[list[Path], lis
         else:
             problems.append(Problem(str(p), None, None, None, "inventory file or folder does not exist"))
     return files, problems
-
-
-def load_objects(files: Sequence[Path]) -> tuple[list[LoadedObject], list[Problem]]:
-    """The meshObjects of ``files``. A file is read by the fast path when it can be
-    (:mod:`replicator.inputs.fastyaml`), and again by the located loader when it cannot, or when
-    anything in it is wrong: every problem is reported as the located loader reads the file."""
-    objects: list[LoadedObject] = []
-    problems: list[Problem] = []
-    for f in files:
-        try:
-            raw = f.read_bytes()
-        except OSError as e:
-            problems.append(Problem(str(f), None, None, None, f"cannot read: {e}"))
-            continue
-        data = _fast(raw)
-        if data is not None:
-            nodes = FileNodes(str(f), zlib.crc32(raw))  # read again only for a problem's line
-            more, more_problems = objects_from_documents([(d, None) for d in data], str(f), nodes)
-            if not more_problems:
-                objects += more
-                continue
-        docs, doc_problems = parse_yaml_bytes(raw, str(f))
-        nodes = FileNodes(str(f), zlib.crc32(raw), [node for _, node in docs])
-        more, more_problems = objects_from_documents([(d, None) for d, _ in docs], str(f), nodes)
-        objects += more
-        problems += doc_problems + more_problems
-    return objects, problems
-
-
-def _fast(raw: bytes) -> list[Any] | None:
-    """The documents of a file by the fast path (:mod:`replicator.inputs.fastyaml`), or None."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return None if too_deep(text) is not None else fast_documents(text)
-
-
-def objects_from_documents(
-    docs: Sequence[tuple[Any, yaml.Node | None]], file: str, nodes: FileNodes | None = None
-) -> tuple[list[LoadedObject], list[Problem]]:
-    """Typed meshObjects from parsed documents; every problem located in ``file`` (by the
-    document's node, or by ``nodes``, the file's, when the documents came without)."""
-    objects: list[LoadedObject] = []
-    problems: list[Problem] = []
-    for index, (data, given) in enumerate(docs):
-        if data is None:
-            continue
-        kind = data.get("kind") if isinstance(data, dict) else None
-        model = _MODELS.get(kind) if isinstance(kind, str) else None
-        if model is not None:
-            try:
-                obj = model.model_validate(data)
-            except ValidationError as e:
-                line = Source(file, given, nodes, index).line
-                problems += _validation_problems(e, file, line, _label(data))
-                continue
-            where = nodes if given is None and nodes is not None else Source(file, given)
-            objects.append(LoadedObject(obj, where, None, index))
-        elif not isinstance(data, dict):
-            at = Source(file, given, nodes, index).line()
-            problems.append(Problem(file, at, None, None, "a meshObject must be a mapping"))
-        else:
-            problems.append(
-                Problem(
-                    file,
-                    Source(file, given, nodes, index).line(["kind"]),
-                    _label(data),
-                    "kind",
-                    f"unknown kind {_short(kind)} (known: {', '.join(KINDS)})",
-                )
-            )
-    return objects, problems
 
 
 STORE_FILE = "store"
@@ -370,15 +185,19 @@ def stored_objects(
     return objects, deprovisioned, problems
 
 
-def load(config_path: Path | None = None, store: Store | None = None) -> Loaded:
+def load(
+    config_path: Path | None = None, store: Store | None = None, previous: Loaded | None = None
+) -> Loaded:
     """Read config and inventory (with ``storedObjects``, the objects kept in ``store``, or in the
-    config's state store when none is given). Raises InputError with every problem found while reading; the
-    cross-reference checks live in :mod:`replicator.inputs.validate`."""
+    config's state store when none is given). Raises InputError with every problem found while
+    reading; the cross-reference checks live in :mod:`replicator.inputs.validate`. ``previous``: an
+    earlier load of the same config, whose files are not parsed again while their bytes are the
+    same (the daemon's reload)."""
     with bulk():
-        return _load(config_path or default_config_path(), store)
+        return _load(config_path or default_config_path(), store, previous)
 
 
-def _load(path: Path, store: Store | None) -> Loaded:
+def _load(path: Path, store: Store | None, previous: Loaded | None) -> Loaded:
     if not path.is_file():
         why = (
             f"is a folder: name the config file in it (-c {path / 'replicator.yaml'})"
@@ -396,8 +215,10 @@ def _load(path: Path, store: Store | None) -> Loaded:
         raise InputError(problems + file_problems + load_objects(files)[1])
     files, file_problems = inventory_files(path.parent, config.inventory)
     stamps |= file_stamps(files)
-    objects, object_problems = load_objects(files)
-    loaded = Loaded(path, config, source, objects, file_problems + object_problems, file_stamps=stamps)
+    read = read_files(files, previous.files if previous is not None else None)
+    objects = [lo for r in read.values() for lo in r.objects]
+    problems = file_problems + [p for r in read.values() for p in r.problems]
+    loaded = Loaded(path, config, source, objects, problems, file_stamps=stamps, files=read)
     if config.stored_objects:
         _add_stored(loaded, store)
     return loaded

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from replicator.inputs.loader import (
     InputError,
     Loaded,
     Problem,
+    changed_objects,
     field_path,
     input_stamps,
     load,
@@ -39,6 +40,7 @@ from replicator.inputs.loader import (
 from replicator.inputs.revise import Checked
 from replicator.inputs.validate import Validated, validate
 from replicator.logs import get_logger
+from replicator.memory import bulk
 from replicator.sources.stored import LoadedCache, cached
 from state import Store, StoreError
 
@@ -79,11 +81,17 @@ def prepare(
     ``freeze``: after a full read, take the heap out of the cyclic collector's scans (see
     :func:`settle_heap`; for the daemon's own process)."""
     stamps = watched(config_path, previous, store)
+    suspects: list[Any] | None = None  # the objects that may have changed (None: any)
     try:
         checked = cached(store, cache)  # this replica's own write: validated already
         if checked is None:
-            loaded = load(config_path, store)
+            last = cache.latest() if cache is not None else None  # its unchanged files are reused
+            loaded = load(config_path, store, last.loaded if last is not None else None)
             checked = Checked(loaded, validate(loaded))
+            with bulk():  # the indexes a reload compares with; millions of entries at 100k tenants
+                checked.validated.inventory.build_indexes()
+            if last is not None and last.validated is previous:
+                suspects = changed_objects(last.loaded, loaded)
             checked.index()  # built here, not by the first identity write that checks against it
             if freeze:
                 settle_heap()
@@ -103,7 +111,7 @@ def prepare(
         validated,
         checked,
         store=store,
-        changed=changed_tenants(previous, validated, now),
+        changed=changed_tenants(previous, validated, now, suspects),
         removed=removed_tenants(validated, store),
     )
 
@@ -168,16 +176,21 @@ def watched(config_path: Path, validated: Validated | None, store: Store | None)
     return stamps
 
 
-def changed_tenants(old: Validated | None, new: Validated, now: datetime) -> list[str]:
+def changed_tenants(
+    old: Validated | None, new: Validated, now: datetime, suspects: list[Any] | None = None
+) -> list[str]:
     """The tenants of ``new`` whose desired state, platform or replication settings differ from
     ``old``'s (all, the first time). Only those an inventory change touches are compiled (see
-    :func:`~replicator.core.affected.touched_tenants`); every tenant when the config changed."""
-    keys = [k for k, t in new.inventory.tenants.items() if t.metadata.platform_identifier in new.capabilities]
+    :func:`~replicator.core.affected.touched_tenants`; ``suspects``: the objects that may have
+    changed, None: any); every tenant when the config changed."""
+    tenants, caps = new.inventory.tenants, new.capabilities
     if old is None:
-        return sorted(keys)
-    if old.config == new.config and old.capabilities == new.capabilities:
-        touched = touched_tenants(old.inventory, new.inventory)
-        keys = [k for k in keys if k in touched]
+        return sorted(k for k, t in tenants.items() if t.metadata.platform_identifier in caps)
+    if old.config == new.config and old.capabilities == caps:
+        candidates: Iterable[str] = touched_tenants(old.inventory, new.inventory, suspects)
+    else:
+        candidates = tenants
+    keys = [k for k in candidates if k in tenants and tenants[k].metadata.platform_identifier in caps]
     return sorted(
         key
         for key in keys

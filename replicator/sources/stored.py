@@ -154,6 +154,12 @@ class LoadedCache:
             return None
         return checked
 
+    def latest(self) -> Checked | None:
+        """What was cached last, current or not: a reload reads again only the files that changed
+        since (see :func:`replicator.inputs.loader.load`)."""
+        with self._lock:
+            return self._checked
+
     def keep(self, checked: Checked) -> None:
         """Remember ``checked`` unless what is cached is newer (a reload that read the store before
         a write finished must not replace what that write left)."""

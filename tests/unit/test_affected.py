@@ -105,6 +105,16 @@ def test_every_changed_tenant_is_touched(seed: int) -> None:
     before, after = compiled(old), compiled(new)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     assert changed <= touched_tenants(old, new)
+    # told which objects may differ (those not in both, as of the files that changed)
+    kept = {id(o) for o in objects(old)} & {id(o) for o in objects(new)}
+    suspects = [o for o in (*objects(old), *objects(new)) if id(o) not in kept]
+    assert changed <= touched_tenants(old, new, suspects)
+    assert touched_tenants(old, new, suspects) <= touched_tenants(old, new)
+
+
+def objects(inv: Inventory) -> list[Any]:
+    return [*inv.users.values(), *inv.groups.values(), *inv.workspaces.values(), *inv.projects.values(),
+            *inv.bindings, *inv.tenants.values()]  # fmt: skip
 
 
 def test_a_change_touches_only_the_tenants_it_reaches() -> None:

@@ -215,3 +215,24 @@ def test_a_valid_inventory_keeps_no_node_and_a_problem_is_located(tmp_path: Path
     again, _ = load_objects([good])
     good.write_text("# moved down\nkind: meshUser\nmetadata: {name: carol}\n")
     assert again[0].source.line() is None  # changed since it was read: no line rather than a wrong one
+
+
+def test_a_reload_parses_only_the_files_that_changed(tmp_path: Path) -> None:
+    from replicator.inputs.loader import load
+
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "replicator.yaml").write_text("inventory: [inventory]\n")
+    users, groups = tmp_path / "inventory/users.yaml", tmp_path / "inventory/groups.yaml"
+    users.write_text("kind: meshUser\nmetadata: {name: alice}\n---\nkind: meshUser\nmetadata: {name: bob}\n")
+    groups.write_text("kind: meshUserGroup\nmetadata: {name: team}\nspec: {members: [alice]}\n")
+    first = load(tmp_path / "replicator.yaml")
+    groups.write_text("kind: meshUserGroup\nmetadata: {name: team}\nspec: {members: [alice, bob]}\n")
+    second = load(tmp_path / "replicator.yaml", previous=first)
+    by_label = {lo.label: lo for lo in first.objects}
+    again = {lo.label: lo for lo in second.objects}
+    assert again["meshUser alice"] is by_label["meshUser alice"]  # same bytes: not parsed again
+    assert again["meshUserGroup team"] is not by_label["meshUserGroup team"]
+    assert again["meshUserGroup team"].obj.spec.members == ("alice", "bob")
+    users.write_text("kind: meshUser\nmetadata: {name: alice, colour: red}\n")
+    third = load(tmp_path / "replicator.yaml", previous=second)  # a problem is reported as always
+    assert [str(p) for p in third.problems] == [f"{users}:2: meshUser alice: metadata.colour: unknown field"]
