@@ -168,7 +168,11 @@ def load_objects(
     """The meshObjects of ``files``. A file is read by the fast path when it can be
     (:mod:`replicator.inputs.fastyaml`), and again by the located loader when it cannot, or when
     anything in it is wrong: every problem is reported as the located loader reads the file."""
-    read = read_files(files, previous)
+    return flatten(read_files(files, previous))
+
+
+def flatten(read: Mapping[str, FileRead]) -> tuple[list[LoadedObject], list[Problem]]:
+    """The objects and the problems of every file read, in file order."""
     return [lo for r in read.values() for lo in r.objects], [p for r in read.values() for p in r.problems]
 
 

@@ -20,9 +20,9 @@ from replicator.inputs.documents import FileRead as FileRead
 from replicator.inputs.documents import LoadedObject as LoadedObject
 from replicator.inputs.documents import Source as Source
 from replicator.inputs.documents import _validation_problems as _validation_problems
+from replicator.inputs.documents import flatten, read_files
 from replicator.inputs.documents import load_objects as load_objects
 from replicator.inputs.documents import objects_from_documents as objects_from_documents
-from replicator.inputs.documents import read_files
 from replicator.inputs.environment import overriding, with_overrides
 from replicator.inputs.yamlread import MAX_DEPTH as MAX_DEPTH
 from replicator.inputs.yamlread import InputError as InputError
@@ -216,9 +216,8 @@ def _load(path: Path, store: Store | None, previous: Loaded | None) -> Loaded:
     files, file_problems = inventory_files(path.parent, config.inventory)
     stamps |= file_stamps(files)
     read = read_files(files, previous.files if previous is not None else None)
-    objects = [lo for r in read.values() for lo in r.objects]
-    problems = file_problems + [p for r in read.values() for p in r.problems]
-    loaded = Loaded(path, config, source, objects, problems, file_stamps=stamps, files=read)
+    objects, problems = flatten(read)
+    loaded = Loaded(path, config, source, objects, file_problems + problems, file_stamps=stamps, files=read)
     if config.stored_objects:
         _add_stored(loaded, store)
     return loaded
